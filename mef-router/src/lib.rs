@@ -1,0 +1,1 @@
+//! MEF router: the in-network fair-rate controller, fair egress scheduler and policer.

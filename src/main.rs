@@ -1,0 +1,2 @@
+//! The `mef` command.
+fn main() {}
