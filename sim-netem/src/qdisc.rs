@@ -1,6 +1,7 @@
 //! Queue disciplines at a link's egress: the drop-tail FIFO here, and the trait the MEF
 //! router's fair scheduler implements.
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -37,8 +38,8 @@ pub enum Enqueue {
 }
 
 /// A link egress scheduler. It must be work-conserving: `dequeue` returns a packet whenever
-/// `backlog_packets() > 0`.
-pub trait Qdisc {
+/// `backlog_packets() > 0`. It is `Any` so callers can read a concrete scheduler's statistics.
+pub trait Qdisc: Any {
     /// Offers a packet arriving at `now`. `capacity_bps` is the link rate the queue drains at.
     fn enqueue(&mut self, now: Instant, pkt: Packet) -> Enqueue;
     /// Takes the next packet to put on the wire.
