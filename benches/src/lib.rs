@@ -1,1 +1,3 @@
 //! The benchmark harness behind `mef bench`.
+
+pub mod quinn_flow;
