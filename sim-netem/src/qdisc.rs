@@ -62,7 +62,11 @@ impl DropTail {
     /// A FIFO holding at most `limit_bytes` bytes (at least one packet is always accepted into an
     /// empty queue).
     pub fn new(limit_bytes: usize) -> Self {
-        Self { limit_bytes, bytes: 0, queue: VecDeque::new() }
+        Self {
+            limit_bytes,
+            bytes: 0,
+            queue: VecDeque::new(),
+        }
     }
 }
 
