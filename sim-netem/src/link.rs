@@ -221,7 +221,7 @@ pub struct LinkStats {
     pub max_backlog_bytes: usize,
     /// Largest queue backlog in packets seen right after an enqueue.
     pub max_backlog_packets: usize,
-    /// Total serialisation time of the packets started in this window.
+    /// Total serialisation time of the `transmitted_packets`.
     pub busy_time: Duration,
     /// Queueing delay: from enqueue to the start of serialisation, one sample per packet.
     pub queue_delay: DelayHistogram,
@@ -268,8 +268,8 @@ pub(crate) struct Link {
     pub(crate) stats: LinkStats,
     rng: ChaCha8Rng,
     loss: LossState,
-    /// The packet being serialised.
-    in_tx: Option<Packet>,
+    /// The packet being serialised and its transmission time in ns.
+    in_tx: Option<(Packet, u64)>,
     /// Fractional nanoseconds (numerator over `rate_bps`) carried between back-to-back packets.
     tx_rem: u128,
     /// Delivery time of the last in-order packet (FIFO under jitter).
@@ -339,8 +339,7 @@ impl Link {
         let num = pkt.wire_len() as u128 * 8 * NANOS_PER_SEC + self.tx_rem;
         let dur = u64::try_from(num / rate).unwrap_or(u64::MAX);
         self.tx_rem = num % rate;
-        self.stats.busy_time += Duration::from_nanos(dur);
-        self.in_tx = Some(pkt);
+        self.in_tx = Some((pkt, dur));
         Some(now_ns.saturating_add(dur))
     }
 
@@ -353,7 +352,8 @@ impl Link {
         now: Instant,
     ) -> ([Option<Delivery>; 2], Option<u64>) {
         let mut out = [None, None];
-        if let Some(pkt) = self.in_tx.take() {
+        if let Some((pkt, dur)) = self.in_tx.take() {
+            self.stats.busy_time += Duration::from_nanos(dur);
             out = self.impair(now_ns, pkt);
         }
         (out, self.start_tx(now_ns, now))
