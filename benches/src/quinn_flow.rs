@@ -42,6 +42,9 @@ use quinn_proto::{
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sim_netem::{Datagram, Endpoint};
 
+pub use crate::flow::{FLOW_TAG_LEN, FlowPlan, FlowRecv, SenderStats};
+use crate::flow::{TagReader, record_delivery};
+
 /// UDP payload size quinn is configured to use: 1500-byte IPv4 MTU minus IP and UDP headers, the
 /// same datagram size MEF uses.
 pub const UDP_PAYLOAD: u16 = 1472;
@@ -51,9 +54,6 @@ pub const FLOW_WINDOW: u64 = 64 * 1024 * 1024;
 
 /// Idle timeout of every quinn connection.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Length of the flow-id tag that starts every stream.
-pub const FLOW_TAG_LEN: usize = 8;
 
 /// ALPN token both sides offer.
 const ALPN: &[u8] = b"mef-bench";
@@ -111,6 +111,15 @@ pub enum QuinnSetupError {
     /// The cached configuration failed to build earlier.
     #[error("quinn configuration failed earlier: {0}")]
     Cached(String),
+}
+
+/// Adds one connection's quinn statistics to a sender's counters.
+fn add_quinn_stats(acc: &mut SenderStats, s: &quinn_proto::ConnectionStats) {
+    acc.sent_packets += s.udp_tx.datagrams;
+    acc.sent_bytes += s.udp_tx.bytes;
+    acc.lost_packets += s.path.lost_packets;
+    acc.lost_bytes += s.path.lost_bytes;
+    acc.congestion_events += s.path.congestion_events;
 }
 
 /// The TLS identity shared by every sink (generated once per process).
@@ -204,46 +213,6 @@ fn seed_bytes(seed: u64) -> [u8; 32] {
     out
 }
 
-/// One flow a sender will run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FlowPlan {
-    /// Flow id, carried in the stream's first bytes; unique per sink.
-    pub id: u64,
-    /// When the sender opens the connection.
-    pub start: Instant,
-    /// Payload bytes to send; `None` sends forever (a bulk flow).
-    pub size: Option<u64>,
-}
-
-/// Counters of a sender, summed over its connections (live and finished).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SenderStats {
-    /// Flows whose connection was opened.
-    pub flows_started: u64,
-    /// Sized flows whose every byte was acknowledged.
-    pub flows_finished: u64,
-    /// UDP datagrams sent.
-    pub sent_packets: u64,
-    /// UDP payload bytes sent.
-    pub sent_bytes: u64,
-    /// Packets quinn declared lost; their frames were retransmitted (quinn's path stats).
-    pub lost_packets: u64,
-    /// Bytes in packets declared lost.
-    pub lost_bytes: u64,
-    /// Congestion events (window reductions) quinn recorded.
-    pub congestion_events: u64,
-}
-
-impl SenderStats {
-    fn add(&mut self, s: &quinn_proto::ConnectionStats) {
-        self.sent_packets += s.udp_tx.datagrams;
-        self.sent_bytes += s.udp_tx.bytes;
-        self.lost_packets += s.path.lost_packets;
-        self.lost_bytes += s.path.lost_bytes;
-        self.congestion_events += s.path.congestion_events;
-    }
-}
-
 struct SendFlow {
     plan: FlowPlan,
     conn: Connection,
@@ -313,7 +282,7 @@ impl QuinnSender {
     pub fn stats(&self) -> SenderStats {
         let mut s = self.done;
         for f in self.flows.values() {
-            s.add(&f.conn.stats());
+            add_quinn_stats(&mut s, &f.conn.stats());
         }
         s
     }
@@ -405,7 +374,7 @@ impl QuinnSender {
                 let _ = self.endpoint.handle_event(ch, ev);
             }
             if let Some(f) = self.flows.remove(&key) {
-                self.done.add(&f.conn.stats());
+                add_quinn_stats(&mut self.done, &f.conn.stats());
             }
         }
     }
@@ -519,26 +488,6 @@ impl Endpoint for QuinnSender {
     }
 }
 
-/// What a sink observed of one flow.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FlowRecv {
-    /// Flow id from the stream tag.
-    pub id: u64,
-    /// When the connection was accepted (its first packet reached the sink).
-    pub accepted_at: Option<Instant>,
-    /// When the first payload byte was delivered in order.
-    pub first_byte_at: Option<Instant>,
-    /// When the last payload byte so far was delivered.
-    pub last_byte_at: Option<Instant>,
-    /// Payload bytes delivered in order to the application (tag excluded).
-    pub bytes: u64,
-    /// When the stream's end was delivered (sized flows only).
-    pub finished_at: Option<Instant>,
-    /// Payload bytes delivered per `series_bin`, starting at the sink's epoch (empty when the sink
-    /// records no series).
-    pub series: Vec<u64>,
-}
-
 struct RecvConn {
     conn: Connection,
     accepted_at: Instant,
@@ -548,8 +497,7 @@ struct RecvConn {
 
 #[derive(Default)]
 struct RecvStreamState {
-    tag: Vec<u8>,
-    id: Option<u64>,
+    tag: TagReader,
 }
 
 /// A quinn server bound to one simulated address that accepts every connection and drains every
@@ -694,36 +642,15 @@ fn read_stream(
     loop {
         match chunks.next(usize::MAX) {
             Ok(Some(chunk)) => {
-                let mut data = &chunk.bytes[..];
-                if st.id.is_none() {
-                    let need = FLOW_TAG_LEN - st.tag.len();
-                    let take = need.min(data.len());
-                    st.tag.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if st.tag.len() == FLOW_TAG_LEN {
-                        let mut b = [0u8; FLOW_TAG_LEN];
-                        b.copy_from_slice(&st.tag);
-                        let fid = u64::from_le_bytes(b);
-                        st.id = Some(fid);
-                        let f = flows.entry(fid).or_default();
+                let had_id = st.tag.id().is_some();
+                let data = st.tag.feed(&chunk.bytes);
+                if let Some(fid) = st.tag.id() {
+                    let f = flows.entry(fid).or_default();
+                    if !had_id {
                         f.id = fid;
                         f.accepted_at = Some(rc.accepted_at);
                     }
-                }
-                if let (Some(fid), false) = (st.id, data.is_empty()) {
-                    let f = flows.entry(fid).or_default();
-                    let n = data.len() as u64;
-                    f.bytes += n;
-                    f.first_byte_at.get_or_insert(now);
-                    f.last_byte_at = Some(now);
-                    if let Some(bin) = series_bin {
-                        let idx = (now.saturating_duration_since(epoch).as_nanos()
-                            / bin.as_nanos().max(1)) as usize;
-                        if f.series.len() <= idx {
-                            f.series.resize(idx + 1, 0);
-                        }
-                        f.series[idx] += n;
-                    }
+                    record_delivery(f, data.len() as u64, now, epoch, series_bin);
                 }
             }
             Ok(None) => {
@@ -739,7 +666,7 @@ fn read_stream(
     }
     let _ = chunks.finalize();
     if ended {
-        if let Some(fid) = st.id {
+        if let Some(fid) = st.tag.id() {
             flows.entry(fid).or_default().finished_at = Some(now);
         }
         rc.streams.remove(&id);
