@@ -217,9 +217,10 @@ pub struct LinkStats {
     pub corrupted: u64,
     /// Packets held back by the reorder delay.
     pub reordered: u64,
-    /// Largest queue backlog in bytes seen right after an enqueue.
+    /// Largest queue backlog in bytes seen after an enqueue (a packet that finds the link
+    /// idle and goes straight onto the wire never counts).
     pub max_backlog_bytes: usize,
-    /// Largest queue backlog in packets seen right after an enqueue.
+    /// Largest queue backlog in packets seen after an enqueue.
     pub max_backlog_packets: usize,
     /// Total serialisation time of the `transmitted_packets`.
     pub busy_time: Duration,
@@ -309,16 +310,16 @@ impl Link {
             Enqueue::Dropped(p) => self.count_drop(&p),
             Enqueue::QueuedWithDrops(victims) => victims.iter().for_each(|p| self.count_drop(p)),
         }
-        self.stats.max_backlog_bytes = self.stats.max_backlog_bytes.max(self.qdisc.backlog_bytes());
-        self.stats.max_backlog_packets = self
-            .stats
-            .max_backlog_packets
-            .max(self.qdisc.backlog_packets());
-        if self.in_tx.is_none() {
+        let started = if self.in_tx.is_none() {
             self.start_tx(now_ns, now)
         } else {
             None
-        }
+        };
+        // Measured after a packet that found the link idle went straight onto the wire.
+        let st = &mut self.stats;
+        st.max_backlog_bytes = st.max_backlog_bytes.max(self.qdisc.backlog_bytes());
+        st.max_backlog_packets = st.max_backlog_packets.max(self.qdisc.backlog_packets());
+        started
     }
 
     fn count_drop(&mut self, p: &Packet) {
