@@ -40,7 +40,8 @@ pub enum Enqueue {
 /// A link egress scheduler. It must be work-conserving: `dequeue` returns a packet whenever
 /// `backlog_packets() > 0`. It is `Any` so callers can read a concrete scheduler's statistics.
 pub trait Qdisc: Any {
-    /// Offers a packet arriving at `now`. `capacity_bps` is the link rate the queue drains at.
+    /// Offers a packet arriving at `now`. The link's rate is known to whoever built the qdisc
+    /// (the topology builders pass the [`LinkConfig`](crate::LinkConfig) to the factory).
     fn enqueue(&mut self, now: Instant, pkt: Packet) -> Enqueue;
     /// Takes the next packet to put on the wire.
     fn dequeue(&mut self, now: Instant) -> Option<Packet>;

@@ -88,6 +88,9 @@ pub enum SimError {
     /// The link configuration is invalid.
     #[error("invalid link configuration: {0}")]
     Config(#[from] ConfigError),
+    /// A topology builder was given a router index it does not have.
+    #[error("no router with index {0}")]
+    NoSuchRouter(usize),
     /// A requested round-trip time is below the topology's fixed propagation delays.
     #[error("RTT {rtt:?} is below the minimum {min:?} of this topology")]
     RttTooSmall {

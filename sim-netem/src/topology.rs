@@ -274,7 +274,7 @@ impl ParkingLot {
         let r = *self
             .routers
             .get(router)
-            .ok_or(SimError::UnknownNode(NodeId::from_index(usize::MAX)))?;
+            .ok_or(SimError::NoSuchRouter(router))?;
         let addr = numbered_addr(3, self.hosts.len());
         let h = sim.try_add_host(addr)?;
         droptail_link(sim, h, r, cfg)?;
