@@ -1,2 +1,81 @@
-//! The `mef` command.
-fn main() {}
+//! The `mef` command: `mef demo` runs a whole simulated network in one process and prints a
+//! summary; `mef bench <suite>` runs a benchmark suite and writes tables, JSON and plots.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+/// MEF: in-network rate control, measured.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the demo network (two sites across a 200 ms, 1 % loss WAN; MEF vs Cubic vs BBR)
+    /// entirely in simulation and print a summary. Takes a few seconds in a release build.
+    Demo {
+        /// Seed of the simulation; the same seed gives the same MEF and Cubic figures.
+        #[arg(long, env = "MEF_SEED", default_value_t = 1)]
+        seed: u64,
+    },
+    /// Run a benchmark suite.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchSuite {
+    /// MEF against quinn-proto's Cubic and BBR in the deterministic simulator: long flows over
+    /// RTT × loss, convergence, fairness, parking lot, short flows, coexistence, cheater.
+    Sim {
+        /// CI mode: a subset of cells and shorter runs.
+        #[arg(long)]
+        quick: bool,
+        /// Write the records as JSON to this path.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Directory for plots (SVG).
+        #[arg(long, value_name = "DIR", default_value = "bench-out")]
+        out: PathBuf,
+        /// Base seed of every simulation.
+        #[arg(long, env = "MEF_SEED", default_value_t = 1)]
+        seed: u64,
+        /// Run only scenarios whose name contains this text (e.g. `long-flow`, `fair`).
+        #[arg(long)]
+        only: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo { seed } => demo::run(seed),
+        Command::Bench { suite: BenchSuite::Sim { quick, json, out, seed, only } } => {
+            let opts = mef_benches::BenchOptions { quick, json, out_dir: out, seed, only };
+            mef_benches::run_sim(opts).map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
