@@ -1,0 +1,1295 @@
+//! The per-link fair-rate controller: which flows cross the link, what each can use, and the
+//! single fair rate μ stamped on every MEF packet.
+//!
+//! # How μ is computed
+//!
+//! * **Water-filling** ([`water_fill`]): μ solves `Σ min(d_i, μ) = C_eff`. A flow's `d_i` is
+//!   the most it can use: its declared demand; the stamp already lowered by upstream MEF routers
+//!   (`hops > 0`); its current pacing rate (plus a small headroom so it can grow) when that rate
+//!   is clearly below every μ this router stamped during the flow's feedback delay, i.e. it is
+//!   bottlenecked elsewhere (Charny's ABR test: Charny, Clark & Jain, ICC 1995); its measured rate
+//!   when it declares itself application-limited; and for non-MEF flows the measured arrival rate
+//!   plus headroom, or unlimited while the flow keeps a standing queue in the fair scheduler (it
+//!   wants more than it gets: greedy Cubic/BBR). Each router stamps μ and never more; the sender
+//!   paces at the minimum over its path, so max-min fairness emerges across a parking lot.
+//! * **New flows at once** (seed 003 "MEF 原理": "在最开始就公平分配好各个连接的带宽"): the first
+//!   packet of a flow (its `Initial`, or any packet of an unknown flow) registers it and μ is
+//!   recomputed *before* that packet is stamped, so the sender's first rate is its fair share.
+//!   RCP (Dukkipati & McKeown) also stamps the header-only SYN, but its rate only reflects the
+//!   new flow after the next control interval.
+//! * **RCP correction**: `C_eff = γ·C·k`, and every control interval `T = min(d̄, 10 ms)` (clamped
+//!   below by `min_interval`) the correction `k` follows the RCP law
+//!   `k ← k·[1 + (T/d̄)·(α(γC − y) − β·q/d̄)/(γC)]` (Dukkipati & McKeown, "Processor sharing flows
+//!   in the Internet", IWQoS 2005 and the ns-2 implementation). `d̄` is the mean RTT the MEF
+//!   senders report, `q` the persistent MEF backlog (minimum over the interval, as XCP's
+//!   persistent queue), and `y` the input rate the allocation is accountable for: MEF bytes of
+//!   flows in steady state, the allocation divided by `k` for flows still reacting to a μ change
+//!   (so the transient of a join or leave is not mistaken for an estimation error and leaves `k`
+//!   where it is), and non-MEF bytes up
+//!   to their allocation (a Cubic flow overrunning its share fills its own fair-queue bucket and
+//!   must not push MEF down). `k` only rises while some flow is held at μ here (no wind-up when
+//!   every flow is limited elsewhere) and stays in `[correction_min, correction_max]`.
+//!
+//! # Why γ = 0.99
+//!
+//! The benchmark wants ≥ 0.98 link utilisation with a near-zero queue and no drops. MEF senders
+//! pace exactly at μ, so in steady state the input rate is `Σ allocations = γ·C·k` with `k → 1`:
+//! utilisation is γ. The remaining 1 % absorbs what pacing cannot: phase collisions of many
+//! paced flows (a momentary queue of at most one packet per flow) and jitter; the β term drains
+//! whatever builds anyway. A larger γ (1.0, as in some RCP runs) leaves no drain rate at all, so
+//! any queue would persist; a smaller one (0.95) throws away goodput for nothing with paced
+//! senders. The correction also absorbs accounting differences between the sender's pacing and
+//! wire bytes (IP/UDP headers), in both directions.
+//!
+//! # Releasing shares
+//!
+//! A packet with the `CLOSING` flag removes its flow at once (μ is recomputed before that packet is
+//! stamped) and leaves a tombstone so late packets of the connection do not re-register it.
+//! Idle flows expire after `max(idle_rtts·rtt, min_idle, 3 packet gaps at the flow's rate)`, capped
+//! at `max_idle`; with the defaults `max(3·rtt, 20 ms)` for any flow sending at least one
+//! 1500-byte packet every few milliseconds. Three RTTs is long enough for a sender paced at μ that
+//! waits one RTT for its handshake or for acknowledgements, and short enough that a departed
+//! flow's share is back within a few RTTs even if its `CLOSING` packet was lost. Non-MEF flows
+//! (no RTT known) expire after `other_idle`.
+//!
+//! The controller is sans-IO: it never reads a clock, every input takes `now`. Drive it with
+//! [`on_mef_packet`](RateController::on_mef_packet) / [`on_other_packet`](RateController::on_other_packet)
+//! per arriving packet, [`record_admitted`](RateController::record_admitted) /
+//! [`record_dropped`](RateController::record_dropped) /
+//! [`observe_mef_backlog`](RateController::observe_mef_backlog) from the scheduler, and
+//! [`handle_timeout`](RateController::handle_timeout) whenever [`poll_timeout`](RateController::poll_timeout)
+//! has passed. Then read [`fair_rate_kbps`](RateController::fair_rate_kbps) and stamp it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use mef_transport::wire::header::{UNLIMITED_KBPS, flags};
+use mef_transport::wire::{Header, PacketType};
+
+use crate::error::{ConfigError, check_range};
+use crate::flow::FlowKey;
+use crate::history::RateHistory;
+use crate::waterfill::water_fill;
+
+/// Bytes of a full-size packet, used to turn rates into packet gaps.
+const MTU_BYTES: f64 = 1500.0;
+
+/// Parameters of a [`RateController`]. Every field has a documented default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    /// Link capacity C in bits per second of wire bytes (UDP payload + 28 bytes IPv4/UDP, as
+    /// `sim_netem::LinkConfig::rate_bps`). Default 100 Mbit/s.
+    pub capacity_bps: u64,
+    /// Target utilisation γ: the allocation is `γ·C·k`. Default 0.99 (see the module docs).
+    pub gamma: f64,
+    /// RCP's α: weight of spare capacity `γC − y` in the correction. Default 0.4 (the RCP ns-2
+    /// patch; the paper uses 0.1 for an uncorrected R, here the water-filling does the bulk).
+    pub alpha: f64,
+    /// RCP's β: weight of the persistent queue. Default 0.4 (RCP ns-2).
+    pub beta: f64,
+    /// Upper bound of the control interval T = min(d̄, this). Default 10 ms (RCP).
+    pub max_interval: Duration,
+    /// Lower bound of the control interval (so sub-millisecond RTTs do not make the rate
+    /// measurement a one-packet sample). Default 1 ms.
+    pub min_interval: Duration,
+    /// Lower bound of the correction `k`. Default 0.25.
+    pub correction_min: f64,
+    /// Upper bound of the correction `k`. Default 1.2 (room for the headroom reserved for
+    /// flows constrained elsewhere and for senders that under-use their rate).
+    pub correction_max: f64,
+    /// A flow counts as constrained elsewhere when its current rate is below
+    /// `(1 − margin)·min μ` over its feedback window. Also the tolerance for "μ has not
+    /// changed" when deciding whether a flow is in steady state. Default 0.05.
+    pub constrained_margin: f64,
+    /// Headroom added to the current rate of a flow constrained elsewhere (and to the measured
+    /// rate of an application-limited one) so it can grow. Default 0.05.
+    pub constrained_headroom: f64,
+    /// Headroom added to the measured rate of a non-MEF flow without a standing queue.
+    /// Default 0.10.
+    pub other_headroom: f64,
+    /// A non-MEF flow with at least this many bytes queued at a control tick is greedy (it
+    /// wants more than it gets) and is counted at μ for `rate_window`. Default 3000 (2 MTU).
+    pub greedy_backlog_bytes: usize,
+    /// Time constant of the per-flow rate estimators (exponential average over control
+    /// intervals, as CSFQ's estimator: Stoica, Shenker & Zhang, SIGCOMM 1998). Default 40 ms.
+    pub rate_window: Duration,
+    /// RTT assumed for flows that do not report one (and for d̄ without MEF flows).
+    /// Default 100 ms.
+    pub default_rtt: Duration,
+    /// Largest RTT believed from a header (bounds every RTT-derived window). Default 1 s.
+    pub max_rtt: Duration,
+    /// Added to the feedback window `2·rtt` (the time between stamping μ and seeing the
+    /// sender's packets at that rate: one RTT for the echo plus the sender-to-router leg) for
+    /// pacing and timer slop. Default 10 ms.
+    pub feedback_margin: Duration,
+    /// Idle MEF flows expire after this many RTTs (see the module docs). Default 3.
+    pub idle_rtts: f64,
+    /// Smallest idle timeout. Default 20 ms.
+    pub min_idle: Duration,
+    /// Largest idle timeout of a MEF flow. Default 2 s.
+    pub max_idle: Duration,
+    /// Idle timeout of non-MEF flows. Default 500 ms.
+    pub other_idle: Duration,
+    /// Floor of μ and of every demand estimate, bits/s. Default 8 kbit/s.
+    pub min_rate_bps: u64,
+    /// Resolution of the μ history. Default 5 ms.
+    pub history_bin: Duration,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        Self {
+            capacity_bps: 100_000_000,
+            gamma: 0.99,
+            alpha: 0.4,
+            beta: 0.4,
+            max_interval: Duration::from_millis(10),
+            min_interval: Duration::from_millis(1),
+            correction_min: 0.25,
+            correction_max: 1.2,
+            constrained_margin: 0.05,
+            constrained_headroom: 0.05,
+            other_headroom: 0.10,
+            greedy_backlog_bytes: 3000,
+            rate_window: Duration::from_millis(40),
+            default_rtt: Duration::from_millis(100),
+            max_rtt: Duration::from_secs(1),
+            feedback_margin: Duration::from_millis(10),
+            idle_rtts: 3.0,
+            min_idle: Duration::from_millis(20),
+            max_idle: Duration::from_secs(2),
+            other_idle: Duration::from_millis(500),
+            min_rate_bps: 8_000,
+            history_bin: Duration::from_millis(5),
+        }
+    }
+}
+
+impl ControllerConfig {
+    /// The defaults for a link of `capacity_bps`.
+    pub fn with_capacity(capacity_bps: u64) -> Self {
+        Self {
+            capacity_bps,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field is in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.capacity_bps == 0 {
+            return Err(ConfigError::ZeroCapacity);
+        }
+        check_range("gamma", self.gamma, 0.01, 1.0, "must be in [0.01, 1]")?;
+        check_range("alpha", self.alpha, 0.0, 2.0, "must be in [0, 2]")?;
+        check_range("beta", self.beta, 0.0, 2.0, "must be in [0, 2]")?;
+        check_range(
+            "correction_min",
+            self.correction_min,
+            0.01,
+            1.0,
+            "must be in [0.01, 1]",
+        )?;
+        check_range(
+            "correction_max",
+            self.correction_max,
+            1.0,
+            4.0,
+            "must be in [1, 4]",
+        )?;
+        check_range(
+            "constrained_margin",
+            self.constrained_margin,
+            0.0,
+            0.5,
+            "must be in [0, 0.5]",
+        )?;
+        check_range(
+            "constrained_headroom",
+            self.constrained_headroom,
+            0.0,
+            1.0,
+            "must be in [0, 1]",
+        )?;
+        check_range(
+            "other_headroom",
+            self.other_headroom,
+            0.0,
+            1.0,
+            "must be in [0, 1]",
+        )?;
+        check_range(
+            "idle_rtts",
+            self.idle_rtts,
+            1.0,
+            100.0,
+            "must be in [1, 100]",
+        )?;
+        for (name, d) in [
+            ("max_interval", self.max_interval),
+            ("min_interval", self.min_interval),
+            ("rate_window", self.rate_window),
+            ("default_rtt", self.default_rtt),
+            ("max_rtt", self.max_rtt),
+            ("min_idle", self.min_idle),
+            ("max_idle", self.max_idle),
+            ("other_idle", self.other_idle),
+            ("history_bin", self.history_bin),
+        ] {
+            if d.is_zero() {
+                return Err(ConfigError::ZeroDuration(name));
+            }
+        }
+        if self.min_interval > self.max_interval {
+            return Err(ConfigError::OutOfRange {
+                name: "min_interval",
+                value: self.min_interval.as_secs_f64(),
+                reason: "must not exceed max_interval",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a flow's demand `d_i` in the water-filling is what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Constraint {
+    /// Nothing limits it but this link: it gets μ.
+    Unlimited,
+    /// Its declared demand.
+    Demand,
+    /// The stamp lowered by MEF routers upstream.
+    Upstream,
+    /// Its current rate (plus headroom): bottlenecked somewhere downstream.
+    Elsewhere,
+    /// It declared itself application-limited: its measured rate (plus headroom).
+    AppLimited,
+    /// A non-MEF flow without a standing queue: its measured rate (plus headroom).
+    Measured,
+    /// A non-MEF flow with a standing queue: unlimited, it gets μ like everyone else.
+    Greedy,
+}
+
+/// What [`RateController::on_mef_packet`] did with a packet's flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowEvent {
+    /// The flow was new: registered and μ recomputed before this packet is stamped.
+    Registered,
+    /// A known flow: its parameters were refreshed.
+    Updated,
+    /// The packet carried `CLOSING`: the flow was removed and μ recomputed.
+    Closed,
+    /// The packet belongs to no live flow and does not start one (a `Reset`, a `CLOSING` packet
+    /// of an unknown flow, or a late packet of a flow closed moments ago).
+    Ignored,
+}
+
+/// A read-only view of one flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowInfo {
+    /// The flow.
+    pub key: FlowKey,
+    /// Its allocation `min(d_i, μ)` in bits/s at the last computation.
+    pub allocation_bps: f64,
+    /// `d_i` used by the water-filling (infinite when unlimited).
+    pub demand_bps: f64,
+    /// Why `d_i` is what it is.
+    pub constraint: Constraint,
+    /// Measured arrival rate of admitted wire bytes (exponential average), bits/s.
+    pub measured_bps: f64,
+    /// MEF only: the demand declared in the header (infinite for unlimited).
+    pub declared_demand_bps: Option<f64>,
+    /// MEF only: the sender's current pacing rate from the header (0 = not yet known).
+    pub current_bps: Option<f64>,
+    /// MEF only: the RTT the sender reported.
+    pub rtt: Option<Duration>,
+    /// When the flow was registered.
+    pub first_seen: Instant,
+    /// When its last packet arrived.
+    pub last_seen: Instant,
+    /// Packets seen.
+    pub packets: u64,
+    /// Admitted wire bytes.
+    pub bytes: u64,
+}
+
+/// How many flows the controller tracks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// MEF flows.
+    pub mef: usize,
+    /// Non-MEF flows.
+    pub other: usize,
+    /// Flows held at μ (bottlenecked on this link) at the last computation.
+    pub bottlenecked: usize,
+}
+
+#[derive(Debug, Clone)]
+struct MefState {
+    declared_demand_bps: f64,
+    current_bps: f64,
+    upstream_bps: f64,
+    rtt: Option<Duration>,
+    app_limited: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Flow {
+    first_seen: Instant,
+    last_seen: Instant,
+    measured_bps: f64,
+    tick_bytes: u64,
+    packets: u64,
+    bytes: u64,
+    demand_bps: f64,
+    constraint: Constraint,
+    last_backlogged: Option<Instant>,
+    mef: Option<MefState>,
+}
+
+impl Flow {
+    fn new(now: Instant, mef: Option<MefState>) -> Self {
+        Self {
+            first_seen: now,
+            last_seen: now,
+            measured_bps: 0.0,
+            tick_bytes: 0,
+            packets: 0,
+            bytes: 0,
+            demand_bps: f64::INFINITY,
+            constraint: Constraint::Unlimited,
+            last_backlogged: None,
+            mef,
+        }
+    }
+}
+
+fn kbps_to_bps(kbps: u32) -> f64 {
+    if kbps == UNLIMITED_KBPS {
+        f64::INFINITY
+    } else {
+        f64::from(kbps) * 1000.0
+    }
+}
+
+/// The fair-rate controller of one egress link (see the module docs).
+#[derive(Debug, Clone)]
+pub struct RateController {
+    cfg: ControllerConfig,
+    flows: BTreeMap<FlowKey, Flow>,
+    /// Recently closed flows and until when their late packets are ignored.
+    tombstones: BTreeMap<FlowKey, Instant>,
+    /// μ over time; `current()` is μ now.
+    history: RateHistory,
+    correction: f64,
+    mean_rtt: Duration,
+    bottlenecked: usize,
+    last_tick: Option<Instant>,
+    /// Minimum MEF backlog (bytes) seen since the last tick, and the latest value.
+    q_min: usize,
+    q_now: usize,
+    recomputations: u64,
+}
+
+impl RateController {
+    /// A controller for one link. Fails if the configuration is out of range.
+    pub fn new(cfg: ControllerConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        let gc = cfg.gamma * cfg.capacity_bps as f64;
+        let horizon = cfg.max_rtt * 2 + cfg.feedback_margin + cfg.history_bin * 2;
+        let history = RateHistory::new(gc, cfg.history_bin, horizon);
+        let mean_rtt = cfg.default_rtt;
+        Ok(Self {
+            cfg,
+            flows: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            history,
+            correction: 1.0,
+            mean_rtt,
+            bottlenecked: 0,
+            last_tick: None,
+            q_min: 0,
+            q_now: 0,
+            recomputations: 0,
+        })
+    }
+
+    // ----- getters -----
+
+    /// The configuration.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.cfg
+    }
+
+    /// The fair rate μ in bits/s: the water level stamped on every MEF packet.
+    pub fn fair_rate_bps(&self) -> f64 {
+        self.history.current()
+    }
+
+    /// μ in the header's unit (kbit/s, rounded down, at least 1, never the "unlimited" value).
+    pub fn fair_rate_kbps(&self) -> u32 {
+        let k = (self.fair_rate_bps() / 1000.0).floor();
+        if k >= f64::from(UNLIMITED_KBPS - 1) {
+            UNLIMITED_KBPS - 1
+        } else {
+            (k as u32).max(1)
+        }
+    }
+
+    /// The capacity shared out, `γ·C·k`, bits/s.
+    pub fn effective_capacity_bps(&self) -> f64 {
+        self.cfg.gamma * self.cfg.capacity_bps as f64 * self.correction
+    }
+
+    /// The RCP correction factor `k`.
+    pub fn correction(&self) -> f64 {
+        self.correction
+    }
+
+    /// d̄: mean RTT reported by the MEF flows (the default RTT if none reports one).
+    pub fn mean_rtt(&self) -> Duration {
+        self.mean_rtt
+    }
+
+    /// The control interval `T = clamp(d̄, min_interval, max_interval)`.
+    pub fn control_interval(&self) -> Duration {
+        self.mean_rtt
+            .clamp(self.cfg.min_interval, self.cfg.max_interval)
+    }
+
+    /// Flow counts.
+    pub fn flow_counts(&self) -> FlowCounts {
+        let mef = self.flows.values().filter(|f| f.mef.is_some()).count();
+        FlowCounts {
+            mef,
+            other: self.flows.len() - mef,
+            bottlenecked: self.bottlenecked,
+        }
+    }
+
+    /// How many times μ was recomputed (on flow arrivals, departures and control ticks).
+    pub fn recomputations(&self) -> u64 {
+        self.recomputations
+    }
+
+    /// A flow's allocation `min(d_i, μ)` in bits/s, if the flow is tracked.
+    pub fn allocation_bps(&self, key: &FlowKey) -> Option<f64> {
+        self.flows
+            .get(key)
+            .map(|f| f.demand_bps.min(self.fair_rate_bps()))
+    }
+
+    /// One flow's state.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowInfo> {
+        self.flows.get(key).map(|f| self.info(key, f))
+    }
+
+    /// All tracked flows, in key order.
+    pub fn flows(&self) -> impl Iterator<Item = FlowInfo> + '_ {
+        self.flows.iter().map(|(k, f)| self.info(k, f))
+    }
+
+    fn info(&self, key: &FlowKey, f: &Flow) -> FlowInfo {
+        FlowInfo {
+            key: *key,
+            allocation_bps: f.demand_bps.min(self.fair_rate_bps()),
+            demand_bps: f.demand_bps,
+            constraint: f.constraint,
+            measured_bps: f.measured_bps,
+            declared_demand_bps: f.mef.as_ref().map(|m| m.declared_demand_bps),
+            current_bps: f.mef.as_ref().map(|m| m.current_bps),
+            rtt: f.mef.as_ref().and_then(|m| m.rtt),
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+            packets: f.packets,
+            bytes: f.bytes,
+        }
+    }
+
+    /// The feedback window of a flow with this RTT: `2·rtt + feedback_margin`.
+    pub fn feedback_window(&self, rtt: Option<Duration>) -> Duration {
+        let rtt = rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+        rtt * 2 + self.cfg.feedback_margin
+    }
+
+    /// The highest μ stamped during the feedback window of a flow with this RTT: the most an
+    /// honest sender can be pacing at now. The policer enforces this (plus slack).
+    pub fn policing_rate_bps(&self, now: Instant, rtt: Option<Duration>) -> f64 {
+        let since = now.checked_sub(self.feedback_window(rtt)).unwrap_or(now);
+        self.history.max_since(since)
+    }
+
+    /// The lowest μ stamped during the feedback window of a flow with this RTT.
+    pub fn min_recent_rate_bps(&self, now: Instant, rtt: Option<Duration>) -> f64 {
+        let since = now.checked_sub(self.feedback_window(rtt)).unwrap_or(now);
+        self.history.min_since(since)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next (`None` before the first
+    /// packet).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.last_tick.map(|t| t + self.control_interval())
+    }
+
+    // ----- inputs -----
+
+    fn start_clock(&mut self, now: Instant) {
+        if self.last_tick.is_none() {
+            self.last_tick = Some(now);
+            self.history.set(now, self.history.current());
+        }
+    }
+
+    fn rtt_of(rtt_us: u32, max: Duration) -> Option<Duration> {
+        (rtt_us > 0).then(|| Duration::from_micros(u64::from(rtt_us)).min(max))
+    }
+
+    /// A MEF packet from `src` to `dst` with header `hdr` arrived at `now`. Registers, refreshes
+    /// or removes its flow; on registration and removal μ is recomputed before returning, so
+    /// [`fair_rate_kbps`](Self::fair_rate_kbps) is the value to stamp on this very packet.
+    /// Bytes are counted separately with [`record_admitted`](Self::record_admitted) once the
+    /// packet has passed the policer.
+    pub fn on_mef_packet(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        hdr: &Header,
+    ) -> FlowEvent {
+        self.start_clock(now);
+        let key = FlowKey::Mef {
+            src,
+            dst,
+            conn_id: hdr.conn_id,
+        };
+        let closing = hdr.flags & flags::CLOSING != 0;
+        if closing {
+            if let Some(f) = self.flows.remove(&key) {
+                let until = now + self.idle_timeout(&f);
+                self.tombstones.insert(key, until);
+                tracing::debug!(flow = %key, "MEF flow closing: share released");
+                self.recompute(now);
+                return FlowEvent::Closed;
+            }
+            return FlowEvent::Ignored;
+        }
+        if hdr.packet_type == PacketType::Reset {
+            return FlowEvent::Ignored;
+        }
+        let upstream_bps = if hdr.hops > 0 || hdr.flags & flags::STAMPED != 0 {
+            kbps_to_bps(hdr.stamp_kbps)
+        } else {
+            f64::INFINITY
+        };
+        let state = MefState {
+            declared_demand_bps: kbps_to_bps(hdr.demand_kbps),
+            current_bps: f64::from(hdr.current_rate_kbps) * 1000.0,
+            upstream_bps,
+            rtt: Self::rtt_of(hdr.rtt_us, self.cfg.max_rtt),
+            app_limited: hdr.flags & flags::APP_LIMITED != 0,
+        };
+        if let Some(f) = self.flows.get_mut(&key) {
+            f.last_seen = now;
+            f.packets += 1;
+            let changed = match &f.mef {
+                Some(old) => {
+                    old.declared_demand_bps != state.declared_demand_bps
+                        || old.app_limited != state.app_limited
+                        || old.upstream_bps != state.upstream_bps
+                }
+                None => true,
+            };
+            f.mef = Some(state);
+            if changed {
+                self.recompute(now);
+            }
+            return FlowEvent::Updated;
+        }
+        if let Some(&until) = self.tombstones.get(&key) {
+            if hdr.packet_type != PacketType::Initial && now < until {
+                return FlowEvent::Ignored;
+            }
+            self.tombstones.remove(&key);
+        }
+        let mut f = Flow::new(now, Some(state));
+        f.packets = 1;
+        self.flows.insert(key, f);
+        self.recompute(now);
+        tracing::debug!(flow = %key, mu_bps = self.fair_rate_bps(), "MEF flow registered");
+        FlowEvent::Registered
+    }
+
+    /// A non-MEF packet from `src` to `dst` arrived; returns its flow key.
+    pub fn on_other_packet(&mut self, now: Instant, src: SocketAddr, dst: SocketAddr) -> FlowKey {
+        self.start_clock(now);
+        let key = FlowKey::Other { src, dst };
+        let f = self
+            .flows
+            .entry(key)
+            .or_insert_with(|| Flow::new(now, None));
+        f.last_seen = now;
+        f.packets += 1;
+        key
+    }
+
+    /// `wire_bytes` of flow `key` were admitted to the queue (counted in the input rate y and
+    /// the flow's measured rate).
+    pub fn record_admitted(&mut self, key: &FlowKey, wire_bytes: usize) {
+        if let Some(f) = self.flows.get_mut(key) {
+            f.tick_bytes += wire_bytes as u64;
+            f.bytes += wire_bytes as u64;
+        }
+    }
+
+    /// `wire_bytes` of flow `key` admitted earlier were dropped by the scheduler (queue
+    /// overflow): they will never use the link, so they leave the input rate.
+    pub fn record_dropped(&mut self, key: &FlowKey, wire_bytes: usize) {
+        if let Some(f) = self.flows.get_mut(key) {
+            f.tick_bytes = f.tick_bytes.saturating_sub(wire_bytes as u64);
+        }
+    }
+
+    /// The bytes queued by MEF flows in the scheduler after an enqueue or dequeue; the
+    /// minimum over each control interval is the persistent queue `q`.
+    pub fn observe_mef_backlog(&mut self, bytes: usize) {
+        self.q_now = bytes;
+        self.q_min = self.q_min.min(bytes);
+    }
+
+    /// Removes a flow (for a daemon that learns of a departure another way).
+    pub fn remove_flow(&mut self, now: Instant, key: &FlowKey) -> bool {
+        let removed = self.flows.remove(key).is_some();
+        if removed {
+            self.recompute(now);
+        }
+        removed
+    }
+
+    /// Runs the control step if [`poll_timeout`](Self::poll_timeout) has passed: measures the
+    /// input rate over the interval, applies the RCP correction, expires idle flows and
+    /// recomputes μ. `backlog` gives a flow's bytes queued in the scheduler (greedy test for
+    /// non-MEF flows). Returns whether a step ran.
+    pub fn handle_timeout(&mut self, now: Instant, backlog: &dyn Fn(&FlowKey) -> usize) -> bool {
+        let Some(last) = self.last_tick else {
+            self.start_clock(now);
+            return false;
+        };
+        let interval = self.control_interval();
+        let elapsed = now.saturating_duration_since(last);
+        if elapsed < interval {
+            return false;
+        }
+        self.expire_idle(now);
+        self.measure_and_correct(now, elapsed, interval, backlog);
+        self.last_tick = Some(now);
+        self.q_min = self.q_now;
+        self.recompute(now);
+        true
+    }
+
+    fn idle_timeout(&self, f: &Flow) -> Duration {
+        match &f.mef {
+            Some(m) => {
+                let rtt = m.rtt.unwrap_or(self.cfg.default_rtt);
+                let by_rtt = rtt.mul_f64(self.cfg.idle_rtts);
+                let rate = m.current_bps.max(f.measured_bps);
+                let by_gap = if rate > 0.0 {
+                    Duration::from_secs_f64((3.0 * MTU_BYTES * 8.0 / rate).min(3600.0))
+                } else {
+                    Duration::ZERO
+                };
+                by_rtt
+                    .max(by_gap)
+                    .min(self.cfg.max_idle)
+                    .max(self.cfg.min_idle)
+            }
+            None => self.cfg.other_idle,
+        }
+    }
+
+    fn expire_idle(&mut self, now: Instant) {
+        let expired: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| now.saturating_duration_since(f.last_seen) > self.idle_timeout(f))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in expired {
+            self.flows.remove(&k);
+            tracing::debug!(flow = %k, "flow expired (idle)");
+        }
+        self.tombstones.retain(|_, until| *until > now);
+    }
+
+    /// Measures each flow's rate over the interval just ended and applies the RCP law to `k`.
+    fn measure_and_correct(
+        &mut self,
+        now: Instant,
+        elapsed: Duration,
+        interval: Duration,
+        backlog: &dyn Fn(&FlowKey) -> usize,
+    ) {
+        let dt = elapsed.as_secs_f64();
+        let w = 1.0 - (-dt / self.cfg.rate_window.as_secs_f64()).exp();
+        let mu = self.fair_rate_bps();
+        let margin = self.cfg.constrained_margin;
+        let mut y = 0.0;
+        let mut mef = 0usize;
+        let mut rtt_sum = 0.0;
+        let mut rtt_n = 0usize;
+        let k = self.correction;
+        for (key, f) in self.flows.iter_mut() {
+            let inst = f.tick_bytes as f64 * 8.0 / dt;
+            f.tick_bytes = 0;
+            f.measured_bps += w * (inst - f.measured_bps);
+            let alloc = f.demand_bps.min(mu);
+            match &f.mef {
+                Some(m) => {
+                    mef += 1;
+                    if let Some(r) = m.rtt {
+                        rtt_sum += r.as_secs_f64();
+                        rtt_n += 1;
+                    }
+                    let rtt = m.rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+                    let window = rtt * 2 + self.cfg.feedback_margin;
+                    let since = now.checked_sub(window).unwrap_or(now);
+                    let old_enough = now.saturating_duration_since(f.first_seen) >= window;
+                    let steady = old_enough
+                        && self.history.max_since(since)
+                            <= self.history.min_since(since) * (1.0 + margin);
+                    // A flow still reacting to a μ change is counted at what the current
+                    // calibration predicts for its allocation (alloc / k): its transient is
+                    // expected, not an estimation error, so it moves k neither way.
+                    y += if steady { inst } else { alloc / k };
+                }
+                None => {
+                    if backlog(key) >= self.cfg.greedy_backlog_bytes {
+                        f.last_backlogged = Some(now);
+                    }
+                    y += inst.min(alloc);
+                }
+            }
+        }
+        self.mean_rtt = if rtt_n > 0 {
+            Duration::from_secs_f64(rtt_sum / rtt_n as f64)
+        } else {
+            self.cfg.default_rtt
+        };
+        if mef == 0 {
+            return;
+        }
+        let gc = self.cfg.gamma * self.cfg.capacity_bps as f64;
+        let dbar = self.mean_rtt.as_secs_f64().max(1e-6);
+        // A late tick (idle link) counts as one interval: the law's gain is T/d̄ per interval.
+        let gain = (dt.min(interval.as_secs_f64()) / dbar).min(1.0);
+        let q_bits = self.q_min as f64 * 8.0;
+        let mut factor =
+            1.0 + gain * (self.cfg.alpha * (gc - y) - self.cfg.beta * q_bits / dbar) / gc;
+        if factor > 1.0 && self.bottlenecked == 0 {
+            factor = 1.0; // no flow could use more: do not wind up
+        }
+        let factor = factor.clamp(0.5, 1.5);
+        self.correction =
+            (self.correction * factor).clamp(self.cfg.correction_min, self.cfg.correction_max);
+        tracing::trace!(
+            y_bps = y,
+            q_bytes = self.q_min,
+            k = self.correction,
+            "RCP correction"
+        );
+    }
+
+    /// A flow's `d_i` for the water-filling and the reason.
+    fn flow_demand(&self, now: Instant, f: &Flow) -> (f64, Constraint) {
+        let floor = self.cfg.min_rate_bps as f64;
+        match &f.mef {
+            None => {
+                let greedy = f
+                    .last_backlogged
+                    .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.rate_window);
+                if greedy {
+                    (f64::INFINITY, Constraint::Greedy)
+                } else {
+                    (
+                        f.measured_bps * (1.0 + self.cfg.other_headroom) + floor,
+                        Constraint::Measured,
+                    )
+                }
+            }
+            Some(m) => {
+                let (mut d, mut why) = if m.declared_demand_bps.is_finite() {
+                    (m.declared_demand_bps, Constraint::Demand)
+                } else {
+                    (f64::INFINITY, Constraint::Unlimited)
+                };
+                if m.upstream_bps < d {
+                    (d, why) = (m.upstream_bps, Constraint::Upstream);
+                }
+                let window = self.feedback_window(m.rtt);
+                let old_enough = now.saturating_duration_since(f.first_seen) >= window;
+                if old_enough {
+                    let h = 1.0 + self.cfg.constrained_headroom;
+                    if m.app_limited {
+                        let a = f.measured_bps * h + floor;
+                        if a < d {
+                            (d, why) = (a, Constraint::AppLimited);
+                        }
+                    }
+                    if m.current_bps > 0.0 {
+                        let lo = self.min_recent_rate_bps(now, m.rtt);
+                        if m.current_bps < lo * (1.0 - self.cfg.constrained_margin) {
+                            let c = m.current_bps * h;
+                            if c < d {
+                                (d, why) = (c, Constraint::Elsewhere);
+                            }
+                        }
+                    }
+                }
+                (d.max(floor), why)
+            }
+        }
+    }
+
+    /// Recomputes every `d_i` and the water level μ.
+    fn recompute(&mut self, now: Instant) {
+        let computed: Vec<(f64, Constraint)> = self
+            .flows
+            .values()
+            .map(|f| self.flow_demand(now, f))
+            .collect();
+        let mut demands = Vec::with_capacity(computed.len());
+        for (f, &(d, why)) in self.flows.values_mut().zip(&computed) {
+            f.demand_bps = d;
+            f.constraint = why;
+            demands.push(d);
+        }
+        let w = water_fill(self.effective_capacity_bps(), &mut demands);
+        self.bottlenecked = w.bottlenecked;
+        let mu = w.level.max(self.cfg.min_rate_bps as f64);
+        self.history.set(now, mu);
+        self.recomputations += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mef_transport::wire::PacketType;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 1], port))
+    }
+    fn sink() -> SocketAddr {
+        SocketAddr::from(([10, 0, 1, 1], 9000))
+    }
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn hdr(cid: u64, ty: PacketType, fl: u8, demand: u32, cur: u32, rtt_ms: u32) -> Header {
+        Header {
+            packet_type: ty,
+            flags: fl,
+            hops: 0,
+            conn_id: cid,
+            packet_number: 0,
+            demand_kbps: demand,
+            current_rate_kbps: cur,
+            stamp_kbps: UNLIMITED_KBPS,
+            rtt_us: rtt_ms * 1000,
+        }
+    }
+
+    fn ctl() -> RateController {
+        RateController::new(ControllerConfig::default()).expect("valid config")
+    }
+
+    const GC: f64 = 0.99 * 100e6;
+
+    fn near(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-6 * b.abs().max(1.0)
+    }
+
+    #[test]
+    fn new_flow_gets_fair_share_on_first_packet() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        let h = hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
+        assert_eq!(
+            c.on_mef_packet(t0, addr(1), sink(), &h),
+            FlowEvent::Registered
+        );
+        assert!(near(c.fair_rate_bps(), GC));
+        let h2 = hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
+        assert_eq!(
+            c.on_mef_packet(t0 + ms(1), addr(2), sink(), &h2),
+            FlowEvent::Registered
+        );
+        assert!(near(c.fair_rate_bps(), GC / 2.0), "{}", c.fair_rate_bps());
+        let h3 = hdr(3, PacketType::Data, 0, UNLIMITED_KBPS, 0, 50);
+        assert_eq!(
+            c.on_mef_packet(t0 + ms(2), addr(3), sink(), &h3),
+            FlowEvent::Registered
+        );
+        assert!(near(c.fair_rate_bps(), GC / 3.0));
+        assert_eq!(c.fair_rate_kbps(), (GC / 3.0 / 1000.0) as u32);
+        assert_eq!(
+            c.flow_counts(),
+            FlowCounts {
+                mef: 3,
+                other: 0,
+                bottlenecked: 3
+            }
+        );
+    }
+
+    #[test]
+    fn demand_limited_flow_leaves_the_rest() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        c.on_mef_packet(
+            t0,
+            addr(1),
+            sink(),
+            &hdr(1, PacketType::Initial, 0, 9_000, 0, 50),
+        );
+        c.on_mef_packet(
+            t0,
+            addr(2),
+            sink(),
+            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50),
+        );
+        assert!(near(c.fair_rate_bps(), GC - 9e6));
+        let k1 = FlowKey::Mef {
+            src: addr(1),
+            dst: sink(),
+            conn_id: 1,
+        };
+        assert_eq!(c.allocation_bps(&k1), Some(9e6));
+        assert_eq!(c.flow(&k1).map(|f| f.constraint), Some(Constraint::Demand));
+    }
+
+    #[test]
+    fn closing_releases_at_once_and_late_packets_do_not_reregister() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        for cid in 1..=4u64 {
+            let h = hdr(cid, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
+            c.on_mef_packet(t0, addr(cid as u16), sink(), &h);
+        }
+        assert!(near(c.fair_rate_bps(), GC / 4.0));
+        let close = hdr(
+            4,
+            PacketType::Data,
+            flags::CLOSING,
+            UNLIMITED_KBPS,
+            24_000,
+            50,
+        );
+        assert_eq!(
+            c.on_mef_packet(t0 + ms(5), addr(4), sink(), &close),
+            FlowEvent::Closed
+        );
+        assert!(near(c.fair_rate_bps(), GC / 3.0));
+        let late = hdr(4, PacketType::Data, 0, UNLIMITED_KBPS, 24_000, 50);
+        assert_eq!(
+            c.on_mef_packet(t0 + ms(6), addr(4), sink(), &late),
+            FlowEvent::Ignored
+        );
+        assert_eq!(c.flow_counts().mef, 3);
+        // A new connection reusing the id starts with an Initial and is accepted.
+        let again = hdr(4, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
+        assert_eq!(
+            c.on_mef_packet(t0 + ms(7), addr(4), sink(), &again),
+            FlowEvent::Registered
+        );
+        assert_eq!(c.flow_counts().mef, 4);
+        // CLOSING of an unknown flow registers nothing.
+        let stray = hdr(99, PacketType::Data, flags::CLOSING, UNLIMITED_KBPS, 1, 50);
+        assert_eq!(
+            c.on_mef_packet(t0 + ms(8), addr(99), sink(), &stray),
+            FlowEvent::Ignored
+        );
+        assert_eq!(c.flow_counts().mef, 4);
+    }
+
+    #[test]
+    fn idle_flows_expire_after_rtt_based_timeout() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        // RTT 10 ms → timeout max(30 ms, 20 ms) = 30 ms.
+        c.on_mef_packet(
+            t0,
+            addr(1),
+            sink(),
+            &hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 10),
+        );
+        // RTT 100 ms → timeout 300 ms.
+        c.on_mef_packet(
+            t0,
+            addr(2),
+            sink(),
+            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 100),
+        );
+        assert!(near(c.fair_rate_bps(), GC / 2.0));
+        let none = |_: &FlowKey| 0usize;
+        let mut t = t0;
+        while t < t0 + ms(40) {
+            t += ms(1);
+            c.handle_timeout(t, &none);
+            // keep flow 2 alive
+            c.on_mef_packet(
+                t,
+                addr(2),
+                sink(),
+                &hdr(2, PacketType::Data, 0, UNLIMITED_KBPS, 0, 100),
+            );
+        }
+        assert_eq!(
+            c.flow_counts().mef,
+            1,
+            "the 10 ms-RTT flow idle for 40 ms expired"
+        );
+        assert!(
+            c.fair_rate_bps() > GC * 0.9,
+            "its share went back: μ={}",
+            c.fair_rate_bps()
+        );
+        // The 100 ms-RTT flow survives 250 ms of silence but not 350 ms.
+        let t1 = t;
+        while t < t1 + ms(250) {
+            t += ms(10);
+            c.handle_timeout(t, &none);
+        }
+        assert_eq!(c.flow_counts().mef, 1);
+        while t < t1 + ms(350) {
+            t += ms(10);
+            c.handle_timeout(t, &none);
+        }
+        assert_eq!(c.flow_counts().mef, 0);
+    }
+
+    /// Drives one MEF flow per entry of `rates` (bits/s actually sent, with the current rate in
+    /// the header set to `declared`) through `secs` of ticks at 1 ms, with a constant MEF
+    /// backlog `q`. Returns the controller.
+    fn drive(
+        c: &mut RateController,
+        t0: Instant,
+        flows: &[(u64, f64, Option<f64>)],
+        q: usize,
+        secs: f64,
+    ) -> Instant {
+        let none = |_: &FlowKey| 0usize;
+        let mut t = t0;
+        let steps = (secs * 1000.0) as u64;
+        for _ in 0..steps {
+            t += ms(1);
+            for &(cid, send_bps, declared) in flows {
+                // declared None: the honest sender paces at μ and says so.
+                let mu = c.fair_rate_bps();
+                let cur = declared.unwrap_or(mu);
+                let sent = if declared.is_none() {
+                    mu * send_bps
+                } else {
+                    send_bps
+                };
+                let h = hdr(
+                    cid,
+                    PacketType::Data,
+                    0,
+                    UNLIMITED_KBPS,
+                    (cur / 1000.0) as u32,
+                    20,
+                );
+                c.on_mef_packet(t, addr(cid as u16), sink(), &h);
+                let key = FlowKey::Mef {
+                    src: addr(cid as u16),
+                    dst: sink(),
+                    conn_id: cid,
+                };
+                c.record_admitted(&key, (sent / 8.0 / 1000.0) as usize);
+            }
+            c.observe_mef_backlog(q);
+            c.handle_timeout(t, &none);
+        }
+        t
+    }
+
+    #[test]
+    fn correction_pulls_down_when_a_queue_persists() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        drive(&mut c, t0, &[(1, 1.0, None), (2, 1.0, None)], 60_000, 1.0);
+        assert!(c.correction() < 0.9, "k = {}", c.correction());
+        assert!(c.fair_rate_bps() < 0.9 * GC / 2.0);
+    }
+
+    #[test]
+    fn correction_pulls_up_when_the_link_is_under_used() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        // Both flows use only 80 % of what they are given (say, an accounting mismatch).
+        drive(&mut c, t0, &[(1, 0.8, None), (2, 0.8, None)], 0, 1.0);
+        assert!(c.correction() > 1.1, "k = {}", c.correction());
+        assert!(c.fair_rate_bps() > 1.1 * GC / 2.0);
+    }
+
+    #[test]
+    fn correction_stays_put_when_flows_use_exactly_their_share() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        drive(&mut c, t0, &[(1, 1.0, None), (2, 1.0, None)], 0, 1.0);
+        assert!(
+            (c.correction() - 1.0).abs() < 0.02,
+            "k = {}",
+            c.correction()
+        );
+    }
+
+    #[test]
+    fn constrained_elsewhere_share_goes_to_others() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        // Flow 1 is held to 10 Mbit/s downstream and says so in its current rate; flow 2 is
+        // honest and unconstrained.
+        drive(&mut c, t0, &[(1, 10e6, Some(10e6)), (2, 1.0, None)], 0, 1.0);
+        let k1 = FlowKey::Mef {
+            src: addr(1),
+            dst: sink(),
+            conn_id: 1,
+        };
+        let f1 = c.flow(&k1).expect("flow 1");
+        assert_eq!(f1.constraint, Constraint::Elsewhere);
+        // Flow 2 gets everything flow 1 does not use, up to γC in total.
+        let mu = c.fair_rate_bps();
+        assert!(mu > 0.97 * (GC - 10e6) && mu < 1.01 * (GC - 10e6), "μ={mu}");
+    }
+
+    #[test]
+    fn upstream_stamp_caps_the_demand() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        let mut h = hdr(
+            1,
+            PacketType::Initial,
+            flags::STAMPED,
+            UNLIMITED_KBPS,
+            0,
+            50,
+        );
+        h.hops = 1;
+        h.stamp_kbps = 20_000;
+        c.on_mef_packet(t0, addr(1), sink(), &h);
+        c.on_mef_packet(
+            t0,
+            addr(2),
+            sink(),
+            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50),
+        );
+        assert!(near(c.fair_rate_bps(), GC - 20e6));
+    }
+
+    #[test]
+    fn non_mef_flow_is_counted() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        c.on_mef_packet(
+            t0,
+            addr(1),
+            sink(),
+            &hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20),
+        );
+        let other = c.on_other_packet(t0, addr(50), sink());
+        assert_eq!(
+            c.flow_counts(),
+            FlowCounts {
+                mef: 1,
+                other: 1,
+                bottlenecked: 1
+            }
+        );
+        // A non-MEF flow sending 20 Mbit/s without a queue: counted at measured rate + 10 %.
+        let none = |_: &FlowKey| 0usize;
+        let mef = FlowKey::Mef {
+            src: addr(1),
+            dst: sink(),
+            conn_id: 1,
+        };
+        let mut t = t0;
+        for _ in 0..300 {
+            t += ms(1);
+            c.on_other_packet(t, addr(50), sink());
+            c.record_admitted(&other, 2500);
+            let mu = c.fair_rate_bps();
+            let cur = (mu / 1000.0) as u32;
+            let h = hdr(1, PacketType::Data, 0, UNLIMITED_KBPS, cur, 20);
+            c.on_mef_packet(t, addr(1), sink(), &h);
+            c.record_admitted(&mef, (mu / 8000.0) as usize);
+            c.handle_timeout(t, &none);
+        }
+        let f = c.flow(&other).expect("tracked");
+        assert_eq!(f.constraint, Constraint::Measured);
+        assert!((f.measured_bps - 20e6).abs() < 0.5e6, "{}", f.measured_bps);
+        let mu = c.fair_rate_bps();
+        let expect = c.effective_capacity_bps() - f.demand_bps;
+        assert!(near(mu, expect));
+        assert!(mu < GC - 15e6, "μ={mu}");
+        // Once it keeps a standing queue it is greedy: counted at μ, a fair half.
+        let fat = |k: &FlowKey| if *k == other { 30_000 } else { 0 };
+        t += ms(10);
+        c.on_other_packet(t, addr(50), sink());
+        c.handle_timeout(t, &fat);
+        t += ms(10);
+        c.on_other_packet(t, addr(50), sink());
+        c.handle_timeout(t, &fat);
+        assert_eq!(
+            c.flow(&other).map(|f| f.constraint),
+            Some(Constraint::Greedy)
+        );
+        assert!(near(c.fair_rate_bps(), c.effective_capacity_bps() / 2.0));
+    }
+
+    #[test]
+    fn policing_rate_remembers_recent_higher_mu() {
+        let mut c = ctl();
+        let t0 = Instant::now();
+        c.on_mef_packet(
+            t0,
+            addr(1),
+            sink(),
+            &hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20),
+        );
+        let t1 = t0 + ms(100);
+        c.on_mef_packet(
+            t1,
+            addr(2),
+            sink(),
+            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20),
+        );
+        assert!(near(c.fair_rate_bps(), GC / 2.0));
+        let rtt = Some(ms(20));
+        // Within 2·rtt + margin = 50 ms the old, higher μ still counts.
+        assert!(near(c.policing_rate_bps(t1 + ms(30), rtt), GC));
+        assert!(near(c.policing_rate_bps(t1 + ms(70), rtt), GC / 2.0));
+    }
+
+    #[test]
+    fn rejects_bad_config() {
+        let bad = ControllerConfig {
+            gamma: 1.5,
+            ..ControllerConfig::default()
+        };
+        assert!(matches!(
+            RateController::new(bad),
+            Err(ConfigError::OutOfRange { name: "gamma", .. })
+        ));
+        let bad = ControllerConfig {
+            capacity_bps: 0,
+            ..ControllerConfig::default()
+        };
+        assert_eq!(
+            RateController::new(bad).err(),
+            Some(ConfigError::ZeroCapacity)
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! [`MefQdisc`]: the router's egress for one link, as a [`sim_netem::Qdisc`].
+//!
+//! Per arriving datagram, in order:
+//! 1. run the controller's control step if its interval has passed;
+//! 2. parse the UDP payload with [`Packet::new_checked`]; if it is not a MEF header the datagram
+//!    is cross traffic (a quinn Cubic/BBR flow, anything): account it and go to 5;
+//! 3. register / refresh / release the MEF flow; a new flow makes μ be recomputed *now*, so this
+//!    very packet carries the new flow's fair share (seed 003 "MEF 原理");
+//! 4. police the flow at the highest μ of its feedback window plus slack (dropped packets are
+//!    counted as *policed*), then stamp μ into the header ([`Packet::stamp`] only ever lowers it);
+//! 5. enqueue into the DRR fair queue; overflow drops come from the longest queue.
+//!
+//! `dequeue` serves the fair queue (work-conserving) and feeds the MEF backlog back to the
+//! controller. Nothing here reads a clock or panics on packet contents.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mef_transport::wire::{Header, Packet, PacketType};
+use sim_netem::{Enqueue, Qdisc};
+
+use crate::controller::{ControllerConfig, FlowEvent, RateController};
+use crate::error::ConfigError;
+use crate::fair_queue::{Admit, FairQueue};
+use crate::flow::FlowKey;
+use crate::policer::{Policer, PolicerConfig, Verdict};
+
+/// Configuration of a [`MefQdisc`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MefQdiscConfig {
+    /// The rate controller: capacity (bits/s of wire bytes), γ, α, β, timeouts. See
+    /// [`ControllerConfig`] for every field and default (100 Mbit/s, γ 0.99, α 0.4, β 0.4).
+    pub controller: ControllerConfig,
+    /// The policer: slack (5 %), burst (10 ms + 8 packets), floor (200 kbit/s).
+    pub policer: PolicerConfig,
+    /// Whether MEF flows are policed. Default true.
+    pub police: bool,
+    /// Shared buffer in wire bytes. Default 150 000 (100 × 1500-byte packets, like
+    /// `sim_netem::LinkConfig::default`).
+    pub buffer_bytes: usize,
+    /// DRR quantum in wire bytes. Default 1500 (one MTU).
+    pub quantum_bytes: usize,
+    /// Most μ samples kept; when full, every other sample is dropped and the sampling interval
+    /// doubles, so the whole run stays covered. Default 4096.
+    pub max_mu_samples: usize,
+}
+
+impl Default for MefQdiscConfig {
+    fn default() -> Self {
+        Self {
+            controller: ControllerConfig::default(),
+            policer: PolicerConfig::default(),
+            police: true,
+            buffer_bytes: 150_000,
+            quantum_bytes: 1500,
+            max_mu_samples: 4096,
+        }
+    }
+}
+
+impl MefQdiscConfig {
+    /// The defaults for a link of `capacity_bps` with a buffer of `buffer_bytes`.
+    pub fn new(capacity_bps: u64, buffer_bytes: usize) -> Self {
+        Self {
+            controller: ControllerConfig::with_capacity(capacity_bps),
+            buffer_bytes,
+            ..Self::default()
+        }
+    }
+
+    /// Checks every field is in range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.controller.validate()?;
+        self.policer.validate()?;
+        if self.buffer_bytes == 0 {
+            return Err(ConfigError::ZeroSize("buffer_bytes"));
+        }
+        if self.quantum_bytes == 0 {
+            return Err(ConfigError::ZeroSize("quantum_bytes"));
+        }
+        if self.max_mu_samples < 2 {
+            return Err(ConfigError::ZeroSize("max_mu_samples (at least 2)"));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of one flow at this qdisc.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// Packets offered.
+    pub packets_in: u64,
+    /// Wire bytes offered.
+    pub bytes_in: u64,
+    /// Packets sent on (dequeued).
+    pub packets_out: u64,
+    /// Wire bytes sent on.
+    pub bytes_out: u64,
+    /// Packets dropped because the shared buffer was full (this flow's queue was the longest).
+    pub overflow_drops: u64,
+    /// Wire bytes of `overflow_drops`.
+    pub overflow_drop_bytes: u64,
+    /// Packets dropped by the policer.
+    pub policed_drops: u64,
+    /// Wire bytes of `policed_drops`.
+    pub policed_drop_bytes: u64,
+    /// MEF packets stamped.
+    pub stamps: u64,
+    /// The last rate stamped, kbit/s (0 if never).
+    pub last_stamp_kbps: u32,
+}
+
+/// Statistics of a [`MefQdisc`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QdiscStats {
+    /// Per-flow counters, for every flow ever seen (in key order).
+    pub flows: BTreeMap<FlowKey, FlowStats>,
+    /// MEF packets offered.
+    pub mef_packets: u64,
+    /// Non-MEF packets offered.
+    pub other_packets: u64,
+    /// MEF packets stamped.
+    pub stamped: u64,
+    /// Flows registered (new MEF flows).
+    pub registered: u64,
+    /// MEF flows released by `CLOSING`.
+    pub closed: u64,
+    /// Overflow drops (all flows).
+    pub overflow_drops: u64,
+    /// Policer drops (all flows).
+    pub policed_drops: u64,
+    /// `(time, μ in bits/s)` samples, one per control step (decimated when full).
+    pub mu_samples: Vec<(Instant, f64)>,
+}
+
+impl QdiscStats {
+    /// Total drops of any kind.
+    pub fn drops(&self) -> u64 {
+        self.overflow_drops + self.policed_drops
+    }
+}
+
+/// What happened to an arriving packet before the fair queue.
+enum Admission {
+    /// A MEF packet, stamped and allowed by the policer.
+    Mef(FlowKey),
+    /// A MEF packet dropped by the policer.
+    Policed,
+    /// Not a MEF packet.
+    NotMef,
+}
+
+/// The MEF router egress: rate controller + policer + DRR fair queue (see the module docs).
+#[derive(Debug)]
+pub struct MefQdisc {
+    controller: RateController,
+    policer: Policer,
+    fq: FairQueue<FlowKey, sim_netem::Packet>,
+    police: bool,
+    mef_backlog: usize,
+    stats: QdiscStats,
+    max_samples: usize,
+    sample_every: Duration,
+    last_sample: Option<Instant>,
+}
+
+impl MefQdisc {
+    /// Builds the qdisc. Fails if the configuration is out of range.
+    pub fn new(cfg: MefQdiscConfig) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        Ok(Self {
+            controller: RateController::new(cfg.controller)?,
+            policer: Policer::new(cfg.policer)?,
+            fq: FairQueue::new(cfg.buffer_bytes, cfg.quantum_bytes),
+            police: cfg.police,
+            mef_backlog: 0,
+            stats: QdiscStats::default(),
+            max_samples: cfg.max_mu_samples,
+            sample_every: Duration::ZERO,
+            last_sample: None,
+        })
+    }
+
+    /// The rate controller (μ, allocations, flows).
+    pub fn controller(&self) -> &RateController {
+        &self.controller
+    }
+
+    /// The policer (per-flow counters).
+    pub fn policer(&self) -> &Policer {
+        &self.policer
+    }
+
+    /// The fair queue.
+    pub fn fair_queue(&self) -> &FairQueue<FlowKey, sim_netem::Packet> {
+        &self.fq
+    }
+
+    /// Statistics.
+    pub fn stats(&self) -> &QdiscStats {
+        &self.stats
+    }
+
+    /// The current fair rate μ in bits/s.
+    pub fn fair_rate_bps(&self) -> f64 {
+        self.controller.fair_rate_bps()
+    }
+
+    /// Bytes queued by MEF flows.
+    pub fn mef_backlog_bytes(&self) -> usize {
+        self.mef_backlog
+    }
+
+    /// Runs the controller's control step if due (also called on every enqueue and dequeue;
+    /// a daemon may call it from a timer at [`RateController::poll_timeout`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let fq = &self.fq;
+        if self.controller.handle_timeout(now, &|k| fq.flow_backlog(k)) {
+            self.sample_mu(now);
+            self.policer.expire(now);
+        }
+    }
+
+    fn sample_mu(&mut self, now: Instant) {
+        if let Some(last) = self.last_sample
+            && now.saturating_duration_since(last) < self.sample_every
+        {
+            return;
+        }
+        let s = &mut self.stats.mu_samples;
+        if s.len() >= self.max_samples {
+            let mut i = 0;
+            s.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.sample_every = (self.sample_every * 2).max(self.controller.control_interval());
+        }
+        s.push((now, self.controller.fair_rate_bps()));
+        self.last_sample = Some(now);
+    }
+
+    fn flow_stats(&mut self, key: FlowKey) -> &mut FlowStats {
+        self.stats.flows.entry(key).or_default()
+    }
+
+    /// Handles a MEF packet up to (not including) the enqueue.
+    fn admit_mef(&mut self, now: Instant, pkt: &mut sim_netem::Packet) -> Admission {
+        let (src, dst) = (pkt.dgram.src, pkt.dgram.dst);
+        let payload_len = pkt.dgram.payload.len();
+        let wire = pkt.wire_len();
+        let Ok(mut view) = Packet::new_checked(&mut pkt.dgram.payload[..]) else {
+            return Admission::NotMef;
+        };
+        let hdr = Header::parse(&view);
+        let key = FlowKey::Mef {
+            src,
+            dst,
+            conn_id: hdr.conn_id,
+        };
+        self.stats.mef_packets += 1;
+        match self.controller.on_mef_packet(now, src, dst, &hdr) {
+            FlowEvent::Registered => self.stats.registered += 1,
+            FlowEvent::Closed => self.stats.closed += 1,
+            FlowEvent::Updated | FlowEvent::Ignored => {}
+        }
+        let rtt = (hdr.rtt_us > 0).then(|| Duration::from_micros(u64::from(hdr.rtt_us)));
+        let allowed = if hdr.packet_type == PacketType::Reset {
+            0.0 // the policer's floor
+        } else {
+            self.controller.policing_rate_bps(now, rtt)
+        };
+        if self.police && self.policer.police(now, key, payload_len, allowed) == Verdict::Exceed {
+            self.stats.policed_drops += 1;
+            let fs = self.flow_stats(key);
+            fs.packets_in += 1;
+            fs.bytes_in += wire as u64;
+            fs.policed_drops += 1;
+            fs.policed_drop_bytes += wire as u64;
+            return Admission::Policed;
+        }
+        let kbps = self.controller.fair_rate_kbps();
+        view.stamp(kbps);
+        self.stats.stamped += 1;
+        let fs = self.flow_stats(key);
+        fs.packets_in += 1;
+        fs.bytes_in += wire as u64;
+        fs.stamps += 1;
+        fs.last_stamp_kbps = kbps;
+        self.controller.record_admitted(&key, wire);
+        Admission::Mef(key)
+    }
+
+    fn on_removed(&mut self, key: &FlowKey, len: usize) {
+        if key.is_mef() {
+            self.mef_backlog = self.mef_backlog.saturating_sub(len);
+            self.controller.observe_mef_backlog(self.mef_backlog);
+        }
+    }
+}
+
+impl Qdisc for MefQdisc {
+    fn enqueue(&mut self, now: Instant, mut pkt: sim_netem::Packet) -> Enqueue {
+        self.handle_timeout(now);
+        let wire = pkt.wire_len();
+        let key = match self.admit_mef(now, &mut pkt) {
+            Admission::Mef(key) => key,
+            Admission::Policed => return Enqueue::Dropped(pkt),
+            Admission::NotMef => {
+                self.stats.other_packets += 1;
+                let key = self
+                    .controller
+                    .on_other_packet(now, pkt.dgram.src, pkt.dgram.dst);
+                self.controller.record_admitted(&key, wire);
+                let fs = self.flow_stats(key);
+                fs.packets_in += 1;
+                fs.bytes_in += wire as u64;
+                key
+            }
+        };
+        match self.fq.enqueue(key, pkt, wire) {
+            Admit::Queued => {
+                if key.is_mef() {
+                    self.mef_backlog += wire;
+                    self.controller.observe_mef_backlog(self.mef_backlog);
+                }
+                Enqueue::Queued
+            }
+            Admit::Rejected(pkt) => {
+                self.controller.record_dropped(&key, wire);
+                self.stats.overflow_drops += 1;
+                let fs = self.flow_stats(key);
+                fs.overflow_drops += 1;
+                fs.overflow_drop_bytes += wire as u64;
+                Enqueue::Dropped(pkt)
+            }
+            Admit::QueuedWithDrops(victims) => {
+                if key.is_mef() {
+                    self.mef_backlog += wire;
+                }
+                let mut out = Vec::with_capacity(victims.len());
+                for (vk, vp) in victims {
+                    let len = vp.wire_len();
+                    self.on_removed(&vk, len);
+                    self.controller.record_dropped(&vk, len);
+                    self.stats.overflow_drops += 1;
+                    let fs = self.flow_stats(vk);
+                    fs.overflow_drops += 1;
+                    fs.overflow_drop_bytes += len as u64;
+                    out.push(vp);
+                }
+                self.controller.observe_mef_backlog(self.mef_backlog);
+                if out.is_empty() {
+                    Enqueue::Queued
+                } else {
+                    Enqueue::QueuedWithDrops(out)
+                }
+            }
+        }
+    }
+
+    fn dequeue(&mut self, now: Instant) -> Option<sim_netem::Packet> {
+        self.handle_timeout(now);
+        let (key, pkt, len) = self.fq.dequeue()?;
+        self.on_removed(&key, len);
+        let fs = self.flow_stats(key);
+        fs.packets_out += 1;
+        fs.bytes_out += len as u64;
+        Some(pkt)
+    }
+
+    fn backlog_bytes(&self) -> usize {
+        self.fq.backlog_bytes()
+    }
+
+    fn backlog_packets(&self) -> usize {
+        self.fq.backlog_packets()
+    }
+}
