@@ -110,7 +110,7 @@ pub fn record_delivery(
     }
 }
 
-/// Incremental parser of the flow tag at the start of a byte stream.
+/// Incremental parser of the flow tag (for transports that deliver bytes in order) at the start of a byte stream.
 #[derive(Debug, Clone, Default)]
 pub struct TagReader {
     buf: Vec<u8>,
@@ -136,5 +136,91 @@ impl TagReader {
             self.id = Some(u64::from_le_bytes(b));
         }
         &data[take..]
+    }
+}
+
+/// Tracks which byte ranges of a stream arrived (in any order) and how long the contiguous
+/// prefix from offset 0 is: the bytes an application reading in order has received. Unlike
+/// quinn's own ordered reassembly it has no limit on the number of gaps (quinn 0.11 aborts a
+/// connection with more than 1024 gaps in one stream's buffer, which drop-tail overflow at
+/// large windows produces).
+#[derive(Debug, Clone, Default)]
+pub struct Reassembly {
+    /// Received ranges above the prefix: start → end (disjoint, non-adjacent).
+    ranges: std::collections::BTreeMap<u64, u64>,
+    prefix: u64,
+    tag: [u8; FLOW_TAG_LEN],
+}
+
+impl Reassembly {
+    /// Length of the contiguous prefix received.
+    pub fn prefix(&self) -> u64 {
+        self.prefix
+    }
+
+    /// The flow id, once the tag bytes are part of the prefix.
+    pub fn flow_id(&self) -> Option<u64> {
+        (self.prefix >= FLOW_TAG_LEN as u64).then(|| u64::from_le_bytes(self.tag))
+    }
+
+    /// Records `data` received at stream `offset`; returns how much the prefix grew.
+    pub fn insert(&mut self, offset: u64, data: &[u8]) -> u64 {
+        let end = offset + data.len() as u64;
+        // Keep the tag bytes.
+        if offset < FLOW_TAG_LEN as u64 {
+            for (i, b) in data.iter().enumerate() {
+                let pos = offset as usize + i;
+                if pos >= FLOW_TAG_LEN {
+                    break;
+                }
+                self.tag[pos] = *b;
+            }
+        }
+        if end <= self.prefix {
+            return 0;
+        }
+        let mut start = offset.max(self.prefix);
+        let mut end = end;
+        // Merge with overlapping or adjacent ranges.
+        if let Some((&s, &e)) = self.ranges.range(..=start).next_back()
+            && e >= start
+        {
+            start = s;
+            end = end.max(e);
+            self.ranges.remove(&s);
+        }
+        while let Some((&s, &e)) = self.ranges.range(start..=end).next() {
+            end = end.max(e);
+            self.ranges.remove(&s);
+        }
+        let before = self.prefix;
+        if start <= self.prefix {
+            self.prefix = end;
+        } else {
+            self.ranges.insert(start, end);
+        }
+        self.prefix - before
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reassembly_counts_in_order_prefix() {
+        let mut r = Reassembly::default();
+        let mut tag = 42u64.to_le_bytes().to_vec();
+        tag.extend_from_slice(&[0; 2]);
+        assert_eq!(r.insert(20, &[0; 10]), 0);
+        assert_eq!(r.insert(12, &[0; 4]), 0);
+        assert_eq!(r.flow_id(), None);
+        assert_eq!(r.insert(0, &tag), 10);
+        assert_eq!(r.flow_id(), Some(42));
+        // Fill [10, 12): joins [12, 16), prefix 16; [20, 30) still waits for [16, 20).
+        assert_eq!(r.insert(10, &[0; 2]), 6);
+        assert_eq!(r.insert(14, &[0; 8]), 14); // [16,22) bridges to [20,30): prefix 16 -> 30
+        assert_eq!(r.prefix(), 30);
+        assert_eq!(r.insert(0, &[0; 30]), 0); // duplicate
     }
 }

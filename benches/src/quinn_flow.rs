@@ -5,7 +5,7 @@
 //! ([`FlowPlan`]) at the flow's start time, opens one unidirectional stream on it and writes
 //! continuously (a bulk flow) or exactly `size` bytes (a sized flow, then `finish`es the stream and
 //! closes the connection once the receiver acknowledged every byte). A [`QuinnSink`] accepts any
-//! number of connections, reads every stream in order, and records per flow the bytes delivered,
+//! number of connections, reads every stream (unordered, reassembled in [`Reassembly`]), and records per flow the bytes delivered,
 //! the completion time and (optionally) a goodput time series.
 //!
 //! Each stream starts with an 8-byte little-endian flow id ([`FLOW_TAG_LEN`]) so the sink can tell
@@ -43,7 +43,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sim_netem::{Datagram, Endpoint};
 
 pub use crate::flow::{FLOW_TAG_LEN, FlowPlan, FlowRecv, SenderStats};
-use crate::flow::{TagReader, record_delivery};
+use crate::flow::{Reassembly, record_delivery};
 
 /// UDP payload size quinn is configured to use: 1500-byte IPv4 MTU minus IP and UDP headers, the
 /// same datagram size MEF uses.
@@ -497,7 +497,7 @@ struct RecvConn {
 
 #[derive(Default)]
 struct RecvStreamState {
-    tag: TagReader,
+    asm: Reassembly,
 }
 
 /// A quinn server bound to one simulated address that accepts every connection and drains every
@@ -635,22 +635,26 @@ fn read_stream(
         return;
     };
     let mut stream = rc.conn.recv_stream(id);
-    let Ok(mut chunks) = stream.read(true) else {
+    // Unordered reads hand over every byte as soon as it arrives; `Reassembly` turns them into
+    // in-order delivery without quinn's 1024-gap limit on ordered stream buffers.
+    let Ok(mut chunks) = stream.read(false) else {
         return;
     };
     let mut ended = false;
     loop {
         match chunks.next(usize::MAX) {
             Ok(Some(chunk)) => {
-                let had_id = st.tag.id().is_some();
-                let data = st.tag.feed(&chunk.bytes);
-                if let Some(fid) = st.tag.id() {
+                let before = st.asm.prefix();
+                let grew = st.asm.insert(chunk.offset, &chunk.bytes);
+                if let (Some(fid), true) = (st.asm.flow_id(), grew > 0) {
+                    let tag = FLOW_TAG_LEN as u64;
+                    let payload = st.asm.prefix() - before.max(tag);
                     let f = flows.entry(fid).or_default();
-                    if !had_id {
+                    if before < tag {
                         f.id = fid;
                         f.accepted_at = Some(rc.accepted_at);
                     }
-                    record_delivery(f, data.len() as u64, now, epoch, series_bin);
+                    record_delivery(f, payload, now, epoch, series_bin);
                 }
             }
             Ok(None) => {
@@ -666,7 +670,7 @@ fn read_stream(
     }
     let _ = chunks.finalize();
     if ended {
-        if let Some(fid) = st.tag.id() {
+        if let Some(fid) = st.asm.flow_id() {
             flows.entry(fid).or_default().finished_at = Some(now);
         }
         rc.streams.remove(&id);
