@@ -1,8 +1,12 @@
 //! Wire formats of the MEF transport (`docs/PROTOCOL.md`).
 //!
-//! Every parser here returns a typed error and never panics on input; emit functions may panic
-//! only when the caller passes a buffer too small for what it asked to write.
+//! Every parser here returns a typed error and never panics on input; emit functions return an
+//! error (or, for [`Header::emit`], document a panic) when the caller's buffer is too small.
 
+pub mod frame;
+pub mod handshake;
 pub mod header;
+pub mod varint;
 
-pub use header::{Header, HeaderError, Packet, PacketType, HEADER_LEN};
+pub use frame::{Ack, Frame, FrameError, Frames, StreamFrame};
+pub use header::{HEADER_LEN, Header, HeaderError, Packet, PacketType};
