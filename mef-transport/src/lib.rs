@@ -29,3 +29,5 @@ pub use crypto::StaticKeypair;
 pub use endpoint::{Endpoint, EndpointStats, Transmit};
 pub use rate::RateMode;
 pub use streams::{ReadError, Side, StreamId, WriteError};
+#[cfg(feature = "runtime")]
+pub mod tokio_io;

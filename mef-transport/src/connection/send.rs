@@ -49,7 +49,7 @@ impl Connection {
         buf.clear();
         match self.state {
             State::Drained | State::Draining { .. } => false,
-            State::Closing { .. } => self.send_close(buf),
+            State::Closing { .. } => self.send_close(now, buf),
             State::Handshaking => self.send_initial(now, buf),
             State::Established => {
                 if let Some(hs) = &mut self.server_hs
@@ -123,7 +123,7 @@ impl Connection {
         }
     }
 
-    fn send_close(&mut self, buf: &mut Vec<u8>) -> bool {
+    fn send_close(&mut self, now: Instant, buf: &mut Vec<u8>) -> bool {
         if !self.close_pending || self.keys.is_none() {
             return false;
         }
@@ -133,19 +133,27 @@ impl Connection {
         };
         buf.resize(self.mtu, 0);
         let max = self.mtu - TAG_LEN;
-        let Ok(n) = (Frame::Close {
+        // A final ACK first, so the peer learns that its last data (e.g. a FIN) arrived before
+        // it processes the CLOSE (RFC 9000 §10.2 allows ACK frames in the closing packet).
+        let mut n = 0;
+        if self.ack.unacked_any {
+            let room = max - HEADER_LEN - crate::wire::frame::MAX_REASON_LEN - 24;
+            n = self
+                .emit_ack(now, &mut buf[HEADER_LEN..HEADER_LEN + room])
+                .unwrap_or(0);
+        }
+        let close = Frame::Close {
             code,
             reason: &reason,
-        })
-        .emit(&mut buf[HEADER_LEN..max]) else {
+        };
+        let Ok(m) = close.emit(&mut buf[HEADER_LEN + n..max]) else {
             return false;
         };
-        // The close packet's header is built with `now` unknown: reuse the last demand.
         let pn = self.take_pn();
         let mut h = self.data_header_static(pn);
         h.flags |= flags::CLOSING;
         h.emit(buf);
-        self.seal_into(buf, n)
+        self.seal_into(buf, n + m)
     }
 
     /// A header without touching the demand meter (used for CLOSE).

@@ -347,6 +347,10 @@ pub struct Transfer {
     pub acked_at: Option<Instant>,
     /// Which accepted server connection (in accept order) is the peer.
     pub server_index: usize,
+    pub server_conn: Option<ConnectionHandle>,
+    buf: Vec<u8>,
+    events_seen: usize,
+    is_connected: bool,
 }
 
 impl Transfer {
@@ -362,6 +366,10 @@ impl Transfer {
             first_byte_at: None,
             acked_at: None,
             server_index: 0,
+            server_conn: None,
+            buf: vec![0u8; 65536],
+            events_seen: 0,
+            is_connected: false,
         }
     }
 
@@ -375,7 +383,10 @@ impl Transfer {
     /// One round of application work: write what fits, read what arrived.
     pub fn pump(&mut self, pair: &mut Pair, payload: &[u8]) {
         let now = pair.now;
-        if pair.connected(self.client)
+        if !self.is_connected {
+            self.is_connected = pair.connected(self.client);
+        }
+        if self.is_connected
             && let Some(c) = pair.client.connection_mut(self.client)
         {
             if self.stream.is_none() {
@@ -396,17 +407,26 @@ impl Transfer {
                 }
             }
         }
-        if let Some(h) = pair.nth_server_conn(self.server_index) {
+        if self.server_conn.is_none() {
+            self.server_conn = pair.nth_server_conn(self.server_index);
+        }
+        if let Some(h) = self.server_conn {
             if self.server_stream.is_none() {
-                self.server_stream = pair.server_events.iter().find_map(|e| match e {
-                    Event::StreamOpened { conn, stream } if *conn == h => Some(*stream),
-                    _ => None,
-                });
+                self.server_stream =
+                    pair.server_events[self.events_seen..]
+                        .iter()
+                        .find_map(|e| match e {
+                            Event::StreamOpened { conn, stream } if *conn == h => Some(*stream),
+                            _ => None,
+                        });
+                if self.server_stream.is_none() {
+                    self.events_seen = pair.server_events.len();
+                }
             }
             if let (Some(s), Some(c)) = (self.server_stream, pair.server.connection_mut(h)) {
-                let mut buf = [0u8; 65536];
+                let buf = &mut self.buf;
                 loop {
-                    match c.read(s, &mut buf) {
+                    match c.read(s, buf) {
                         Ok(Some(n)) => {
                             if self.first_byte_at.is_none() {
                                 self.first_byte_at = Some(now);
