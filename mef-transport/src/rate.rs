@@ -30,11 +30,12 @@ pub const MIN_RATE_BPS: u64 = 16_000;
 const UNSTAMPED_TO_FALLBACK: u32 = 8;
 
 /// Which controller sets the sending rate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum RateMode {
     /// A MEF router stamps the path: pace at `min(echo, demand)`.
     Explicit,
-    /// No router stamps: CUBIC (RFC 9438).
+    /// No router stamps: CUBIC (RFC 9438). Every connection starts here until a stamp arrives.
+    #[default]
     Fallback,
     /// Test/benchmark only: a fixed rate, ignoring stamps ([`crate::Config::ignore_rate`]).
     Fixed,
@@ -254,7 +255,9 @@ impl RateController {
     /// Packets declared lost; `largest_sent` is the send time of the newest lost packet.
     /// Only CUBIC reacts: in explicit mode loss is repaired, not treated as congestion.
     pub fn on_loss(&mut self, now: Instant, largest_sent: Instant) {
-        self.cubic.on_congestion_event(now, largest_sent);
+        if self.mode == RateMode::Fallback {
+            self.cubic.on_congestion_event(now, largest_sent);
+        }
     }
 
     /// Persistent congestion (RFC 9002 §7.6), fallback only.

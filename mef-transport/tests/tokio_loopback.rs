@@ -93,7 +93,7 @@ async fn loopback_50mb_transfer_verified() {
         }
     );
     // No router on loopback: the fallback controller runs.
-    assert_eq!(stats.mode, Some(RateMode::Fallback));
+    assert_eq!(stats.mode, RateMode::Fallback);
     let mbps = LEN as f64 * 8.0 / elapsed.as_secs_f64() / 1e6;
     eprintln!("loopback: {mbps:.0} Mbit/s in {elapsed:?}; {stats:?}");
     assert!(

@@ -26,7 +26,7 @@ fn handshake_and_small_transfer() {
     assert!(t.run(&mut p, &payload, Duration::from_secs(10)));
     assert_eq!(sha(&t.received), sha(&payload));
     let s = p.client.connection(h).expect("conn").stats();
-    assert_eq!(s.mode, Some(RateMode::Fallback));
+    assert_eq!(s.mode, RateMode::Fallback);
     assert_eq!(s.packets_lost, 0);
     assert!(
         s.srtt >= Duration::from_millis(20) && s.srtt < Duration::from_millis(30),
@@ -285,7 +285,7 @@ fn rate_follows_router_stamps_and_loss_does_not_lower_it() {
         10_000_000,
         "loss does not lower a router-given rate"
     );
-    assert_eq!(s.mode, Some(RateMode::Explicit));
+    assert_eq!(s.mode, RateMode::Explicit);
     let got = (t.received.len() - before) as f64 * 8.0 / (p.now - t1).as_secs_f64();
     assert!(got > 0.85 * 10e6, "goodput under 5% loss {got}");
     // Paced at exactly the rate, the bottleneck queue never builds.
@@ -312,7 +312,7 @@ fn fallback_cubic_without_routers() {
     assert!(t.run(&mut p, &payload, Duration::from_secs(30)));
     assert_eq!(sha(&t.received), sha(&payload));
     let s = p.client.connection(h).expect("conn").stats();
-    assert_eq!(s.mode, Some(RateMode::Fallback));
+    assert_eq!(s.mode, RateMode::Fallback);
     let secs = (t.fin_at.expect("fin") - p.start).as_secs_f64();
     let goodput = payload.len() as f64 * 8.0 / secs;
     assert!(
@@ -553,4 +553,108 @@ fn many_connections_share_one_endpoint() {
         assert_eq!(sha(&t.received), sha(&payload));
     }
     assert_eq!(p.server.connection_count(), 64);
+}
+
+#[test]
+fn server_download_follows_its_own_direction_stamp() {
+    let c2s = LinkConfig {
+        stamp_kbps: Some(20_000),
+        ..link(20)
+    };
+    let s2c = LinkConfig {
+        rate_bps: Some(100_000_000),
+        queue_bytes: 1_000_000,
+        stamp_kbps: Some(40_000),
+        ..link(20)
+    };
+    let mut p = Pair::new(15, Config::default(), Config::default(), c2s, s2c);
+    let h = p.connect();
+    assert!(p.drive_until(Duration::from_secs(1), |p| p.connected(h)));
+    // The client sends a request; the server answers with 8 MB on the same stream.
+    let c = p.client.connection_mut(h).expect("conn");
+    let s = c.open_stream().expect("stream");
+    c.write(s, b"GET").expect("write");
+    c.finish(s).expect("finish");
+    let response = data(8_000_000, 15);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let mut sc = None;
+    let mut t_first = None;
+    let done = p.drive_until(Duration::from_secs(10), |p| {
+        if sc.is_none() {
+            sc = p.server_conn();
+        }
+        if let Some(sc) = sc {
+            let srv = p.server.connection_mut(sc).expect("conn");
+            let mut b = [0u8; 16];
+            while let Ok(Some(_)) = srv.read(s, &mut b) {}
+            while sent < response.len() {
+                match srv.write(s, &response[sent..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sent += n,
+                }
+            }
+            if sent == response.len() {
+                let _ = srv.finish(s);
+            }
+        }
+        let cli = p.client.connection_mut(h).expect("conn");
+        let mut b = vec![0u8; 65536];
+        loop {
+            match cli.read(s, &mut b) {
+                Ok(Some(n)) => {
+                    t_first.get_or_insert(p.now);
+                    got.extend_from_slice(&b[..n]);
+                }
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
+    });
+    assert!(done);
+    assert_eq!(sha(&got), sha(&response));
+    let srv = p.server.connection(sc.expect("accepted")).expect("conn");
+    assert_eq!(srv.rate_mode(), RateMode::Explicit);
+    assert_eq!(
+        srv.rate_bps(),
+        40_000_000,
+        "server paces at the stamp of its own direction"
+    );
+    let secs = (p.now - t_first.expect("data")).as_secs_f64();
+    let goodput = got.len() as f64 * 8.0 / secs;
+    assert!(
+        goodput > 0.85 * 40e6 && goodput < 40e6,
+        "download goodput {goodput}"
+    );
+}
+
+#[test]
+fn ignore_rate_sender_blasts_at_fixed_rate() {
+    let cheat = Config {
+        ignore_rate: true,
+        fixed_rate_bps: 80_000_000,
+        ..Config::default()
+    };
+    let c2s = LinkConfig {
+        rate_bps: Some(100_000_000),
+        queue_bytes: 10_000_000,
+        stamp_kbps: Some(10_000),
+        ..link(10)
+    };
+    let mut p = Pair::new(16, cheat, Config::default(), c2s, link(10));
+    let h = p.connect();
+    let payload = data(30_000_000, 16);
+    let mut t = Transfer::new(h);
+    p.drive_until(Duration::from_secs(2), |p| {
+        t.pump(p, &payload);
+        false
+    });
+    let c = p.client.connection(h).expect("conn");
+    assert_eq!(c.rate_mode(), RateMode::Fixed);
+    assert_eq!(c.rate_bps(), 80_000_000, "stamps of 10 Mbit/s are ignored");
+    let got = t.received.len() as f64 * 8.0 / 2.0;
+    assert!(
+        got > 5.0 * 10e6,
+        "the cheater sends far above its share: {got}"
+    );
 }

@@ -150,7 +150,7 @@ pub struct ConnectionStats {
     /// Current pacing rate, bit/s (on-wire bytes including IP/UDP headers).
     pub rate_bps: u64,
     /// Which controller sets the rate.
-    pub mode: Option<RateMode>,
+    pub mode: RateMode,
     /// The latest rate echo received from the peer, kbit/s.
     pub last_echo_kbps: Option<u32>,
     /// Fallback congestion window, bytes.
@@ -441,7 +441,7 @@ impl Connection {
         s.min_rtt = self.recovery.rtt.min();
         s.rttvar = self.recovery.rtt.var();
         s.rate_bps = self.rate_bps();
-        s.mode = Some(self.rate.mode());
+        s.mode = self.rate.mode();
         s.cwnd = self.rate.cwnd();
         s.bytes_in_flight = self.recovery.bytes_in_flight;
         s.bytes_acked = self.streams.bytes_acked;

@@ -360,6 +360,29 @@ mod tests {
         assert_eq!(Ok(p.associated_data()), ad_before);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn header_round_trip(ty in 0u8..4, flags: u8, hops: u8, conn_id: u64, pn: u64, demand: u32,
+                             cur: u32, stamp: u32, rtt: u32, new_stamp: u32) {
+            let packet_type = PacketType::from_nibble(ty).map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            let h = Header { packet_type, flags, hops, conn_id, packet_number: pn, demand_kbps: demand,
+                             current_rate_kbps: cur, stamp_kbps: stamp, rtt_us: rtt };
+            let mut buf = [0u8; HEADER_LEN];
+            h.emit(&mut buf);
+            proptest::prop_assert_eq!(Header::decode(&buf), Ok(h));
+            let mut p = Packet::new_unchecked(&mut buf[..]);
+            let ad = p.associated_data();
+            p.stamp(new_stamp);
+            proptest::prop_assert_eq!(p.stamp_kbps(), stamp.min(new_stamp));
+            proptest::prop_assert_eq!(p.associated_data(), ad);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let _ = Header::decode(&bytes);
+        }
+    }
+
     #[test]
     fn rejects_garbage() {
         assert_eq!(Header::decode(&[0u8; 3]), Err(HeaderError::Truncated(3)));

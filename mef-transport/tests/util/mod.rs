@@ -98,6 +98,9 @@ impl Link {
         {
             self.stats.closing_flag_seen += 1;
         }
+        if self.capture {
+            self.captured.push(payload.clone());
+        }
         if self.cfg.loss > 0.0 && rng.random_bool(self.cfg.loss) {
             self.stats.lost += 1;
             return;
@@ -123,9 +126,6 @@ impl Link {
             depart = start + Duration::from_nanos((wire as u64 * 8 * 1_000_000_000) / rate);
             self.busy_until = Some(depart);
             self.backlog.push_back((depart, wire));
-        }
-        if self.capture {
-            self.captured.push(payload.clone());
         }
         if self.cfg.corrupt > 0.0 && rng.random_bool(self.cfg.corrupt) {
             let i = rng.random_range(0..payload.len());
