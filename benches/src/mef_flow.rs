@@ -2,11 +2,11 @@
 //! [`sim_netem::Endpoint`]s (bulk sender, sized flows, sink) and the MEF router's fair queue
 //! `mef_router::MefQdisc` for bottleneck links.
 //!
-//! **Not yet available.** `mef-transport`'s sans-IO `Endpoint`/`Connection` API and
-//! `mef_router::MefQdisc` have not landed in the workspace yet. Every entry point here returns
-//! [`MefUnavailable`] so MEF cells are reported as skipped with that reason; the harness never
-//! invents MEF figures. When the APIs land, this module wraps them exactly like
-//! [`crate::quinn_flow`] wraps quinn (same [`crate::flow`] types).
+//! **Transport not yet available.** `mef_router::MefQdisc` is wired ([`bottleneck_qdisc`]), but
+//! `mef-transport`'s sans-IO `Endpoint`/`Connection` API has not been committed yet. The
+//! endpoint constructors return [`MefUnavailable`] so MEF cells are reported as skipped with
+//! that reason; the harness never invents MEF figures. When the API lands, this module wraps it
+//! exactly like [`crate::quinn_flow`] wraps quinn (same [`crate::flow`] types).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -20,17 +20,27 @@ use crate::flow::{FlowPlan, FlowRecv, SenderStats};
 #[error("MEF adapter not yet available: {0}")]
 pub struct MefUnavailable(pub &'static str);
 
-const REASON: &str = "mef-transport's sans-IO connection API and mef_router::MefQdisc have not \
-                      landed in the workspace";
+const REASON: &str = "mef-transport's sans-IO connection API has not landed in the workspace";
 
 /// Checks that the MEF transport and router are available to the harness.
 pub fn available() -> Result<(), MefUnavailable> {
     Err(MefUnavailable(REASON))
 }
 
-/// The MEF router's fair-queue scheduler for a bottleneck link of configuration `cfg`.
-pub fn bottleneck_qdisc(_cfg: &LinkConfig) -> Result<Box<dyn Qdisc>, MefUnavailable> {
-    Err(MefUnavailable(REASON))
+/// Why the MEF router's queue could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("building the MEF router's queue: {0}")]
+pub struct QdiscError(#[from] pub mef_router::ConfigError);
+
+/// The MEF router's scheduler (`mef_router::MefQdisc`: rate controller, policer, DRR fair
+/// queue) for a bottleneck link of configuration `cfg`: its capacity is the link rate and its
+/// shared buffer the link's `queue_limit_bytes` (1 BDP in the scenarios).
+pub fn bottleneck_qdisc(cfg: &LinkConfig) -> Result<Box<dyn Qdisc>, QdiscError> {
+    let q = mef_router::MefQdisc::new(mef_router::MefQdiscConfig::new(
+        cfg.rate_bps,
+        cfg.queue_limit_bytes,
+    ))?;
+    Ok(Box::new(q))
 }
 
 /// How a MEF sender treats the rate the network allocates.

@@ -50,6 +50,19 @@ impl Protocol {
         self.baseline().is_none_or(Baseline::deterministic)
     }
 
+    /// Payload bytes per wire byte of a full-size data packet: the factor that turns a share
+    /// of the wire capacity into goodput, used for fair shares. quinn: a 1472-byte UDP payload
+    /// carries a 1-RTT short header (1 flag byte, 8-byte connection id, 2-3-byte packet number),
+    /// a STREAM frame header (type, stream id, 4- or 8-byte offset, length: ~8-12 bytes) and the
+    /// 16-byte AEAD tag, ~40 bytes in all: 1432 payload bytes per 1500 wire bytes. MEF: the
+    /// nominal 1400/1500 until its adapter reports its own header size.
+    pub fn payload_efficiency(self) -> f64 {
+        match self {
+            Protocol::Mef => crate::scenarios::NOMINAL_ETA,
+            Protocol::QuinnCubic | Protocol::QuinnBbr => 1432.0 / 1500.0,
+        }
+    }
+
     /// The network this protocol's users have: the MEF router for MEF, plain drop-tail for
     /// the quinn baselines.
     pub fn native_queue(self) -> QueueKind {
@@ -78,15 +91,22 @@ impl QueueKind {
         }
     }
 
-    /// A factory for topology builders. Call [`check`](Self::check) first: if the MEF queue
-    /// cannot be built the factory falls back to drop-tail and records the failure in
-    /// `failed`, which the caller must turn into an error.
+    /// A factory for the topology builders, which call it for the forward (data) direction of
+    /// each bottleneck and then its reverse (acknowledgement) direction, alternately. Forward
+    /// links get this queue; reverse links always get a drop-tail FIFO (the router sits at the
+    /// data direction's bottleneck, as RCP's does). Call [`check`](Self::check) first: if the
+    /// MEF queue cannot be built the factory falls back to drop-tail and records the failure
+    /// in `failed`, which the caller must turn into an error.
     pub fn factory<'a>(
         self,
         failed: &'a mut Option<String>,
     ) -> impl FnMut(&LinkConfig) -> Box<dyn Qdisc> + 'a {
+        let mut calls = 0u64;
         move |cfg: &LinkConfig| -> Box<dyn Qdisc> {
+            calls += 1;
+            let forward = calls % 2 == 1;
             match self {
+                _ if !forward => Box::new(DropTail::new(cfg.queue_limit_bytes)),
                 QueueKind::DropTail => Box::new(DropTail::new(cfg.queue_limit_bytes)),
                 QueueKind::Mef => match mef_flow::bottleneck_qdisc(cfg) {
                     Ok(q) => q,

@@ -11,8 +11,9 @@
 //!   bottleneck statistics are reset at the end of the warm-up so drops and queueing delay
 //!   cover the same window as goodput;
 //! - a flow's fair share is expressed in goodput: its max-min share of the wire capacity times
-//!   its own payload efficiency η (payload delivered / wire bytes of its non-lost packets), so a
-//!   protocol is not charged for its header size when judging fairness.
+//!   its protocol's payload efficiency η ([`Protocol::payload_efficiency`], payload bytes per
+//!   wire byte of a full data packet), so a protocol is neither charged for its header size nor
+//!   excused for wasting capacity on retransmissions when judging fairness.
 
 use std::time::{Duration, Instant};
 
@@ -183,31 +184,27 @@ pub struct FlowResult {
     pub goodput_mbps: f64,
     /// Packets retransmitted in the window.
     pub retransmits: u64,
-    /// Payload efficiency η (payload / wire bytes of non-lost packets) in the window.
+    /// Payload efficiency η of the flow's protocol (see
+    /// [`Protocol::payload_efficiency`]).
     pub eta: f64,
 }
 
 /// Per-flow figures between two snapshots `window` apart.
-pub fn flow_results(a: &Snapshot, b: &Snapshot, window: Duration) -> Vec<FlowResult> {
+pub fn flow_results(
+    flows: &[FlowEnds],
+    a: &Snapshot,
+    b: &Snapshot,
+    window: Duration,
+) -> Vec<FlowResult> {
     let secs = window.as_secs_f64().max(1e-9);
-    a.bytes
+    flows
         .iter()
-        .zip(&b.bytes)
+        .zip(a.bytes.iter().zip(&b.bytes))
         .zip(a.stats.iter().zip(&b.stats))
-        .map(|((&x, &y), (sa, sb))| {
-            let bytes = y.saturating_sub(x);
-            let d = sb.since(sa);
-            let wire = d.delivered_wire_bytes();
-            let eta = if wire > 0 && bytes > 0 {
-                (bytes as f64 / wire as f64).min(1.0)
-            } else {
-                NOMINAL_ETA
-            };
-            FlowResult {
-                goodput_mbps: bytes as f64 * 8.0 / secs / 1e6,
-                retransmits: d.lost_packets,
-                eta,
-            }
+        .map(|((f, (&x, &y)), (sa, sb))| FlowResult {
+            goodput_mbps: y.saturating_sub(x) as f64 * 8.0 / secs / 1e6,
+            retransmits: sb.since(sa).lost_packets,
+            eta: f.protocol.payload_efficiency(),
         })
         .collect()
 }
@@ -339,7 +336,84 @@ pub fn measure(
     check_errors(sim, flows)?;
     let window = end - warm;
     Ok((
-        flow_results(&a, &b, window),
+        flow_results(flows, &a, &b, window),
         link_result(sim, bottleneck, window)?,
     ))
+}
+
+/// One flow of a shared-bottleneck scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowSpec {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Round-trip propagation delay.
+    pub rtt: Duration,
+    /// Start time.
+    pub start: Duration,
+    /// Honest or cheating (MEF only).
+    pub conduct: protocol::Conduct,
+    /// Label in per-flow records and plots.
+    pub label: String,
+}
+
+/// What [`run_dumbbell`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedRun {
+    /// Per-flow figures over the measurement window.
+    pub flows: Vec<FlowResult>,
+    /// Bottleneck figures over the same window.
+    pub link: LinkResult,
+    /// Per-flow goodput series (Mbit/s), when a bin was given.
+    pub series: Vec<Vec<(f64, f64)>>,
+}
+
+/// Runs bulk flows `specs` over one dumbbell bottleneck queued by `queue` (buffer 1 BDP of
+/// `buffer_rtt`), measuring from `warm` to `total`.
+pub fn run_dumbbell(
+    specs: &[FlowSpec],
+    queue: protocol::QueueKind,
+    buffer_rtt: Duration,
+    warm: Duration,
+    total: Duration,
+    seed: u64,
+    series_bin: Option<Duration>,
+) -> anyhow::Result<SharedRun> {
+    let mut sim = Sim::new(seed);
+    let rtts: Vec<Duration> = specs.iter().map(|s| s.rtt).collect();
+    let d = build_dumbbell(&mut sim, &rtts, 0.0, queue, buffer_rtt)?;
+    let mut ends = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let plan = crate::flow::FlowPlan {
+            id: i as u64,
+            start: sim.instant_at(s.start),
+            size: None,
+        };
+        let fseed = seed.wrapping_add(1000 * (i as u64 + 1));
+        ends.push(protocol::add_flow(
+            &mut sim,
+            s.protocol,
+            d.senders[i],
+            d.receivers[i],
+            plan,
+            fseed,
+            series_bin,
+            s.conduct,
+        )?);
+    }
+    let (flows, link) = measure(&mut sim, &ends, d.bottleneck, warm, total)?;
+    let mut series = Vec::new();
+    if let Some(bin) = series_bin {
+        for e in &ends {
+            let recv = protocol::sink_flows(&sim, e.protocol, e.sink)?;
+            series.push(
+                recv.get(&e.flow)
+                    .map_or_else(Vec::new, |f| rate_series(&f.series, bin)),
+            );
+        }
+    }
+    Ok(SharedRun {
+        flows,
+        link,
+        series,
+    })
 }
