@@ -19,7 +19,7 @@ pub enum VarIntError {
 
 /// Number of bytes `v` takes on the wire (RFC 9000 §16, table 4).
 ///
-/// Values above [`MAX`] report 8; [`write`] rejects them.
+/// Values above [`MAX`] report 8; [`write()`] rejects them.
 pub const fn size(v: u64) -> usize {
     if v < (1 << 6) {
         1
