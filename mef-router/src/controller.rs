@@ -22,12 +22,19 @@
 //!   `k ← k·[1 + (T/d̄)·(α(γC − y) − β·q/d̄)/(γC)]` (Dukkipati & McKeown, "Processor sharing flows
 //!   in the Internet", IWQoS 2005 and the ns-2 implementation). `d̄` is the mean RTT the MEF
 //!   senders report, `q` the persistent MEF backlog (minimum over the interval, as XCP's
-//!   persistent queue), and `y` the input rate the allocation is accountable for: MEF bytes of
-//!   flows in steady state, the allocation divided by `k` for flows still reacting to a μ change
-//!   (so the transient of a join or leave is not mistaken for an estimation error and leaves `k`
-//!   where it is), and non-MEF bytes up
-//!   to their allocation (a Cubic flow overrunning its share fills its own fair-queue bucket and
-//!   must not push MEF down). `k` only rises while some flow is held at μ here (no wind-up when
+//!   persistent queue) that the allocation is responsible for (see below), and `y` the input rate the *current* allocation will cause once every
+//!   sender has heard it: `y = ρ·Σ_MEF min(cap_i, μ) + Σ app-limited measured + Σ_non-MEF
+//!   min(measured_j, a_j)`. The usage ratio `ρ = Σ sent / Σ expected` compares what MEF senders
+//!   actually sent with what they should have sent given the μ stamped one RTT before (the
+//!   sender's feedback delay), averaged over `rate_window`. Comparing against the delayed μ
+//!   makes `y` blind to the transients of joins and leaves (old flows still at the old rate for
+//!   one RTT) while still seeing real estimation errors (senders pacing payload instead of wire
+//!   bytes, upstream losses, senders that under-use their rate). Non-MEF bytes only count up to
+//!   their allocation: a Cubic flow overrunning its share fills its own fair-queue bucket and
+//!   must not push MEF down. Likewise, over-allocation makes every flow held at μ queue, while a
+//!   queue in one flow only is that flow's own excess (a cheater, a burst, a sender late to hear
+//!   a lower μ) which DRR keeps off the others: `q` leaves out flows the policer is dropping
+//!   and is capped at `n ×` the lower median backlog of the `n` flows held at μ. `k` only rises while some flow is held at μ here (no wind-up when
 //!   every flow is limited elsewhere) and stays in `[correction_min, correction_max]`.
 //!
 //! # Why γ = 0.99
@@ -99,8 +106,7 @@ pub struct ControllerConfig {
     /// flows constrained elsewhere and for senders that under-use their rate).
     pub correction_max: f64,
     /// A flow counts as constrained elsewhere when its current rate is below
-    /// `(1 − margin)·min μ` over its feedback window. Also the tolerance for "μ has not
-    /// changed" when deciding whether a flow is in steady state. Default 0.05.
+    /// `(1 − margin)·min μ` over its feedback window. Default 0.05.
     pub constrained_margin: f64,
     /// Headroom added to the current rate of a flow constrained elsewhere (and to the measured
     /// rate of an application-limited one) so it can grow. Default 0.05.
@@ -133,8 +139,23 @@ pub struct ControllerConfig {
     pub other_idle: Duration,
     /// Floor of μ and of every demand estimate, bits/s. Default 8 kbit/s.
     pub min_rate_bps: u64,
-    /// Resolution of the μ history. Default 5 ms.
-    pub history_bin: Duration,
+    /// Gain of the per-flow drain: a flow with its own standing queue `b` (beyond
+    /// `drain_threshold_bytes`) is stamped `μ − drain_gain·b/rtt` so it empties its own queue in
+    /// about two RTTs (XCP's per-flow feedback, Katabi et al. 2002, applied to one flow's
+    /// excess). Default 0.5.
+    pub drain_gain: f64,
+    /// Largest per-flow drain as a fraction of μ. Default 0.5.
+    pub drain_max: f64,
+    /// A flow's own backlog up to this many bytes is pacing jitter, not excess. Default 3000.
+    pub drain_threshold_bytes: usize,
+    /// Queue (as time at link rate) that the arrival of new flows may build before their first
+    /// stamp is lowered. See [`RateController::stamp_kbps`]. Default 5 ms.
+    pub join_budget: Duration,
+    /// A new flow's first stamp is never below this fraction of μ. Default 0.1.
+    pub join_floor: f64,
+    /// Most μ change points remembered (the history also forgets changes older than
+    /// `2·max_rtt + feedback_margin`). Default 16384.
+    pub history_points: usize,
 }
 
 impl Default for ControllerConfig {
@@ -161,7 +182,12 @@ impl Default for ControllerConfig {
             max_idle: Duration::from_secs(2),
             other_idle: Duration::from_millis(500),
             min_rate_bps: 8_000,
-            history_bin: Duration::from_millis(5),
+            history_points: 16_384,
+            drain_gain: 0.5,
+            drain_max: 0.5,
+            drain_threshold_bytes: 3000,
+            join_budget: Duration::from_millis(5),
+            join_floor: 0.1,
         }
     }
 }
@@ -225,6 +251,9 @@ impl ControllerConfig {
             100.0,
             "must be in [1, 100]",
         )?;
+        check_range("drain_gain", self.drain_gain, 0.0, 2.0, "must be in [0, 2]")?;
+        check_range("drain_max", self.drain_max, 0.0, 1.0, "must be in [0, 1]")?;
+        check_range("join_floor", self.join_floor, 0.0, 1.0, "must be in [0, 1]")?;
         for (name, d) in [
             ("max_interval", self.max_interval),
             ("min_interval", self.min_interval),
@@ -234,7 +263,6 @@ impl ControllerConfig {
             ("min_idle", self.min_idle),
             ("max_idle", self.max_idle),
             ("other_idle", self.other_idle),
-            ("history_bin", self.history_bin),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(name));
@@ -342,8 +370,17 @@ struct Flow {
     packets: u64,
     bytes: u64,
     demand_bps: f64,
+    /// What the flow will actually send when not held here: `demand_bps` without headroom.
+    cap_bps: f64,
     constraint: Constraint,
     last_backlogged: Option<Instant>,
+    last_policed: Option<Instant>,
+    /// When a packet of the flow was last stamped below μ to drain its own queue.
+    last_drained: Option<Instant>,
+    /// Registered by its `Initial`: the sender starts pacing one RTT after `first_seen`.
+    by_initial: bool,
+    /// The rate stamped on its `Initial` (what it paces at during its first RTT of data).
+    initial_stamp_bps: Option<f64>,
     mef: Option<MefState>,
 }
 
@@ -357,8 +394,13 @@ impl Flow {
             packets: 0,
             bytes: 0,
             demand_bps: f64::INFINITY,
+            cap_bps: f64::INFINITY,
             constraint: Constraint::Unlimited,
             last_backlogged: None,
+            last_policed: None,
+            last_drained: None,
+            by_initial: false,
+            initial_stamp_bps: None,
             mef,
         }
     }
@@ -389,6 +431,11 @@ pub struct RateController {
     q_min: usize,
     q_now: usize,
     recomputations: u64,
+    /// Exponential averages of Σ sent and Σ expected by MEF senders (bits/s), and their ratio.
+    sent_avg: f64,
+    expected_avg: f64,
+    usage_ratio: f64,
+    queue_estimate: usize,
 }
 
 impl RateController {
@@ -396,8 +443,8 @@ impl RateController {
     pub fn new(cfg: ControllerConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
         let gc = cfg.gamma * cfg.capacity_bps as f64;
-        let horizon = cfg.max_rtt * 2 + cfg.feedback_margin + cfg.history_bin * 2;
-        let history = RateHistory::new(gc, cfg.history_bin, horizon);
+        let horizon = cfg.max_rtt * 3 + cfg.feedback_margin;
+        let history = RateHistory::new(gc, horizon, cfg.history_points);
         let mean_rtt = cfg.default_rtt;
         Ok(Self {
             cfg,
@@ -411,6 +458,10 @@ impl RateController {
             q_min: 0,
             q_now: 0,
             recomputations: 0,
+            sent_avg: 0.0,
+            expected_avg: 0.0,
+            usage_ratio: 1.0,
+            queue_estimate: 0,
         })
     }
 
@@ -428,12 +479,106 @@ impl RateController {
 
     /// μ in the header's unit (kbit/s, rounded down, at least 1, never the "unlimited" value).
     pub fn fair_rate_kbps(&self) -> u32 {
-        let k = (self.fair_rate_bps() / 1000.0).floor();
+        Self::to_kbps(self.fair_rate_bps())
+    }
+
+    /// The rate to stamp on a packet of flow `key` (after [`on_mef_packet`](Self::on_mef_packet)
+    /// has seen it), in the header's unit. Normally μ. Two refinements, both only ever lower:
+    ///
+    /// * **Joins.** A new flow paces at the stamp on its `Initial` from one RTT on. Flows already
+    ///   here may still be sending at a higher, older μ by then: flows with a longer RTT hear the
+    ///   new μ later, and flows that registered moments before (a burst of arrivals) are committed
+    ///   to their own `Initial` stamp for their first RTT. If that committed excess over the new
+    ///   allocations exceeds what `join_budget` of queue can absorb, the newcomer's `Initial` is
+    ///   stamped lower by the difference (never below `join_floor·μ`); its data packets carry μ,
+    ///   so it is at its fair share one RTT later. A newcomer joining established flows of no
+    ///   longer RTT gets exactly μ (seed 003: the fair share from the start).
+    /// * **Own queue.** A flow with its own standing queue in the fair scheduler (it sent above
+    ///   its share: it heard μ late, or is bursting) is stamped
+    ///   `μ − drain_gain·(backlog − drain_threshold)/rtt`, at most `drain_max·μ` less, so it
+    ///   drains its own queue without lowering anyone else's rate.
+    pub fn stamp_kbps(
+        &mut self,
+        now: Instant,
+        key: &FlowKey,
+        packet_type: PacketType,
+        own_backlog_bytes: usize,
+    ) -> u32 {
+        let mu = self.fair_rate_bps();
+        let mut rate = mu;
+        let (threshold, gain, max) = (
+            self.cfg.drain_threshold_bytes,
+            self.cfg.drain_gain,
+            self.cfg.drain_max,
+        );
+        let (default_rtt, lo, hi) = (
+            self.cfg.default_rtt,
+            self.cfg.min_interval,
+            self.cfg.max_rtt,
+        );
+        if let Some(f) = self.flows.get_mut(key) {
+            if packet_type == PacketType::Initial
+                && let Some(s) = f.initial_stamp_bps
+            {
+                rate = rate.min(s);
+            }
+            let excess = own_backlog_bytes.saturating_sub(threshold);
+            if excess > 0 {
+                let rtt = f.mef.as_ref().and_then(|m| m.rtt).unwrap_or(default_rtt);
+                let rtt = rtt.clamp(lo, hi).as_secs_f64();
+                let drain = gain * excess as f64 * 8.0 / rtt;
+                rate -= drain.min(max * mu);
+                f.last_drained = Some(now);
+            }
+        }
+        Self::to_kbps(rate.max(self.cfg.min_rate_bps as f64))
+    }
+
+    fn to_kbps(bps: f64) -> u32 {
+        let k = (bps / 1000.0).floor();
         if k >= f64::from(UNLIMITED_KBPS - 1) {
             UNLIMITED_KBPS - 1
         } else {
             (k as u32).max(1)
         }
+    }
+
+    /// The first stamp of a flow registering now (see [`stamp_kbps`](Self::stamp_kbps)).
+    fn join_stamp_bps(&self, now: Instant, key: &FlowKey, rtt: Option<Duration>) -> f64 {
+        let mu = self.fair_rate_bps();
+        let rtt_k = rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+        // The newcomer paces at its Initial stamp over [start, end).
+        let start = now + rtt_k;
+        let end = start + rtt_k;
+        let mut excess = 0.0;
+        for (k, f) in &self.flows {
+            let Some(m) = &f.mef else { continue };
+            if k == key || f.constraint == Constraint::AppLimited {
+                continue;
+            }
+            let rtt_j = m.rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+            // An established sender paces at the μ stamped one RTT earlier; the part of that
+            // window still in the future will carry the new μ.
+            let mut committed = mu;
+            if let Some(since) = start.checked_sub(rtt_j)
+                && since <= now
+            {
+                committed = committed.max(self.history.max_since(since));
+            }
+            // A flow that registered moments ago paces at its Initial stamp for one RTT.
+            if let Some(s) = f.initial_stamp_bps {
+                let (a, b) = (f.first_seen + rtt_j, f.first_seen + rtt_j * 2);
+                if a < end && b > start {
+                    committed = committed.max(s);
+                }
+            }
+            let alloc = f.demand_bps.min(mu);
+            excess += (f.cap_bps.min(committed) - alloc).max(0.0);
+        }
+        let budget = self.cfg.capacity_bps as f64 * self.cfg.join_budget.as_secs_f64()
+            / rtt_k.max(self.cfg.min_interval).as_secs_f64();
+        let floor = (self.cfg.join_floor * mu).max(self.cfg.min_rate_bps as f64);
+        (mu - (excess - budget).max(0.0)).clamp(floor.min(mu), mu)
     }
 
     /// The capacity shared out, `γ·C·k`, bits/s.
@@ -444,6 +589,17 @@ impl RateController {
     /// The RCP correction factor `k`.
     pub fn correction(&self) -> f64 {
         self.correction
+    }
+
+    /// The usage ratio ρ: what MEF senders sent over what they were expected to send given the
+    /// μ they had heard (1 = exact; see the module docs).
+    pub fn usage_ratio(&self) -> f64 {
+        self.usage_ratio
+    }
+
+    /// The queue `q` (bytes) used by the last correction step (see the module docs).
+    pub fn queue_estimate(&self) -> usize {
+        self.queue_estimate
     }
 
     /// d̄: mean RTT reported by the MEF flows (the default RTT if none reports one).
@@ -613,8 +769,17 @@ impl RateController {
         }
         let mut f = Flow::new(now, Some(state));
         f.packets = 1;
+        f.by_initial = hdr.packet_type == PacketType::Initial;
+        let rtt = f.mef.as_ref().and_then(|m| m.rtt);
+        let by_initial = f.by_initial;
         self.flows.insert(key, f);
         self.recompute(now);
+        if by_initial {
+            let s = self.join_stamp_bps(now, &key, rtt);
+            if let Some(f) = self.flows.get_mut(&key) {
+                f.initial_stamp_bps = Some(s);
+            }
+        }
         tracing::debug!(flow = %key, mu_bps = self.fair_rate_bps(), "MEF flow registered");
         FlowEvent::Registered
     }
@@ -646,6 +811,15 @@ impl RateController {
     pub fn record_dropped(&mut self, key: &FlowKey, wire_bytes: usize) {
         if let Some(f) = self.flows.get_mut(key) {
             f.tick_bytes = f.tick_bytes.saturating_sub(wire_bytes as u64);
+        }
+    }
+
+    /// The policer dropped a packet of flow `key` at `now`. For `rate_window` afterwards the
+    /// flow is treated as misbehaving: its backlog leaves the persistent queue `q` and its rate
+    /// leaves the usage ratio, so a cheater's own queue cannot pull μ down for everyone.
+    pub fn record_policed(&mut self, now: Instant, key: &FlowKey) {
+        if let Some(f) = self.flows.get_mut(key) {
+            f.last_policed = Some(now);
         }
     }
 
@@ -732,17 +906,24 @@ impl RateController {
         let dt = elapsed.as_secs_f64();
         let w = 1.0 - (-dt / self.cfg.rate_window.as_secs_f64()).exp();
         let mu = self.fair_rate_bps();
-        let margin = self.cfg.constrained_margin;
-        let mut y = 0.0;
+        let t0 = now.checked_sub(elapsed).unwrap_or(now);
+        // Σ of what MEF senders sent, and of what they should have sent given the μ they had
+        // heard (one RTT earlier) — their ratio is the usage ratio ρ.
+        let (mut sent, mut expected) = (0.0, 0.0);
+        // Load the current allocations will cause once every sender has heard them.
+        let (mut future_paced, mut future_other) = (0.0, 0.0);
         let mut mef = 0usize;
         let mut rtt_sum = 0.0;
         let mut rtt_n = 0usize;
-        let k = self.correction;
+        let mut q_excluded = 0usize;
+        // Backlogs of the MEF flows held at μ here (for the robust queue estimate).
+        let mut held_backlogs: Vec<usize> = Vec::new();
+        let young = self.cfg.rate_window;
         for (key, f) in self.flows.iter_mut() {
             let inst = f.tick_bytes as f64 * 8.0 / dt;
             f.tick_bytes = 0;
             f.measured_bps += w * (inst - f.measured_bps);
-            let alloc = f.demand_bps.min(mu);
+            let age = now.saturating_duration_since(f.first_seen);
             match &f.mef {
                 Some(m) => {
                     mef += 1;
@@ -750,26 +931,57 @@ impl RateController {
                         rtt_sum += r.as_secs_f64();
                         rtt_n += 1;
                     }
+                    let policed = f
+                        .last_policed
+                        .is_some_and(|t| now.saturating_duration_since(t) <= young);
+                    if policed {
+                        // Sending above its rate: the policer, not μ, sets what it sends, and
+                        // its queue is its own doing (DRR keeps it off the others).
+                        q_excluded += backlog(key);
+                    }
+                    if f.constraint == Constraint::AppLimited || policed {
+                        future_other += inst;
+                        continue;
+                    }
+                    if f.demand_bps >= mu {
+                        held_backlogs.push(backlog(key));
+                    }
+                    future_paced += f.cap_bps.min(mu);
                     let rtt = m.rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
-                    let window = rtt * 2 + self.cfg.feedback_margin;
-                    let since = now.checked_sub(window).unwrap_or(now);
-                    let old_enough = now.saturating_duration_since(f.first_seen) >= window;
-                    let steady = old_enough
-                        && self.history.max_since(since)
-                            <= self.history.min_since(since) * (1.0 + margin);
-                    // A flow still reacting to a μ change is counted at what the current
-                    // calibration predicts for its allocation (alloc / k): its transient is
-                    // expected, not an estimation error, so it moves k neither way.
-                    y += if steady { inst } else { alloc / k };
+                    // Settled once the sender paces at rates stamped while the flow was known
+                    // here: after its handshake RTT (if it started with an Initial) plus a
+                    // feedback window (echo of its first data, its own queueing, slop).
+                    let handshake = if f.by_initial { rtt } else { Duration::ZERO };
+                    let settled = f.first_seen + handshake + rtt * 2 + self.cfg.feedback_margin;
+                    // A flow told less than μ to drain its own queue is not pacing at μ either
+                    // until one RTT after the last such stamp.
+                    let draining = f
+                        .last_drained
+                        .is_some_and(|t| t + rtt * 2 + self.cfg.feedback_margin > t0);
+                    if t0 >= settled && !draining {
+                        // The sender paces at the μ stamped one RTT ago (seed 003: the rate
+                        // reaches the sender within one round trip).
+                        let from = t0.checked_sub(rtt).unwrap_or(t0);
+                        let to = now.checked_sub(rtt).unwrap_or(now);
+                        sent += inst;
+                        expected += f.cap_bps.min(self.history.mean_between(from, to));
+                    }
                 }
                 None => {
+                    if age < young {
+                        // A young flow's average since its first packet beats a cold estimator.
+                        let since_start = f.bytes as f64 * 8.0 / age.as_secs_f64().max(dt);
+                        f.measured_bps = f.measured_bps.max(since_start);
+                    }
                     if backlog(key) >= self.cfg.greedy_backlog_bytes {
                         f.last_backlogged = Some(now);
                     }
-                    y += inst.min(alloc);
+                    future_other += inst.min(f.demand_bps.min(mu));
                 }
             }
         }
+        self.sent_avg += w * (sent - self.sent_avg);
+        self.expected_avg += w * (expected - self.expected_avg);
         self.mean_rtt = if rtt_n > 0 {
             Duration::from_secs_f64(rtt_sum / rtt_n as f64)
         } else {
@@ -779,10 +991,28 @@ impl RateController {
             return;
         }
         let gc = self.cfg.gamma * self.cfg.capacity_bps as f64;
+        let rho = if self.expected_avg > 0.01 * gc {
+            (self.sent_avg / self.expected_avg).clamp(0.5, 2.0)
+        } else {
+            1.0
+        };
+        let y = rho * future_paced + future_other;
         let dbar = self.mean_rtt.as_secs_f64().max(1e-6);
         // A late tick (idle link) counts as one interval: the law's gain is T/d̄ per interval.
         let gain = (dt.min(interval.as_secs_f64()) / dbar).min(1.0);
-        let q_bits = self.q_min as f64 * 8.0;
+        // The queue the allocation is responsible for. Over-allocation makes *every* flow held
+        // at μ queue (each sends more than its DRR share); one flow's queue alone is that flow's
+        // own excess (a burst, a cheater, a sender late to hear a lower μ) and DRR keeps it off
+        // the others. So the persistent MEF backlog (minus flows being policed) is capped at
+        // n × the lower median of the backlogs of the flows held at μ.
+        held_backlogs.sort_unstable();
+        let median = held_backlogs
+            .get(held_backlogs.len().saturating_sub(1) / 2)
+            .copied();
+        let q_shared = median.unwrap_or(0) * held_backlogs.len();
+        let q = self.q_min.saturating_sub(q_excluded).min(q_shared);
+        self.queue_estimate = q;
+        let q_bits = q as f64 * 8.0;
         let mut factor =
             1.0 + gain * (self.cfg.alpha * (gc - y) - self.cfg.beta * q_bits / dbar) / gc;
         if factor > 1.0 && self.bottlenecked == 0 {
@@ -791,16 +1021,20 @@ impl RateController {
         let factor = factor.clamp(0.5, 1.5);
         self.correction =
             (self.correction * factor).clamp(self.cfg.correction_min, self.cfg.correction_max);
+        self.usage_ratio = rho;
         tracing::trace!(
             y_bps = y,
-            q_bytes = self.q_min,
+            rho,
+            q_bytes = q,
             k = self.correction,
             "RCP correction"
         );
     }
 
     /// A flow's `d_i` for the water-filling and the reason.
-    fn flow_demand(&self, now: Instant, f: &Flow) -> (f64, Constraint) {
+    /// Also returns the flow's cap: what it will send when not held here (`d_i` without the
+    /// headroom).
+    fn flow_demand(&self, now: Instant, f: &Flow) -> (f64, f64, Constraint) {
         let floor = self.cfg.min_rate_bps as f64;
         match &f.mef {
             None => {
@@ -808,12 +1042,10 @@ impl RateController {
                     .last_backlogged
                     .is_some_and(|t| now.saturating_duration_since(t) <= self.cfg.rate_window);
                 if greedy {
-                    (f64::INFINITY, Constraint::Greedy)
+                    (f64::INFINITY, f64::INFINITY, Constraint::Greedy)
                 } else {
-                    (
-                        f.measured_bps * (1.0 + self.cfg.other_headroom) + floor,
-                        Constraint::Measured,
-                    )
+                    let d = f.measured_bps * (1.0 + self.cfg.other_headroom) + floor;
+                    (d, f.measured_bps, Constraint::Measured)
                 }
             }
             Some(m) => {
@@ -825,14 +1057,23 @@ impl RateController {
                 if m.upstream_bps < d {
                     (d, why) = (m.upstream_bps, Constraint::Upstream);
                 }
+                let mut cap = d;
+                // Judge the flow's own rate only once it can reflect what we stamped: after
+                // its handshake (if it started with an Initial) plus a feedback window, and not
+                // while we are stamping it below μ to drain its own queue.
                 let window = self.feedback_window(m.rtt);
-                let old_enough = now.saturating_duration_since(f.first_seen) >= window;
-                if old_enough {
+                let rtt = m.rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+                let handshake = if f.by_initial { rtt } else { Duration::ZERO };
+                let old_enough = now.saturating_duration_since(f.first_seen) >= handshake + window;
+                let drained = f
+                    .last_drained
+                    .is_some_and(|t| now.saturating_duration_since(t) < window);
+                if old_enough && !drained {
                     let h = 1.0 + self.cfg.constrained_headroom;
                     if m.app_limited {
                         let a = f.measured_bps * h + floor;
                         if a < d {
-                            (d, why) = (a, Constraint::AppLimited);
+                            (d, cap, why) = (a, f.measured_bps, Constraint::AppLimited);
                         }
                     }
                     if m.current_bps > 0.0 {
@@ -840,26 +1081,27 @@ impl RateController {
                         if m.current_bps < lo * (1.0 - self.cfg.constrained_margin) {
                             let c = m.current_bps * h;
                             if c < d {
-                                (d, why) = (c, Constraint::Elsewhere);
+                                (d, cap, why) = (c, m.current_bps, Constraint::Elsewhere);
                             }
                         }
                     }
                 }
-                (d.max(floor), why)
+                (d.max(floor), cap, why)
             }
         }
     }
 
     /// Recomputes every `d_i` and the water level μ.
     fn recompute(&mut self, now: Instant) {
-        let computed: Vec<(f64, Constraint)> = self
+        let computed: Vec<(f64, f64, Constraint)> = self
             .flows
             .values()
             .map(|f| self.flow_demand(now, f))
             .collect();
         let mut demands = Vec::with_capacity(computed.len());
-        for (f, &(d, why)) in self.flows.values_mut().zip(&computed) {
+        for (f, &(d, cap, why)) in self.flows.values_mut().zip(&computed) {
             f.demand_bps = d;
+            f.cap_bps = cap;
             f.constraint = why;
             demands.push(d);
         }
@@ -872,424 +1114,4 @@ impl RateController {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use mef_transport::wire::PacketType;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, 1], port))
-    }
-    fn sink() -> SocketAddr {
-        SocketAddr::from(([10, 0, 1, 1], 9000))
-    }
-    fn ms(n: u64) -> Duration {
-        Duration::from_millis(n)
-    }
-
-    fn hdr(cid: u64, ty: PacketType, fl: u8, demand: u32, cur: u32, rtt_ms: u32) -> Header {
-        Header {
-            packet_type: ty,
-            flags: fl,
-            hops: 0,
-            conn_id: cid,
-            packet_number: 0,
-            demand_kbps: demand,
-            current_rate_kbps: cur,
-            stamp_kbps: UNLIMITED_KBPS,
-            rtt_us: rtt_ms * 1000,
-        }
-    }
-
-    fn ctl() -> RateController {
-        RateController::new(ControllerConfig::default()).expect("valid config")
-    }
-
-    const GC: f64 = 0.99 * 100e6;
-
-    fn near(a: f64, b: f64) -> bool {
-        (a - b).abs() <= 1e-6 * b.abs().max(1.0)
-    }
-
-    #[test]
-    fn new_flow_gets_fair_share_on_first_packet() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        let h = hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
-        assert_eq!(
-            c.on_mef_packet(t0, addr(1), sink(), &h),
-            FlowEvent::Registered
-        );
-        assert!(near(c.fair_rate_bps(), GC));
-        let h2 = hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
-        assert_eq!(
-            c.on_mef_packet(t0 + ms(1), addr(2), sink(), &h2),
-            FlowEvent::Registered
-        );
-        assert!(near(c.fair_rate_bps(), GC / 2.0), "{}", c.fair_rate_bps());
-        let h3 = hdr(3, PacketType::Data, 0, UNLIMITED_KBPS, 0, 50);
-        assert_eq!(
-            c.on_mef_packet(t0 + ms(2), addr(3), sink(), &h3),
-            FlowEvent::Registered
-        );
-        assert!(near(c.fair_rate_bps(), GC / 3.0));
-        assert_eq!(c.fair_rate_kbps(), (GC / 3.0 / 1000.0) as u32);
-        assert_eq!(
-            c.flow_counts(),
-            FlowCounts {
-                mef: 3,
-                other: 0,
-                bottlenecked: 3
-            }
-        );
-    }
-
-    #[test]
-    fn demand_limited_flow_leaves_the_rest() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        c.on_mef_packet(
-            t0,
-            addr(1),
-            sink(),
-            &hdr(1, PacketType::Initial, 0, 9_000, 0, 50),
-        );
-        c.on_mef_packet(
-            t0,
-            addr(2),
-            sink(),
-            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50),
-        );
-        assert!(near(c.fair_rate_bps(), GC - 9e6));
-        let k1 = FlowKey::Mef {
-            src: addr(1),
-            dst: sink(),
-            conn_id: 1,
-        };
-        assert_eq!(c.allocation_bps(&k1), Some(9e6));
-        assert_eq!(c.flow(&k1).map(|f| f.constraint), Some(Constraint::Demand));
-    }
-
-    #[test]
-    fn closing_releases_at_once_and_late_packets_do_not_reregister() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        for cid in 1..=4u64 {
-            let h = hdr(cid, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
-            c.on_mef_packet(t0, addr(cid as u16), sink(), &h);
-        }
-        assert!(near(c.fair_rate_bps(), GC / 4.0));
-        let close = hdr(
-            4,
-            PacketType::Data,
-            flags::CLOSING,
-            UNLIMITED_KBPS,
-            24_000,
-            50,
-        );
-        assert_eq!(
-            c.on_mef_packet(t0 + ms(5), addr(4), sink(), &close),
-            FlowEvent::Closed
-        );
-        assert!(near(c.fair_rate_bps(), GC / 3.0));
-        let late = hdr(4, PacketType::Data, 0, UNLIMITED_KBPS, 24_000, 50);
-        assert_eq!(
-            c.on_mef_packet(t0 + ms(6), addr(4), sink(), &late),
-            FlowEvent::Ignored
-        );
-        assert_eq!(c.flow_counts().mef, 3);
-        // A new connection reusing the id starts with an Initial and is accepted.
-        let again = hdr(4, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50);
-        assert_eq!(
-            c.on_mef_packet(t0 + ms(7), addr(4), sink(), &again),
-            FlowEvent::Registered
-        );
-        assert_eq!(c.flow_counts().mef, 4);
-        // CLOSING of an unknown flow registers nothing.
-        let stray = hdr(99, PacketType::Data, flags::CLOSING, UNLIMITED_KBPS, 1, 50);
-        assert_eq!(
-            c.on_mef_packet(t0 + ms(8), addr(99), sink(), &stray),
-            FlowEvent::Ignored
-        );
-        assert_eq!(c.flow_counts().mef, 4);
-    }
-
-    #[test]
-    fn idle_flows_expire_after_rtt_based_timeout() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        // RTT 10 ms → timeout max(30 ms, 20 ms) = 30 ms.
-        c.on_mef_packet(
-            t0,
-            addr(1),
-            sink(),
-            &hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 10),
-        );
-        // RTT 100 ms → timeout 300 ms.
-        c.on_mef_packet(
-            t0,
-            addr(2),
-            sink(),
-            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 100),
-        );
-        assert!(near(c.fair_rate_bps(), GC / 2.0));
-        let none = |_: &FlowKey| 0usize;
-        let mut t = t0;
-        while t < t0 + ms(40) {
-            t += ms(1);
-            c.handle_timeout(t, &none);
-            // keep flow 2 alive
-            c.on_mef_packet(
-                t,
-                addr(2),
-                sink(),
-                &hdr(2, PacketType::Data, 0, UNLIMITED_KBPS, 0, 100),
-            );
-        }
-        assert_eq!(
-            c.flow_counts().mef,
-            1,
-            "the 10 ms-RTT flow idle for 40 ms expired"
-        );
-        assert!(
-            c.fair_rate_bps() > GC * 0.9,
-            "its share went back: μ={}",
-            c.fair_rate_bps()
-        );
-        // The 100 ms-RTT flow survives 250 ms of silence but not 350 ms.
-        let t1 = t;
-        while t < t1 + ms(250) {
-            t += ms(10);
-            c.handle_timeout(t, &none);
-        }
-        assert_eq!(c.flow_counts().mef, 1);
-        while t < t1 + ms(350) {
-            t += ms(10);
-            c.handle_timeout(t, &none);
-        }
-        assert_eq!(c.flow_counts().mef, 0);
-    }
-
-    /// Drives one MEF flow per entry of `rates` (bits/s actually sent, with the current rate in
-    /// the header set to `declared`) through `secs` of ticks at 1 ms, with a constant MEF
-    /// backlog `q`. Returns the controller.
-    fn drive(
-        c: &mut RateController,
-        t0: Instant,
-        flows: &[(u64, f64, Option<f64>)],
-        q: usize,
-        secs: f64,
-    ) -> Instant {
-        let none = |_: &FlowKey| 0usize;
-        let mut t = t0;
-        let steps = (secs * 1000.0) as u64;
-        for _ in 0..steps {
-            t += ms(1);
-            for &(cid, send_bps, declared) in flows {
-                // declared None: the honest sender paces at μ and says so.
-                let mu = c.fair_rate_bps();
-                let cur = declared.unwrap_or(mu);
-                let sent = if declared.is_none() {
-                    mu * send_bps
-                } else {
-                    send_bps
-                };
-                let h = hdr(
-                    cid,
-                    PacketType::Data,
-                    0,
-                    UNLIMITED_KBPS,
-                    (cur / 1000.0) as u32,
-                    20,
-                );
-                c.on_mef_packet(t, addr(cid as u16), sink(), &h);
-                let key = FlowKey::Mef {
-                    src: addr(cid as u16),
-                    dst: sink(),
-                    conn_id: cid,
-                };
-                c.record_admitted(&key, (sent / 8.0 / 1000.0) as usize);
-            }
-            c.observe_mef_backlog(q);
-            c.handle_timeout(t, &none);
-        }
-        t
-    }
-
-    #[test]
-    fn correction_pulls_down_when_a_queue_persists() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        drive(&mut c, t0, &[(1, 1.0, None), (2, 1.0, None)], 60_000, 1.0);
-        assert!(c.correction() < 0.9, "k = {}", c.correction());
-        assert!(c.fair_rate_bps() < 0.9 * GC / 2.0);
-    }
-
-    #[test]
-    fn correction_pulls_up_when_the_link_is_under_used() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        // Both flows use only 80 % of what they are given (say, an accounting mismatch).
-        drive(&mut c, t0, &[(1, 0.8, None), (2, 0.8, None)], 0, 1.0);
-        assert!(c.correction() > 1.1, "k = {}", c.correction());
-        assert!(c.fair_rate_bps() > 1.1 * GC / 2.0);
-    }
-
-    #[test]
-    fn correction_stays_put_when_flows_use_exactly_their_share() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        drive(&mut c, t0, &[(1, 1.0, None), (2, 1.0, None)], 0, 1.0);
-        assert!(
-            (c.correction() - 1.0).abs() < 0.02,
-            "k = {}",
-            c.correction()
-        );
-    }
-
-    #[test]
-    fn constrained_elsewhere_share_goes_to_others() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        // Flow 1 is held to 10 Mbit/s downstream and says so in its current rate; flow 2 is
-        // honest and unconstrained.
-        drive(&mut c, t0, &[(1, 10e6, Some(10e6)), (2, 1.0, None)], 0, 1.0);
-        let k1 = FlowKey::Mef {
-            src: addr(1),
-            dst: sink(),
-            conn_id: 1,
-        };
-        let f1 = c.flow(&k1).expect("flow 1");
-        assert_eq!(f1.constraint, Constraint::Elsewhere);
-        // Flow 2 gets everything flow 1 does not use, up to γC in total.
-        let mu = c.fair_rate_bps();
-        assert!(mu > 0.97 * (GC - 10e6) && mu < 1.01 * (GC - 10e6), "μ={mu}");
-    }
-
-    #[test]
-    fn upstream_stamp_caps_the_demand() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        let mut h = hdr(
-            1,
-            PacketType::Initial,
-            flags::STAMPED,
-            UNLIMITED_KBPS,
-            0,
-            50,
-        );
-        h.hops = 1;
-        h.stamp_kbps = 20_000;
-        c.on_mef_packet(t0, addr(1), sink(), &h);
-        c.on_mef_packet(
-            t0,
-            addr(2),
-            sink(),
-            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 50),
-        );
-        assert!(near(c.fair_rate_bps(), GC - 20e6));
-    }
-
-    #[test]
-    fn non_mef_flow_is_counted() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        c.on_mef_packet(
-            t0,
-            addr(1),
-            sink(),
-            &hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20),
-        );
-        let other = c.on_other_packet(t0, addr(50), sink());
-        assert_eq!(
-            c.flow_counts(),
-            FlowCounts {
-                mef: 1,
-                other: 1,
-                bottlenecked: 1
-            }
-        );
-        // A non-MEF flow sending 20 Mbit/s without a queue: counted at measured rate + 10 %.
-        let none = |_: &FlowKey| 0usize;
-        let mef = FlowKey::Mef {
-            src: addr(1),
-            dst: sink(),
-            conn_id: 1,
-        };
-        let mut t = t0;
-        for _ in 0..300 {
-            t += ms(1);
-            c.on_other_packet(t, addr(50), sink());
-            c.record_admitted(&other, 2500);
-            let mu = c.fair_rate_bps();
-            let cur = (mu / 1000.0) as u32;
-            let h = hdr(1, PacketType::Data, 0, UNLIMITED_KBPS, cur, 20);
-            c.on_mef_packet(t, addr(1), sink(), &h);
-            c.record_admitted(&mef, (mu / 8000.0) as usize);
-            c.handle_timeout(t, &none);
-        }
-        let f = c.flow(&other).expect("tracked");
-        assert_eq!(f.constraint, Constraint::Measured);
-        assert!((f.measured_bps - 20e6).abs() < 0.5e6, "{}", f.measured_bps);
-        let mu = c.fair_rate_bps();
-        let expect = c.effective_capacity_bps() - f.demand_bps;
-        assert!(near(mu, expect));
-        assert!(mu < GC - 15e6, "μ={mu}");
-        // Once it keeps a standing queue it is greedy: counted at μ, a fair half.
-        let fat = |k: &FlowKey| if *k == other { 30_000 } else { 0 };
-        t += ms(10);
-        c.on_other_packet(t, addr(50), sink());
-        c.handle_timeout(t, &fat);
-        t += ms(10);
-        c.on_other_packet(t, addr(50), sink());
-        c.handle_timeout(t, &fat);
-        assert_eq!(
-            c.flow(&other).map(|f| f.constraint),
-            Some(Constraint::Greedy)
-        );
-        assert!(near(c.fair_rate_bps(), c.effective_capacity_bps() / 2.0));
-    }
-
-    #[test]
-    fn policing_rate_remembers_recent_higher_mu() {
-        let mut c = ctl();
-        let t0 = Instant::now();
-        c.on_mef_packet(
-            t0,
-            addr(1),
-            sink(),
-            &hdr(1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20),
-        );
-        let t1 = t0 + ms(100);
-        c.on_mef_packet(
-            t1,
-            addr(2),
-            sink(),
-            &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20),
-        );
-        assert!(near(c.fair_rate_bps(), GC / 2.0));
-        let rtt = Some(ms(20));
-        // Within 2·rtt + margin = 50 ms the old, higher μ still counts.
-        assert!(near(c.policing_rate_bps(t1 + ms(30), rtt), GC));
-        assert!(near(c.policing_rate_bps(t1 + ms(70), rtt), GC / 2.0));
-    }
-
-    #[test]
-    fn rejects_bad_config() {
-        let bad = ControllerConfig {
-            gamma: 1.5,
-            ..ControllerConfig::default()
-        };
-        assert!(matches!(
-            RateController::new(bad),
-            Err(ConfigError::OutOfRange { name: "gamma", .. })
-        ));
-        let bad = ControllerConfig {
-            capacity_bps: 0,
-            ..ControllerConfig::default()
-        };
-        assert_eq!(
-            RateController::new(bad).err(),
-            Some(ConfigError::ZeroCapacity)
-        );
-    }
-}
+mod tests;

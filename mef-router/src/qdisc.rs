@@ -7,7 +7,9 @@
 //! 3. register / refresh / release the MEF flow; a new flow makes μ be recomputed *now*, so this
 //!    very packet carries the new flow's fair share (seed 003 "MEF 原理");
 //! 4. police the flow at the highest μ of its feedback window plus slack (dropped packets are
-//!    counted as *policed*), then stamp μ into the header ([`Packet::stamp`] only ever lowers it);
+//!    counted as *policed*), then stamp the rate into the header ([`Packet::stamp`] only ever
+//!    lowers it): μ, or less for a newcomer joining a burst of arrivals or a flow draining its
+//!    own standing queue ([`RateController::stamp_kbps`]);
 //! 5. enqueue into the DRR fair queue; overflow drops come from the longest queue.
 //!
 //! `dequeue` serves the fair queue (work-conserving) and feeds the MEF backlog back to the
@@ -272,6 +274,7 @@ impl MefQdisc {
         };
         if self.police && self.policer.police(now, key, payload_len, allowed) == Verdict::Exceed {
             self.stats.policed_drops += 1;
+            self.controller.record_policed(now, &key);
             let fs = self.flow_stats(key);
             fs.packets_in += 1;
             fs.bytes_in += wire as u64;
@@ -279,7 +282,10 @@ impl MefQdisc {
             fs.policed_drop_bytes += wire as u64;
             return Admission::Policed;
         }
-        let kbps = self.controller.fair_rate_kbps();
+        let own_backlog = self.fq.flow_backlog(&key);
+        let kbps = self
+            .controller
+            .stamp_kbps(now, &key, hdr.packet_type, own_backlog);
         view.stamp(kbps);
         self.stats.stamped += 1;
         let fs = self.flow_stats(key);
