@@ -6,7 +6,7 @@
 //! drain [`Endpoint::poll_transmit`] until `None` and [`Endpoint::poll_event`] until `None`,
 //! then sleep until [`Endpoint::poll_timeout`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,7 +59,14 @@ pub struct Endpoint {
     by_cid: HashMap<u64, ConnectionHandle>,
     by_initial: HashMap<(SocketAddr, u64), ConnectionHandle>,
     events: VecDeque<Event>,
-    rr: ConnectionHandle,
+    /// Each connection's next deadline, ordered (so `poll_timeout` is O(1)).
+    timers: BTreeSet<(Instant, ConnectionHandle)>,
+    timer_of: HashMap<ConnectionHandle, Instant>,
+    /// Connections touched since their events and timer were last collected.
+    dirty: BTreeSet<ConnectionHandle>,
+    /// Connections that may have something to send, served round robin.
+    ready: VecDeque<ConnectionHandle>,
+    in_ready: HashSet<ConnectionHandle>,
     spare: Vec<u8>,
     stats: EndpointStats,
 }
@@ -80,7 +87,11 @@ impl Endpoint {
             by_cid: HashMap::new(),
             by_initial: HashMap::new(),
             events: VecDeque::new(),
-            rr: ConnectionHandle(0),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            dirty: BTreeSet::new(),
+            ready: VecDeque::new(),
+            in_ready: HashSet::new(),
             stats: EndpointStats::default(),
         }
     }
@@ -118,7 +129,18 @@ impl Endpoint {
     /// A connection, for application commands (`open_stream`, `write`, `read`, ...). After
     /// commands, poll the endpoint for transmits.
     pub fn connection_mut(&mut self, h: ConnectionHandle) -> Option<&mut Connection> {
+        if self.conns.contains_key(&h) {
+            self.touch(h);
+        }
         self.conns.get_mut(&h)
+    }
+
+    /// Marks a connection as changed: its events, timer and transmit queue are looked at again.
+    fn touch(&mut self, h: ConnectionHandle) {
+        self.dirty.insert(h);
+        if self.in_ready.insert(h) {
+            self.ready.push_back(h);
+        }
     }
 
     /// Handles of live connections, in creation order.
@@ -172,6 +194,7 @@ impl Endpoint {
         })?;
         self.by_cid.insert(local_cid, handle);
         self.conns.insert(handle, conn);
+        self.touch(handle);
         Ok(handle)
     }
 
@@ -187,18 +210,20 @@ impl Endpoint {
         };
         match header.packet_type {
             PacketType::Initial => self.handle_initial(now, remote, &header, data),
-            PacketType::Handshake => match self.by_cid.get(&header.conn_id) {
+            PacketType::Handshake => match self.by_cid.get(&header.conn_id).copied() {
                 Some(h) => {
-                    if let Some(c) = self.conns.get_mut(h) {
+                    if let Some(c) = self.conns.get_mut(&h) {
                         c.handle_handshake(now, data);
+                        self.touch(h);
                     }
                 }
                 None => self.stats.unknown_connection += 1,
             },
-            PacketType::Data => match self.by_cid.get(&header.conn_id) {
+            PacketType::Data => match self.by_cid.get(&header.conn_id).copied() {
                 Some(h) => {
-                    if let Some(c) = self.conns.get_mut(h) {
+                    if let Some(c) = self.conns.get_mut(&h) {
                         c.handle_data(now, remote, data);
+                        self.touch(h);
                     }
                 }
                 None => self.stats.unknown_connection += 1,
@@ -206,15 +231,15 @@ impl Endpoint {
             // Resets are unauthenticated; acting on them would let anyone kill connections.
             PacketType::Reset => {}
         }
-        self.collect();
     }
 
     fn handle_initial(&mut self, now: Instant, remote: SocketAddr, header: &Header, data: &[u8]) {
-        if let Some(h) = self.by_initial.get(&(remote, header.conn_id)) {
+        if let Some(h) = self.by_initial.get(&(remote, header.conn_id)).copied() {
             // A retransmitted (or replayed) Initial: never a second connection.
             self.stats.duplicate_initials += 1;
-            if let Some(c) = self.conns.get_mut(h) {
+            if let Some(c) = self.conns.get_mut(&h) {
                 c.on_duplicate_initial();
+                self.touch(h);
             }
             return;
         }
@@ -241,6 +266,7 @@ impl Endpoint {
                 self.by_cid.insert(local_cid, handle);
                 self.by_initial.insert((remote, header.conn_id), handle);
                 self.conns.insert(handle, conn);
+                self.touch(handle);
             }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "Initial rejected");
@@ -249,20 +275,28 @@ impl Endpoint {
         }
     }
 
-    /// Moves connection events to the endpoint queue and forgets drained connections whose
-    /// data was all read.
+    /// Moves events of touched connections to the endpoint queue, refreshes their deadlines,
+    /// and forgets drained connections whose data was all read.
     fn collect(&mut self) {
-        let mut dead = Vec::new();
-        for (h, c) in self.conns.iter_mut() {
+        while let Some(h) = self.dirty.pop_first() {
+            let Some(c) = self.conns.get_mut(&h) else {
+                continue;
+            };
             while let Some(e) = c.poll_event() {
                 self.events.push_back(e);
             }
             if c.is_drained() && !c.has_unread_data() {
-                dead.push(*h);
+                self.release(h);
+                continue;
             }
-        }
-        for h in dead {
-            self.release(h);
+            let next = c.poll_timeout();
+            if let Some(old) = self.timer_of.remove(&h) {
+                self.timers.remove(&(old, h));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, h));
+                self.timer_of.insert(h, t);
+            }
         }
     }
 
@@ -273,29 +307,35 @@ impl Endpoint {
             self.by_cid.remove(&c.local_cid());
             self.by_initial.retain(|_, v| *v != h);
         }
+        if let Some(old) = self.timer_of.remove(&h) {
+            self.timers.remove(&(old, h));
+        }
+        self.dirty.remove(&h);
+        if self.in_ready.remove(&h) {
+            self.ready.retain(|r| *r != h);
+        }
     }
 
-    /// The next datagram to send, if any (round robin over connections).
+    /// The next datagram to send, if any. Connections with something to send take turns
+    /// (round robin), so many flows on one endpoint share it fairly.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         let mut buf = std::mem::take(&mut self.spare);
-        let start = self.rr;
-        let order = self
-            .conns
-            .range(start..)
-            .map(|(h, _)| *h)
-            .chain(self.conns.range(..start).map(|(h, _)| *h))
-            .collect::<SmallHandles>();
-        for h in order.iter() {
-            if let Some(c) = self.conns.get_mut(&h)
-                && c.poll_transmit(now, &mut buf)
-            {
-                self.rr = ConnectionHandle(h.0 + 1);
+        while let Some(h) = self.ready.pop_front() {
+            let Some(c) = self.conns.get_mut(&h) else {
+                self.in_ready.remove(&h);
+                continue;
+            };
+            self.dirty.insert(h);
+            if c.poll_transmit(now, &mut buf) {
+                // Back of the queue: it may have more, after the others had a turn.
+                self.ready.push_back(h);
                 let dst = c.remote();
                 let payload =
                     std::mem::replace(&mut buf, Vec::with_capacity(self.config.max_udp_payload));
                 self.spare = buf;
                 return Some(Transmit { dst, payload });
             }
+            self.in_ready.remove(&h);
         }
         self.spare = buf;
         self.collect();
@@ -304,14 +344,31 @@ impl Endpoint {
 
     /// The earliest deadline of any connection.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter_map(|c| c.poll_timeout()).min()
+        let cached = self.timers.first().map(|(t, _)| *t);
+        // Connections touched since the last collection may have new deadlines.
+        let fresh = self
+            .dirty
+            .iter()
+            .filter_map(|h| self.conns.get(h)?.poll_timeout())
+            .min();
+        match (cached, fresh) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs every connection's expired timers.
+    /// Runs the expired timers of every connection.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for c in self.conns.values_mut() {
-            if c.poll_timeout().is_some_and(|t| t <= now) {
+        self.collect();
+        while let Some(&(t, h)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.timer_of.remove(&h);
+            if let Some(c) = self.conns.get_mut(&h) {
                 c.handle_timeout(now);
+                self.touch(h);
             }
         }
         self.collect();
@@ -323,41 +380,5 @@ impl Endpoint {
             self.collect();
         }
         self.events.pop_front()
-    }
-}
-
-/// Connection handles collected for one round-robin pass, without a heap allocation for the
-/// common case of few connections.
-struct SmallHandles {
-    inline: [ConnectionHandle; 16],
-    len: usize,
-    spill: Vec<ConnectionHandle>,
-}
-
-impl FromIterator<ConnectionHandle> for SmallHandles {
-    fn from_iter<I: IntoIterator<Item = ConnectionHandle>>(iter: I) -> Self {
-        let mut s = Self {
-            inline: [ConnectionHandle(0); 16],
-            len: 0,
-            spill: Vec::new(),
-        };
-        for h in iter {
-            if s.len < s.inline.len() {
-                s.inline[s.len] = h;
-                s.len += 1;
-            } else {
-                s.spill.push(h);
-            }
-        }
-        s
-    }
-}
-
-impl SmallHandles {
-    fn iter(&self) -> impl Iterator<Item = ConnectionHandle> + '_ {
-        self.inline[..self.len]
-            .iter()
-            .copied()
-            .chain(self.spill.iter().copied())
     }
 }
