@@ -303,7 +303,9 @@ pub enum Constraint {
 pub enum FlowEvent {
     /// The flow was new: registered and μ recomputed before this packet is stamped.
     Registered,
-    /// A known flow: its parameters were refreshed.
+    /// A known flow: its parameters were refreshed. This includes the first packet under the
+    /// connection id the server chose, which continues the flow its client's `Initial` (sent to
+    /// the client-chosen id) registered.
     Updated,
     /// The packet carried `CLOSING`: the flow was removed and μ recomputed.
     Closed,
@@ -379,6 +381,8 @@ struct Flow {
     last_drained: Option<Instant>,
     /// Registered by its `Initial`: the sender starts pacing one RTT after `first_seen`.
     by_initial: bool,
+    /// Whether anything but `Initial` packets was seen.
+    data_seen: bool,
     /// The rate stamped on its `Initial` (what it paces at during its first RTT of data).
     initial_stamp_bps: Option<f64>,
     mef: Option<MefState>,
@@ -400,6 +404,7 @@ impl Flow {
             last_policed: None,
             last_drained: None,
             by_initial: false,
+            data_seen: false,
             initial_stamp_bps: None,
             mef,
         }
@@ -546,7 +551,9 @@ impl RateController {
     /// The first stamp of a flow registering now (see [`stamp_kbps`](Self::stamp_kbps)).
     fn join_stamp_bps(&self, now: Instant, key: &FlowKey, rtt: Option<Duration>) -> f64 {
         let mu = self.fair_rate_bps();
-        let rtt_k = rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+        // An Initial carries no RTT sample yet: the link's mean RTT is the best guess.
+        let guess = self.mean_rtt;
+        let rtt_k = rtt.unwrap_or(guess).min(self.cfg.max_rtt);
         // The newcomer paces at its Initial stamp over [start, end).
         let start = now + rtt_k;
         let end = start + rtt_k;
@@ -556,7 +563,7 @@ impl RateController {
             if k == key || f.constraint == Constraint::AppLimited {
                 continue;
             }
-            let rtt_j = m.rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
+            let rtt_j = m.rtt.unwrap_or(guess).min(self.cfg.max_rtt);
             // An established sender paces at the μ stamped one RTT earlier; the part of that
             // window still in the future will carry the new μ.
             let mut committed = mu;
@@ -747,6 +754,7 @@ impl RateController {
         if let Some(f) = self.flows.get_mut(&key) {
             f.last_seen = now;
             f.packets += 1;
+            f.data_seen |= hdr.packet_type != PacketType::Initial;
             let changed = match &f.mef {
                 Some(old) => {
                     old.declared_demand_bps != state.declared_demand_bps
@@ -767,6 +775,23 @@ impl RateController {
             }
             self.tombstones.remove(&key);
         }
+        if hdr.packet_type != PacketType::Initial
+            && let Some(old) = self.handshake_only_flow(src, dst)
+            && let Some(mut f) = self.flows.remove(&old)
+        {
+            // The connection id changed after the handshake (MEF, like QUIC, addresses packets
+            // to the id the receiver chose, which the client learns from the server's reply;
+            // docs/PROTOCOL.md §5): the flow registered by the Initial continues under the
+            // new key, keeping its age and first stamp instead of counting twice.
+            f.last_seen = now;
+            f.packets += 1;
+            f.data_seen = true;
+            f.mef = Some(state);
+            self.flows.insert(key, f);
+            self.recompute(now);
+            tracing::debug!(from = %old, to = %key, "MEF flow continues under a new connection id");
+            return FlowEvent::Updated;
+        }
         let mut f = Flow::new(now, Some(state));
         f.packets = 1;
         f.by_initial = hdr.packet_type == PacketType::Initial;
@@ -782,6 +807,24 @@ impl RateController {
         }
         tracing::debug!(flow = %key, mu_bps = self.fair_rate_bps(), "MEF flow registered");
         FlowEvent::Registered
+    }
+
+    /// A flow from `src` to `dst` that has sent nothing but `Initial` packets.
+    fn handshake_only_flow(&self, src: SocketAddr, dst: SocketAddr) -> Option<FlowKey> {
+        let lo = FlowKey::Mef {
+            src,
+            dst,
+            conn_id: 0,
+        };
+        let hi = FlowKey::Mef {
+            src,
+            dst,
+            conn_id: u64::MAX,
+        };
+        self.flows
+            .range(lo..=hi)
+            .find(|(_, f)| f.by_initial && !f.data_seen)
+            .map(|(k, _)| *k)
     }
 
     /// A non-MEF packet from `src` to `dst` arrived; returns its flow key.

@@ -107,12 +107,18 @@ impl Sender {
             packet_type: ty,
             flags: fl,
             hops: 0,
-            conn_id: u64::from(self.port),
+            // Like the transport: the Initial goes to the client's own id, with no RTT sample
+            // yet; data goes to the id the server chose.
+            conn_id: u64::from(self.port) + if ty == PacketType::Initial { 10_000 } else { 0 },
             packet_number: self.pn,
             demand_kbps: self.demand_kbps,
             current_rate_kbps: cur,
             stamp_kbps: UNLIMITED_KBPS,
-            rtt_us: self.rtt.as_micros() as u32,
+            rtt_us: if ty == PacketType::Initial {
+                0
+            } else {
+                self.rtt.as_micros() as u32
+            },
         };
         self.pn += 1;
         let mut payload = vec![0u8; len];
@@ -361,7 +367,9 @@ fn honest_flows_converge_fair_full_and_without_drops_or_queue() {
         newcomer <= ms(2),
         "newcomer's worst queueing delay {newcomer:?}"
     );
-    assert!(r.busy > ms(2900));
+    // Busy 95 % of the run, start-up included (flows starting together with no RTT sample
+    // yet get their first stamps conservatively, see `RateController::stamp_kbps`).
+    assert!(r.busy > ms(2850), "busy {:?}", r.busy);
 }
 
 #[test]

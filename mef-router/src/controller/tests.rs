@@ -458,3 +458,38 @@ fn rejects_bad_config() {
         Some(ConfigError::ZeroCapacity)
     );
 }
+
+#[test]
+fn connection_id_change_after_handshake_continues_the_flow() {
+    // The client's Initial goes to its own id; its data goes to the id the server chose.
+    let mut c = ctl();
+    let t0 = Instant::now();
+    let init = hdr(0xc1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 0);
+    assert_eq!(
+        c.on_mef_packet(t0, addr(1), sink(), &init),
+        FlowEvent::Registered
+    );
+    let other = hdr(9, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 0);
+    c.on_mef_packet(t0, addr(2), sink(), &other);
+    assert!(near(c.fair_rate_bps(), GC / 2.0));
+    let data = hdr(0x5e, PacketType::Data, 0, UNLIMITED_KBPS, 49_000, 40);
+    assert_eq!(
+        c.on_mef_packet(t0 + ms(40), addr(1), sink(), &data),
+        FlowEvent::Updated
+    );
+    assert_eq!(c.flow_counts().mef, 2, "not counted twice");
+    assert!(near(c.fair_rate_bps(), GC / 2.0));
+    let new_key = FlowKey::Mef {
+        src: addr(1),
+        dst: sink(),
+        conn_id: 0x5e,
+    };
+    assert_eq!(c.flow(&new_key).map(|f| f.first_seen), Some(t0));
+    // A second data packet under the old id is a different (new) flow only if no handshake-only
+    // flow is left to adopt: here it registers.
+    let stray = hdr(0x77, PacketType::Data, 0, UNLIMITED_KBPS, 1_000, 40);
+    assert_eq!(
+        c.on_mef_packet(t0 + ms(41), addr(1), sink(), &stray),
+        FlowEvent::Registered
+    );
+}
