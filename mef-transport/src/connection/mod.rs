@@ -272,6 +272,7 @@ pub struct Connection {
     meter: AppMeter,
     wire_overhead: usize,
     handshake_done_emitted: bool,
+    established_at: Option<Instant>,
 }
 
 /// Why a connection could not be created.
@@ -356,6 +357,7 @@ impl Connection {
             meter: AppMeter::default(),
             wire_overhead,
             handshake_done_emitted: false,
+            established_at: None,
         }
     }
 
@@ -736,6 +738,13 @@ impl Connection {
             return (configured, false);
         }
         let srtt = self.recovery.rtt.smoothed().max(Duration::from_millis(10));
+        // For the first RTT after the handshake keep the demand the Initial declared: the
+        // application is typically about to write, and an early ACK must not tell routers
+        // the flow needs nothing.
+        let since = self.established_at.get_or_insert(now);
+        if now.saturating_duration_since(*since) < srtt {
+            return (configured, false);
+        }
         if let Some(start) = self.meter.start
             && now.saturating_duration_since(start) >= srtt
         {
