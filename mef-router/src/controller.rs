@@ -675,10 +675,19 @@ impl RateController {
         rtt * 2 + self.cfg.feedback_margin
     }
 
-    /// The highest μ stamped during the feedback window of a flow with this RTT: the most an
-    /// honest sender can be pacing at now. The policer enforces this (plus slack).
-    pub fn policing_rate_bps(&self, now: Instant, rtt: Option<Duration>) -> f64 {
-        let since = now.checked_sub(self.feedback_window(rtt)).unwrap_or(now);
+    /// The most an honest sender of flow `key` (with this RTT) can be pacing at now: the
+    /// highest μ stamped during its feedback window `2·rtt + feedback_margin` (it hears a change
+    /// one RTT after the stamp and its packets take up to another RTT to come back). For a flow
+    /// that registered with an `Initial`, the window starts no earlier than its registration: it
+    /// was never told a rate from before it existed (this keeps a cheater joining a busy link
+    /// from using the μ of the moment before it arrived). The policer enforces this plus slack.
+    pub fn policing_rate_bps(&self, now: Instant, key: &FlowKey, rtt: Option<Duration>) -> f64 {
+        let mut since = now.checked_sub(self.feedback_window(rtt)).unwrap_or(now);
+        if let Some(f) = self.flows.get(key)
+            && f.by_initial
+        {
+            since = since.max(f.first_seen);
+        }
         self.history.max_since(since)
     }
 

@@ -67,11 +67,20 @@ impl RateHistory {
     /// Folds `f` over every value in force at some time in `[since, now]`.
     fn fold(&self, since: Instant, f: impl Fn(f64, f64) -> f64) -> f64 {
         let mut acc = self.current();
+        // The earliest change point seen so far (all at or after `since`).
+        let mut earliest: Option<Instant> = None;
         for &(t, v) in self.points.iter().rev() {
-            acc = f(acc, v);
-            if t <= since {
+            if t < since {
+                // In force up to `earliest`: it counts unless a change happened exactly at
+                // `since` (then it ended before the window).
+                if earliest != Some(since) {
+                    acc = f(acc, v);
+                }
                 break;
             }
+            // Several points at one instant all count: each may have been stamped.
+            acc = f(acc, v);
+            earliest = Some(t);
         }
         acc
     }
@@ -208,5 +217,6 @@ mod tests {
         assert_eq!(h.max_since(now - ms(10)), 99.0);
         assert_eq!(h.value_at(t0), 33.0);
         assert_eq!(h.mean_between(t0, now), 33.0);
+        assert_eq!(h.max_since(t0), 99.0);
     }
 }

@@ -14,8 +14,9 @@
 //! acknowledgement-only flows alive however small μ gets; the burst covers a pacer's small bursts
 //! and the clumping that jitter causes on the way to the router.
 //!
-//! Tokens count **UDP payload** bytes: a sender that paces either payload or wire bytes at μ is
-//! then never above the bucket rate, whatever its packet size.
+//! Tokens count **wire bytes** (UDP payload + 28 bytes of IPv4/UDP), the unit routers allocate
+//! and MEF senders pace (docs/PROTOCOL.md §4.2), so an honest sender at μ is at most at the
+//! bucket rate whatever its packet size, and a cheater gets no more than `1 + slack` times μ.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -84,7 +85,7 @@ pub struct PolicerCounters {
     pub conformed: u64,
     /// Packets dropped.
     pub dropped: u64,
-    /// Payload bytes dropped.
+    /// Bytes dropped.
     pub dropped_bytes: u64,
 }
 
@@ -133,13 +134,13 @@ impl Policer {
             + f64::from(self.cfg.burst_packets) * self.cfg.packet_bytes as f64
     }
 
-    /// Polices a packet of `payload_bytes` from `key` arriving at `now`, for a flow allowed
+    /// Polices a packet of `bytes` (wire bytes) from `key` arriving at `now`, for a flow allowed
     /// `allowed_bps`. A flow's first packet finds a full bucket.
     pub fn police(
         &mut self,
         now: Instant,
         key: FlowKey,
-        payload_bytes: usize,
+        bytes: usize,
         allowed_bps: f64,
     ) -> Verdict {
         let rate = self.bucket_rate_bps(allowed_bps);
@@ -152,14 +153,14 @@ impl Policer {
         let dt = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + dt * rate / 8.0).min(depth);
         b.last = now;
-        let need = payload_bytes as f64;
+        let need = bytes as f64;
         if b.tokens >= need {
             b.tokens -= need;
             b.counters.conformed += 1;
             Verdict::Conform
         } else {
             b.counters.dropped += 1;
-            b.counters.dropped_bytes += payload_bytes as u64;
+            b.counters.dropped_bytes += bytes as u64;
             Verdict::Exceed
         }
     }

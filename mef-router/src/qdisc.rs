@@ -249,7 +249,6 @@ impl MefQdisc {
     /// Handles a MEF packet up to (not including) the enqueue.
     fn admit_mef(&mut self, now: Instant, pkt: &mut sim_netem::Packet) -> Admission {
         let (src, dst) = (pkt.dgram.src, pkt.dgram.dst);
-        let payload_len = pkt.dgram.payload.len();
         let wire = pkt.wire_len();
         let Ok(mut view) = Packet::new_checked(&mut pkt.dgram.payload[..]) else {
             return Admission::NotMef;
@@ -270,9 +269,9 @@ impl MefQdisc {
         let allowed = if hdr.packet_type == PacketType::Reset {
             0.0 // the policer's floor
         } else {
-            self.controller.policing_rate_bps(now, rtt)
+            self.controller.policing_rate_bps(now, &key, rtt)
         };
-        if self.police && self.policer.police(now, key, payload_len, allowed) == Verdict::Exceed {
+        if self.police && self.policer.police(now, key, wire, allowed) == Verdict::Exceed {
             self.stats.policed_drops += 1;
             self.controller.record_policed(now, &key);
             let fs = self.flow_stats(key);

@@ -434,9 +434,21 @@ fn policing_rate_remembers_recent_higher_mu() {
     );
     assert!(near(c.fair_rate_bps(), GC / 2.0));
     let rtt = Some(ms(20));
-    // Within 2·rtt + margin = 50 ms the old, higher μ still counts.
-    assert!(near(c.policing_rate_bps(t1 + ms(30), rtt), GC));
-    assert!(near(c.policing_rate_bps(t1 + ms(70), rtt), GC / 2.0));
+    let k1 = FlowKey::Mef {
+        src: addr(1),
+        dst: sink(),
+        conn_id: 1,
+    };
+    let k2 = FlowKey::Mef {
+        src: addr(2),
+        dst: sink(),
+        conn_id: 2,
+    };
+    // Within 2·rtt + margin = 50 ms the old, higher μ still counts for flow 1 ...
+    assert!(near(c.policing_rate_bps(t1 + ms(30), &k1, rtt), GC));
+    assert!(near(c.policing_rate_bps(t1 + ms(70), &k1, rtt), GC / 2.0));
+    // ... but not for flow 2, which never was told it.
+    assert!(near(c.policing_rate_bps(t1 + ms(30), &k2, rtt), GC / 2.0));
 }
 
 #[test]
