@@ -153,6 +153,11 @@ pub struct ControllerConfig {
     pub join_budget: Duration,
     /// A new flow's first stamp is never below this fraction of μ. Default 0.1.
     pub join_floor: f64,
+    /// A MEF flow silent for this many packet gaps at its pacing rate is paused (see
+    /// [`Constraint::Paused`]). Default 4.
+    pub pause_gaps: f64,
+    /// A flow is never paused after less silence than this. Default 5 ms.
+    pub pause_min: Duration,
     /// Most μ change points remembered (the history also forgets changes older than
     /// `2·max_rtt + feedback_margin`). Default 16384.
     pub history_points: usize,
@@ -188,6 +193,8 @@ impl Default for ControllerConfig {
             drain_threshold_bytes: 3000,
             join_budget: Duration::from_millis(5),
             join_floor: 0.1,
+            pause_gaps: 4.0,
+            pause_min: Duration::from_millis(5),
         }
     }
 }
@@ -254,6 +261,13 @@ impl ControllerConfig {
         check_range("drain_gain", self.drain_gain, 0.0, 2.0, "must be in [0, 2]")?;
         check_range("drain_max", self.drain_max, 0.0, 1.0, "must be in [0, 1]")?;
         check_range("join_floor", self.join_floor, 0.0, 1.0, "must be in [0, 1]")?;
+        check_range(
+            "pause_gaps",
+            self.pause_gaps,
+            1.0,
+            1000.0,
+            "must be in [1, 1000]",
+        )?;
         for (name, d) in [
             ("max_interval", self.max_interval),
             ("min_interval", self.min_interval),
@@ -296,6 +310,11 @@ pub enum Constraint {
     Measured,
     /// A non-MEF flow with a standing queue: unlimited, it gets μ like everyone else.
     Greedy,
+    /// A MEF flow that stopped sending (nothing for `pause_gaps` packet gaps at its pacing
+    /// rate): counted at the floor until its next packet, so the share it does not use
+    /// (a finished transfer waiting for its last acknowledgements, an idle application) goes
+    /// to the others at once instead of after the idle timeout.
+    Paused,
 }
 
 /// What [`RateController::on_mef_packet`] did with a packet's flow.
@@ -764,14 +783,16 @@ impl RateController {
             f.last_seen = now;
             f.packets += 1;
             f.data_seen |= hdr.packet_type != PacketType::Initial;
-            let changed = match &f.mef {
-                Some(old) => {
-                    old.declared_demand_bps != state.declared_demand_bps
-                        || old.app_limited != state.app_limited
-                        || old.upstream_bps != state.upstream_bps
-                }
-                None => true,
-            };
+            let resumed = f.constraint == Constraint::Paused;
+            let changed = resumed
+                || match &f.mef {
+                    Some(old) => {
+                        old.declared_demand_bps != state.declared_demand_bps
+                            || old.app_limited != state.app_limited
+                            || old.upstream_bps != state.upstream_bps
+                    }
+                    None => true,
+                };
             f.mef = Some(state);
             if changed {
                 self.recompute(now);
@@ -785,7 +806,7 @@ impl RateController {
             self.tombstones.remove(&key);
         }
         if hdr.packet_type != PacketType::Initial
-            && let Some(old) = self.handshake_only_flow(src, dst)
+            && let Some(old) = self.handshake_only_flow(now, src, dst, state.rtt)
             && let Some(mut f) = self.flows.remove(&old)
         {
             // The connection id changed after the handshake (MEF, like QUIC, addresses packets
@@ -818,8 +839,19 @@ impl RateController {
         FlowEvent::Registered
     }
 
-    /// A flow from `src` to `dst` that has sent nothing but `Initial` packets.
-    fn handshake_only_flow(&self, src: SocketAddr, dst: SocketAddr) -> Option<FlowKey> {
+    /// The flow from `src` to `dst` that has sent nothing but `Initial` packets and whose
+    /// `Initial` most plausibly belongs to a connection now sending its first packet with RTT
+    /// sample `rtt`: the client's first RTT sample is the time from its Initial to the server's
+    /// reply, so its Initial arrived here about `rtt` ago. Several connections may share one
+    /// socket pair; entries older than `2·rtt + feedback_margin` are not taken (a connection that
+    /// merely went idle and came back is a new registration, not a handshake completing).
+    fn handshake_only_flow(
+        &self,
+        now: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        rtt: Option<Duration>,
+    ) -> Option<FlowKey> {
         let lo = FlowKey::Mef {
             src,
             dst,
@@ -830,10 +862,22 @@ impl RateController {
             dst,
             conn_id: u64::MAX,
         };
-        self.flows
+        let candidates = self
+            .flows
             .range(lo..=hi)
-            .find(|(_, f)| f.by_initial && !f.data_seen)
-            .map(|(k, _)| *k)
+            .filter(|(_, f)| f.by_initial && !f.data_seen)
+            .map(|(k, f)| (*k, now.saturating_duration_since(f.first_seen)));
+        match rtt {
+            Some(rtt) => {
+                let limit = rtt * 2 + self.cfg.feedback_margin;
+                candidates
+                    .filter(|(_, age)| *age <= limit)
+                    .min_by_key(|(_, age)| age.abs_diff(rtt))
+                    .map(|(k, _)| k)
+            }
+            // No RTT sample to match with: the oldest handshake.
+            None => candidates.max_by_key(|(_, age)| *age).map(|(k, _)| k),
+        }
     }
 
     /// A non-MEF packet from `src` to `dst` arrived; returns its flow key.
@@ -1000,23 +1044,36 @@ impl RateController {
                     }
                     future_paced += f.cap_bps.min(mu);
                     let rtt = m.rtt.unwrap_or(self.cfg.default_rtt).min(self.cfg.max_rtt);
-                    // Settled once the sender paces at rates stamped while the flow was known
-                    // here: after its handshake RTT (if it started with an Initial) plus a
-                    // feedback window (echo of its first data, its own queueing, slop).
-                    let handshake = if f.by_initial { rtt } else { Duration::ZERO };
-                    let settled = f.first_seen + handshake + rtt * 2 + self.cfg.feedback_margin;
+                    // What the sender should be sending now, given what it has heard: nothing
+                    // before its handshake completes (it starts one RTT after its Initial), its
+                    // Initial stamp during its first RTT of data, then the μ stamped one RTT
+                    // before (seed 003: the rate reaches the sender within one round trip).
+                    // Flows past their handshake all count, so flows that hold a share without
+                    // using it (short flows waiting for their last ACKs, say) show up as ρ < 1
+                    // and their share is lent to the others through k.
+                    let margin = self.cfg.feedback_margin;
+                    let (data_from, first_rtt_end) = if f.by_initial {
+                        (f.first_seen + rtt + margin, f.first_seen + rtt * 2)
+                    } else {
+                        (f.first_seen, f.first_seen)
+                    };
                     // A flow told less than μ to drain its own queue is not pacing at μ either
                     // until one RTT after the last such stamp.
-                    let draining = f
-                        .last_drained
-                        .is_some_and(|t| t + rtt * 2 + self.cfg.feedback_margin > t0);
-                    if t0 >= settled && !draining {
-                        // The sender paces at the μ stamped one RTT ago (seed 003: the rate
-                        // reaches the sender within one round trip).
-                        let from = t0.checked_sub(rtt).unwrap_or(t0);
-                        let to = now.checked_sub(rtt).unwrap_or(now);
+                    let draining = f.last_drained.is_some_and(|t| t + rtt * 2 + margin > t0);
+                    // Before its first data packet (or any RTT sample) we cannot tell when
+                    // its data starts.
+                    let started = !f.by_initial || (f.data_seen && m.rtt.is_some());
+                    if started && t0 >= data_from && !draining {
+                        let heard = match f.initial_stamp_bps {
+                            Some(s) if t0 < first_rtt_end => s,
+                            _ => {
+                                let from = t0.checked_sub(rtt).unwrap_or(t0);
+                                let to = now.checked_sub(rtt).unwrap_or(now);
+                                self.history.mean_between(from, to)
+                            }
+                        };
                         sent += inst;
-                        expected += f.cap_bps.min(self.history.mean_between(from, to));
+                        expected += f.cap_bps.min(heard);
                     }
                 }
                 None => {
@@ -1083,6 +1140,22 @@ impl RateController {
         );
     }
 
+    /// Whether a MEF flow that has started sending data has gone quiet for longer than
+    /// `max(pause_gaps × its packet gap at its pacing rate, pause_min)`.
+    fn is_paused(&self, now: Instant, f: &Flow) -> bool {
+        if f.mef.is_none() || (f.by_initial && !f.data_seen) {
+            return false; // a new flow is silent during its handshake: it will send at μ
+        }
+        // The sender's own pacing rate (not its allocation, which is the floor while paused).
+        let pace = match &f.mef {
+            Some(m) if m.current_bps > 0.0 => m.current_bps,
+            _ => self.fair_rate_bps(),
+        };
+        let gap = (MTU_BYTES * 8.0 / pace.max(1.0)).min(3600.0);
+        let after = Duration::from_secs_f64(self.cfg.pause_gaps * gap).max(self.cfg.pause_min);
+        now.saturating_duration_since(f.last_seen) > after
+    }
+
     /// A flow's `d_i` for the water-filling and the reason.
     /// Also returns the flow's cap: what it will send when not held here (`d_i` without the
     /// headroom).
@@ -1101,6 +1174,9 @@ impl RateController {
                 }
             }
             Some(m) => {
+                if self.is_paused(now, f) {
+                    return (floor, floor, Constraint::Paused);
+                }
                 let (mut d, mut why) = if m.declared_demand_bps.is_finite() {
                     (m.declared_demand_bps, Constraint::Demand)
                 } else {

@@ -402,17 +402,25 @@ fn non_mef_flow_is_counted() {
     assert!(mu < GC - 15e6, "μ={mu}");
     // Once it keeps a standing queue it is greedy: counted at μ, a fair half.
     let fat = |k: &FlowKey| if *k == other { 30_000 } else { 0 };
-    t += ms(10);
-    c.on_other_packet(t, addr(50), sink());
-    c.handle_timeout(t, &fat);
-    t += ms(10);
-    c.on_other_packet(t, addr(50), sink());
-    c.handle_timeout(t, &fat);
+    for _ in 0..2 {
+        t += ms(10);
+        c.on_other_packet(t, addr(50), sink());
+        let cur = (c.fair_rate_bps() / 1000.0) as u32;
+        let h = hdr(1, PacketType::Data, 0, UNLIMITED_KBPS, cur, 20);
+        c.on_mef_packet(t, addr(1), sink(), &h);
+        c.handle_timeout(t, &fat);
+    }
     assert_eq!(
         c.flow(&other).map(|f| f.constraint),
         Some(Constraint::Greedy)
     );
-    assert!(near(c.fair_rate_bps(), c.effective_capacity_bps() / 2.0));
+    let f = c.flow(&other).expect("tracked");
+    assert!(
+        near(c.fair_rate_bps(), c.effective_capacity_bps() / 2.0),
+        "μ={} C_eff={} {f:?}",
+        c.fair_rate_bps(),
+        c.effective_capacity_bps()
+    );
 }
 
 #[test]
@@ -504,4 +512,78 @@ fn connection_id_change_after_handshake_continues_the_flow() {
         c.on_mef_packet(t0 + ms(41), addr(1), sink(), &stray),
         FlowEvent::Registered
     );
+}
+
+#[test]
+fn handshake_only_flow_without_rtt_expires() {
+    let mut c = ctl();
+    let t0 = Instant::now();
+    let init = hdr(0xc1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 0);
+    c.on_mef_packet(t0, addr(1), sink(), &init);
+    let other = hdr(9, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 20);
+    let none = |_: &FlowKey| 0usize;
+    let mut t = t0;
+    for _ in 0..100 {
+        t += ms(5);
+        let h = Header {
+            packet_type: PacketType::Data,
+            ..other
+        };
+        c.on_mef_packet(t, addr(2), sink(), &h);
+        c.handle_timeout(t, &none);
+    }
+    assert_eq!(
+        c.flow_counts().mef,
+        1,
+        "the silent Initial-only flow expired"
+    );
+}
+
+#[test]
+fn a_flow_that_stops_sending_is_paused_and_resumes() {
+    let mut c = ctl();
+    let t0 = Instant::now();
+    let none = |_: &FlowKey| 0usize;
+    c.on_mef_packet(
+        t0,
+        addr(1),
+        sink(),
+        &hdr(0xc1, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 0),
+    );
+    c.on_mef_packet(
+        t0,
+        addr(2),
+        sink(),
+        &hdr(2, PacketType::Initial, 0, UNLIMITED_KBPS, 0, 0),
+    );
+    let mut t = t0 + ms(50);
+    // Flow 1 sends data for 20 ms at μ (one packet per ms), flow 2 keeps sending.
+    for i in 0..60 {
+        t += ms(1);
+        let h2 = hdr(2, PacketType::Data, 0, UNLIMITED_KBPS, 49_000, 50);
+        c.on_mef_packet(t, addr(2), sink(), &h2);
+        if i < 20 {
+            let h1 = hdr(0x5e, PacketType::Data, 0, UNLIMITED_KBPS, 49_000, 50);
+            c.on_mef_packet(t, addr(1), sink(), &h1);
+        }
+        c.handle_timeout(t, &none);
+    }
+    let k1 = FlowKey::Mef {
+        src: addr(1),
+        dst: sink(),
+        conn_id: 0x5e,
+    };
+    assert_eq!(c.flow(&k1).map(|f| f.constraint), Some(Constraint::Paused));
+    assert!(
+        c.fair_rate_bps() > 0.9 * GC,
+        "its share went to flow 2: {}",
+        c.fair_rate_bps()
+    );
+    let h1 = hdr(0x5e, PacketType::Data, 0, UNLIMITED_KBPS, 49_000, 50);
+    c.on_mef_packet(t + ms(1), addr(1), sink(), &h1);
+    assert_eq!(
+        c.flow(&k1).map(|f| f.constraint),
+        Some(Constraint::Unlimited)
+    );
+    assert!(near(c.fair_rate_bps(), c.effective_capacity_bps() / 2.0));
 }
