@@ -158,6 +158,16 @@ pub struct ControllerConfig {
     pub pause_gaps: f64,
     /// A flow is never paused after less silence than this. Default 5 ms.
     pub pause_min: Duration,
+    /// Weight of measured spare capacity in the slow lending loop (see the module docs).
+    /// Default 0.1.
+    pub lend_alpha: f64,
+    /// Time constant of the measured input rate for the lending loop, in mean RTTs.
+    /// Default 4.
+    pub lend_window: f64,
+    /// Upper bound of the lending factor. Default 1.5 (bounds the overload if every flow that
+    /// was expected to finish keeps sending: at most half a bandwidth-delay product of queue
+    /// for one RTT, which the 1-BDP buffer absorbs).
+    pub lending_max: f64,
     /// Most μ change points remembered (the history also forgets changes older than
     /// `2·max_rtt + feedback_margin`). Default 16384.
     pub history_points: usize,
@@ -194,6 +204,9 @@ impl Default for ControllerConfig {
             join_budget: Duration::from_millis(5),
             join_floor: 0.1,
             pause_gaps: 4.0,
+            lend_alpha: 0.1,
+            lend_window: 4.0,
+            lending_max: 1.5,
             pause_min: Duration::from_millis(5),
         }
     }
@@ -267,6 +280,21 @@ impl ControllerConfig {
             1.0,
             1000.0,
             "must be in [1, 1000]",
+        )?;
+        check_range("lend_alpha", self.lend_alpha, 0.0, 2.0, "must be in [0, 2]")?;
+        check_range(
+            "lend_window",
+            self.lend_window,
+            1.0,
+            1000.0,
+            "must be in [1, 1000]",
+        )?;
+        check_range(
+            "lending_max",
+            self.lending_max,
+            1.0,
+            10.0,
+            "must be in [1, 10]",
         )?;
         for (name, d) in [
             ("max_interval", self.max_interval),
@@ -460,6 +488,12 @@ pub struct RateController {
     expected_avg: f64,
     usage_ratio: f64,
     queue_estimate: usize,
+    /// Exponential average of the measured input rate (bits/s) over two mean RTTs.
+    input_avg: f64,
+    /// The lending factor (see the module docs).
+    lending: f64,
+    /// Start of the current busy period (MEF flows present).
+    busy_since: Option<Instant>,
 }
 
 impl RateController {
@@ -486,6 +520,9 @@ impl RateController {
             expected_avg: 0.0,
             usage_ratio: 1.0,
             queue_estimate: 0,
+            input_avg: f64::NAN,
+            lending: 1.0,
+            busy_since: None,
         })
     }
 
@@ -609,7 +646,13 @@ impl RateController {
 
     /// The capacity shared out, `γ·C·k`, bits/s.
     pub fn effective_capacity_bps(&self) -> f64 {
-        self.cfg.gamma * self.cfg.capacity_bps as f64 * self.correction
+        self.cfg.gamma * self.cfg.capacity_bps as f64 * self.correction * self.lending
+    }
+
+    /// The lending factor `l ≥ 1`: shares reserved for flows that have finished are lent out in
+    /// advance when flows come and go all the time (see the module docs).
+    pub fn lending(&self) -> f64 {
+        self.lending
     }
 
     /// The RCP correction factor `k`.
@@ -1012,6 +1055,8 @@ impl RateController {
         let mut rtt_sum = 0.0;
         let mut rtt_n = 0usize;
         let mut q_excluded = 0usize;
+        // The input rate actually measured (RCP's y), non-MEF bytes up to their allocation.
+        let mut input = 0.0;
         // Backlogs of the MEF flows held at μ here (for the robust queue estimate).
         let mut held_backlogs: Vec<usize> = Vec::new();
         let young = self.cfg.rate_window;
@@ -1023,6 +1068,7 @@ impl RateController {
             match &f.mef {
                 Some(m) => {
                     mef += 1;
+                    input += inst;
                     if let Some(r) = m.rtt {
                         rtt_sum += r.as_secs_f64();
                         rtt_n += 1;
@@ -1085,7 +1131,17 @@ impl RateController {
                     if backlog(key) >= self.cfg.greedy_backlog_bytes {
                         f.last_backlogged = Some(now);
                     }
-                    future_other += inst.min(f.demand_bps.min(mu));
+                    // Non-MEF bytes count up to the flow's allocation; a greedy flow (standing
+                    // queue) counts at its allocation: it would take all of it, so its share is
+                    // never spare even when DRR gives it less for a moment.
+                    let alloc = f.demand_bps.min(mu);
+                    let used = if f.constraint == Constraint::Greedy {
+                        alloc
+                    } else {
+                        inst.min(alloc)
+                    };
+                    future_other += used;
+                    input += used;
                 }
             }
         }
@@ -1096,7 +1152,12 @@ impl RateController {
         } else {
             self.cfg.default_rtt
         };
+        let dbar = self.mean_rtt.as_secs_f64().max(1e-6);
         if mef == 0 {
+            // Nothing to calibrate for: start the next busy period from the neutral values.
+            self.correction = 1.0;
+            self.lending = 1.0;
+            self.input_avg = f64::NAN;
             return;
         }
         let gc = self.cfg.gamma * self.cfg.capacity_bps as f64;
@@ -1105,8 +1166,10 @@ impl RateController {
         } else {
             1.0
         };
-        let y = rho * future_paced + future_other;
-        let dbar = self.mean_rtt.as_secs_f64().max(1e-6);
+        // (1) The calibration k, fast: the load the current allocation will carry once every
+        // sender has heard it, leaving out the lending factor (blind to join/leave transients,
+        // sees calibration errors such as senders pacing other bytes than the link counts).
+        let y = rho * future_paced / self.lending + future_other;
         // A late tick (idle link) counts as one interval: the law's gain is T/d̄ per interval.
         let gain = (dt.min(interval.as_secs_f64()) / dbar).min(1.0);
         // The queue the allocation is responsible for. Over-allocation makes *every* flow held
@@ -1122,20 +1185,56 @@ impl RateController {
         let q = self.q_min.saturating_sub(q_excluded).min(q_shared);
         self.queue_estimate = q;
         let q_bits = q as f64 * 8.0;
+        // No flow could use more (every flow is limited below μ, or μ is already the whole
+        // link): do not wind up.
+        let can_grow = self.bottlenecked > 0 && mu < gc;
         let mut factor =
             1.0 + gain * (self.cfg.alpha * (gc - y) - self.cfg.beta * q_bits / dbar) / gc;
-        if factor > 1.0 && self.bottlenecked == 0 {
-            factor = 1.0; // no flow could use more: do not wind up
+        if factor > 1.0 && !can_grow {
+            factor = 1.0;
         }
         let factor = factor.clamp(0.5, 1.5);
         self.correction =
             (self.correction * factor).clamp(self.cfg.correction_min, self.cfg.correction_max);
+        // (2) The lending factor, slow: the input actually measured (RCP's y, averaged over
+        // `lend_window` mean RTTs). When flows come and go all the time (short transfers), the
+        // others always pace at a μ one RTT old that still reserved the shares of flows which
+        // have finished since: the link runs below γC however exact the allocation. Lending
+        // that share out in advance is what RCP's spare-capacity term does; doing it slowly
+        // keeps a single departure (whose share the water-filling hands out anyway) from
+        // causing an overshoot.
+        if self.input_avg.is_nan() {
+            self.input_avg = y; // a new busy period starts from the neutral view
+            self.busy_since = Some(now);
+        }
+        let tau = self.cfg.lend_window * dbar;
+        self.input_avg += (1.0 - (-dt / tau.max(1e-6)).exp()) * (input - self.input_avg);
+        // Lend only once the busy period has outlasted two averaging windows: the start of a
+        // busy period is one big transient (flows in their handshake or first RTT).
+        let warm = self
+            .busy_since
+            .is_some_and(|t| now.saturating_duration_since(t).as_secs_f64() >= 2.0 * tau);
+        let mut lend = 1.0
+            + gain * (self.cfg.lend_alpha * (gc - self.input_avg) - self.cfg.beta * q_bits / dbar)
+                / gc;
+        if lend > 1.0 && (!can_grow || !warm) {
+            lend = 1.0;
+        }
+        let mut lending = self.lending * lend.clamp(0.5, 1.5);
+        if input > gc {
+            // The senders use more than the link right now: the shares lent out are being
+            // used. Take the loan back at once (multiplicatively), not at the slow pace.
+            lending *= gc / input;
+        }
+        self.lending = lending.clamp(1.0, self.cfg.lending_max);
         self.usage_ratio = rho;
         tracing::trace!(
             y_bps = y,
+            input_bps = self.input_avg,
             rho,
             q_bytes = q,
             k = self.correction,
+            lending = self.lending,
             "RCP correction"
         );
     }
@@ -1235,7 +1334,10 @@ impl RateController {
         }
         let w = water_fill(self.effective_capacity_bps(), &mut demands);
         self.bottlenecked = w.bottlenecked;
-        let mu = w.level.max(self.cfg.min_rate_bps as f64);
+        // With k > 1 the link is over-booked on purpose, but no single flow can use more than
+        // the link.
+        let gc = self.cfg.gamma * self.cfg.capacity_bps as f64;
+        let mu = w.level.min(gc).max(self.cfg.min_rate_bps as f64);
         self.history.set(now, mu);
         self.recomputations += 1;
     }

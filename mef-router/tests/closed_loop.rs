@@ -216,10 +216,11 @@ fn run(cfg: MefQdiscConfig, mut senders: Vec<Sender>, end: Duration) -> Run {
                 .map(|s| (s.send_rate() / 1e5) as u64)
                 .collect();
             eprintln!(
-                "t={:>5}ms mu={:.2}M k={:.4} rho={:.3} qe={} q={}B mefq={} rates(0.1M)={rates:?}",
+                "t={:>5}ms mu={:.2}M k={:.4} l={:.3} rho={:.3} qe={} q={}B mefq={} rates(0.1M)={rates:?}",
                 now.as_millis(),
                 q.fair_rate_bps() / 1e6,
                 q.controller().correction(),
+                q.controller().lending(),
                 q.controller().usage_ratio(),
                 q.controller().queue_estimate(),
                 q.backlog_bytes(),
