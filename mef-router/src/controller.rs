@@ -8,34 +8,47 @@
 //!   (`hops > 0`); its current pacing rate (plus a small headroom so it can grow) when that rate
 //!   is clearly below every μ this router stamped during the flow's feedback delay, i.e. it is
 //!   bottlenecked elsewhere (Charny's ABR test: Charny, Clark & Jain, ICC 1995); its measured rate
-//!   when it declares itself application-limited; and for non-MEF flows the measured arrival rate
-//!   plus headroom, or unlimited while the flow keeps a standing queue in the fair scheduler (it
-//!   wants more than it gets: greedy Cubic/BBR). Each router stamps μ and never more; the sender
-//!   paces at the minimum over its path, so max-min fairness emerges across a parking lot.
+//!   when it declares itself application-limited; the floor while it has stopped sending
+//!   ([`Constraint::Paused`]); and for non-MEF flows the measured arrival rate plus headroom, or
+//!   unlimited while the flow keeps a standing queue in the fair scheduler (it wants more than it
+//!   gets: greedy Cubic/BBR). Each router stamps μ (never more than γC) and the sender paces at
+//!   the minimum over its path, so max-min fairness emerges across a parking lot.
 //! * **New flows at once** (seed 003 "MEF 原理": "在最开始就公平分配好各个连接的带宽"): the first
 //!   packet of a flow (its `Initial`, or any packet of an unknown flow) registers it and μ is
 //!   recomputed *before* that packet is stamped, so the sender's first rate is its fair share.
 //!   RCP (Dukkipati & McKeown) also stamps the header-only SYN, but its rate only reflects the
-//!   new flow after the next control interval.
-//! * **RCP correction**: `C_eff = γ·C·k`, and every control interval `T = min(d̄, 10 ms)` (clamped
-//!   below by `min_interval`) the correction `k` follows the RCP law
+//!   new flow after the next control interval. (Only a burst of arrivals within one RTT, whose
+//!   earlier members were promised more than their share, lowers a newcomer's first stamp: see
+//!   [`RateController::stamp_kbps`].)
+//! * **RCP correction**: `C_eff = γ·C·k·l`. Every control interval `T = min(d̄, 10 ms)` (clamped
+//!   below by `min_interval`) the calibration `k` follows the RCP law
 //!   `k ← k·[1 + (T/d̄)·(α(γC − y) − β·q/d̄)/(γC)]` (Dukkipati & McKeown, "Processor sharing flows
-//!   in the Internet", IWQoS 2005 and the ns-2 implementation). `d̄` is the mean RTT the MEF
-//!   senders report, `q` the persistent MEF backlog (minimum over the interval, as XCP's
-//!   persistent queue) that the allocation is responsible for (see below), and `y` the input rate the *current* allocation will cause once every
-//!   sender has heard it: `y = ρ·Σ_MEF min(cap_i, μ) + Σ app-limited measured + Σ_non-MEF
-//!   min(measured_j, a_j)`. The usage ratio `ρ = Σ sent / Σ expected` compares what MEF senders
-//!   actually sent with what they should have sent given the μ stamped one RTT before (the
-//!   sender's feedback delay), averaged over `rate_window`. Comparing against the delayed μ
-//!   makes `y` blind to the transients of joins and leaves (old flows still at the old rate for
-//!   one RTT) while still seeing real estimation errors (senders pacing payload instead of wire
-//!   bytes, upstream losses, senders that under-use their rate). Non-MEF bytes only count up to
-//!   their allocation: a Cubic flow overrunning its share fills its own fair-queue bucket and
-//!   must not push MEF down. Likewise, over-allocation makes every flow held at μ queue, while a
-//!   queue in one flow only is that flow's own excess (a cheater, a burst, a sender late to hear
-//!   a lower μ) which DRR keeps off the others: `q` leaves out flows the policer is dropping
-//!   and is capped at `n ×` the lower median backlog of the `n` flows held at μ. `k` only rises while some flow is held at μ here (no wind-up when
-//!   every flow is limited elsewhere) and stays in `[correction_min, correction_max]`.
+//!   in the Internet", IWQoS 2005, and the ns-2 implementation). `d̄` is the mean RTT the MEF
+//!   senders report. `y` is the load the *current* allocation will carry once every sender has
+//!   heard it: `y = ρ·Σ_MEF min(cap_i, μ)/l + Σ app-limited or policed MEF measured + Σ_non-MEF
+//!   min(measured_j, a_j)` (a greedy non-MEF flow counts at `a_j`). The usage ratio
+//!   `ρ = Σ sent / Σ expected` compares what MEF senders past their handshake actually sent with
+//!   what they should have sent given the stamps they had heard (their Initial stamp during their
+//!   first RTT of data, then the μ stamped one RTT before), averaged over `rate_window`. So `y`
+//!   is blind to the transients of joins and leaves (old flows still at the old rate for one RTT)
+//!   but sees real calibration errors (senders pacing other bytes than the link counts, upstream
+//!   losses). `q` is the persistent MEF backlog (minimum over the interval, as XCP's persistent
+//!   queue) the allocation is responsible for: over-allocation makes *every* flow held at μ
+//!   queue, while a queue in one flow only is that flow's own excess (a cheater, a burst, a
+//!   sender late to hear a lower μ) which DRR keeps off the others, so `q` leaves out flows the
+//!   policer is dropping and is capped at `n ×` the lower median backlog of the `n` flows held at
+//!   μ. `k` stays in `[correction_min, correction_max]`.
+//! * **Lending**: when flows come and go all the time (short transfers), the senders pace at a μ
+//!   one RTT old that still reserved the shares of flows which have finished since, so the link
+//!   runs below γC however exact the allocation. The lending factor `l ∈ [1, lending_max]`
+//!   follows the same law, slowly (`lend_alpha`, over `lend_window` mean RTTs), on the input
+//!   actually measured (RCP's own `y`), and gives those shares out in advance, as RCP's
+//!   spare-capacity term does. It starts only after a busy period has lasted two averaging
+//!   windows, is taken back multiplicatively as soon as the measured input exceeds γC, and is
+//!   bounded (1.5) so that even if every flow expected to finish keeps sending the overload is at
+//!   most half a bandwidth-delay product for one RTT.
+//! * `k` and `l` only rise while some flow is held at μ here and μ is below γC (no wind-up when
+//!   nobody could use more), and both return to 1 when no MEF flow is left.
 //!
 //! # Why γ = 0.99
 //!
@@ -45,27 +58,37 @@
 //! paced flows (a momentary queue of at most one packet per flow) and jitter; the β term drains
 //! whatever builds anyway. A larger γ (1.0, as in some RCP runs) leaves no drain rate at all, so
 //! any queue would persist; a smaller one (0.95) throws away goodput for nothing with paced
-//! senders. The correction also absorbs accounting differences between the sender's pacing and
+//! senders. The calibration also absorbs accounting differences between the sender's pacing and
 //! wire bytes (IP/UDP headers), in both directions.
 //!
 //! # Releasing shares
 //!
-//! A packet with the `CLOSING` flag removes its flow at once (μ is recomputed before that packet is
-//! stamped) and leaves a tombstone so late packets of the connection do not re-register it.
-//! Idle flows expire after `max(idle_rtts·rtt, min_idle, 3 packet gaps at the flow's rate)`, capped
-//! at `max_idle`; with the defaults `max(3·rtt, 20 ms)` for any flow sending at least one
-//! 1500-byte packet every few milliseconds. Three RTTs is long enough for a sender paced at μ that
-//! waits one RTT for its handshake or for acknowledgements, and short enough that a departed
-//! flow's share is back within a few RTTs even if its `CLOSING` packet was lost. Non-MEF flows
-//! (no RTT known) expire after `other_idle`.
+//! * A packet with the `CLOSING` flag removes its flow at once (μ is recomputed before that packet
+//!   is stamped) and leaves a tombstone so late packets of the connection do not re-register it.
+//! * A flow that stops sending (nothing for `pause_gaps` = 4 packet gaps at its pacing rate, at
+//!   least `pause_min` = 5 ms) is *paused*: counted at the floor until its next packet, so a
+//!   finished transfer waiting for its last acknowledgements, or an idle application, gives its
+//!   share to the others within milliseconds. Its next packet restores it.
+//! * Idle flows expire after `max(idle_rtts·rtt, min_idle, 3 packet gaps at the flow's pacing
+//!   rate)`, capped at `max_idle`: with the defaults `max(3·rtt, 20 ms)` for any flow pacing at
+//!   least a 1500-byte packet every few milliseconds (an `Initial` without an RTT sample uses
+//!   `default_rtt` = 100 ms). Three RTTs covers a sender that waits one RTT for its handshake; the
+//!   state is then forgotten even if the `CLOSING` packet was lost. Non-MEF flows (no RTT known)
+//!   expire after `other_idle`.
+//! * MEF addresses packets to the connection id the *receiver* chose, so a client's Initial (to
+//!   its own id) and its data (to the server's id) have different keys (docs/PROTOCOL.md §5).
+//!   The first data packet of an unknown key continues the handshake-only flow of the same socket
+//!   pair whose age best matches the packet's RTT sample, instead of counting the connection
+//!   twice.
 //!
 //! The controller is sans-IO: it never reads a clock, every input takes `now`. Drive it with
 //! [`on_mef_packet`](RateController::on_mef_packet) / [`on_other_packet`](RateController::on_other_packet)
 //! per arriving packet, [`record_admitted`](RateController::record_admitted) /
-//! [`record_dropped`](RateController::record_dropped) /
+//! [`record_dropped`](RateController::record_dropped) / [`record_policed`](RateController::record_policed) /
 //! [`observe_mef_backlog`](RateController::observe_mef_backlog) from the scheduler, and
 //! [`handle_timeout`](RateController::handle_timeout) whenever [`poll_timeout`](RateController::poll_timeout)
-//! has passed. Then read [`fair_rate_kbps`](RateController::fair_rate_kbps) and stamp it.
+//! has passed. Stamp each MEF packet with [`stamp_kbps`](RateController::stamp_kbps) and police
+//! it at [`policing_rate_bps`](RateController::policing_rate_bps).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

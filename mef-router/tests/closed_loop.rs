@@ -41,6 +41,13 @@ struct Sender {
     first_stamp_kbps: Option<u32>,
     /// (time, wire bytes) delivered by the bottleneck.
     delivered: Vec<(Duration, usize)>,
+    /// A sized transfer: this many data packets, then CLOSING one RTT later.
+    size_packets: Option<u64>,
+    data_sent: u64,
+    data_delivered: u64,
+    start: Duration,
+    /// When the last data packet of a sized transfer left the bottleneck.
+    done_at: Option<Duration>,
 }
 
 impl Sender {
@@ -59,7 +66,21 @@ impl Sender {
             pn: 0,
             first_stamp_kbps: None,
             delivered: Vec::new(),
+            size_packets: None,
+            data_sent: 0,
+            data_delivered: 0,
+            start: Duration::from_millis(start_ms),
+            done_at: None,
         }
+    }
+
+    /// A transfer of `packets` data packets starting at `start_ms`.
+    fn sized(port: u16, rtt_ms: u64, start: Duration, packets: u64) -> Self {
+        let mut s = Self::new(Kind::Honest, port, rtt_ms, 0, u64::MAX / 4);
+        s.next_send = start;
+        s.start = start;
+        s.size_packets = Some(packets);
+        s
     }
 
     fn addr(&self) -> SocketAddr {
@@ -89,6 +110,13 @@ impl Sender {
                 payload,
             });
         }
+        let finished = self.size_packets.is_some_and(|n| self.data_sent >= n);
+        if finished && now < self.stop {
+            // Wait one RTT for the last acknowledgements, then close.
+            self.stop = now + self.rtt;
+            self.next_send = self.stop;
+            return None;
+        }
         let (ty, fl, len) = if !self.started {
             self.started = true;
             (PacketType::Initial, 0, HEADER_LEN + 64)
@@ -96,6 +124,7 @@ impl Sender {
             self.closed = true;
             (PacketType::Data, flags::CLOSING, HEADER_LEN + 16)
         } else {
+            self.data_sent += 1;
             (PacketType::Data, 0, PAYLOAD)
         };
         let cur = match self.kind {
@@ -237,6 +266,12 @@ fn run(cfg: MefQdiscConfig, mut senders: Vec<Sender>, end: Duration) -> Run {
             let port = pkt.dgram.src.port();
             if let Some(s) = senders.iter_mut().find(|s| s.port == port) {
                 s.delivered.push((now, wire));
+                if pkt.dgram.payload.len() == PAYLOAD {
+                    s.data_delivered += 1;
+                    if s.size_packets == Some(s.data_delivered) {
+                        s.done_at = Some(now);
+                    }
+                }
                 if let Ok(p) = Packet::new_checked(&pkt.dgram.payload[..]) {
                     let at_sender = now + s.rtt;
                     s.feedback.push_back((at_sender, p.stamp_kbps()));
@@ -530,4 +565,38 @@ fn simultaneous_start_of_many_flows_loses_nothing() {
         assert!(r.drops.is_empty(), "n={n}: {} drops", r.drops.len());
         assert!(jain > 0.99, "n={n}: jain {jain}");
     }
+}
+
+/// Short transfers arriving all the time (load 0.8): mean completion time and drops.
+fn short_transfers(cfg: MefQdiscConfig) -> (f64, usize, usize) {
+    let sizes = [5u64, 10, 20, 40, 100, 10, 15];
+    let senders: Vec<Sender> = (0..570u16)
+        .map(|i| {
+            let start = Duration::from_micros(3500 * u64::from(i));
+            Sender::sized(i + 1, 50, start, sizes[usize::from(i) % sizes.len()])
+        })
+        .collect();
+    let r = run(cfg, senders, ms(3500));
+    let fcts: Vec<f64> = r
+        .senders
+        .iter()
+        .filter_map(|s| s.done_at.map(|d| (d - s.start).as_secs_f64()))
+        .collect();
+    let mean = fcts.iter().sum::<f64>() / fcts.len().max(1) as f64;
+    (mean, fcts.len(), r.drops.len())
+}
+
+#[test]
+fn lending_shortens_short_transfers_without_drops() {
+    let (with, done_with, drops_with) = short_transfers(cfg());
+    let mut no_lending = cfg();
+    no_lending.controller.lending_max = 1.0;
+    let (without, done_without, drops_without) = short_transfers(no_lending);
+    eprintln!(
+        "mean FCT with lending {with:.4}s ({done_with} done), without {without:.4}s ({done_without} done)"
+    );
+    assert_eq!(done_with, 570);
+    assert_eq!(done_without, 570);
+    assert_eq!(drops_with + drops_without, 0);
+    assert!(with < 0.9 * without, "lending {with} vs none {without}");
 }
