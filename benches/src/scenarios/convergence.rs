@@ -1,8 +1,9 @@
 //! `convergence`: a bulk flow runs alone; a second flow of the same protocol joins at
-//! `max(2 s, 10 RTT)` (rounded to whole RTTs). Goodput of both is binned per RTT. The
-//! convergence time is the end of the first RTT bin from which both flows stay within ±10 % of
-//! their fair share (half the capacity, in goodput terms) for [`STABLE_RTTS`] consecutive bins,
-//! counted in RTTs from the joining flow's first packet. RTT 50 and 200 ms (quick: 50 ms);
+//! `max(2 s, 10 RTT)` (rounded to whole RTTs). Goodput of both, as delivered to the receivers,
+//! is binned in quarter-RTT bins ([`BINS_PER_RTT`]). The convergence time is the end of the first
+//! bin from which both flows stay within ±10 % of their fair share (half the capacity, in
+//! goodput terms) for [`STABLE_RTTS`] RTTs, counted in RTTs from the joining flow's first packet
+//! (its handshake). Whole-RTT bins would round every result up to the next RTT. RTT 50 and 200 ms (quick: 50 ms);
 //! measured for `max(10 s, 50 RTT)` after the join (quick 4 s).
 
 use std::time::Duration;
@@ -17,8 +18,11 @@ use crate::protocol::{Conduct, Protocol};
 /// Scenario name.
 pub const NAME: &str = "convergence";
 
-/// Bins both flows must stay within ±10 % for the time to count.
+/// RTTs both flows must stay within ±10 % for the time to count.
 pub const STABLE_RTTS: usize = 10;
+
+/// Goodput bins per RTT.
+pub const BINS_PER_RTT: u32 = 4;
 
 /// Cells: protocol × RTT.
 pub fn cells(p: Params) -> Vec<Cell> {
@@ -52,8 +56,9 @@ pub fn first_stable(shares: &[Vec<f64>], from: usize, stable: usize, tol: f64) -
 
 /// Runs one convergence cell.
 pub fn run(proto: Protocol, rtt: Duration, quick: bool, seed: u64) -> anyhow::Result<CellOutput> {
-    let bin = rtt;
-    let join_bins = warmup(rtt).as_nanos().div_ceil(bin.as_nanos()) as u32;
+    let bin = rtt / BINS_PER_RTT;
+    let join_bins =
+        warmup(rtt).as_nanos().div_ceil(rtt.as_nanos()) as u32 * BINS_PER_RTT;
     let join = bin * join_bins;
     let after = if quick {
         Duration::from_secs(4)
@@ -92,7 +97,8 @@ pub fn run(proto: Protocol, rtt: Duration, quick: bool, seed: u64) -> anyhow::Re
                 .collect()
         })
         .collect();
-    let k = first_stable(&shares, join_bins as usize, STABLE_RTTS, 0.10);
+    let stable = STABLE_RTTS * BINS_PER_RTT as usize;
+    let k = first_stable(&shares, join_bins as usize, stable, 0.10);
     let mut r = base_record(NAME, proto, seed, rtt, 0.0);
     r.goodput_mbps = run.flows.iter().map(|f| f.goodput_mbps).sum();
     r.utilization = r.goodput_mbps / r.capacity_mbps;
@@ -104,7 +110,7 @@ pub fn run(proto: Protocol, rtt: Duration, quick: bool, seed: u64) -> anyhow::Re
             .collect::<Vec<_>>(),
     );
     r.converged = Some(k.is_some());
-    r.convergence_rtts = k.map(|k| (k + 1 - join_bins as usize) as f64);
+    r.convergence_rtts = k.map(|k| (k + 1 - join_bins as usize) as f64 / f64::from(BINS_PER_RTT));
     r.fair_share_mbps = run.flows.get(1).map(|f| fair_wire * f.eta);
     r.flows = Some(2);
     apply_link(&mut r, &run.link);
