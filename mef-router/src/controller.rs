@@ -646,8 +646,9 @@ impl RateController {
             // An established sender paces at the μ stamped one RTT earlier; the part of that
             // window still in the future will carry the new μ.
             let mut committed = mu;
+            // (Stamps from `now` on carry the new μ: this registration comes first.)
             if let Some(since) = start.checked_sub(rtt_j)
-                && since <= now
+                && since < now
             {
                 committed = committed.max(self.history.max_since(since));
             }

@@ -2,8 +2,9 @@
 //!
 //! Per arriving datagram, in order:
 //! 1. run the controller's control step if its interval has passed;
-//! 2. parse the UDP payload with [`Packet::new_checked`]; if it is not a MEF header the datagram
-//!    is cross traffic (a quinn Cubic/BBR flow, anything): account it and go to 5;
+//! 2. parse the UDP payload with [`Packet::new_checked`]; if it is not a (plausible,
+//!    [`is_plausible_mef`]) MEF header the datagram is cross traffic (a quinn Cubic/BBR flow,
+//!    anything): account it and go to 5;
 //! 3. register / refresh / release the MEF flow; a new flow makes μ be recomputed *now*, so this
 //!    very packet carries the new flow's fair share (seed 003 "MEF 原理");
 //! 4. police the flow at the highest μ of its feedback window plus slack (dropped packets are
@@ -24,7 +25,7 @@ use sim_netem::{Enqueue, Qdisc};
 use crate::controller::{ControllerConfig, FlowEvent, RateController};
 use crate::error::ConfigError;
 use crate::fair_queue::{Admit, FairQueue};
-use crate::flow::FlowKey;
+use crate::flow::{FlowKey, is_plausible_mef};
 use crate::policer::{Policer, PolicerConfig, Verdict};
 
 /// Configuration of a [`MefQdisc`].
@@ -250,8 +251,9 @@ impl MefQdisc {
     fn admit_mef(&mut self, now: Instant, pkt: &mut sim_netem::Packet) -> Admission {
         let (src, dst) = (pkt.dgram.src, pkt.dgram.dst);
         let wire = pkt.wire_len();
-        let Ok(mut view) = Packet::new_checked(&mut pkt.dgram.payload[..]) else {
-            return Admission::NotMef;
+        let mut view = match Packet::new_checked(&mut pkt.dgram.payload[..]) {
+            Ok(view) if is_plausible_mef(&view) => view,
+            _ => return Admission::NotMef,
         };
         let hdr = Header::parse(&view);
         let key = FlowKey::Mef {
@@ -380,5 +382,134 @@ impl Qdisc for MefQdisc {
 
     fn backlog_packets(&self) -> usize {
         self.fq.backlog_packets()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mef_transport::wire::HEADER_LEN;
+    use mef_transport::wire::header::{UNLIMITED_KBPS, flags};
+    use sim_netem::Datagram;
+    use std::net::SocketAddr;
+
+    fn sock(host: u8, port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, host], port))
+    }
+
+    fn mef_packet(id: u64, port: u16, ty: PacketType, fl: u8, at: Instant) -> sim_netem::Packet {
+        let mut payload = vec![0u8; 1200];
+        Header {
+            packet_type: ty,
+            flags: fl,
+            hops: 0,
+            conn_id: u64::from(port),
+            packet_number: id,
+            demand_kbps: UNLIMITED_KBPS,
+            current_rate_kbps: 0,
+            stamp_kbps: UNLIMITED_KBPS,
+            rtt_us: 20_000,
+        }
+        .emit(&mut payload);
+        sim_netem::Packet {
+            dgram: Datagram {
+                src: sock(1, port),
+                dst: sock(2, 443),
+                payload,
+            },
+            id,
+            enqueued_at: at,
+        }
+    }
+
+    #[test]
+    fn stamps_mef_and_leaves_other_traffic_untouched() {
+        let mut q = MefQdisc::new(MefQdiscConfig::default()).expect("valid");
+        let t0 = Instant::now();
+        assert!(matches!(
+            q.enqueue(t0, mef_packet(1, 1000, PacketType::Initial, 0, t0)),
+            Enqueue::Queued
+        ));
+        let other = vec![0x4d, 0x12, 0xff, 0x00, 7, 7, 7];
+        let udp = sim_netem::Packet {
+            dgram: Datagram {
+                src: sock(3, 5000),
+                dst: sock(2, 443),
+                payload: other.clone(),
+            },
+            id: 2,
+            enqueued_at: t0,
+        };
+        assert!(matches!(q.enqueue(t0, udp), Enqueue::Queued));
+        // The second flow joins once the first is past its handshake (a join during it would
+        // be a burst, see `RateController::stamp_kbps`).
+        let t1 = t0 + Duration::from_millis(50);
+        assert!(matches!(
+            q.enqueue(t1, mef_packet(3, 1001, PacketType::Initial, 0, t1)),
+            Enqueue::Queued
+        ));
+        assert_eq!(q.backlog_packets(), 3);
+        let mut out = Vec::new();
+        while let Some(p) = q.dequeue(t1) {
+            out.push(p);
+        }
+        assert_eq!(out.len(), 3);
+        let first = Header::decode(&out[0].dgram.payload).expect("MEF");
+        // The first flow was alone when its Initial arrived: the whole γC.
+        assert_eq!(first.stamp_kbps, 99_000);
+        assert_eq!(first.hops, 1);
+        assert_ne!(first.flags & flags::STAMPED, 0);
+        let udp_out = out.iter().find(|p| p.id == 2).expect("udp");
+        assert_eq!(
+            udp_out.dgram.payload, other,
+            "non-MEF bytes are never rewritten"
+        );
+        let third = out.iter().find(|p| p.id == 3).expect("second flow");
+        let h = Header::decode(&third.dgram.payload[..HEADER_LEN]).expect("MEF");
+        // Its fair share: half of γC (less the few kbit/s the UDP flow is counted at).
+        assert!(
+            (49_400..=49_500).contains(&h.stamp_kbps),
+            "the second flow's first stamp is its fair share: {}",
+            h.stamp_kbps
+        );
+        let st = q.stats();
+        assert_eq!(
+            (st.mef_packets, st.other_packets, st.stamped, st.registered),
+            (2, 1, 2, 2)
+        );
+        assert_eq!(st.drops(), 0);
+        assert_eq!(q.controller().flow_counts().mef, 2);
+        // CLOSING releases the share at once.
+        let close = mef_packet(4, 1001, PacketType::Data, flags::CLOSING, t1);
+        assert!(matches!(q.enqueue(t1, close), Enqueue::Queued));
+        assert_eq!(q.controller().flow_counts().mef, 1);
+        assert_eq!(q.stats().closed, 1);
+    }
+
+    #[test]
+    fn polices_a_sender_far_above_its_rate_and_samples_mu() {
+        let cfg = MefQdiscConfig::new(10_000_000, 1_000_000);
+        let mut q = MefQdisc::new(cfg).expect("valid");
+        let t0 = Instant::now();
+        q.enqueue(t0, mef_packet(0, 1000, PacketType::Initial, 0, t0));
+        // 1228-byte packets every 100 µs = 98 Mbit/s against a 9.9 Mbit/s allocation.
+        let mut dropped = 0;
+        for i in 1..2000u64 {
+            let t = t0 + Duration::from_micros(100 * i);
+            if let Enqueue::Dropped(_) = q.enqueue(t, mef_packet(i, 1000, PacketType::Data, 0, t)) {
+                dropped += 1;
+            }
+            q.dequeue(t);
+        }
+        assert!(dropped > 1500, "{dropped} dropped");
+        assert_eq!(q.stats().policed_drops, dropped);
+        assert!(!q.stats().mu_samples.is_empty());
+        assert!(
+            MefQdisc::new(MefQdiscConfig {
+                buffer_bytes: 0,
+                ..Default::default()
+            })
+            .is_err()
+        );
     }
 }
