@@ -17,8 +17,10 @@
 //! * [`MefQdisc`] ([`qdisc`]): the three put together as a [`sim_netem::Qdisc`]: parse, register,
 //!   stamp, police, enqueue; dequeue fairly.
 //!
-//! Panics: none on packet data. Every datagram either parses as a MEF header
-//! ([`mef_transport::wire::Packet::new_checked`]) or is handled as non-MEF traffic.
+//! Panics: none on packet data. Every datagram either parses as a plausible MEF header
+//! ([`mef_transport::wire::Packet::new_checked`] and [`is_plausible_mef`]) or is handled as
+//! non-MEF traffic, whose bytes are never rewritten. Iteration orders are deterministic
+//! (`BTreeMap`s, no hashing), so a simulation with the same seed repeats bit for bit.
 
 pub mod controller;
 pub mod error;
@@ -34,8 +36,8 @@ pub use controller::{
 };
 pub use error::ConfigError;
 pub use fair_queue::{Admit, FairQueue};
-pub use flow::FlowKey;
+pub use flow::{FlowKey, is_plausible_mef};
 pub use history::RateHistory;
-pub use policer::{Policer, PolicerConfig, Verdict};
+pub use policer::{Policer, PolicerConfig, PolicerCounters, Verdict};
 pub use qdisc::{FlowStats, MefQdisc, MefQdiscConfig, QdiscStats};
 pub use waterfill::{WaterLevel, water_fill};
