@@ -7,12 +7,14 @@
 //! benchmark every sink's key pair is derived from its socket address ([`sink_keypair`]), so
 //! senders can compute it; this is a benchmark convenience, never a way to make keys.
 //!
-//! Windows: `mef-transport`'s defaults (16 MiB stream and connection windows) already exceed
-//! 2·BDP at 100 Mbit/s × 400 ms. The per-stream send buffer is set to [`SEND_BUFFER`] (8 MiB,
-//! above the 5 MB BDP plus retransmissions) because `write` copies the data and fairness runs
-//! have 64 senders. UDP payloads are 1472 bytes (the transport's default).
+//! Windows: the same 64 MiB flow-control windows as the quinn baselines, and a 64 MiB send
+//! buffer ([`SEND_BUFFER`]): at 400 ms and 1–2 % loss the sent-but-unacknowledged span covers
+//! several round trips of loss recovery (an 8 MiB buffer capped goodput at 60 Mbit/s there).
+//! Bulk senders keep only [`UNSENT_TARGET`] unsent bytes queued, so memory follows what
+//! recovery needs rather than the cap (64 senders). UDP payloads are 1472 bytes (the
+//! transport's default).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -48,7 +50,11 @@ pub fn bottleneck_qdisc(cfg: &LinkConfig) -> Result<Box<dyn Qdisc>, QdiscError> 
 }
 
 /// Per-stream send buffer of benchmark senders.
-pub const SEND_BUFFER: u64 = 8 * 1024 * 1024;
+pub const SEND_BUFFER: u64 = 64 * 1024 * 1024;
+
+/// Unsent bytes a bulk sender keeps queued on its stream (≈ 84 ms at 100 Mbit/s; the sender is
+/// polled on every acknowledgement, far more often than that).
+pub const UNSENT_TARGET: u64 = 1 << 20;
 
 /// How a MEF sender treats the rate the network allocates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,8 +91,12 @@ pub fn sink_keypair(addr: SocketAddr) -> StaticKeypair {
 }
 
 fn config(conduct: Conduct) -> Config {
+    // The same flow-control windows as the quinn baselines get, so neither is window-limited.
+    let window = crate::quinn_flow::FLOW_WINDOW;
     let mut c = Config {
         send_buffer: SEND_BUFFER,
+        stream_receive_window: window,
+        receive_window: window,
         ..Config::default()
     };
     if let Conduct::IgnoreRate(bps) = conduct {
@@ -122,6 +132,8 @@ pub struct MefSender {
     endpoint: mef_transport::Endpoint,
     pending: VecDeque<FlowPlan>,
     flows: BTreeMap<ConnectionHandle, SendFlowDebug>,
+    /// Flows with an open stream still being written (topped up on every input).
+    writing: BTreeSet<ConnectionHandle>,
     started: u64,
     finished: u64,
     errors: Vec<String>,
@@ -156,6 +168,7 @@ impl MefSender {
             endpoint: mef_transport::Endpoint::new(config(conduct), key, seed32(seed)),
             pending: flows.into(),
             flows: BTreeMap::new(),
+            writing: BTreeSet::new(),
             started: 0,
             finished: 0,
             errors: Vec::new(),
@@ -195,7 +208,10 @@ impl MefSender {
             return;
         };
         let total = f.plan.size.map(|s| s + FLOW_TAG_LEN as u64);
-        loop {
+        // Keep at most UNSENT_TARGET bytes written but not yet sent: the send buffer then grows
+        // only to what loss recovery needs (sent-but-unacknowledged data), not to SEND_BUFFER
+        // for every one of 64 flows.
+        while conn.stream_unsent(stream) < UNSENT_TARGET {
             let res = if f.written < FLOW_TAG_LEN as u64 {
                 let tag = f.plan.id.to_le_bytes();
                 conn.write(stream, &tag[f.written as usize..])
@@ -248,6 +264,7 @@ impl MefSender {
                         .and_then(|c| c.open_stream());
                     if let Some(f) = self.flows.get_mut(&h) {
                         f.0.stream = stream;
+                        self.writing.insert(h);
                         if stream.is_none() {
                             self.errors.push(format!("flow {}: no stream", f.0.plan.id));
                         }
@@ -282,6 +299,16 @@ impl MefSender {
                 _ => {}
             }
         }
+        let writing: Vec<ConnectionHandle> = self.writing.iter().copied().collect();
+        for h in writing {
+            self.write(h);
+        }
+        let flows = &self.flows;
+        self.writing.retain(|h| {
+            flows
+                .get(h)
+                .is_some_and(|f| f.0.stream.is_some() && !f.0.fin)
+        });
     }
 }
 

@@ -444,6 +444,13 @@ impl Streams {
         self.map.get(&id).map_or(0, |s| s.send.buf.len() as u64)
     }
 
+    /// Bytes written on `id` that have not been sent even once.
+    pub fn send_unsent(&self, id: StreamId) -> u64 {
+        self.map
+            .get(&id)
+            .map_or(0, |s| s.send.end.saturating_sub(s.send.next))
+    }
+
     /// Open streams.
     pub fn ids(&self) -> impl Iterator<Item = StreamId> + '_ {
         self.map.keys().copied()

@@ -57,8 +57,7 @@ pub fn first_stable(shares: &[Vec<f64>], from: usize, stable: usize, tol: f64) -
 /// Runs one convergence cell.
 pub fn run(proto: Protocol, rtt: Duration, quick: bool, seed: u64) -> anyhow::Result<CellOutput> {
     let bin = rtt / BINS_PER_RTT;
-    let join_bins =
-        warmup(rtt).as_nanos().div_ceil(rtt.as_nanos()) as u32 * BINS_PER_RTT;
+    let join_bins = warmup(rtt).as_nanos().div_ceil(rtt.as_nanos()) as u32 * BINS_PER_RTT;
     let join = bin * join_bins;
     let after = if quick {
         Duration::from_secs(4)

@@ -493,6 +493,13 @@ impl Connection {
         }
     }
 
+    /// Bytes written to `stream` that have not been sent even once. Applications that produce
+    /// data on demand can keep this small instead of filling the whole send buffer (which must
+    /// also hold sent-but-unacknowledged data spanning a loss-recovery round trip).
+    pub fn stream_unsent(&self, stream: StreamId) -> u64 {
+        self.streams.send_unsent(stream)
+    }
+
     /// `true` once everything written to `stream` and its FIN were acknowledged.
     pub fn stream_send_complete(&self, stream: StreamId) -> bool {
         self.streams.send_complete(stream)
