@@ -29,6 +29,7 @@ pub mod flow;
 pub mod history;
 pub mod policer;
 pub mod qdisc;
+pub mod split;
 pub mod waterfill;
 
 pub use controller::{
