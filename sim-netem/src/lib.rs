@@ -83,8 +83,12 @@ pub mod link;
 pub mod loss;
 pub mod probe;
 pub mod qdisc;
+pub mod realtime;
 pub mod sim;
+#[cfg(target_os = "linux")]
+pub mod testbed;
 pub mod topology;
+pub mod units;
 
 pub use endpoint::{Datagram, Endpoint, IP_UDP_OVERHEAD};
 pub use histogram::DelayHistogram;

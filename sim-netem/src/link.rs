@@ -364,36 +364,30 @@ impl Link {
         let len = pkt.wire_len() as u64;
         self.stats.transmitted_packets += 1;
         self.stats.transmitted_bytes += len;
-        let cfg = &self.cfg;
-        let rng = &mut self.rng;
-        if self.loss.lose(&cfg.loss, rng) {
+        let payload_bits = pkt.dgram.payload.len() as u64 * 8;
+        let fate = decide_fate(
+            &self.cfg,
+            &mut self.rng,
+            &mut self.loss,
+            &mut self.last_delivery_ns,
+            now_ns,
+            payload_bits,
+        );
+        let Some(at) = fate.deliver_at_ns else {
             self.stats.random_losses += 1;
             self.stats.random_loss_bytes += len;
             return [None, None];
+        };
+        if let Some(bit) = fate.corrupt_bit
+            && let Some(b) = pkt.dgram.payload.get_mut((bit / 8) as usize)
+        {
+            *b ^= 1 << (bit % 8);
+            self.stats.corrupted += 1;
         }
-        if chance(rng, cfg.corrupt) && !pkt.dgram.payload.is_empty() {
-            let bit = below(rng, pkt.dgram.payload.len() as u64 * 8);
-            if let Some(b) = pkt.dgram.payload.get_mut((bit / 8) as usize) {
-                *b ^= 1 << (bit % 8);
-                self.stats.corrupted += 1;
-            }
-        }
-        let duplicate = chance(rng, cfg.duplicate);
-        let mut delay = i128::try_from(cfg.delay.as_nanos()).unwrap_or(i128::MAX);
-        if !cfg.jitter.is_zero() {
-            let j = u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX / 4);
-            let span = j.saturating_mul(2).saturating_add(1);
-            delay += i128::from(below(rng, span)) - i128::from(j);
-        }
-        let delay = u64::try_from(delay.max(0)).unwrap_or(u64::MAX);
-        let mut at = now_ns.saturating_add(delay).max(self.last_delivery_ns);
-        if chance(rng, cfg.reorder) {
+        if fate.reordered {
             self.stats.reordered += 1;
-            at = at.saturating_add(u64::try_from(cfg.reorder_delay.as_nanos()).unwrap_or(u64::MAX));
-        } else {
-            self.last_delivery_ns = at;
         }
-        let copy = duplicate.then(|| {
+        let copy = fate.duplicate.then(|| {
             self.stats.duplicated += 1;
             Delivery {
                 at_ns: at,
@@ -410,5 +404,63 @@ impl Link {
             max_backlog_packets: self.qdisc.backlog_packets(),
             ..LinkStats::default()
         };
+    }
+}
+
+/// What happens to one packet after its serialisation ended: the impairment decisions shared
+/// by the simulator's links and the real-time emulator ([`crate::realtime`]), so both apply
+/// exactly the same [`LinkConfig`] semantics with the same random draws in the same order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fate {
+    /// Delivery time in ns, `None` if the loss model lost the packet.
+    pub(crate) deliver_at_ns: Option<u64>,
+    /// The payload bit to flip, if the packet is corrupted.
+    pub(crate) corrupt_bit: Option<u64>,
+    /// Whether a second copy is delivered right after the first.
+    pub(crate) duplicate: bool,
+    /// Whether the packet was held back by `reorder_delay`.
+    pub(crate) reordered: bool,
+}
+
+/// Decides a packet's fate at `now_ns` (the end of its serialisation), in this order: random
+/// loss, corruption (only if `payload_bits > 0`), duplication, delay + jitter (never before the
+/// previous in-order delivery, tracked in `last_delivery_ns`), reordering.
+pub(crate) fn decide_fate(
+    cfg: &LinkConfig,
+    rng: &mut ChaCha8Rng,
+    loss: &mut LossState,
+    last_delivery_ns: &mut u64,
+    now_ns: u64,
+    payload_bits: u64,
+) -> Fate {
+    if loss.lose(&cfg.loss, rng) {
+        return Fate {
+            deliver_at_ns: None,
+            corrupt_bit: None,
+            duplicate: false,
+            reordered: false,
+        };
+    }
+    let corrupt_bit = (chance(rng, cfg.corrupt) && payload_bits > 0).then(|| below(rng, payload_bits));
+    let duplicate = chance(rng, cfg.duplicate);
+    let mut delay = i128::try_from(cfg.delay.as_nanos()).unwrap_or(i128::MAX);
+    if !cfg.jitter.is_zero() {
+        let j = u64::try_from(cfg.jitter.as_nanos()).unwrap_or(u64::MAX / 4);
+        let span = j.saturating_mul(2).saturating_add(1);
+        delay += i128::from(below(rng, span)) - i128::from(j);
+    }
+    let delay = u64::try_from(delay.max(0)).unwrap_or(u64::MAX);
+    let mut at = now_ns.saturating_add(delay).max(*last_delivery_ns);
+    let reordered = chance(rng, cfg.reorder);
+    if reordered {
+        at = at.saturating_add(u64::try_from(cfg.reorder_delay.as_nanos()).unwrap_or(u64::MAX));
+    } else {
+        *last_delivery_ns = at;
+    }
+    Fate {
+        deliver_at_ns: Some(at),
+        corrupt_bit,
+        duplicate,
+        reordered,
     }
 }

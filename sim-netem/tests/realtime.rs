@@ -1,0 +1,162 @@
+//! Real-time emulator calibration and testbed tests (Linux, root; skipped with a reason
+//! otherwise). Each test builds its own uniquely named namespaces and removes them.
+#![cfg(target_os = "linux")]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use sim_netem::realtime::{EmulatorConfig, check_delay, check_loss, check_rate};
+use sim_netem::testbed::{Node, Testbed, TestbedConfig, is_root};
+use sim_netem::{LinkConfig, LossModel};
+
+fn root_or_skip(test: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        println!("skipping {test}: needs root (network namespaces, packet sockets)");
+        false
+    }
+}
+
+fn tool_or_skip(test: &str, tool: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !ok {
+        println!("skipping {test}: `{tool}` is not installed");
+    }
+    ok
+}
+
+#[test]
+fn delay_20ms_and_100ms_within_1ms() {
+    if !root_or_skip("delay calibration") || !tool_or_skip("delay calibration", "ethtool") {
+        return;
+    }
+    for ms in [20, 100] {
+        let d = check_delay(Duration::from_millis(ms), 100_000_000, Duration::from_secs(2))
+            .expect("delay probe");
+        println!(
+            "delay {ms} ms: {} samples, mean error {:.1} us, p99 |error| {:.1} us, max {:.1} us",
+            d.samples, d.mean_error_us, d.p99_abs_error_us, d.max_abs_error_us
+        );
+        assert!(d.samples > 1500, "{d:?}");
+        assert!(d.mean_error_us.abs() < 1000.0, "{d:?}");
+        assert!(d.p99_abs_error_us < 1000.0, "{d:?}");
+    }
+}
+
+#[test]
+fn rate_100mbit_within_2_percent() {
+    if !root_or_skip("rate calibration") || !tool_or_skip("rate calibration", "ethtool") {
+        return;
+    }
+    let (measured, err) = check_rate(100_000_000, Duration::from_secs(2)).expect("rate probe");
+    println!("rate 100 Mbit/s: measured {:.2} Mbit/s, error {:+.3} %", measured / 1e6, err * 100.0);
+    assert!(err.abs() < 0.02, "measured {measured} bit/s");
+}
+
+#[test]
+fn loss_1_percent_within_bounds() {
+    if !root_or_skip("loss calibration") || !tool_or_skip("loss calibration", "ethtool") {
+        return;
+    }
+    let (measured, sent, z) = check_loss(0.01, Duration::from_secs(2)).expect("loss probe");
+    println!("loss 1 %: measured {:.3} % of {sent} probes, z = {z:+.2}", measured * 100.0);
+    assert!(sent > 15_000);
+    assert!(z.abs() < 4.5, "measured loss {measured} from {sent} probes (z {z})");
+}
+
+fn leftovers(prefix: &str) -> (String, String) {
+    let ns = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip");
+    let links = std::process::Command::new("ip").args(["-o", "link"]).output().expect("ip");
+    let ns: String = String::from_utf8_lossy(&ns.stdout)
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .collect();
+    let links: String = String::from_utf8_lossy(&links.stdout)
+        .lines()
+        .filter(|l| l.contains("wan-a") || l.contains("wan-b") || l.contains("lan0") || l.contains("wan0"))
+        .collect();
+    (ns, links)
+}
+
+#[test]
+fn testbed_teardown_leaves_nothing() {
+    if !root_or_skip("testbed teardown") || !tool_or_skip("testbed teardown", "ethtool") {
+        return;
+    }
+    let prefix = format!("mef{}-", std::process::id());
+    let tb = Testbed::create(TestbedConfig::with_routers(EmulatorConfig::symmetric(
+        LinkConfig::new(100_000_000, Duration::from_millis(1)),
+    )))
+    .expect("testbed");
+    let names: Vec<String> = [Node::Client, Node::RouterA, Node::Emu, Node::RouterB, Node::Server]
+        .iter()
+        .map(|&n| tb.netns(n).expect("node").to_string())
+        .collect();
+    // A process in a router slot, killed at teardown.
+    let mut sleep = std::process::Command::new("sleep");
+    sleep.arg("600");
+    let mut child = tb.spawn_in(Node::RouterA, sleep).expect("spawn");
+    // Routed path client -> rtrA -> emu -> rtrB -> server works.
+    let out = tb
+        .exec(Node::Client, &["ping", "-c", "1", "-W", "2", &tb.server_addr().to_string()])
+        .expect("ping");
+    if tool_or_skip("testbed ping", "ping") {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+    tb.teardown();
+    let listed = String::from_utf8_lossy(
+        &std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip").stdout,
+    )
+    .to_string();
+    for n in &names {
+        assert!(!listed.contains(n.as_str()), "{n} left behind");
+    }
+    let (_, links) = leftovers(&prefix);
+    assert!(links.is_empty(), "devices left in the root namespace: {links}");
+    // The child was killed.
+    let status = child.wait().expect("wait");
+    assert!(!status.success());
+}
+
+#[test]
+fn tcp_transfer_through_lossy_wan_is_intact() {
+    if !root_or_skip("tcp transfer") || !tool_or_skip("tcp transfer", "ethtool") {
+        return;
+    }
+    let link = LinkConfig::new(50_000_000, Duration::from_millis(10))
+        .with_loss(LossModel::Bernoulli(0.01))
+        .with_jitter(Duration::from_millis(1));
+    let tb = Testbed::create(TestbedConfig::with_routers(EmulatorConfig::symmetric(link).with_seed(3)))
+        .expect("testbed");
+    let data: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let listener = tb
+        .run_in(Node::Server, || TcpListener::bind((tb.server_addr(), 5201)))
+        .expect("ns")
+        .expect("bind");
+    let expect_len = data.len();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut got = Vec::with_capacity(expect_len);
+        s.read_to_end(&mut got).expect("read");
+        got
+    });
+    let addr = tb.server_addr();
+    tb.run_in(Node::Client, || {
+        let mut c = TcpStream::connect((addr, 5201)).expect("connect");
+        c.write_all(&data).expect("write");
+    })
+    .expect("ns");
+    let got = server.join().expect("server");
+    assert_eq!(got.len(), data.len());
+    assert!(got == data, "content differs");
+    let emu = tb.emulator().expect("emulator");
+    let a2b = emu.stats(sim_netem::realtime::Direction::AtoB);
+    println!("a->b: {a2b:?}");
+    assert!(a2b.lost > 0, "1 % loss should have lost something");
+    assert_eq!(a2b.oversize, 0, "offloads must be off");
+}
