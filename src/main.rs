@@ -53,6 +53,31 @@ enum BenchSuite {
         #[arg(long)]
         only: Option<String>,
     },
+    /// Linux kernel TCP Cubic and BBR against the same TCP applications (iperf3 and a built-in
+    /// bulk/short-flow generator) through a pair of MEF routers, over the userspace WAN
+    /// emulator in network namespaces; plus the tunnel's single-core throughput. Needs root;
+    /// runs cells one after the other, each with its own testbed, torn down afterwards.
+    Kernel {
+        /// CI mode: RTT 200 ms only (loss 0 and 1 %), 5 s runs.
+        #[arg(long)]
+        quick: bool,
+        /// Write the records as JSON to this path (plots go next to it).
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Directory for plots (SVG) when --json is not given.
+        #[arg(long, value_name = "DIR", default_value = "bench-out")]
+        out: PathBuf,
+        /// Seed of the short-flow arrival trace.
+        #[arg(long, env = "MEF_SEED", default_value_t = 1)]
+        seed: u64,
+        /// Run only cases whose `protocol/tool` contains this text (e.g. `bbr`, `iperf3`,
+        /// `mef-router`, `short`).
+        #[arg(long)]
+        only: Option<String>,
+        /// Skip the tunnel throughput benchmark.
+        #[arg(long)]
+        no_tunnel: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,9 +91,45 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { seed } => demo::run(seed),
-        Command::Bench { suite: BenchSuite::Sim { quick, json, out, seed, only } } => {
-            let opts = mef_benches::BenchOptions { quick, json, out_dir: out, seed, only };
+        Command::Bench {
+            suite:
+                BenchSuite::Sim {
+                    quick,
+                    json,
+                    out,
+                    seed,
+                    only,
+                },
+        } => {
+            let opts = mef_benches::BenchOptions {
+                quick,
+                json,
+                out_dir: out,
+                seed,
+                only,
+            };
             mef_benches::run_sim(opts).map(|_| ())
+        }
+        Command::Bench {
+            suite:
+                BenchSuite::Kernel {
+                    quick,
+                    json,
+                    out,
+                    seed,
+                    only,
+                    no_tunnel,
+                },
+        } => {
+            let opts = mef_benches::KernelOptions {
+                quick,
+                json,
+                out_dir: out,
+                seed,
+                only,
+                tunnel: !no_tunnel,
+            };
+            mef_benches::run_kernel(opts).map(|_| ())
         }
     };
     match result {

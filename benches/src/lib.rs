@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod flow;
+pub mod kernel;
 pub mod mef_flow;
 pub mod metrics;
 pub mod plot;
@@ -26,6 +27,7 @@ pub mod quinn_flow;
 pub mod record;
 pub mod scenarios;
 
+pub use kernel::{KernelOptions, KernelRecord, run_kernel};
 pub use record::Record;
 
 /// Options of `mef bench sim`.

@@ -1,0 +1,515 @@
+//! `mef bench kernel` (root only): the Linux kernel's TCP Cubic and BBR against the same TCP
+//! applications through a pair of MEF routers, over an emulated WAN in network namespaces.
+//!
+//! Every scenario cell (RTT × loss at 100 Mbit/s, buffer 1 BDP) builds its own testbed
+//! (`sim_netem::testbed`: client ns — emulator ns — server ns, or client ns — router A —
+//! emulator — router B — server ns), runs its cases one after the other, and tears the testbed
+//! down before the next cell (also on error; Ctrl-C stops between cases and tears down). Runs
+//! are sequential: the machine has two cores and the emulator needs one.
+//!
+//! Cases per path (`direct` for `kernel-cubic`/`kernel-bbr`, routed for `mef-router`):
+//! - `iperf3`: one TCP test (`-C cubic|bbr -J`), see [`iperf`];
+//! - `bulk`: the built-in generator's single content-checked flow, see [`tcp`];
+//! - `short-flows`: Pareto flow sizes (mean 25 packets of 1400 bytes, shape 1.2) arriving as a
+//!   Poisson process at load 0.9 (the arrival trace of `mef bench sim`'s `short-flows`), mean
+//!   and p99 flow completion time.
+//!
+//! The generator runs in threads that `setns(2)` into the client and server namespaces (see
+//! [`netns`]), not in helper processes: no second binary is needed and the test suite can run
+//! it too. iperf3 runs as a process under `ip netns exec`.
+//!
+//! Through MEF routers the TCP applications are unmodified; the connection is split at the
+//! routers when the daemon offers it (`path` = `split`), otherwise carried through the
+//! encrypted tunnel end to end (`path` = `tunnel`). A case that cannot run is reported as
+//! skipped with its reason; no figure is ever invented.
+
+use std::io::IsTerminal;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+
+use crate::record::Record;
+
+pub mod bed;
+pub mod iperf;
+pub mod netns;
+pub mod report;
+pub mod tcp;
+pub mod tunnel;
+
+use tcp::Cc;
+
+/// Link capacity of every cell in Mbit/s.
+pub const CAPACITY_MBPS: f64 = 100.0;
+/// TCP port of the iperf3 server.
+pub const IPERF_PORT: u16 = 5201;
+/// TCP port of the generator server.
+pub const GEN_PORT: u16 = 5301;
+
+/// Options of `mef bench kernel`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelOptions {
+    /// CI mode: RTT 200 ms only, 5 s runs, 5 s of short-flow arrivals.
+    pub quick: bool,
+    /// Where to write the JSON records; plots go next to it.
+    pub json: Option<PathBuf>,
+    /// Directory for plots when `json` is not given.
+    pub out_dir: PathBuf,
+    /// Seed of the short-flow arrival trace.
+    pub seed: u64,
+    /// Run only cases whose `protocol/tool` label contains this text (e.g. `bbr`, `iperf3`,
+    /// `mef`, `short`).
+    pub only: Option<String>,
+    /// Run the tunnel throughput benchmark (single core, sans-IO) as well.
+    pub tunnel: bool,
+}
+
+impl Default for KernelOptions {
+    fn default() -> Self {
+        Self {
+            quick: false,
+            json: None,
+            out_dir: PathBuf::from("bench-out"),
+            seed: 1,
+            only: None,
+            tunnel: true,
+        }
+    }
+}
+
+/// One measured case: a [`Record`] with the kernel suite's extra fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KernelRecord {
+    /// The common fields (`scenario` is `long-flow` or `short-flows`; `protocol` is
+    /// `kernel-cubic`, `kernel-bbr` or `mef-router`).
+    #[serde(flatten)]
+    pub record: Record,
+    /// `iperf3`, `bulk` or `short-flows`.
+    pub tool: String,
+    /// `direct` (no routers), `split` (TCP terminated at the routers) or `tunnel` (TCP carried
+    /// end to end through the routers' encrypted tunnel).
+    pub path: String,
+    /// The data sender's congestion control (`cubic`/`bbr`; for `mef-router` that of the end
+    /// hosts).
+    pub cc: String,
+    /// 99th-percentile flow completion time in ms (short flows).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fct_p99_ms: Option<f64>,
+    /// Short flows completed (content checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flows_completed: Option<u64>,
+    /// Mean smoothed RTT the sender's kernel measured (iperf3, `TCP_INFO`), in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtt_ms: Option<f64>,
+    /// Measurement length in seconds.
+    pub seconds: f64,
+}
+
+/// A case that did not produce a record, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSkip {
+    /// `rtt/loss` of the cell.
+    pub cell: String,
+    /// `protocol/tool`.
+    pub case: String,
+    /// The error with its causes.
+    pub reason: String,
+}
+
+/// One scenario cell of the grid.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellSpec {
+    /// Round-trip propagation delay in ms.
+    pub rtt_ms: u64,
+    /// Random loss probability of the WAN, each direction (0.01 = 1 %).
+    pub loss: f64,
+}
+
+impl CellSpec {
+    /// Label like `200ms/1%`.
+    pub fn label(&self) -> String {
+        format!("{}ms/{}%", self.rtt_ms, self.loss * 100.0)
+    }
+
+    /// Bandwidth-delay product in bytes at [`CAPACITY_MBPS`].
+    pub fn bdp_bytes(&self) -> u64 {
+        (CAPACITY_MBPS * 1e6 / 8.0 * self.rtt_ms as f64 / 1000.0) as u64
+    }
+}
+
+/// The grid: RTT {50, 200} ms × loss {0, 1} % (quick: 200 ms only; full adds 10, 100, 400 ms
+/// and 0.1, 2 %).
+pub fn grid(quick: bool) -> Vec<CellSpec> {
+    let (rtts, losses): (&[u64], &[f64]) = if quick {
+        (&[200], &[0.0, 0.01])
+    } else {
+        (&[10, 50, 100, 200, 400], &[0.0, 0.001, 0.01, 0.02])
+    };
+    rtts.iter()
+        .flat_map(|&rtt_ms| losses.iter().map(move |&loss| CellSpec { rtt_ms, loss }))
+        .collect()
+}
+
+/// The three applications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    /// iperf3 TCP test.
+    Iperf3,
+    /// The generator's single bulk flow.
+    Bulk,
+    /// The generator's short flows.
+    ShortFlows,
+}
+
+impl Tool {
+    /// Name in records and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Iperf3 => "iperf3",
+            Tool::Bulk => "bulk",
+            Tool::ShortFlows => "short-flows",
+        }
+    }
+}
+
+/// Timing of the runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    /// Bulk and iperf3 test length.
+    pub bulk: Duration,
+    /// Window of short-flow arrivals.
+    pub arrivals: Duration,
+    /// How long to wait for unfinished short flows after the last arrival.
+    pub drain: Duration,
+}
+
+impl Timing {
+    /// 5 s runs in quick mode, 20 s otherwise.
+    pub fn new(quick: bool) -> Self {
+        let s = if quick { 5 } else { 20 };
+        Self {
+            bulk: Duration::from_secs(s),
+            arrivals: Duration::from_secs(s),
+            drain: Duration::from_secs(20),
+        }
+    }
+}
+
+fn base(spec: &CellSpec, scenario: &str, protocol: &str, seed: u64) -> Record {
+    let mut r = Record::new(scenario, protocol, seed, false);
+    r.rtt_ms = spec.rtt_ms as f64;
+    r.loss = spec.loss;
+    r.capacity_mbps = CAPACITY_MBPS;
+    r
+}
+
+fn goodput_record(
+    spec: &CellSpec,
+    protocol: &str,
+    seed: u64,
+    goodput_mbps: f64,
+    retransmits: u64,
+) -> Record {
+    let mut r = base(spec, "long-flow", protocol, seed);
+    r.goodput_mbps = goodput_mbps;
+    r.utilization = goodput_mbps / (CAPACITY_MBPS * (1.0 - spec.loss));
+    r.retransmits = retransmits;
+    r
+}
+
+/// Runs one case (`protocol` with congestion control `cc`, application `tool`) on a built
+/// testbed and returns its record.
+pub fn run_case(
+    bed: &bed::Bed,
+    spec: &CellSpec,
+    cc: Cc,
+    protocol: &str,
+    tool: Tool,
+    t: &Timing,
+    seed: u64,
+) -> anyhow::Result<KernelRecord> {
+    let server_ip = bed.server_ip();
+    let path = bed.path_label().to_string();
+    let mk = |record: Record, seconds: f64| KernelRecord {
+        record,
+        tool: tool.name().to_string(),
+        path: path.clone(),
+        cc: cc.name().to_string(),
+        fct_p99_ms: None,
+        flows_completed: None,
+        srtt_ms: None,
+        seconds,
+    };
+    match tool {
+        Tool::Iperf3 => {
+            let _server = iperf::IperfServer::start(bed.server_ns(), IPERF_PORT)?;
+            let r =
+                iperf::run_client(bed.client_ns(), server_ip, IPERF_PORT, t.bulk.as_secs(), cc)?;
+            if r.congestion.as_deref().is_some_and(|c| c != cc.name()) {
+                bail!(
+                    "iperf3 ran with {:?}, not {}",
+                    r.congestion.as_deref().unwrap_or("?"),
+                    cc.name()
+                );
+            }
+            let mut k = mk(
+                goodput_record(spec, protocol, seed, r.goodput_mbps, r.retransmits),
+                r.seconds,
+            );
+            k.srtt_ms = r.mean_rtt_ms;
+            Ok(k)
+        }
+        Tool::Bulk | Tool::ShortFlows => {
+            let addr = SocketAddr::V4(SocketAddrV4::new(server_ip, GEN_PORT));
+            let listen =
+                SocketAddr::V4(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, GEN_PORT));
+            let _server = tcp::GenServer::start(Some(netns::ns_path(bed.server_ns())), listen)?;
+            if tool == Tool::Bulk {
+                let dur = t.bulk;
+                let h = netns::spawn_in(netns::ns_path(bed.client_ns()), "gen-bulk", move || {
+                    tcp::bulk(addr, cc, dur)
+                })?;
+                let b = netns::join(h)?;
+                Ok(mk(
+                    goodput_record(spec, protocol, seed, b.goodput_mbps, b.retransmits),
+                    b.report.elapsed.as_secs_f64(),
+                ))
+            } else {
+                let trace: Vec<(Duration, u64)> =
+                    crate::scenarios::short_flows::trace(seed, t.arrivals)
+                        .into_iter()
+                        .map(|a| (a.at, a.bytes))
+                        .collect();
+                let drain = t.drain;
+                let h = netns::spawn_in(netns::ns_path(bed.client_ns()), "gen-short", move || {
+                    tcp::short_flows(addr, cc, &trace, drain)
+                })?;
+                let s = netns::join(h)?;
+                let fcts: Vec<f64> = s
+                    .completed
+                    .iter()
+                    .map(|c| c.2.as_secs_f64() * 1000.0)
+                    .collect();
+                let secs = s.span.as_secs_f64();
+                let goodput = if secs > 0.0 {
+                    s.bytes as f64 * 8.0 / secs / 1e6
+                } else {
+                    0.0
+                };
+                let mut r = base(spec, "short-flows", protocol, seed);
+                r.goodput_mbps = goodput;
+                r.utilization = goodput / (CAPACITY_MBPS * (1.0 - spec.loss));
+                r.retransmits = s.retransmits;
+                r.fct_mean_ms = crate::metrics::mean(&fcts);
+                r.incomplete = Some(s.incomplete);
+                r.flows = Some((s.completed.len() as u64) + s.incomplete);
+                let mut k = mk(r, secs);
+                k.fct_p99_ms = crate::metrics::quantile(&fcts, 0.99);
+                k.flows_completed = Some(s.completed.len() as u64);
+                Ok(k)
+            }
+        }
+    }
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KernelReport {
+    /// Measured cases.
+    pub records: Vec<KernelRecord>,
+    /// Cases that could not run.
+    pub skipped: Vec<KernelSkip>,
+    /// Tunnel throughput results (if run).
+    pub tunnel: Option<tunnel::TunnelReport>,
+}
+
+/// The effective user id of this process (from `/proc/self/status`, `Uid:` line, 2nd field).
+pub fn effective_uid() -> anyhow::Result<u32> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .context("no effective uid in /proc/self/status")
+}
+
+/// Fails with a clear reason unless the suite can run here (root, `ip`, `iperf3`).
+pub fn check_environment() -> anyhow::Result<()> {
+    if effective_uid()? != 0 {
+        bail!(
+            "mef bench kernel must run as root: it creates network namespaces, veth pairs and \
+             TUN devices and starts the emulator and routers inside them (try `sudo`)"
+        );
+    }
+    for (prog, arg) in [("ip", "-V"), ("iperf3", "--version")] {
+        let ok = std::process::Command::new(prog)
+            .arg(arg)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            bail!("`{prog}` is not installed or does not run; mef bench kernel needs it");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the selected cells and cases (no printing besides the progress bar, no files).
+pub fn run_cells(opts: &KernelOptions, stop: &AtomicBool) -> anyhow::Result<KernelReport> {
+    let t = Timing::new(opts.quick);
+    let cells = grid(opts.quick);
+    let protocols: [(Option<Cc>, &str); 3] = [
+        (Some(Cc::Cubic), "kernel-cubic"),
+        (Some(Cc::Bbr), "kernel-bbr"),
+        (None, "mef-router"),
+    ];
+    let tools = [Tool::Iperf3, Tool::Bulk, Tool::ShortFlows];
+    let wanted = |proto: &str, tool: Tool| {
+        let label = format!("{proto}/{}", tool.name());
+        opts.only.as_deref().is_none_or(|o| label.contains(o))
+    };
+    let n_cases: usize = cells.len()
+        * protocols
+            .iter()
+            .flat_map(|(_, p)| tools.iter().map(move |&tl| (p, tl)))
+            .filter(|(p, tl)| wanted(p, *tl))
+            .count();
+    if n_cases == 0 {
+        bail!("no case matches {:?}", opts.only.as_deref().unwrap_or(""));
+    }
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(n_cases as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} cases {elapsed} {msg}") {
+        bar.set_style(style);
+    }
+    let mut report = KernelReport::default();
+    for spec in &cells {
+        for routed in [false, true] {
+            let cases: Vec<(Cc, &str, Tool)> = protocols
+                .iter()
+                .filter(|(cc, _)| cc.is_none() == routed)
+                .flat_map(|&(cc, p)| {
+                    // Through the routers the end hosts keep the kernel's default, Cubic.
+                    let cc = cc.unwrap_or(Cc::Cubic);
+                    tools.iter().map(move |&tl| (cc, p, tl))
+                })
+                .filter(|&(_, p, tl)| wanted(p, tl))
+                .collect();
+            if cases.is_empty() {
+                continue;
+            }
+            if stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
+            let skip_all = |report: &mut KernelReport, reason: String| {
+                for &(_, p, tl) in &cases {
+                    report.skipped.push(KernelSkip {
+                        cell: spec.label(),
+                        case: format!("{p}/{}", tl.name()),
+                        reason: reason.clone(),
+                    });
+                }
+            };
+            bar.set_message(format!("{} building testbed", spec.label()));
+            let bed = match bed::Bed::build(spec, routed) {
+                Ok(b) => b,
+                Err(e) => {
+                    skip_all(&mut report, format!("{e:#}"));
+                    bar.inc(cases.len() as u64);
+                    continue;
+                }
+            };
+            for &(cc, p, tl) in &cases {
+                if stop.load(Ordering::Relaxed) {
+                    drop(bed);
+                    bail!("interrupted");
+                }
+                bar.set_message(format!("{} {p}/{}", spec.label(), tl.name()));
+                match run_case(&bed, spec, cc, p, tl, &t, opts.seed) {
+                    Ok(r) => report.records.push(r),
+                    Err(e) => report.skipped.push(KernelSkip {
+                        cell: spec.label(),
+                        case: format!("{p}/{}", tl.name()),
+                        reason: format!("{e:#}"),
+                    }),
+                }
+                bar.inc(1);
+            }
+            bar.set_message(format!("{} tearing down", spec.label()));
+            drop(bed);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(report)
+}
+
+/// `mef bench kernel`: checks the environment (root, iperf3), runs the grid, prints the table
+/// and skipped cases, writes JSON and an SVG plot, and returns the records. Fails when not
+/// root or when no case produced a record.
+pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
+    check_environment()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // Ctrl-C: finish the running case, tear the testbed down, stop. A second Ctrl-C is
+        // handled the same way (the testbed's own guards still run on unwinding).
+        let _ = ctrlc::set_handler(move || {
+            eprintln!("interrupted: stopping after the current case and tearing down");
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut report = run_cells(&opts, &stop)?;
+    if opts.tunnel {
+        match tunnel::run(opts.quick) {
+            Ok(t) => report.tunnel = Some(t),
+            Err(e) => report.skipped.push(KernelSkip {
+                cell: "-".into(),
+                case: "tunnel".into(),
+                reason: format!("{e:#}"),
+            }),
+        }
+    }
+    print!("{}", report::table(&report.records));
+    if let Some(t) = &report.tunnel {
+        print!("\n{}", t.table());
+    }
+    if !report.skipped.is_empty() {
+        println!("\nskipped {} case(s):", report.skipped.len());
+        for s in &report.skipped {
+            println!("  {} {}: {}", s.cell, s.case, s.reason);
+        }
+    }
+    let dir = match &opts.json {
+        Some(path) => {
+            report::write_json(path, &report)?;
+            println!("\nwrote {}", path.display());
+            path.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from)
+        }
+        None => opts.out_dir.clone(),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for p in report::plots(&dir, &report.records)? {
+        println!("wrote {}", p.display());
+    }
+    if report.records.is_empty() {
+        bail!(
+            "no case produced a record ({} skipped)",
+            report.skipped.len()
+        );
+    }
+    Ok(report.records)
+}

@@ -1,0 +1,164 @@
+//! The kernel suite's table, JSON file and SVG plot.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::{KernelRecord, KernelReport};
+use crate::plot::{Line, Panel, draw};
+
+fn opt(v: Option<f64>, prec: usize) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.prec$}"))
+}
+
+/// The records as an aligned text table, one line per case.
+pub fn table(records: &[KernelRecord]) -> String {
+    let head = [
+        "rtt ms", "loss %", "protocol", "tool", "path", "goodput", "util", "retx", "srtt ms",
+        "fct mean", "fct p99", "flows",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
+    for k in records {
+        let r = &k.record;
+        let flows = match (k.flows_completed, r.incomplete) {
+            (Some(c), Some(i)) if i > 0 => format!("{c} (+{i} incomplete)"),
+            (Some(c), _) => c.to_string(),
+            _ => "-".to_string(),
+        };
+        rows.push(vec![
+            format!("{:.0}", r.rtt_ms),
+            format!("{}", r.loss * 100.0),
+            r.protocol.clone(),
+            k.tool.clone(),
+            k.path.clone(),
+            format!("{:.2}", r.goodput_mbps),
+            format!("{:.3}", r.utilization),
+            r.retransmits.to_string(),
+            opt(k.srtt_ms, 1),
+            opt(r.fct_mean_ms, 0),
+            opt(k.fct_p99_ms, 0),
+            flows,
+        ]);
+    }
+    let cols = head.len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == cols {
+                line.push_str(cell);
+            } else if (2..5).contains(&c) {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            } else {
+                let _ = write!(line, "{cell:>w$}  ", w = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (cols - 1);
+            out.push_str(&"-".repeat(total.min(160)));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct JsonOut<'a> {
+    records: &'a [KernelRecord],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tunnel: Option<&'a super::tunnel::TunnelReport>,
+    skipped: Vec<serde_json::Value>,
+}
+
+/// Writes `{"records": [...], "tunnel": {...}, "skipped": [...]}` as pretty JSON.
+pub fn write_json(path: &Path, report: &KernelReport) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let out = JsonOut {
+        records: &report.records,
+        tunnel: report.tunnel.as_ref(),
+        skipped: report
+            .skipped
+            .iter()
+            .map(|s| serde_json::json!({"cell": s.cell, "case": s.case, "reason": s.reason}))
+            .collect(),
+    };
+    let json = serde_json::to_string_pretty(&out).context("serialising records")?;
+    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// `kernel.svg`: goodput vs RTT (one panel per tool × loss, one line per protocol) and mean
+/// FCT vs RTT for the short flows. Returns the files written (none without records).
+pub fn plots(dir: &Path, records: &[KernelRecord]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut panels: Vec<Panel> = Vec::new();
+    let mut keys: Vec<(String, u64)> = records
+        .iter()
+        .map(|k| (k.tool.clone(), (k.record.loss * 1e6) as u64))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    for (tool, loss_ppm) in keys {
+        let sel: Vec<&KernelRecord> = records
+            .iter()
+            .filter(|k| k.tool == tool && (k.record.loss * 1e6) as u64 == loss_ppm)
+            .collect();
+        let mut protos: Vec<String> = sel.iter().map(|k| k.record.protocol.clone()).collect();
+        protos.sort();
+        protos.dedup();
+        let fct = tool == "short-flows";
+        let lines = protos
+            .into_iter()
+            .map(|p| {
+                let mut points: Vec<(f64, f64)> = sel
+                    .iter()
+                    .filter(|k| k.record.protocol == p)
+                    .filter_map(|k| {
+                        let y = if fct {
+                            k.record.fct_mean_ms?
+                        } else {
+                            k.record.goodput_mbps
+                        };
+                        Some((k.record.rtt_ms, y))
+                    })
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Line { label: p, points }
+            })
+            .collect();
+        let what = if fct {
+            "mean FCT (ms)"
+        } else {
+            "goodput (Mbit/s)"
+        };
+        panels.push(Panel {
+            title: format!("{tool}, loss {}%: {what}", loss_ppm as f64 / 1e4),
+            lines,
+        });
+    }
+    if panels.is_empty() {
+        return Ok(Vec::new());
+    }
+    let p = dir.join("kernel.svg");
+    draw(
+        &p,
+        "kernel TCP vs MEF routers (100 Mbit/s, 1 BDP buffer)",
+        &panels,
+        "RTT (ms)",
+        "goodput (Mbit/s) / mean FCT (ms)",
+        records
+            .iter()
+            .map(|k| k.record.rtt_ms as u64)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            < 2,
+    )?;
+    Ok(vec![p])
+}
