@@ -30,6 +30,7 @@ pub mod history;
 pub mod policer;
 pub mod qdisc;
 pub mod split;
+pub mod tunnel;
 pub mod waterfill;
 
 pub use controller::{
