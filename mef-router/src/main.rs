@@ -1,0 +1,2 @@
+//! The `mef-router` daemon (placeholder).
+fn main() {}
