@@ -221,6 +221,9 @@ struct World {
     ingress_events: Vec<SplitEvent>,
     egress_events: Vec<SplitEvent>,
     accepted: Option<(ConnId, SocketAddrV4, SocketAddrV4)>,
+    /// Drop every n-th packet on each LAN hop (0: lossless), to exercise retransmission.
+    drop_every: usize,
+    sent_packets: usize,
 }
 
 impl World {
@@ -249,7 +252,20 @@ impl World {
             ingress_events: Vec::new(),
             egress_events: Vec::new(),
             accepted: None,
+            drop_every: 0,
+            sent_packets: 0,
         }
+    }
+
+    /// Whether the next LAN packet is lost.
+    fn lose(&mut self) -> bool {
+        self.sent_packets += 1;
+        // Only during the bulk phase: a lost FIN can stall smoltcp 0.14 until the user timeout
+        // (seen here: a socket in CLOSING with no retransmission timer); kept out of this test
+        // and reported as an open finding.
+        self.drop_every != 0
+            && self.sent_packets < 1500
+            && self.sent_packets.is_multiple_of(self.drop_every)
     }
 
     fn now(&self) -> Instant {
@@ -271,7 +287,9 @@ impl World {
             self.ingress.handle_timeout(now);
         }
         while let Some(p) = self.ingress.poll_ip_packet() {
-            self.client.dev.rx.push_back(p);
+            if !self.lose() {
+                self.client.dev.rx.push_back(p);
+            }
         }
         while let Some(ev) = self.ingress.poll_event() {
             if let SplitEvent::Accepted { id, client, server } = ev {
@@ -316,21 +334,34 @@ impl World {
         }
         if let Some(r) = &mut self.relay_out {
             r.pump(&mut self.egress, &mut self.pipe_out)
-                .expect("egress relay");
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "egress relay: {e} t={:?} {:?} {:?}",
+                        self.t,
+                        self.egress.stats(),
+                        self.egress_events.iter().rev().take(4).collect::<Vec<_>>()
+                    )
+                });
         }
         if self.egress.poll_timeout().is_some_and(|d| d <= now) {
             self.egress.handle_timeout(now);
         }
         while let Some(p) = self.egress.poll_ip_packet() {
-            self.server.dev.rx.push_back(p);
+            if !self.lose() {
+                self.server.dev.rx.push_back(p);
+            }
         }
         // LAN server -> egress splitter.
         self.server.poll(self.t);
         while let Some(p) = self.server.dev.tx.pop_front() {
-            self.egress.handle_ip_packet(now, &p).expect("valid packet");
+            if !self.lose() {
+                self.egress.handle_ip_packet(now, &p).expect("valid packet");
+            }
         }
         while let Some(p) = self.egress.poll_ip_packet() {
-            self.server.dev.rx.push_back(p);
+            if !self.lose() {
+                self.server.dev.rx.push_back(p);
+            }
         }
         while let Some(ev) = self.egress.poll_event() {
             self.egress_events.push(ev);
@@ -339,7 +370,9 @@ impl World {
             self.ingress.handle_timeout(now);
         }
         while let Some(p) = self.ingress.poll_ip_packet() {
-            self.client.dev.rx.push_back(p);
+            if !self.lose() {
+                self.client.dev.rx.push_back(p);
+            }
         }
     }
 }
@@ -386,8 +419,23 @@ impl App {
 
 #[test]
 fn split_relays_one_megabyte_each_way_and_closes_cleanly() {
+    transfer(0);
+}
+
+#[test]
+fn split_survives_lan_loss() {
+    // One packet in 97 lost (first 1500 LAN packets) on every LAN hop: smoltcp retransmits on both split halves. (Each
+    // timeout costs smoltcp's 1 s minimum RTO, RFC 6298 §2.4, and it has no SACK, so heavier
+    // loss makes this slow in virtual time rather than wrong.)
+    transfer(97);
+    // ...and heavier loss.
+    transfer(29);
+}
+
+fn transfer(drop_every: usize) {
     const LEN: usize = 1 << 20;
     let mut w = World::new();
+    w.drop_every = drop_every;
     let client_data = payload(7, LEN);
     let server_data = payload(11, LEN);
 
@@ -406,7 +454,7 @@ fn split_relays_one_megabyte_each_way_and_closes_cleanly() {
     let mut client_app = App::new(cli, client_data.clone());
     let mut server_app = App::new(srv, server_data.clone());
     let mut server_peer = None;
-    for _ in 0..20_000 {
+    for _ in 0..120_000 {
         w.step();
         client_app.run(&mut w.client);
         server_app.run(&mut w.server);

@@ -4,7 +4,7 @@
 //! # How terminating connections to arbitrary addresses works
 //!
 //! The smoltcp [`Interface`] runs on [`Medium::Ip`](smoltcp::phy::Medium::Ip) over an in-memory
-//! [`QueueDevice`] with one configured address ([`SplitConfig::local_addr`], a /32) and
+//! `QueueDevice` with one configured address ([`SplitConfig::local_addr`], a /32) and
 //! [`Interface::set_any_ip`] enabled. In smoltcp 0.14, `any_ip` makes `has_ip_addr()` true for
 //! every destination, so every unicast IPv4 packet is delivered to the sockets whatever its
 //! destination (no route is needed for *receiving*). For *sending*, smoltcp looks up a route for
