@@ -4,11 +4,19 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use sim_netem::realtime::{EmulatorConfig, check_delay, check_loss, check_rate};
+use sim_netem::realtime::{EmulatorConfig, check_delay, check_loss, check_rate, search_sustained};
 use sim_netem::testbed::{Node, Testbed, TestbedConfig, is_root};
 use sim_netem::{LinkConfig, LossModel};
+
+/// The root tests measure timing on a small machine: run them one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn root_or_skip(test: &str) -> bool {
     if is_root() {
@@ -35,6 +43,7 @@ fn delay_20ms_and_100ms_within_1ms() {
     if !root_or_skip("delay calibration") || !tool_or_skip("delay calibration", "ethtool") {
         return;
     }
+    let _serial = serial();
     for ms in [20, 100] {
         let d = check_delay(Duration::from_millis(ms), 100_000_000, Duration::from_secs(2))
             .expect("delay probe");
@@ -53,6 +62,7 @@ fn rate_100mbit_within_2_percent() {
     if !root_or_skip("rate calibration") || !tool_or_skip("rate calibration", "ethtool") {
         return;
     }
+    let _serial = serial();
     let (measured, err) = check_rate(100_000_000, Duration::from_secs(2)).expect("rate probe");
     println!("rate 100 Mbit/s: measured {:.2} Mbit/s, error {:+.3} %", measured / 1e6, err * 100.0);
     assert!(err.abs() < 0.02, "measured {measured} bit/s");
@@ -63,6 +73,7 @@ fn loss_1_percent_within_bounds() {
     if !root_or_skip("loss calibration") || !tool_or_skip("loss calibration", "ethtool") {
         return;
     }
+    let _serial = serial();
     let (measured, sent, z) = check_loss(0.01, Duration::from_secs(2)).expect("loss probe");
     println!("loss 1 %: measured {:.3} % of {sent} probes, z = {z:+.2}", measured * 100.0);
     assert!(sent > 15_000);
@@ -88,6 +99,7 @@ fn testbed_teardown_leaves_nothing() {
     if !root_or_skip("testbed teardown") || !tool_or_skip("testbed teardown", "ethtool") {
         return;
     }
+    let _serial = serial();
     let prefix = format!("mef{}-", std::process::id());
     let tb = Testbed::create(TestbedConfig::with_routers(EmulatorConfig::symmetric(
         LinkConfig::new(100_000_000, Duration::from_millis(1)),
@@ -128,6 +140,7 @@ fn tcp_transfer_through_lossy_wan_is_intact() {
     if !root_or_skip("tcp transfer") || !tool_or_skip("tcp transfer", "ethtool") {
         return;
     }
+    let _serial = serial();
     let link = LinkConfig::new(50_000_000, Duration::from_millis(10))
         .with_loss(LossModel::Bernoulli(0.01))
         .with_jitter(Duration::from_millis(1));
@@ -159,4 +172,18 @@ fn tcp_transfer_through_lossy_wan_is_intact() {
     println!("a->b: {a2b:?}");
     assert!(a2b.lost > 0, "1 % loss should have lost something");
     assert_eq!(a2b.oversize, 0, "offloads must be off");
+}
+
+#[test]
+fn highest_sustained_rate() {
+    if !root_or_skip("sustained-rate search") || !tool_or_skip("sustained-rate search", "ethtool") {
+        return;
+    }
+    let _serial = serial();
+    let best = search_sustained(3_200_000_000, Duration::from_secs(1)).expect("search");
+    println!(
+        "highest rate sustained with < 1 % loss (UDP, 1500-byte packets): {:.0} Mbit/s",
+        best as f64 / 1e6
+    );
+    assert!(best >= 100_000_000, "the emulator must sustain 100 Mbit/s, got {best}");
 }

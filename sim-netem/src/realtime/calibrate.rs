@@ -20,6 +20,8 @@ use crate::testbed::{Node, Testbed, TestbedConfig, TestbedError};
 
 const PROBE_PORT: u16 = 47_000;
 const UDP_IP_HEADER: usize = 28;
+/// `SCHED_FIFO` priority of the probe threads: below the emulator's, above everything else.
+const PROBE_PRIORITY: u8 = 10;
 
 /// Why a calibration could not run.
 #[derive(Debug, Error)]
@@ -114,6 +116,35 @@ struct ProbeOutcome {
     arrivals: Vec<(u64, usize)>,
 }
 
+/// Wall-clock time in ns since the Unix epoch: the clock of the kernel's receive timestamps.
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Receives one datagram with the kernel's receive timestamp (`SO_TIMESTAMPNS`, taken when
+/// the packet reached the server's socket layer, so the probe thread's wake-up latency is not
+/// measured); falls back to the current wall time.
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::AsRawFd;
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+        .map_err(std::io::Error::from)?;
+    let mut at = None;
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                let ns = i128::from(ts.tv_sec()) * 1_000_000_000 + i128::from(ts.tv_nsec());
+                at = u64::try_from(ns).ok();
+            }
+        }
+    }
+    Ok((msg.bytes, at.unwrap_or_else(wall_ns)))
+}
+
 fn elapsed_ns(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
@@ -122,21 +153,31 @@ fn elapsed_ns(epoch: Instant) -> u64 {
 /// the server of `tb`, and records arrivals.
 fn probe(tb: &Testbed, rate_bps: u64, payload: usize, time: Duration) -> Result<ProbeOutcome, CalibrationError> {
     let payload = payload.max(16);
+    let warmup = tb
+        .emulator()
+        .map_or(Duration::ZERO, |e| 2 * (e.config().a_to_b.delay + e.config().a_to_b.jitter))
+        + Duration::from_millis(50);
     let epoch = Instant::now();
     let server: SocketAddr = (tb.server_addr(), PROBE_PORT).into();
     let done = Arc::new(AtomicBool::new(false));
     let sock = tb.run_in(Node::Server, || UdpSocket::bind(server))??;
     sock.set_read_timeout(Some(Duration::from_millis(20)))?;
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
+        .map_err(std::io::Error::from)?;
+    // The probe must not be the bottleneck: a large buffer, and (below) real-time priority.
+    if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20)).is_err() {
+        let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(16 << 20));
+    }
     let done_rx = done.clone();
     let receiver = std::thread::spawn(move || {
+        super::make_realtime(Some(PROBE_PRIORITY));
         let mut out = ProbeOutcome::default();
         let mut buf = [0u8; 2048];
         let mut quiet_since: Option<Instant> = None;
         loop {
-            match sock.recv(&mut buf) {
-                Ok(n) if n >= 16 => {
+            match recv_stamped(&sock, &mut buf) {
+                Ok((n, now)) if n >= 16 && buf[..8] != u64::MAX.to_le_bytes() => {
                     quiet_since = None;
-                    let now = elapsed_ns(epoch);
                     let mut ts = [0u8; 8];
                     ts.copy_from_slice(&buf[8..16]);
                     let sent_at = u64::from_le_bytes(ts);
@@ -159,8 +200,18 @@ fn probe(tb: &Testbed, rate_bps: u64, payload: usize, time: Duration) -> Result<
     });
     let sent = tb.run_in(Node::Client, || -> std::io::Result<u64> {
         let _ = nix::sys::prctl::set_timerslack(1);
+        super::make_realtime(Some(PROBE_PRIORITY));
         let s = UdpSocket::bind(("0.0.0.0", 0))?;
         s.connect(server)?;
+        // Warm-up: resolve ARP across the emulated link before measuring; the receiver
+        // ignores these (sequence number u64::MAX).
+        let mut warm = vec![0u8; 16];
+        warm[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        for _ in 0..3 {
+            s.send(&warm)?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(warmup);
         let interval_ns = ((payload + UDP_IP_HEADER) as f64 * 8e9 / rate_bps as f64) as u64;
         let start = elapsed_ns(epoch);
         let end = start + u64::try_from(time.as_nanos()).unwrap_or(u64::MAX);
@@ -172,15 +223,14 @@ fn probe(tb: &Testbed, rate_bps: u64, payload: usize, time: Duration) -> Result<
                 break;
             }
             let now = elapsed_ns(epoch);
-            if due > now + 200_000 {
-                std::thread::sleep(Duration::from_nanos(due - now - 100_000));
+            if due > now {
+                // Sleep only (1 ns timer slack): late sends are caught up in a burst, so the
+                // mean rate is exact without burning a core the emulator needs.
+                std::thread::sleep(Duration::from_nanos(due - now));
                 continue;
             }
-            while elapsed_ns(epoch) < due {
-                std::hint::spin_loop();
-            }
             buf[..8].copy_from_slice(&seq.to_le_bytes());
-            buf[8..16].copy_from_slice(&elapsed_ns(epoch).to_le_bytes());
+            buf[8..16].copy_from_slice(&wall_ns().to_le_bytes());
             // A full socket buffer is the sender's own limit, not the emulator's: retry.
             while let Err(e) = s.send(&buf) {
                 if e.kind() != std::io::ErrorKind::WouldBlock && e.raw_os_error() != Some(105) {
@@ -265,11 +315,17 @@ pub fn check_rate(rate_bps: u64, time: Duration) -> Result<(f64, f64), Calibrati
 
 /// Measures Bernoulli loss `p`: `(measured rate, probes sent, z score)`.
 pub fn check_loss(p: f64, time: Duration) -> Result<(f64, u64, f64), CalibrationError> {
-    let link = LinkConfig::new(100_000_000, Duration::from_millis(2)).with_loss(LossModel::Bernoulli(p));
+    // A queue far larger than any burst of the probe: this run checks the loss model only.
+    let link = LinkConfig::new(100_000_000, Duration::from_millis(2))
+        .with_loss(LossModel::Bernoulli(p))
+        .with_queue_limit(64 << 20);
     let tb = testbed(link)?;
     let payload = 100;
     // 10,000 probes per second.
     let out = probe(&tb, ((payload + UDP_IP_HEADER) * 8 * 10_000) as u64, payload, time)?;
+    if let Some(e) = tb.emulator() {
+        eprintln!("loss probe, emulator a->b: {:?}", e.stats(super::Direction::AtoB));
+    }
     drop(tb);
     let sent = out.sent.max(1);
     let measured = 1.0 - out.received as f64 / sent as f64;

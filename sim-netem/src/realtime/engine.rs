@@ -287,6 +287,7 @@ impl Emulator {
                 stop: stop.clone(),
                 epoch,
                 mtu: config.mtu,
+                rt_priority: config.rt_priority,
             };
             let release = Release {
                 tx,
@@ -295,6 +296,7 @@ impl Emulator {
                 stop: stop.clone(),
                 epoch,
                 spin: config.spin,
+                rt_priority: config.rt_priority,
             };
             // On error `emu` is dropped, which stops and joins the threads already started.
             emu.threads.push(
@@ -387,10 +389,31 @@ struct RxWorker {
     stop: Arc<AtomicBool>,
     epoch: Instant,
     mtu: usize,
+    rt_priority: Option<u8>,
+}
+
+/// Best effort: moves the calling thread to `SCHED_FIFO` at `prio` with `chrt` (util-linux),
+/// so packet timestamps and releases are not delayed by ordinary processes (compilers,
+/// the applications under test) on a busy machine. Failures are logged, never fatal.
+pub(crate) fn make_realtime(prio: Option<u8>) {
+    let Some(prio) = prio else { return };
+    let tid = nix::unistd::gettid().to_string();
+    match Command::new("chrt")
+        .args(["-f", "-p", &prio.to_string(), &tid])
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => tracing::warn!(
+            "emulator thread stays SCHED_OTHER: chrt: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => tracing::warn!("emulator thread stays SCHED_OTHER: cannot run chrt: {e}"),
+    }
 }
 
 impl RxWorker {
     fn run(mut self) {
+        make_realtime(self.rt_priority);
         let mut seq = 0u64;
         while !self.stop.load(Ordering::Relaxed) {
             let frame = match self.rx.next() {
@@ -475,12 +498,13 @@ struct Release {
     stop: Arc<AtomicBool>,
     epoch: Instant,
     spin: Duration,
+    rt_priority: Option<u8>,
 }
 
 impl Release {
     fn run(mut self) {
-        #[cfg(target_os = "linux")]
         let _ = nix::sys::prctl::set_timerslack(1);
+        make_realtime(self.rt_priority);
         let spin_ns = u64::try_from(self.spin.as_nanos()).unwrap_or(u64::MAX);
         let mut heap: BinaryHeap<Reverse<Pending>> = BinaryHeap::new();
         let push = |p: Pending, heap: &mut BinaryHeap<Reverse<Pending>>| heap.push(Reverse(p));
