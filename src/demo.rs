@@ -38,7 +38,9 @@ pub fn run(seed: u64) -> anyhow::Result<()> {
         .collect();
     let mut rows: Vec<Record> = Vec::new();
     for h in handles {
-        let (p, out) = h.join().map_err(|_| anyhow::anyhow!("simulation thread panicked"))?;
+        let (p, out) = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("simulation thread panicked"))?;
         let out = out.with_context(|| format!("{} simulation", p.name()))?;
         rows.extend(out.records);
     }
@@ -57,11 +59,21 @@ pub fn run(seed: u64) -> anyhow::Result<()> {
             r.queue_p99_ms
         );
     }
-    let goodput = |name: &str| rows.iter().find(|r| r.protocol == name).map(|r| r.goodput_mbps);
+    let goodput = |name: &str| {
+        rows.iter()
+            .find(|r| r.protocol == name)
+            .map(|r| r.goodput_mbps)
+    };
     if let (Some(m), Some(c), Some(b)) =
         (goodput("mef"), goodput("quinn-cubic"), goodput("quinn-bbr"))
     {
-        let ratio = |x: f64| if x > 0.0 { format!("{:.1}×", m / x) } else { "∞".into() };
+        let ratio = |x: f64| {
+            if x > 0.0 {
+                format!("{:.1}×", m / x)
+            } else {
+                "∞".into()
+            }
+        };
         println!(
             "\nMEF goodput is {} quinn-Cubic's and {} quinn-BBR's on this path \
              (seed 003 claims 20× Cubic and 2× BBR at 200 ms).",
@@ -72,6 +84,9 @@ pub fn run(seed: u64) -> anyhow::Result<()> {
     if rows.iter().any(|r| !r.deterministic) {
         println!("note: quinn's BBR seeds its own RNG, so its figures can differ between runs.");
     }
-    println!("demo finished in {:.1} s wall time", wall.elapsed().as_secs_f64());
+    println!(
+        "demo finished in {:.1} s wall time",
+        wall.elapsed().as_secs_f64()
+    );
     Ok(())
 }
