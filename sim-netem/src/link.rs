@@ -441,7 +441,8 @@ pub(crate) fn decide_fate(
             reordered: false,
         };
     }
-    let corrupt_bit = (chance(rng, cfg.corrupt) && payload_bits > 0).then(|| below(rng, payload_bits));
+    let corrupt_bit =
+        (chance(rng, cfg.corrupt) && payload_bits > 0).then(|| below(rng, payload_bits));
     let duplicate = chance(rng, cfg.duplicate);
     let mut delay = i128::try_from(cfg.delay.as_nanos()).unwrap_or(i128::MAX);
     if !cfg.jitter.is_zero() {

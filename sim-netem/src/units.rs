@@ -98,9 +98,7 @@ pub fn parse_rate(text: &str) -> Result<u64, UnitError> {
     };
     let bps = v * bits_per;
     if bps < 1.0 {
-        return Err(UnitError::Range(format!(
-            "rate `{text}` is below 1 bit/s"
-        )));
+        return Err(UnitError::Range(format!("rate `{text}` is below 1 bit/s")));
     }
     if bps > 1e15 {
         return Err(UnitError::Range(format!("rate `{text}` is too high")));
@@ -212,7 +210,10 @@ mod tests {
         assert_eq!(parse_rate("12mbps"), Ok(96_000_000));
         assert_eq!(parse_rate("64000"), Ok(64_000));
         assert!(matches!(parse_rate("0mbit"), Err(UnitError::Range(_))));
-        assert!(matches!(parse_rate("10furlongs"), Err(UnitError::Unit { .. })));
+        assert!(matches!(
+            parse_rate("10furlongs"),
+            Err(UnitError::Unit { .. })
+        ));
     }
 
     #[test]

@@ -45,8 +45,12 @@ fn delay_20ms_and_100ms_within_1ms() {
     }
     let _serial = serial();
     for ms in [20, 100] {
-        let d = check_delay(Duration::from_millis(ms), 100_000_000, Duration::from_secs(2))
-            .expect("delay probe");
+        let d = check_delay(
+            Duration::from_millis(ms),
+            100_000_000,
+            Duration::from_secs(2),
+        )
+        .expect("delay probe");
         println!(
             "delay {ms} ms: {} samples, mean error {:.1} us, p99 |error| {:.1} us, max {:.1} us",
             d.samples, d.mean_error_us, d.p99_abs_error_us, d.max_abs_error_us
@@ -64,7 +68,11 @@ fn rate_100mbit_within_2_percent() {
     }
     let _serial = serial();
     let (measured, err) = check_rate(100_000_000, Duration::from_secs(2)).expect("rate probe");
-    println!("rate 100 Mbit/s: measured {:.2} Mbit/s, error {:+.3} %", measured / 1e6, err * 100.0);
+    println!(
+        "rate 100 Mbit/s: measured {:.2} Mbit/s, error {:+.3} %",
+        measured / 1e6,
+        err * 100.0
+    );
     assert!(err.abs() < 0.02, "measured {measured} bit/s");
 }
 
@@ -75,21 +83,35 @@ fn loss_1_percent_within_bounds() {
     }
     let _serial = serial();
     let (measured, sent, z) = check_loss(0.01, Duration::from_secs(2)).expect("loss probe");
-    println!("loss 1 %: measured {:.3} % of {sent} probes, z = {z:+.2}", measured * 100.0);
+    println!(
+        "loss 1 %: measured {:.3} % of {sent} probes, z = {z:+.2}",
+        measured * 100.0
+    );
     assert!(sent > 15_000);
-    assert!(z.abs() < 4.5, "measured loss {measured} from {sent} probes (z {z})");
+    assert!(
+        z.abs() < 4.5,
+        "measured loss {measured} from {sent} probes (z {z})"
+    );
 }
 
 fn leftovers(prefix: &str) -> (String, String) {
-    let ns = std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip");
-    let links = std::process::Command::new("ip").args(["-o", "link"]).output().expect("ip");
+    let ns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let links = std::process::Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
     let ns: String = String::from_utf8_lossy(&ns.stdout)
         .lines()
         .filter(|l| l.starts_with(prefix))
         .collect();
     let links: String = String::from_utf8_lossy(&links.stdout)
         .lines()
-        .filter(|l| l.contains("wan-a") || l.contains("wan-b") || l.contains("lan0") || l.contains("wan0"))
+        .filter(|l| {
+            l.contains("wan-a") || l.contains("wan-b") || l.contains("lan0") || l.contains("wan0")
+        })
         .collect();
     (ns, links)
 }
@@ -105,31 +127,51 @@ fn testbed_teardown_leaves_nothing() {
         LinkConfig::new(100_000_000, Duration::from_millis(1)),
     )))
     .expect("testbed");
-    let names: Vec<String> = [Node::Client, Node::RouterA, Node::Emu, Node::RouterB, Node::Server]
-        .iter()
-        .map(|&n| tb.netns(n).expect("node").to_string())
-        .collect();
+    let names: Vec<String> = [
+        Node::Client,
+        Node::RouterA,
+        Node::Emu,
+        Node::RouterB,
+        Node::Server,
+    ]
+    .iter()
+    .map(|&n| tb.netns(n).expect("node").to_string())
+    .collect();
     // A process in a router slot, killed at teardown.
     let mut sleep = std::process::Command::new("sleep");
     sleep.arg("600");
     let mut child = tb.spawn_in(Node::RouterA, sleep).expect("spawn");
     // Routed path client -> rtrA -> emu -> rtrB -> server works.
     let out = tb
-        .exec(Node::Client, &["ping", "-c", "1", "-W", "2", &tb.server_addr().to_string()])
+        .exec(
+            Node::Client,
+            &["ping", "-c", "1", "-W", "2", &tb.server_addr().to_string()],
+        )
         .expect("ping");
     if tool_or_skip("testbed ping", "ping") {
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     tb.teardown();
     let listed = String::from_utf8_lossy(
-        &std::process::Command::new("ip").args(["netns", "list"]).output().expect("ip").stdout,
+        &std::process::Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .expect("ip")
+            .stdout,
     )
     .to_string();
     for n in &names {
         assert!(!listed.contains(n.as_str()), "{n} left behind");
     }
     let (_, links) = leftovers(&prefix);
-    assert!(links.is_empty(), "devices left in the root namespace: {links}");
+    assert!(
+        links.is_empty(),
+        "devices left in the root namespace: {links}"
+    );
     // The child was killed.
     let status = child.wait().expect("wait");
     assert!(!status.success());
@@ -144,9 +186,13 @@ fn tcp_transfer_through_lossy_wan_is_intact() {
     let link = LinkConfig::new(50_000_000, Duration::from_millis(10))
         .with_loss(LossModel::Bernoulli(0.01))
         .with_jitter(Duration::from_millis(1));
-    let tb = Testbed::create(TestbedConfig::with_routers(EmulatorConfig::symmetric(link).with_seed(3)))
-        .expect("testbed");
-    let data: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let tb = Testbed::create(TestbedConfig::with_routers(
+        EmulatorConfig::symmetric(link).with_seed(3),
+    ))
+    .expect("testbed");
+    let data: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let listener = tb
         .run_in(Node::Server, || TcpListener::bind((tb.server_addr(), 5201)))
         .expect("ns")
@@ -185,5 +231,8 @@ fn highest_sustained_rate() {
         "highest rate sustained with < 1 % loss (UDP, 1500-byte packets): {:.0} Mbit/s",
         best as f64 / 1e6
     );
-    assert!(best >= 100_000_000, "the emulator must sustain 100 Mbit/s, got {best}");
+    assert!(
+        best >= 100_000_000,
+        "the emulator must sustain 100 Mbit/s, got {best}"
+    );
 }

@@ -131,8 +131,13 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> std::io::Result<(usize, u64
     use std::os::fd::AsRawFd;
     let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
     let mut iov = [std::io::IoSliceMut::new(buf)];
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
-        .map_err(std::io::Error::from)?;
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .map_err(std::io::Error::from)?;
     let mut at = None;
     if let Ok(cmsgs) = msg.cmsgs() {
         for c in cmsgs {
@@ -151,12 +156,16 @@ fn elapsed_ns(epoch: Instant) -> u64 {
 
 /// Sends `payload`-byte UDP datagrams at `rate_bps` (IP bytes) for `time` from the client to
 /// the server of `tb`, and records arrivals.
-fn probe(tb: &Testbed, rate_bps: u64, payload: usize, time: Duration) -> Result<ProbeOutcome, CalibrationError> {
+fn probe(
+    tb: &Testbed,
+    rate_bps: u64,
+    payload: usize,
+    time: Duration,
+) -> Result<ProbeOutcome, CalibrationError> {
     let payload = payload.max(16);
-    let warmup = tb
-        .emulator()
-        .map_or(Duration::ZERO, |e| 2 * (e.config().a_to_b.delay + e.config().a_to_b.jitter))
-        + Duration::from_millis(50);
+    let warmup = tb.emulator().map_or(Duration::ZERO, |e| {
+        2 * (e.config().a_to_b.delay + e.config().a_to_b.jitter)
+    }) + Duration::from_millis(50);
     let epoch = Instant::now();
     let server: SocketAddr = (tb.server_addr(), PROBE_PORT).into();
     let done = Arc::new(AtomicBool::new(false));
@@ -165,7 +174,9 @@ fn probe(tb: &Testbed, rate_bps: u64, payload: usize, time: Duration) -> Result<
     nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimestampns, &true)
         .map_err(std::io::Error::from)?;
     // The probe must not be the bottleneck: a large buffer, and (below) real-time priority.
-    if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20)).is_err() {
+    if nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20))
+        .is_err()
+    {
         let _ = nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::RcvBuf, &(16 << 20));
     }
     let done_rx = done.clone();
@@ -257,13 +268,22 @@ fn testbed(link: LinkConfig) -> Result<Testbed, CalibrationError> {
 
 /// Measures the one-way delay error of an emulated link of `delay` and `rate_bps` with 1000
 /// probes per second for `time`.
-pub fn check_delay(delay: Duration, rate_bps: u64, time: Duration) -> Result<DelayCheck, CalibrationError> {
+pub fn check_delay(
+    delay: Duration,
+    rate_bps: u64,
+    time: Duration,
+) -> Result<DelayCheck, CalibrationError> {
     let link = LinkConfig::new(rate_bps, delay);
     let payload = 200;
     let tx = link.tx_time(payload + UDP_IP_HEADER);
     let tb = testbed(link)?;
     // 1000 probes per second.
-    let out = probe(&tb, ((payload + UDP_IP_HEADER) * 8 * 1000) as u64, payload, time)?;
+    let out = probe(
+        &tb,
+        ((payload + UDP_IP_HEADER) * 8 * 1000) as u64,
+        payload,
+        time,
+    )?;
     drop(tb);
     if out.delays_ns.is_empty() {
         return Err(CalibrationError::NothingReceived);
@@ -322,9 +342,17 @@ pub fn check_loss(p: f64, time: Duration) -> Result<(f64, u64, f64), Calibration
     let tb = testbed(link)?;
     let payload = 100;
     // 10,000 probes per second.
-    let out = probe(&tb, ((payload + UDP_IP_HEADER) * 8 * 10_000) as u64, payload, time)?;
+    let out = probe(
+        &tb,
+        ((payload + UDP_IP_HEADER) * 8 * 10_000) as u64,
+        payload,
+        time,
+    )?;
     if let Some(e) = tb.emulator() {
-        eprintln!("loss probe, emulator a->b: {:?}", e.stats(super::Direction::AtoB));
+        eprintln!(
+            "loss probe, emulator a->b: {:?}",
+            e.stats(super::Direction::AtoB)
+        );
     }
     drop(tb);
     let sent = out.sent.max(1);

@@ -84,7 +84,9 @@ pub fn disable_offloads(netns: Option<&str>, iface: &str) -> Result<(), Emulator
         }
         None => Command::new("ethtool"),
     };
-    cmd.args(["-K", iface, "rx", "off", "tx", "off", "tso", "off", "gso", "off", "gro", "off"]);
+    cmd.args([
+        "-K", iface, "rx", "off", "tx", "off", "tso", "off", "gso", "off", "gro", "off",
+    ]);
     let out = cmd.output().map_err(|e| EmulatorError::Ethtool {
         iface: iface.to_string(),
         reason: format!("cannot run ethtool ({e}); install it (Debian package `ethtool`)"),
@@ -215,7 +217,11 @@ pub(crate) fn enter_netns(name: &str) -> Result<(), io::Error> {
 impl Emulator {
     /// Starts forwarding between interfaces `iface_a` and `iface_b` of the calling thread's
     /// network namespace. Needs `CAP_NET_RAW`.
-    pub fn start(iface_a: &str, iface_b: &str, config: EmulatorConfig) -> Result<Self, EmulatorError> {
+    pub fn start(
+        iface_a: &str,
+        iface_b: &str,
+        config: EmulatorConfig,
+    ) -> Result<Self, EmulatorError> {
         Self::check(&config)?;
         let (pa, pb) = open_ports(iface_a, iface_b, config.mtu)?;
         Self::run(pa, pb, config)
@@ -231,7 +237,12 @@ impl Emulator {
         config: EmulatorConfig,
     ) -> Result<Self, EmulatorError> {
         Self::check(&config)?;
-        let (ns, a, b, mtu) = (netns.to_string(), iface_a.to_string(), iface_b.to_string(), config.mtu);
+        let (ns, a, b, mtu) = (
+            netns.to_string(),
+            iface_a.to_string(),
+            iface_b.to_string(),
+            config.mtu,
+        );
         let ports = std::thread::Builder::new()
             .name("netem-open".into())
             .spawn(move || {
@@ -469,7 +480,15 @@ impl RxWorker {
                         }
                     }
                     seq += 1;
-                    if self.out.send(Pending { at_ns, seq, frame: copy }).is_err() {
+                    if self
+                        .out
+                        .send(Pending {
+                            at_ns,
+                            seq,
+                            frame: copy,
+                        })
+                        .is_err()
+                    {
                         return;
                     }
                 }

@@ -154,7 +154,10 @@ mod tests {
         assert!(matches!(s.offer(0, 1500, 0), Verdict::Deliver { .. }));
         assert_eq!(s.offer(0, 1500, 0), Verdict::QueueDrop);
         // 1 ms at 8 Mbit/s serialises 1000 bytes: room again for 1000 bytes.
-        assert!(matches!(s.offer(1_000_000, 1000, 0), Verdict::Deliver { .. }));
+        assert!(matches!(
+            s.offer(1_000_000, 1000, 0),
+            Verdict::Deliver { .. }
+        ));
     }
 
     #[test]

@@ -198,7 +198,13 @@ impl Testbed {
             emulator: None,
         };
         let nodes: &[Node] = if cfg.routers {
-            &[Node::Client, Node::RouterA, Node::Emu, Node::RouterB, Node::Server]
+            &[
+                Node::Client,
+                Node::RouterA,
+                Node::Emu,
+                Node::RouterB,
+                Node::Server,
+            ]
         } else {
             &[Node::Client, Node::Emu, Node::Server]
         };
@@ -376,7 +382,11 @@ impl Testbed {
     }
 
     /// Spawns a long-running thread in `node`'s namespace (for servers in tests).
-    pub fn thread_in<F, R>(&self, node: Node, f: F) -> Result<std::thread::JoinHandle<R>, TestbedError>
+    pub fn thread_in<F, R>(
+        &self,
+        node: Node,
+        f: F,
+    ) -> Result<std::thread::JoinHandle<R>, TestbedError>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
