@@ -23,6 +23,7 @@
 //! (`BTreeMap`s, no hashing), so a simulation with the same seed repeats bit for bit.
 
 pub mod controller;
+pub mod daemon;
 pub mod error;
 pub mod fair_queue;
 pub mod flow;

@@ -1,0 +1,403 @@
+//! The WAN egress, sans-IO: IPv4 packets from the LAN go through [`MefQdisc`] (rate controller,
+//! policer, DRR fair queue) and leave at the configured WAN capacity (a token bucket).
+//!
+//! **How a tunnelled MEF packet is recognised.** The router sees plaintext IPv4 packets on its
+//! TUN device *before* encrypting them. A packet is MEF-native when it is IPv4, not a fragment
+//! (offset 0, MF clear), protocol UDP (17), and its UDP payload parses as a MEF header
+//! ([`mef_transport::wire::Packet::new_checked`]: magic, version, type) that is also plausible
+//! ([`crate::is_plausible_mef`]: no undefined flags, stamp ≤ demand). Such packets are stamped by
+//! the qdisc (the stamp only ever lowers the rate field) and their UDP checksum is recomputed;
+//! every other packet is forwarded unchanged and scheduled fairly per socket pair.
+//!
+//! To reuse [`MefQdisc`] (built for the simulator's `(src, dst, UDP payload)` datagrams) each IP
+//! packet is split: the IP header plus the first 8 bytes of the transport header (for UDP, its
+//! whole header) are kept aside, keyed by packet id; the rest is the qdisc's payload. The
+//! qdisc's `wire_len` (payload + 28) is then the IP packet's length for a 20-byte IP header.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mef_transport::wire::Packet as MefPacket;
+use sim_netem::{Datagram, Enqueue, Qdisc};
+
+use crate::error::ConfigError;
+use crate::qdisc::{MefQdisc, MefQdiscConfig};
+use crate::tunnel::PeerId;
+
+/// Bytes the tunnel adds on the wire to an inner packet besides padding: IPv4 + UDP headers
+/// (28) and the data header + tag (32).
+pub const WIRE_OVERHEAD: usize = 60;
+
+/// A validated view of an IPv4 header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Info {
+    /// Header length in bytes.
+    pub ihl: usize,
+    /// Total length from the header.
+    pub total: usize,
+    /// Protocol number.
+    pub protocol: u8,
+    /// Source address.
+    pub src: Ipv4Addr,
+    /// Destination address.
+    pub dst: Ipv4Addr,
+    /// Whether this is a fragment (offset ≠ 0 or MF set).
+    pub fragment: bool,
+}
+
+/// Why a packet from the TUN device was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PacketError {
+    /// Not IPv4 (IPv6 is not routed by this version).
+    #[error("not an IPv4 packet")]
+    NotIpv4,
+    /// Header or length fields inconsistent with the buffer.
+    #[error("malformed IPv4 header")]
+    Malformed,
+}
+
+/// Parses and checks an IPv4 header (RFC 791 §3.1): version, IHL ≥ 5, total length within the
+/// buffer. Never panics.
+pub fn parse_ipv4(p: &[u8]) -> Result<Ipv4Info, PacketError> {
+    let first = *p.first().ok_or(PacketError::Malformed)?;
+    if first >> 4 != 4 {
+        return Err(PacketError::NotIpv4);
+    }
+    let ihl = usize::from(first & 0x0f) * 4;
+    if ihl < 20 || p.len() < ihl {
+        return Err(PacketError::Malformed);
+    }
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    if total < ihl || total > p.len() {
+        return Err(PacketError::Malformed);
+    }
+    let frag = u16::from_be_bytes([p[6], p[7]]);
+    Ok(Ipv4Info {
+        ihl,
+        total,
+        protocol: p[9],
+        src: Ipv4Addr::new(p[12], p[13], p[14], p[15]),
+        dst: Ipv4Addr::new(p[16], p[17], p[18], p[19]),
+        fragment: frag & 0x3fff != 0,
+    })
+}
+
+/// Recomputes the UDP checksum of an IPv4/UDP packet in place (RFC 768, pseudo-header).
+pub fn fix_udp_checksum(p: &mut [u8], info: &Ipv4Info) {
+    let (ihl, total) = (info.ihl, info.total);
+    if total < ihl + 8 || p.len() < total {
+        return;
+    }
+    p[ihl + 6] = 0;
+    p[ihl + 7] = 0;
+    let udp_len = total - ihl;
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            let w = if c.len() == 2 {
+                u16::from_be_bytes([c[0], c[1]])
+            } else {
+                u16::from(c[0]) << 8
+            };
+            sum += u32::from(w);
+        }
+    };
+    add(&p[12..20]);
+    add(&[0, 17]);
+    add(&(udp_len as u16).to_be_bytes());
+    add(&p[ihl..total]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let mut c = !(sum as u16);
+    if c == 0 {
+        c = 0xffff;
+    }
+    p[ihl + 6..ihl + 8].copy_from_slice(&c.to_be_bytes());
+}
+
+struct Meta {
+    peer: PeerId,
+    head: Vec<u8>,
+    info: Ipv4Info,
+}
+
+/// Counters of the egress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressStats {
+    /// Packets accepted into the queue.
+    pub enqueued: u64,
+    /// Packets dropped by the qdisc (overflow or policer).
+    pub dropped: u64,
+    /// Packets released to the tunnel.
+    pub sent: u64,
+    /// Inner bytes released.
+    pub sent_bytes: u64,
+}
+
+/// The shaped WAN egress.
+pub struct Egress {
+    qdisc: MefQdisc,
+    meta: HashMap<u64, Meta>,
+    next_id: u64,
+    rate_bytes_per_s: f64,
+    burst: f64,
+    tokens: f64,
+    last: Option<Instant>,
+    stats: EgressStats,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("rate_bytes_per_s", &self.rate_bytes_per_s)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Egress {
+    /// An egress for a WAN of `capacity_bps` with `buffer_bytes` of queue. The rate controller
+    /// allocates the capacity left after the tunnel's per-packet overhead (×0.96, 60 bytes in
+    /// 1500); the token bucket shapes wire bytes to the full capacity, with a burst of 5 ms or
+    /// two MTUs.
+    pub fn new(capacity_bps: u64, buffer_bytes: usize) -> Result<Self, ConfigError> {
+        let inner = (capacity_bps as f64 * 0.96) as u64;
+        let qdisc = MefQdisc::new(MefQdiscConfig::new(inner, buffer_bytes))?;
+        let rate = capacity_bps as f64 / 8.0;
+        let burst = (rate * 0.005).max(3000.0);
+        Ok(Self {
+            qdisc,
+            meta: HashMap::new(),
+            next_id: 0,
+            rate_bytes_per_s: rate,
+            burst,
+            tokens: burst,
+            last: None,
+            stats: EgressStats::default(),
+        })
+    }
+
+    /// The qdisc (μ, flows, drops).
+    pub fn qdisc(&self) -> &MefQdisc {
+        &self.qdisc
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &EgressStats {
+        &self.stats
+    }
+
+    /// Queues an IPv4 packet (already validated by [`parse_ipv4`]) for `peer`. Returns false
+    /// if the packet (or, with fair queueing, a packet of a longer flow) was dropped.
+    pub fn enqueue(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        mut packet: Vec<u8>,
+        info: Ipv4Info,
+    ) -> bool {
+        packet.truncate(info.total);
+        let transport = !info.fragment && matches!(info.protocol, 6 | 17);
+        let cut = if transport {
+            (info.ihl + 8).min(info.total)
+        } else {
+            info.ihl
+        };
+        let port = |at: usize| {
+            packet
+                .get(at..at + 2)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
+        };
+        let (sport, dport) = if transport && info.total >= info.ihl + 4 {
+            (port(info.ihl), port(info.ihl + 2))
+        } else {
+            (0, 0)
+        };
+        let payload = packet.split_off(cut);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.meta.insert(
+            id,
+            Meta {
+                peer,
+                head: packet,
+                info,
+            },
+        );
+        let pkt = sim_netem::Packet {
+            dgram: Datagram {
+                src: SocketAddr::V4(SocketAddrV4::new(info.src, sport)),
+                dst: SocketAddr::V4(SocketAddrV4::new(info.dst, dport)),
+                payload,
+            },
+            id,
+            enqueued_at: now,
+        };
+        match self.qdisc.enqueue(now, pkt) {
+            Enqueue::Queued => {
+                self.stats.enqueued += 1;
+                true
+            }
+            Enqueue::Dropped(p) => {
+                self.meta.remove(&p.id);
+                self.stats.dropped += 1;
+                p.id != id
+            }
+            Enqueue::QueuedWithDrops(victims) => {
+                self.stats.enqueued += 1;
+                for v in victims {
+                    self.meta.remove(&v.id);
+                    self.stats.dropped += 1;
+                }
+                true
+            }
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(last) = self.last {
+            let dt = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + dt * self.rate_bytes_per_s).min(self.burst);
+        }
+        self.last = Some(now);
+    }
+
+    /// The next packet allowed out at `now`, reassembled (MEF packets stamped and their UDP
+    /// checksum fixed), with the peer it goes to.
+    pub fn poll(&mut self, now: Instant) -> Option<(PeerId, Vec<u8>)> {
+        self.refill(now);
+        self.qdisc.handle_timeout(now);
+        if self.tokens <= 0.0 {
+            return None;
+        }
+        loop {
+            let pkt = self.qdisc.dequeue(now)?;
+            let Some(meta) = self.meta.remove(&pkt.id) else {
+                continue;
+            };
+            let mut out = meta.head;
+            let stamped = meta.info.protocol == 17
+                && !meta.info.fragment
+                && MefPacket::new_checked(&pkt.dgram.payload[..])
+                    .is_ok_and(|p| crate::is_plausible_mef(&p));
+            out.extend_from_slice(&pkt.dgram.payload);
+            if stamped && out.len() >= meta.info.ihl + 8 {
+                let had_checksum = out[meta.info.ihl + 6] != 0 || out[meta.info.ihl + 7] != 0;
+                if had_checksum {
+                    fix_udp_checksum(&mut out, &meta.info);
+                }
+            }
+            let wire = out.len().div_ceil(16) * 16 + WIRE_OVERHEAD;
+            self.tokens -= wire as f64;
+            self.stats.sent += 1;
+            self.stats.sent_bytes += out.len() as u64;
+            return Some((meta.peer, out));
+        }
+    }
+
+    /// When [`poll`](Self::poll) can next return a packet, if anything is queued.
+    pub fn next_release(&self, now: Instant) -> Option<Instant> {
+        if self.qdisc.backlog_packets() == 0 {
+            return self.qdisc.controller().poll_timeout();
+        }
+        if self.tokens > 0.0 {
+            return Some(now);
+        }
+        let wait = (-self.tokens + 1.0) / self.rate_bytes_per_s;
+        Some(self.last.unwrap_or(now) + Duration::from_secs_f64(wait))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mef_transport::wire::{HEADER_LEN, Header, PacketType};
+
+    fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let total = 28 + payload.len();
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[8] = 64;
+        p[9] = 17;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        p[28..].copy_from_slice(payload);
+        let info = parse_ipv4(&p).expect("valid");
+        fix_udp_checksum(&mut p, &info);
+        p
+    }
+
+    #[test]
+    fn shapes_to_capacity_and_forwards_unchanged() {
+        let mut e = Egress::new(10_000_000, 1_000_000).expect("egress");
+        let t0 = Instant::now();
+        let pkt = udp([10, 1, 0, 2], [10, 2, 0, 2], 5000, 6000, &[7u8; 1372]);
+        for _ in 0..500 {
+            let info = parse_ipv4(&pkt).expect("ok");
+            assert!(e.enqueue(t0, PeerId(0), pkt.clone(), info));
+        }
+        let mut sent = 0usize;
+        let mut t = t0;
+        while t < t0 + Duration::from_millis(200) {
+            while let Some((peer, p)) = e.poll(t) {
+                assert_eq!(peer, PeerId(0));
+                assert_eq!(p, pkt, "non-MEF bytes untouched");
+                sent += p.len().div_ceil(16) * 16 + WIRE_OVERHEAD;
+            }
+            t += Duration::from_millis(1);
+        }
+        let rate = sent as f64 * 8.0 / 0.2;
+        assert!((rate - 10e6).abs() < 0.05 * 10e6, "rate {rate}");
+    }
+
+    #[test]
+    fn mef_packets_are_stamped_and_checksummed() {
+        let mut e = Egress::new(10_000_000, 1_000_000).expect("egress");
+        let t0 = Instant::now();
+        let hdr = Header {
+            packet_type: PacketType::Data,
+            flags: 0,
+            hops: 0,
+            conn_id: 42,
+            packet_number: 1,
+            demand_kbps: 1_000_000,
+            current_rate_kbps: 0,
+            stamp_kbps: 1_000_000,
+            rtt_us: 0,
+        };
+        let mut payload = vec![0u8; HEADER_LEN + 100];
+        hdr.emit(&mut payload);
+        let pkt = udp([10, 1, 0, 2], [10, 2, 0, 2], 5000, 6000, &payload);
+        let info = parse_ipv4(&pkt).expect("ok");
+        assert!(e.enqueue(t0, PeerId(1), pkt.clone(), info));
+        let (_, out) = e.poll(t0).expect("released");
+        let got = MefPacket::new_checked(&out[28..]).expect("mef");
+        assert!(
+            got.stamp_kbps() < 1_000_000,
+            "stamped below the 10 Mbit/s link"
+        );
+        let mut check = out.clone();
+        fix_udp_checksum(&mut check, &info);
+        assert_eq!(check, out, "checksum recomputed");
+        assert_eq!(e.qdisc().stats().stamped, 1);
+    }
+
+    #[test]
+    fn malformed_headers_are_rejected() {
+        assert_eq!(parse_ipv4(&[]), Err(PacketError::Malformed));
+        assert_eq!(parse_ipv4(&[0x60; 40]), Err(PacketError::NotIpv4));
+        assert_eq!(
+            parse_ipv4(&[
+                0x45, 0, 0, 200, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
+            ]),
+            Err(PacketError::Malformed)
+        );
+        assert_eq!(parse_ipv4(&[0x43; 20]), Err(PacketError::Malformed));
+    }
+}
