@@ -370,7 +370,8 @@ fn sustains(rate_bps: u64, time: Duration) -> Result<bool, CalibrationError> {
 }
 
 /// Highest rate (doubling from 100 Mbit/s up to `max_bps`, then three bisection steps) that
-/// [`sustains`]; 0 if not even 100 Mbit/s.
+/// sustains it (a UDP flood at 95 % of the rate loses < 1 % and reaches 90 % of it); 0 if not
+/// even 100 Mbit/s.
 pub fn search_sustained(max_bps: u64, time: Duration) -> Result<u64, CalibrationError> {
     let mut good = 0u64;
     let mut bad = None;

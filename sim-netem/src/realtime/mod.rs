@@ -85,7 +85,7 @@ pub enum Direction {
     BtoA,
 }
 
-/// Configuration of an [`Emulator`](crate::realtime::Emulator).
+/// Configuration of an `Emulator`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmulatorConfig {
     /// The link from A to B.
