@@ -72,7 +72,7 @@ fn quick_direct_cell_in_namespaces_as_root() {
         rtt_ms: 50,
         loss: 0.0,
     };
-    let bed = match kernel::bed::Bed::build(&spec, false) {
+    let bed = match kernel::bed::Bed::build(&spec, false, 1) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("skipping: testbed unavailable: {e:#}");

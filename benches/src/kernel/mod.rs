@@ -4,7 +4,8 @@
 //! Every scenario cell (RTT × loss at 100 Mbit/s, buffer 1 BDP) builds its own testbed
 //! (`sim_netem::testbed`: client ns — emulator ns — server ns, or client ns — router A —
 //! emulator — router B — server ns), runs its cases one after the other, and tears the testbed
-//! down before the next cell (also on error; Ctrl-C stops between cases and tears down). Runs
+//! down before the next cell (also on error or panic; on Ctrl-C the testbed's handler kills
+//! every process in its namespaces, deletes them and exits with status 130). Runs
 //! are sequential: the machine has two cores and the emulator needs one.
 //!
 //! Cases per path (`direct` for `kernel-cubic`/`kernel-bbr`, routed for `mef-router`):
@@ -26,8 +27,6 @@
 use std::io::IsTerminal;
 use std::net::{SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -364,7 +363,7 @@ pub fn check_environment() -> anyhow::Result<()> {
 }
 
 /// Runs the selected cells and cases (no printing besides the progress bar, no files).
-pub fn run_cells(opts: &KernelOptions, stop: &AtomicBool) -> anyhow::Result<KernelReport> {
+pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     let t = Timing::new(opts.quick);
     let cells = grid(opts.quick);
     let protocols: [(Option<Cc>, &str); 3] = [
@@ -410,9 +409,6 @@ pub fn run_cells(opts: &KernelOptions, stop: &AtomicBool) -> anyhow::Result<Kern
             if cases.is_empty() {
                 continue;
             }
-            if stop.load(Ordering::Relaxed) {
-                bail!("interrupted");
-            }
             let skip_all = |report: &mut KernelReport, reason: String| {
                 for &(_, p, tl) in &cases {
                     report.skipped.push(KernelSkip {
@@ -423,7 +419,7 @@ pub fn run_cells(opts: &KernelOptions, stop: &AtomicBool) -> anyhow::Result<Kern
                 }
             };
             bar.set_message(format!("{} building testbed", spec.label()));
-            let bed = match bed::Bed::build(spec, routed) {
+            let bed = match bed::Bed::build(spec, routed, opts.seed) {
                 Ok(b) => b,
                 Err(e) => {
                     skip_all(&mut report, format!("{e:#}"));
@@ -432,13 +428,15 @@ pub fn run_cells(opts: &KernelOptions, stop: &AtomicBool) -> anyhow::Result<Kern
                 }
             };
             for &(cc, p, tl) in &cases {
-                if stop.load(Ordering::Relaxed) {
-                    drop(bed);
-                    bail!("interrupted");
-                }
                 bar.set_message(format!("{} {p}/{}", spec.label(), tl.name()));
+                let before = bed.wan_drops();
                 match run_case(&bed, spec, cc, p, tl, &t, opts.seed) {
-                    Ok(r) => report.records.push(r),
+                    Ok(mut r) => {
+                        if let (Some((q0, _)), Some((q1, _))) = (before, bed.wan_drops()) {
+                            r.record.drops = q1.saturating_sub(q0);
+                        }
+                        report.records.push(r);
+                    }
                     Err(e) => report.skipped.push(KernelSkip {
                         cell: spec.label(),
                         case: format!("{p}/{}", tl.name()),
@@ -460,17 +458,7 @@ pub fn run_cells(opts: &KernelOptions, stop: &AtomicBool) -> anyhow::Result<Kern
 /// root or when no case produced a record.
 pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
     check_environment()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    {
-        let stop = stop.clone();
-        // Ctrl-C: finish the running case, tear the testbed down, stop. A second Ctrl-C is
-        // handled the same way (the testbed's own guards still run on unwinding).
-        let _ = ctrlc::set_handler(move || {
-            eprintln!("interrupted: stopping after the current case and tearing down");
-            stop.store(true, Ordering::Relaxed);
-        });
-    }
-    let mut report = run_cells(&opts, &stop)?;
+    let mut report = run_cells(&opts)?;
     if opts.tunnel {
         match tunnel::run(opts.quick) {
             Ok(t) => report.tunnel = Some(t),
