@@ -22,6 +22,7 @@
 //! non-MEF traffic, whose bytes are never rewritten. Iteration orders are deterministic
 //! (`BTreeMap`s, no hashing), so a simulation with the same seed repeats bit for bit.
 
+pub mod bridge;
 pub mod controller;
 pub mod daemon;
 pub mod error;
