@@ -1,0 +1,455 @@
+//! Shared harness of the split-bridge tests and the `bridge_throughput` example: two
+//! [`SplitBridge`]s joined by an in-memory WAN (constant delay, seeded Bernoulli loss, optional
+//! rate limit with a `MefQdisc` at its egress that stamps MEF headers), each with a smoltcp LAN
+//! host, all on a virtual clock stepped 1 ms at a time (quinn-proto's `Pair::drive` style).
+//! Included with `#[path]` by `bridge_memory.rs` and the example; also builds as an empty test.
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use mef_router::bridge::{BridgeConfig, BridgeEvent, Ipv4Prefix, PeerConfig, SplitBridge};
+use mef_router::split::SplitConfig;
+use mef_router::{MefQdisc, MefQdiscConfig};
+use mef_transport::StaticKeypair;
+use sha2::{Digest, Sha256};
+use sim_netem::{Datagram, Enqueue, Qdisc};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+
+// ---------------------------------------------------------------------------------------------
+// A smoltcp LAN host on an in-memory IP device.
+
+#[derive(Default)]
+pub struct Queues {
+    pub rx: VecDeque<Vec<u8>>,
+    pub tx: VecDeque<Vec<u8>>,
+}
+
+pub struct Rx(Vec<u8>);
+pub struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut buf = vec![0; len];
+        let r = f(&mut buf);
+        self.0.push_back(buf);
+        r
+    }
+}
+
+impl Device for Queues {
+    type RxToken<'a> = Rx;
+    type TxToken<'a> = Tx<'a>;
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = 1500;
+        caps
+    }
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        let p = self.rx.pop_front()?;
+        Some((Rx(p), Tx(&mut self.tx)))
+    }
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        Some(Tx(&mut self.tx))
+    }
+}
+
+pub struct Host {
+    pub iface: Interface,
+    pub dev: Queues,
+    pub sockets: SocketSet<'static>,
+}
+
+impl Host {
+    pub fn new(addr: Ipv4Address, gateway: Ipv4Address) -> Self {
+        let mut dev = Queues::default();
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = u64::from(addr.to_bits());
+        let mut iface = Interface::new(config, &mut dev, smoltcp::time::Instant::from_millis(0));
+        iface.update_ip_addrs(|a| {
+            a.push(IpCidr::new(IpAddress::Ipv4(addr), 24))
+                .expect("address");
+        });
+        iface
+            .routes_mut()
+            .add_default_ipv4_route(gateway)
+            .expect("route");
+        Self {
+            iface,
+            dev,
+            sockets: SocketSet::new(Vec::new()),
+        }
+    }
+
+    pub fn add_socket(&mut self) -> SocketHandle {
+        let s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+            tcp::SocketBuffer::new(vec![0; 256 * 1024]),
+        );
+        self.sockets.add(s)
+    }
+
+    pub fn connect(&mut self, h: SocketHandle, remote: SocketAddrV4, local_port: u16) {
+        let cx = self.iface.context();
+        self.sockets
+            .get_mut::<tcp::Socket>(h)
+            .connect(cx, (IpAddress::Ipv4(*remote.ip()), remote.port()), local_port)
+            .expect("connect");
+    }
+
+    pub fn listen(&mut self, port: u16) -> SocketHandle {
+        let h = self.add_socket();
+        self.tcp(h).listen(port).expect("listen");
+        h
+    }
+
+    pub fn poll(&mut self, t: Duration) {
+        let ts = smoltcp::time::Instant::from_micros(t.as_micros() as i64);
+        self.iface.poll(ts, &mut self.dev, &mut self.sockets);
+    }
+
+    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(h)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A bulk application on one socket: sends `out`, closes, hashes what it receives.
+
+pub struct App {
+    pub handle: SocketHandle,
+    pub out: Vec<u8>,
+    pub sent: usize,
+    pub closed: bool,
+    pub hasher: Sha256,
+    pub received: usize,
+    pub first_byte: Option<Duration>,
+    pub last_byte: Option<Duration>,
+}
+
+impl App {
+    pub fn new(handle: SocketHandle, out: Vec<u8>) -> Self {
+        Self {
+            handle,
+            out,
+            sent: 0,
+            closed: false,
+            hasher: Sha256::new(),
+            received: 0,
+            first_byte: None,
+            last_byte: None,
+        }
+    }
+
+    pub fn run(&mut self, host: &mut Host, t: Duration) {
+        let s = host.tcp(self.handle);
+        if s.can_send() && self.sent < self.out.len() {
+            self.sent += s.send_slice(&self.out[self.sent..]).expect("send");
+        }
+        if self.sent == self.out.len() && !self.closed && s.may_send() {
+            s.close();
+            self.closed = true;
+        }
+        while s.can_recv() {
+            let mut buf = [0u8; 16384];
+            let n = s.recv_slice(&mut buf).expect("recv");
+            self.hasher.update(&buf[..n]);
+            self.received += n;
+            if n > 0 {
+                self.first_byte.get_or_insert(t);
+                self.last_byte = Some(t);
+            }
+        }
+    }
+
+    pub fn digest(&self) -> Vec<u8> {
+        self.hasher.clone().finalize().to_vec()
+    }
+}
+
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn sha(data: &[u8]) -> Vec<u8> {
+    Sha256::digest(data).to_vec()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The WAN: one direction of a link.
+
+pub struct WanDir {
+    pub delay: Duration,
+    /// Loss probability in parts per million.
+    pub loss_ppm: u32,
+    pub rng: u64,
+    /// `Some((rate bit/s, qdisc))`: serialise at the rate through the qdisc.
+    pub shaper: Option<(u64, MefQdisc)>,
+    pub free_at: Duration,
+    pub next_id: u64,
+    pub in_flight: VecDeque<(Duration, SocketAddr, SocketAddr, Vec<u8>)>,
+    pub sent: u64,
+    pub lost: u64,
+}
+
+impl WanDir {
+    pub fn new(delay: Duration, loss_ppm: u32, seed: u64, rate: Option<u64>) -> Self {
+        let shaper = rate.map(|r| {
+            let bdp = (r as f64 * (2.0 * delay.as_secs_f64()) / 8.0) as usize;
+            let q = MefQdisc::new(MefQdiscConfig::new(r, bdp.max(64 * 1024))).expect("qdisc");
+            (r, q)
+        });
+        Self {
+            delay,
+            loss_ppm,
+            rng: seed | 1,
+            shaper,
+            free_at: Duration::ZERO,
+            next_id: 0,
+            in_flight: VecDeque::new(),
+            sent: 0,
+            lost: 0,
+        }
+    }
+
+    fn lose(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 1_000_000) < u64::from(self.loss_ppm)
+    }
+
+    fn emit(&mut self, at: Duration, src: SocketAddr, dst: SocketAddr, payload: Vec<u8>) {
+        self.sent += 1;
+        if self.lose() {
+            self.lost += 1;
+            return;
+        }
+        self.in_flight.push_back((at + self.delay, src, dst, payload));
+    }
+
+    pub fn send(&mut self, t0: Instant, t: Duration, src: SocketAddr, dst: SocketAddr, p: Vec<u8>) {
+        self.next_id += 1;
+        match &mut self.shaper {
+            None => self.emit(t, src, dst, p),
+            Some((_, q)) => {
+                let pkt = sim_netem::Packet {
+                    dgram: Datagram {
+                        src,
+                        dst,
+                        payload: p,
+                    },
+                    id: self.next_id,
+                    enqueued_at: t0 + t,
+                };
+                match q.enqueue(t0 + t, pkt) {
+                    Enqueue::Queued | Enqueue::Dropped(_) | Enqueue::QueuedWithDrops(_) => {}
+                }
+                self.serve(t0, t);
+            }
+        }
+    }
+
+    /// Puts queued packets on the wire up to time `t`.
+    pub fn serve(&mut self, t0: Instant, t: Duration) {
+        let step = Duration::from_millis(1);
+        loop {
+            let Some((rate, q)) = &mut self.shaper else {
+                return;
+            };
+            let rate = *rate;
+            let start = self.free_at.max(t.saturating_sub(step));
+            if start > t {
+                return;
+            }
+            let Some(p) = q.dequeue(t0 + t) else {
+                return;
+            };
+            let ser = Duration::from_secs_f64(p.wire_len() as f64 * 8.0 / rate as f64);
+            self.free_at = start + ser;
+            let at = self.free_at;
+            self.emit(at, p.dgram.src, p.dgram.dst, p.dgram.payload);
+        }
+    }
+
+    pub fn due(&mut self, t: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+        if self.in_flight.front().is_some_and(|p| p.0 <= t) {
+            self.in_flight.pop_front().map(|(_, src, _, p)| (src, p))
+        } else {
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two sites.
+
+pub const A_WAN: &str = "198.51.100.1:7000";
+pub const B_WAN: &str = "198.51.100.2:7000";
+pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 1, 0, 2);
+pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 2, 0, 7);
+
+pub struct Site {
+    pub bridge: SplitBridge,
+    pub host: Host,
+    pub wan: SocketAddr,
+    pub events: Vec<BridgeEvent>,
+}
+
+pub struct World {
+    pub t0: Instant,
+    pub t: Duration,
+    pub a: Site,
+    pub b: Site,
+    /// A → B and B → A.
+    pub ab: WanDir,
+    pub ba: WanDir,
+}
+
+pub struct Keys {
+    pub a: [u8; 32],
+    pub b: [u8; 32],
+}
+
+pub fn keypair(n: u8) -> StaticKeypair {
+    StaticKeypair::from_secret([n; 32])
+}
+
+impl World {
+    /// `rtt`: WAN round trip; `loss_ppm`: per direction; `rate`: WAN rate limit with a MefQdisc.
+    /// `a_knows_b` / `b_knows_a`: the public keys each side configures for the other.
+    pub fn new(
+        rtt: Duration,
+        loss_ppm: u32,
+        rate: Option<u64>,
+        a_knows_b: [u8; 32],
+        b_knows_a: [u8; 32],
+        tune: impl Fn(&mut BridgeConfig),
+    ) -> Self {
+        let t0 = Instant::now();
+        let pfx = |s: &str| -> Ipv4Prefix { s.parse().expect("prefix") };
+        let mk = |n: u8, peer_key, peer_wan: &str, peer_pfx: &str, own_pfx: &str| {
+            let mut cfg = BridgeConfig {
+                split: SplitConfig {
+                    random_seed: u64::from(n) * 7919,
+                    ..SplitConfig::default()
+                },
+                peers: vec![PeerConfig {
+                    public_key: peer_key,
+                    wan_addr: peer_wan.parse().expect("addr"),
+                    prefixes: vec![pfx(peer_pfx)],
+                }],
+                local_prefixes: vec![pfx(own_pfx)],
+                ..BridgeConfig::default()
+            };
+            cfg.transport.handshake_timeout = Duration::from_secs(3);
+            tune(&mut cfg);
+            SplitBridge::new(cfg, keypair(n), [n; 32], t0).expect("bridge")
+        };
+        let one_way = rtt / 2;
+        Self {
+            t0,
+            t: Duration::ZERO,
+            a: Site {
+                bridge: mk(1, a_knows_b, B_WAN, "10.2.0.0/16", "10.1.0.0/16"),
+                host: Host::new(CLIENT_IP, Ipv4Address::new(10, 1, 0, 1)),
+                wan: A_WAN.parse().expect("addr"),
+                events: Vec::new(),
+            },
+            b: Site {
+                bridge: mk(2, b_knows_a, A_WAN, "10.1.0.0/16", "10.2.0.0/16"),
+                host: Host::new(SERVER_IP, Ipv4Address::new(10, 2, 0, 1)),
+                wan: B_WAN.parse().expect("addr"),
+                events: Vec::new(),
+            },
+            ab: WanDir::new(one_way, loss_ppm, 0x1234_5678, rate),
+            ba: WanDir::new(one_way, loss_ppm, 0x8765_4321, rate),
+        }
+    }
+
+    /// The correct keys: each side knows the other's real public key.
+    pub fn real_keys() -> Keys {
+        Keys {
+            a: keypair(1).public(),
+            b: keypair(2).public(),
+        }
+    }
+
+    pub fn now(&self) -> Instant {
+        self.t0 + self.t
+    }
+
+    /// One millisecond of virtual time.
+    pub fn step(&mut self) {
+        self.t += Duration::from_millis(1);
+        let (t0, t, now) = (self.t0, self.t, self.now());
+        self.ab.serve(t0, t);
+        self.ba.serve(t0, t);
+        while let Some((from, p)) = self.ab.due(t) {
+            self.b.bridge.handle_wan_datagram(now, from, &p);
+        }
+        while let Some((from, p)) = self.ba.due(t) {
+            self.a.bridge.handle_wan_datagram(now, from, &p);
+        }
+        for (site, wan) in [(&mut self.a, &mut self.ab), (&mut self.b, &mut self.ba)] {
+            if site.bridge.poll_timeout().is_some_and(|d| d <= now) {
+                site.bridge.handle_timeout(now);
+            }
+            for _ in 0..8 {
+                site.host.poll(t);
+                let mut moved = false;
+                while let Some(p) = site.host.dev.tx.pop_front() {
+                    moved = true;
+                    // Every LAN packet of these tests is TCP towards or from the far site.
+                    let _ = site.bridge.handle_lan_packet(now, &p);
+                }
+                if site.bridge.poll_timeout().is_some_and(|d| d <= now) {
+                    site.bridge.handle_timeout(now);
+                }
+                while let Some(p) = site.bridge.poll_wan_transmit(now) {
+                    wan.send(t0, t, site.wan, p.0, p.1);
+                }
+                while let Some(p) = site.bridge.poll_lan_packet() {
+                    moved = true;
+                    site.host.dev.rx.push_back(p);
+                }
+                while let Some(e) = site.bridge.poll_event() {
+                    site.events.push(e);
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Steps until `done` or `limit` of virtual time; returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+        while self.t < limit {
+            if done(self) {
+                return true;
+            }
+            self.step();
+        }
+        done(self)
+    }
+}
