@@ -24,13 +24,13 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 // A smoltcp LAN host on an in-memory IP device.
 
 #[derive(Default)]
-pub struct Queues {
-    pub rx: VecDeque<Vec<u8>>,
-    pub tx: VecDeque<Vec<u8>>,
+pub(crate) struct Queues {
+    pub(crate) rx: VecDeque<Vec<u8>>,
+    pub(crate) tx: VecDeque<Vec<u8>>,
 }
 
-pub struct Rx(Vec<u8>);
-pub struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
+pub(crate) struct Rx(Vec<u8>);
+pub(crate) struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
 
 impl phy::RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -65,14 +65,14 @@ impl Device for Queues {
     }
 }
 
-pub struct Host {
-    pub iface: Interface,
-    pub dev: Queues,
-    pub sockets: SocketSet<'static>,
+pub(crate) struct Host {
+    pub(crate) iface: Interface,
+    pub(crate) dev: Queues,
+    pub(crate) sockets: SocketSet<'static>,
 }
 
 impl Host {
-    pub fn new(addr: Ipv4Address, gateway: Ipv4Address) -> Self {
+    pub(crate) fn new(addr: Ipv4Address, gateway: Ipv4Address) -> Self {
         let mut dev = Queues::default();
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = u64::from(addr.to_bits());
@@ -92,7 +92,7 @@ impl Host {
         }
     }
 
-    pub fn add_socket(&mut self) -> SocketHandle {
+    pub(crate) fn add_socket(&mut self) -> SocketHandle {
         let s = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; 256 * 1024]),
             tcp::SocketBuffer::new(vec![0; 256 * 1024]),
@@ -100,26 +100,30 @@ impl Host {
         self.sockets.add(s)
     }
 
-    pub fn connect(&mut self, h: SocketHandle, remote: SocketAddrV4, local_port: u16) {
+    pub(crate) fn connect(&mut self, h: SocketHandle, remote: SocketAddrV4, local_port: u16) {
         let cx = self.iface.context();
         self.sockets
             .get_mut::<tcp::Socket>(h)
-            .connect(cx, (IpAddress::Ipv4(*remote.ip()), remote.port()), local_port)
+            .connect(
+                cx,
+                (IpAddress::Ipv4(*remote.ip()), remote.port()),
+                local_port,
+            )
             .expect("connect");
     }
 
-    pub fn listen(&mut self, port: u16) -> SocketHandle {
+    pub(crate) fn listen(&mut self, port: u16) -> SocketHandle {
         let h = self.add_socket();
         self.tcp(h).listen(port).expect("listen");
         h
     }
 
-    pub fn poll(&mut self, t: Duration) {
+    pub(crate) fn poll(&mut self, t: Duration) {
         let ts = smoltcp::time::Instant::from_micros(t.as_micros() as i64);
         self.iface.poll(ts, &mut self.dev, &mut self.sockets);
     }
 
-    pub fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
+    pub(crate) fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
     }
 }
@@ -127,19 +131,19 @@ impl Host {
 // ---------------------------------------------------------------------------------------------
 // A bulk application on one socket: sends `out`, closes, hashes what it receives.
 
-pub struct App {
-    pub handle: SocketHandle,
-    pub out: Vec<u8>,
-    pub sent: usize,
-    pub closed: bool,
-    pub hasher: Sha256,
-    pub received: usize,
-    pub first_byte: Option<Duration>,
-    pub last_byte: Option<Duration>,
+pub(crate) struct App {
+    pub(crate) handle: SocketHandle,
+    pub(crate) out: Vec<u8>,
+    pub(crate) sent: usize,
+    pub(crate) closed: bool,
+    pub(crate) hasher: Sha256,
+    pub(crate) received: usize,
+    pub(crate) first_byte: Option<Duration>,
+    pub(crate) last_byte: Option<Duration>,
 }
 
 impl App {
-    pub fn new(handle: SocketHandle, out: Vec<u8>) -> Self {
+    pub(crate) fn new(handle: SocketHandle, out: Vec<u8>) -> Self {
         Self {
             handle,
             out,
@@ -152,7 +156,7 @@ impl App {
         }
     }
 
-    pub fn run(&mut self, host: &mut Host, t: Duration) {
+    pub(crate) fn run(&mut self, host: &mut Host, t: Duration) {
         let s = host.tcp(self.handle);
         if s.can_send() && self.sent < self.out.len() {
             self.sent += s.send_slice(&self.out[self.sent..]).expect("send");
@@ -173,12 +177,12 @@ impl App {
         }
     }
 
-    pub fn digest(&self) -> Vec<u8> {
+    pub(crate) fn digest(&self) -> Vec<u8> {
         self.hasher.clone().finalize().to_vec()
     }
 }
 
-pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+pub(crate) fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -190,29 +194,29 @@ pub fn payload(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-pub fn sha(data: &[u8]) -> Vec<u8> {
+pub(crate) fn sha(data: &[u8]) -> Vec<u8> {
     Sha256::digest(data).to_vec()
 }
 
 // ---------------------------------------------------------------------------------------------
 // The WAN: one direction of a link.
 
-pub struct WanDir {
-    pub delay: Duration,
+pub(crate) struct WanDir {
+    pub(crate) delay: Duration,
     /// Loss probability in parts per million.
-    pub loss_ppm: u32,
-    pub rng: u64,
+    pub(crate) loss_ppm: u32,
+    pub(crate) rng: u64,
     /// `Some((rate bit/s, qdisc))`: serialise at the rate through the qdisc.
-    pub shaper: Option<(u64, MefQdisc)>,
-    pub free_at: Duration,
-    pub next_id: u64,
-    pub in_flight: VecDeque<(Duration, SocketAddr, SocketAddr, Vec<u8>)>,
-    pub sent: u64,
-    pub lost: u64,
+    pub(crate) shaper: Option<(u64, MefQdisc)>,
+    pub(crate) free_at: Duration,
+    pub(crate) next_id: u64,
+    pub(crate) in_flight: VecDeque<(Duration, SocketAddr, SocketAddr, Vec<u8>)>,
+    pub(crate) sent: u64,
+    pub(crate) lost: u64,
 }
 
 impl WanDir {
-    pub fn new(delay: Duration, loss_ppm: u32, seed: u64, rate: Option<u64>) -> Self {
+    pub(crate) fn new(delay: Duration, loss_ppm: u32, seed: u64, rate: Option<u64>) -> Self {
         let shaper = rate.map(|r| {
             let bdp = (r as f64 * (2.0 * delay.as_secs_f64()) / 8.0) as usize;
             let q = MefQdisc::new(MefQdiscConfig::new(r, bdp.max(64 * 1024))).expect("qdisc");
@@ -244,10 +248,18 @@ impl WanDir {
             self.lost += 1;
             return;
         }
-        self.in_flight.push_back((at + self.delay, src, dst, payload));
+        self.in_flight
+            .push_back((at + self.delay, src, dst, payload));
     }
 
-    pub fn send(&mut self, t0: Instant, t: Duration, src: SocketAddr, dst: SocketAddr, p: Vec<u8>) {
+    pub(crate) fn send(
+        &mut self,
+        t0: Instant,
+        t: Duration,
+        src: SocketAddr,
+        dst: SocketAddr,
+        p: Vec<u8>,
+    ) {
         self.next_id += 1;
         match &mut self.shaper {
             None => self.emit(t, src, dst, p),
@@ -270,7 +282,7 @@ impl WanDir {
     }
 
     /// Puts queued packets on the wire up to time `t`.
-    pub fn serve(&mut self, t0: Instant, t: Duration) {
+    pub(crate) fn serve(&mut self, t0: Instant, t: Duration) {
         let step = Duration::from_millis(1);
         loop {
             let Some((rate, q)) = &mut self.shaper else {
@@ -291,7 +303,7 @@ impl WanDir {
         }
     }
 
-    pub fn due(&mut self, t: Duration) -> Option<(SocketAddr, Vec<u8>)> {
+    pub(crate) fn due(&mut self, t: Duration) -> Option<(SocketAddr, Vec<u8>)> {
         if self.in_flight.front().is_some_and(|p| p.0 <= t) {
             self.in_flight.pop_front().map(|(_, src, _, p)| (src, p))
         } else {
@@ -303,41 +315,41 @@ impl WanDir {
 // ---------------------------------------------------------------------------------------------
 // Two sites.
 
-pub const A_WAN: &str = "198.51.100.1:7000";
-pub const B_WAN: &str = "198.51.100.2:7000";
-pub const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 1, 0, 2);
-pub const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 2, 0, 7);
+pub(crate) const A_WAN: &str = "198.51.100.1:7000";
+pub(crate) const B_WAN: &str = "198.51.100.2:7000";
+pub(crate) const CLIENT_IP: Ipv4Address = Ipv4Address::new(10, 1, 0, 2);
+pub(crate) const SERVER_IP: Ipv4Address = Ipv4Address::new(10, 2, 0, 7);
 
-pub struct Site {
-    pub bridge: SplitBridge,
-    pub host: Host,
-    pub wan: SocketAddr,
-    pub events: Vec<BridgeEvent>,
+pub(crate) struct Site {
+    pub(crate) bridge: SplitBridge,
+    pub(crate) host: Host,
+    pub(crate) wan: SocketAddr,
+    pub(crate) events: Vec<BridgeEvent>,
 }
 
-pub struct World {
-    pub t0: Instant,
-    pub t: Duration,
-    pub a: Site,
-    pub b: Site,
+pub(crate) struct World {
+    pub(crate) t0: Instant,
+    pub(crate) t: Duration,
+    pub(crate) a: Site,
+    pub(crate) b: Site,
     /// A → B and B → A.
-    pub ab: WanDir,
-    pub ba: WanDir,
+    pub(crate) ab: WanDir,
+    pub(crate) ba: WanDir,
 }
 
-pub struct Keys {
-    pub a: [u8; 32],
-    pub b: [u8; 32],
+pub(crate) struct Keys {
+    pub(crate) a: [u8; 32],
+    pub(crate) b: [u8; 32],
 }
 
-pub fn keypair(n: u8) -> StaticKeypair {
+pub(crate) fn keypair(n: u8) -> StaticKeypair {
     StaticKeypair::from_secret([n; 32])
 }
 
 impl World {
     /// `rtt`: WAN round trip; `loss_ppm`: per direction; `rate`: WAN rate limit with a MefQdisc.
     /// `a_knows_b` / `b_knows_a`: the public keys each side configures for the other.
-    pub fn new(
+    pub(crate) fn new(
         rtt: Duration,
         loss_ppm: u32,
         rate: Option<u64>,
@@ -387,19 +399,19 @@ impl World {
     }
 
     /// The correct keys: each side knows the other's real public key.
-    pub fn real_keys() -> Keys {
+    pub(crate) fn real_keys() -> Keys {
         Keys {
             a: keypair(1).public(),
             b: keypair(2).public(),
         }
     }
 
-    pub fn now(&self) -> Instant {
+    pub(crate) fn now(&self) -> Instant {
         self.t0 + self.t
     }
 
     /// One millisecond of virtual time.
-    pub fn step(&mut self) {
+    pub(crate) fn step(&mut self) {
         self.t += Duration::from_millis(1);
         let (t0, t, now) = (self.t0, self.t, self.now());
         self.ab.serve(t0, t);
@@ -443,7 +455,11 @@ impl World {
     }
 
     /// Steps until `done` or `limit` of virtual time; returns whether `done` held.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool {
+    pub(crate) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut Self) -> bool,
+    ) -> bool {
         while self.t < limit {
             if done(self) {
                 return true;
