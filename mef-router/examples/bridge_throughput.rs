@@ -17,7 +17,7 @@ fn main() {
     let mb: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(40);
+        .unwrap_or(150);
     let len = mb * 1_000_000;
     const RATE: u64 = 100_000_000;
     const LOSS_PPM: u32 = 10_000;

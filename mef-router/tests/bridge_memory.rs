@@ -52,10 +52,19 @@ fn two_megabytes_each_way_over_lossy_wan() {
     assert_eq!(server.digest(), sha(&up), "upload corrupted");
     // Let the FINs and the bridges' bookkeeping settle.
     w.run_until(w.t + Duration::from_secs(2), |_| false);
-    assert!(w.ab.lost > 0 && w.ba.lost > 0, "the WAN must have lost packets");
+    assert!(
+        w.ab.lost > 0 && w.ba.lost > 0,
+        "the WAN must have lost packets"
+    );
     let (sa, sb) = (w.a.bridge.stats(), w.b.bridge.stats());
-    assert_eq!((sa.flows_ingress, sa.flows_closed, sa.flows_reset), (1, 1, 0));
-    assert_eq!((sb.flows_egress, sb.flows_closed, sb.flows_reset), (1, 1, 0));
+    assert_eq!(
+        (sa.flows_ingress, sa.flows_closed, sa.flows_reset),
+        (1, 1, 0)
+    );
+    assert_eq!(
+        (sb.flows_egress, sb.flows_closed, sb.flows_reset),
+        (1, 1, 0)
+    );
     assert_eq!(sa.flows_active + sb.flows_active, 0);
     // The server saw the original client address and port (RFC 3135 §2.3: transparent split).
     let seen = w.b.events.iter().find_map(|e| match e {
@@ -104,7 +113,11 @@ fn unconfigured_prefix_is_reset() {
     let s = w.a.bridge.stats();
     assert_eq!(s.no_route, 1);
     assert_eq!(s.flows_ingress, 0);
-    assert_eq!(w.a.bridge.endpoint().connection_count(), 0, "no MEF connection");
+    assert_eq!(
+        w.a.bridge.endpoint().connection_count(),
+        0,
+        "no MEF connection"
+    );
     assert!(w.a.events.iter().any(|e| matches!(
         e,
         BridgeEvent::FlowRefused {
@@ -127,7 +140,11 @@ fn wrong_key(a_knows_b: [u8; 32], b_knows_a: [u8; 32]) -> World {
         w.a.host.tcp(cli).state() == State::Closed
     });
     assert!(ended, "client connection was not reset");
-    assert_eq!(w.b.host.tcp(srv).state(), State::Listen, "server saw a connection");
+    assert_eq!(
+        w.b.host.tcp(srv).state(),
+        State::Listen,
+        "server saw a connection"
+    );
     assert_eq!(w.b.bridge.stats().flows_egress, 0, "no data may pass");
     assert_eq!(w.a.bridge.stats().flows_reset, 1);
     w
@@ -185,7 +202,12 @@ fn concurrent_connections_share_one_mef_connection() {
         }
         all
     });
-    assert!(done, "A {:?} B {:?}", w.a.bridge.stats(), w.b.bridge.stats());
+    assert!(
+        done,
+        "A {:?} B {:?}",
+        w.a.bridge.stats(),
+        w.b.bridge.stats()
+    );
     assert_eq!(max_conns, 1, "all flows must share one MEF connection");
     // Each server socket got one of the clients; match them by the client port.
     for (c, s) in &apps {
@@ -233,4 +255,38 @@ fn client_reset_reaches_the_server() {
     assert_eq!(w.a.bridge.stats().resets_sent, 1);
     assert_eq!(w.b.bridge.stats().resets_received, 1);
     assert_eq!(w.a.bridge.flow_count() + w.b.bridge.flow_count(), 0);
+}
+
+#[test]
+fn egress_refuses_servers_outside_its_prefixes() {
+    let keys = World::real_keys();
+    let mut w = World::new(100 * MS, 0, None, keys.b, keys.a, |cfg| {
+        cfg.local_prefixes = vec!["10.3.0.0/16".parse().expect("prefix")];
+    });
+    let srv = w.b.host.listen(443);
+    let cli = w.a.host.add_socket();
+    w.a.host.connect(cli, server_addr(443), 40000);
+    let mut client = App::new(cli, payload(4, 50_000));
+    let reset = w.run_until(Duration::from_secs(5), |w| {
+        client.run(&mut w.a.host, w.t);
+        w.a.host.tcp(cli).state() == State::Closed
+    });
+    assert!(reset, "client was not reset");
+    assert_eq!(w.b.host.tcp(srv).state(), State::Listen);
+    assert!(w.b.events.iter().any(|e| matches!(
+        e,
+        BridgeEvent::FlowRefused {
+            reason: RefuseReason::NotAllowed,
+            ..
+        }
+    )));
+    assert_eq!(w.b.bridge.stats().resets_sent, 1);
+    assert_eq!(w.a.bridge.stats().resets_received, 1);
+    assert!(w.a.events.iter().any(|e| matches!(
+        e,
+        BridgeEvent::FlowReset {
+            reason: ResetReason::PeerReset,
+            ..
+        }
+    )));
 }

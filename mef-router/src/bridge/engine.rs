@@ -258,7 +258,9 @@ impl SplitBridge {
 
     fn on_split_event(&mut self, now: Instant, ev: SplitEvent) {
         match ev {
-            SplitEvent::Accepted { id, client, server } => self.on_accepted(now, id, client, server),
+            SplitEvent::Accepted { id, client, server } => {
+                self.on_accepted(now, id, client, server)
+            }
             SplitEvent::Connected { id } => {
                 if let Some(f) = self.by_tcp.get(&id).copied() {
                     if let Some(flow) = self.flows.get_mut(&f) {
@@ -390,7 +392,10 @@ impl SplitBridge {
         if flow.stream.is_some() || !self.conns.get(&h).is_some_and(|c| c.established) {
             return;
         }
-        let sid = self.endpoint.connection_mut(h).and_then(|c| c.open_stream());
+        let sid = self
+            .endpoint
+            .connection_mut(h)
+            .and_then(|c| c.open_stream());
         let Some(sid) = sid else {
             // Stream ids of this connection are used up: move the flow to a fresh connection
             // (unless this one never opened any, then the peer allows none).
@@ -459,8 +464,7 @@ impl SplitBridge {
             }
             Event::Accepted(h) => self.on_mef_accepted(now, h),
             Event::StreamOpened { conn, stream } => {
-                if self.conns.contains_key(&conn) && !self.by_stream.contains_key(&(conn, stream))
-                {
+                if self.conns.contains_key(&conn) && !self.by_stream.contains_key(&(conn, stream)) {
                     self.pending.insert((conn, stream), Vec::new());
                     self.on_readable(now, (conn, stream));
                 }
@@ -798,7 +802,11 @@ impl SplitBridge {
 
     /// Closes a retiring connection once its last flow ended.
     fn maybe_retire(&mut self, h: ConnectionHandle) {
-        if self.conns.get(&h).is_some_and(|c| c.retiring && c.flows == 0) {
+        if self
+            .conns
+            .get(&h)
+            .is_some_and(|c| c.retiring && c.flows == 0)
+        {
             self.conns.remove(&h);
             self.zombies.insert(h);
             self.to_close.push(h);
@@ -808,7 +816,11 @@ impl SplitBridge {
     /// Tells the peer that stream `key` was reset, ends our sending half, and drops whatever
     /// still arrives on it.
     fn reset_stream(&mut self, key: Key) {
-        if self.endpoint.connection(key.0).is_none_or(|c| c.is_closed()) {
+        if self
+            .endpoint
+            .connection(key.0)
+            .is_none_or(|c| c.is_closed())
+        {
             return;
         }
         self.stats.resets_sent += 1;

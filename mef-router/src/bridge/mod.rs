@@ -167,7 +167,7 @@ pub enum RefuseReason {
     NoRoute,
     /// Egress: the client is not behind the peer that sent it, or the server is not ours.
     NotAllowed,
-    /// Egress: the stream did not start with a valid [`SplitHeader`].
+    /// Egress: the stream did not start with a valid [`SplitHeader`](crate::split::SplitHeader).
     BadHeader,
     /// The splitter refused (connection limit, address in use) or the MEF connection could not
     /// be created or opened no stream.

@@ -122,10 +122,7 @@ mod tests {
         buf.extend(encode_reset(StreamId(4)));
         buf.extend(encode_reset(StreamId(9)));
         buf.extend(&encode_reset(StreamId(13))[..3]);
-        assert_eq!(
-            decode_control(&mut buf),
-            Ok(vec![StreamId(4), StreamId(9)])
-        );
+        assert_eq!(decode_control(&mut buf), Ok(vec![StreamId(4), StreamId(9)]));
         assert_eq!(buf.len(), 3);
         let mut bad = vec![7u8; CONTROL_MSG_LEN];
         assert_eq!(decode_control(&mut bad), Err(7));
