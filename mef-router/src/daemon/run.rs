@@ -59,12 +59,18 @@ async fn serve_control(listener: TcpListener, snap: Arc<Mutex<Snapshot>>) {
         };
         let snap = snap.clone();
         tokio::spawn(async move {
-            let mut req = [0u8; 1024];
-            let n = match tokio::time::timeout(Duration::from_secs(2), sock.read(&mut req)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let line = String::from_utf8_lossy(&req[..n]);
+            // Read the request head (up to 4 KiB, 2 s); closing with unread bytes would reset
+            // the connection before the client reads the answer.
+            let mut req = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 4096 {
+                match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => req.extend_from_slice(&chunk[..n]),
+                    _ => break,
+                }
+            }
+            let line = String::from_utf8_lossy(&req);
             let path = line.split_whitespace().nth(1).unwrap_or("/");
             let s = snap.lock().map(|s| s.clone()).unwrap_or_default();
             let (code, ctype, body) = match path {
@@ -77,6 +83,7 @@ async fn serve_control(listener: TcpListener, snap: Arc<Mutex<Snapshot>>) {
                 body.len()
             );
             let _ = sock.write_all(resp.as_bytes()).await;
+            let _ = sock.shutdown().await;
         });
     }
 }
@@ -143,7 +150,9 @@ pub async fn run(
             .map(TokioInstant::from_std)
             .unwrap_or(now + Duration::from_secs(1))
             .min(next_snapshot)
-            .max(now);
+            // `on_timers` has already done everything due, so a deadline in the past only means
+            // "nothing to do yet": never spin (tokio timers have 1 ms granularity anyway).
+            .max(now + Duration::from_millis(1));
         tokio::select! {
             biased;
             () = &mut shutdown => break,
@@ -193,11 +202,9 @@ pub fn fetch(control: SocketAddr, path: &str) -> Result<String, DaemonError> {
         .map_err(io(format!("connecting to {control}")))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(io("setting timeout"))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {control}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io("sending request"))?;
+    // One write: a request split over several segments could be answered and closed early.
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {control}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).map_err(io("sending request"))?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)
         .map_err(io("reading response"))?;
