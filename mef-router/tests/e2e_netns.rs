@@ -58,6 +58,7 @@ fn write_config(
     lan: &str,
     remote: &str,
     endpoint: SocketAddr,
+    split: bool,
 ) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
@@ -70,6 +71,8 @@ name = "mef0"
 prefixes = ["{lan}"]
 [wan]
 capacity = "50mbit"
+[split]
+enabled = {split}
 [[peer]]
 name = "{name}-peer"
 public_key = "{peer_pub}"
@@ -211,6 +214,7 @@ fn tcp_through_two_routers_wrong_key_and_restart() {
             "10.77.1.0/24",
             "10.77.3.0/24",
             ep(b_wan),
+            false,
         );
         let cfg_b = write_config(
             &dir.0,
@@ -220,6 +224,7 @@ fn tcp_through_two_routers_wrong_key_and_restart() {
             "10.77.3.0/24",
             "10.77.1.0/24",
             ep(a_wan),
+            false,
         );
         let wrong = PrivateKey::generate().public_key().to_base64();
         let cfg_a_wrong = write_config(
@@ -230,6 +235,7 @@ fn tcp_through_two_routers_wrong_key_and_restart() {
             "10.77.1.0/24",
             "10.77.3.0/24",
             ep(b_wan),
+            false,
         );
         let server = tb.server_addr();
 
@@ -269,15 +275,75 @@ fn tcp_through_two_routers_wrong_key_and_restart() {
         drop(da);
 
         // 3. Correct keys again, and router B restarted: new flows work.
-        let _da = start(&tb, Node::RouterA, &cfg_a);
+        let da = start(&tb, Node::RouterA, &cfg_a);
         drop(db);
-        let _db = start(&tb, Node::RouterB, &cfg_b);
+        let db = start(&tb, Node::RouterB, &cfg_b);
         let data = payload(100_000, 3);
         let srv = serve_once(&tb);
         let ack = transfer(&tb, server, data.clone()).expect("transfer after restart");
         let got = srv.join().expect("server thread").expect("server");
         assert_eq!(ack, data.len() as u64);
         assert!(got == data);
+
+        // 4. TCP splitting on both routers: the connection is terminated at router A, carried
+        //    as a MEF transport stream (stamped by A's egress) and re-originated by router B.
+        drop(da);
+        drop(db);
+        let kb_pub = kb.public_key().to_base64();
+        let ka_pub = ka.public_key().to_base64();
+        let (lan_a, lan_b) = ("10.77.1.0/24", "10.77.3.0/24");
+        let cfg_a_split = write_config(
+            &dir.0,
+            "a-split",
+            &ka,
+            &kb_pub,
+            lan_a,
+            lan_b,
+            ep(b_wan),
+            true,
+        );
+        let cfg_b_split = write_config(
+            &dir.0,
+            "b-split",
+            &kb,
+            &ka_pub,
+            lan_b,
+            lan_a,
+            ep(a_wan),
+            true,
+        );
+        let _da = start(&tb, Node::RouterA, &cfg_a_split);
+        let _db = start(&tb, Node::RouterB, &cfg_b_split);
+        let data = payload(400_000, 5);
+        let srv = serve_once(&tb);
+        let ack = transfer(&tb, server, data.clone()).expect("transfer through split routers");
+        let got = srv.join().expect("server thread").expect("server");
+        assert_eq!(ack, data.len() as u64);
+        assert!(got == data, "split content differs");
+        std::thread::sleep(Duration::from_millis(1500));
+        let split_in = metric(
+            &tb,
+            Node::RouterA,
+            "mef_router_split_flows_total{side=\"ingress\"}",
+        );
+        let split_out = metric(
+            &tb,
+            Node::RouterB,
+            "mef_router_split_flows_total{side=\"egress\"}",
+        );
+        assert!(
+            split_in >= 1.0 && split_out >= 1.0,
+            "split used: {split_in} {split_out}"
+        );
+        let stamped = metric(
+            &tb,
+            Node::RouterA,
+            "mef_router_mef_packets_total{kind=\"stamped\"}",
+        );
+        assert!(
+            stamped > 0.0,
+            "the MEF transport of the split flow was stamped"
+        );
         // Daemons stop (Drop) before the testbed is torn down (Drop, in reverse order).
     }
     let list = Command::new("ip")

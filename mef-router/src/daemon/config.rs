@@ -20,6 +20,10 @@
 //! capacity = "100mbit"                     # tc units: bit, kbit, mbit, gbit
 //! buffer_bytes = 150000
 //!
+//! [split]
+//! enabled = false                          # TCP splitting over MEF transport (RFC 3135 PEP)
+//! port = 51821                             # MEF transport UDP port (same on every router)
+//!
 //! [[peer]]
 //! name = "site-b"
 //! public_key = "<base64>"
@@ -254,9 +258,40 @@ pub struct Config {
     pub lan: LanConfig,
     /// The WAN link.
     pub wan: WanConfig,
+    /// TCP splitting (RFC 3135 PEP) over MEF transport.
+    #[serde(default)]
+    pub split: SplitSection,
     /// Peer routers.
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
+}
+
+fn default_split_port() -> u16 {
+    51821
+}
+
+/// `[split]`: TCP connections from the LAN to a peer's prefixes are terminated here and carried
+/// as MEF transport streams to the peer router, which re-originates them (RFC 3135 §2.3).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSection {
+    /// Whether TCP is split (default false: TCP goes through the tunnel like any packet).
+    #[serde(default)]
+    pub enabled: bool,
+    /// UDP port of the MEF transport socket, on this router and on every peer's endpoint
+    /// address (default 51821). MEF transport has its own Noise IK encryption, keyed with the
+    /// same static key as the tunnel.
+    #[serde(default = "default_split_port")]
+    pub port: u16,
+}
+
+impl Default for SplitSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            port: default_split_port(),
+        }
+    }
 }
 
 /// `[tun]`.

@@ -117,10 +117,27 @@ pub fn fix_udp_checksum(p: &mut [u8], info: &Ipv4Info) {
     p[ihl + 6..ihl + 8].copy_from_slice(&c.to_be_bytes());
 }
 
+/// Where a queued packet goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dest {
+    /// An IP packet for a peer's tunnel.
+    Tunnel(PeerId, Ipv4Info),
+    /// A UDP payload (MEF transport of the TCP splitter) for this address.
+    Datagram(SocketAddr),
+}
+
 struct Meta {
-    peer: PeerId,
+    dest: Dest,
     head: Vec<u8>,
-    info: Ipv4Info,
+}
+
+/// A packet released by [`Egress::poll`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Encrypt this IP packet for the peer and send it through the tunnel.
+    Tunnel(PeerId, Vec<u8>),
+    /// Send this UDP payload from the split socket to the address.
+    Datagram(SocketAddr, Vec<u8>),
 }
 
 /// Counters of the egress.
@@ -221,17 +238,42 @@ impl Egress {
         self.meta.insert(
             id,
             Meta {
-                peer,
+                dest: Dest::Tunnel(peer, info),
                 head: packet,
-                info,
             },
         );
-        let pkt = sim_netem::Packet {
-            dgram: Datagram {
-                src: SocketAddr::V4(SocketAddrV4::new(info.src, sport)),
-                dst: SocketAddr::V4(SocketAddrV4::new(info.dst, dport)),
-                payload,
+        let dgram = Datagram {
+            src: SocketAddr::V4(SocketAddrV4::new(info.src, sport)),
+            dst: SocketAddr::V4(SocketAddrV4::new(info.dst, dport)),
+            payload,
+        };
+        self.offer(now, id, dgram)
+    }
+
+    /// Queues a UDP payload sent by this router itself from `src` to `dst` (the TCP splitter's
+    /// MEF transport): it is a MEF-native flow, so the qdisc stamps it like any other.
+    pub fn enqueue_datagram(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst: SocketAddr,
+        payload: Vec<u8>,
+    ) -> bool {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.meta.insert(
+            id,
+            Meta {
+                dest: Dest::Datagram(dst),
+                head: Vec::new(),
             },
+        );
+        self.offer(now, id, Datagram { src, dst, payload })
+    }
+
+    fn offer(&mut self, now: Instant, id: u64, dgram: Datagram) -> bool {
+        let pkt = sim_netem::Packet {
+            dgram,
             id,
             enqueued_at: now,
         };
@@ -266,7 +308,7 @@ impl Egress {
 
     /// The next packet allowed out at `now`, reassembled (MEF packets stamped and their UDP
     /// checksum fixed), with the peer it goes to.
-    pub fn poll(&mut self, now: Instant) -> Option<(PeerId, Vec<u8>)> {
+    pub fn poll(&mut self, now: Instant) -> Option<Release> {
         self.refill(now);
         self.qdisc.handle_timeout(now);
         if self.tokens <= 0.0 {
@@ -277,23 +319,33 @@ impl Egress {
             let Some(meta) = self.meta.remove(&pkt.id) else {
                 continue;
             };
+            let (peer, info) = match meta.dest {
+                Dest::Datagram(dst) => {
+                    let len = pkt.dgram.payload.len();
+                    self.tokens -= (len + 28) as f64;
+                    self.stats.sent += 1;
+                    self.stats.sent_bytes += len as u64;
+                    return Some(Release::Datagram(dst, pkt.dgram.payload));
+                }
+                Dest::Tunnel(peer, info) => (peer, info),
+            };
             let mut out = meta.head;
-            let stamped = meta.info.protocol == 17
-                && !meta.info.fragment
+            let stamped = info.protocol == 17
+                && !info.fragment
                 && MefPacket::new_checked(&pkt.dgram.payload[..])
                     .is_ok_and(|p| crate::is_plausible_mef(&p));
             out.extend_from_slice(&pkt.dgram.payload);
-            if stamped && out.len() >= meta.info.ihl + 8 {
-                let had_checksum = out[meta.info.ihl + 6] != 0 || out[meta.info.ihl + 7] != 0;
+            if stamped && out.len() >= info.ihl + 8 {
+                let had_checksum = out[info.ihl + 6] != 0 || out[info.ihl + 7] != 0;
                 if had_checksum {
-                    fix_udp_checksum(&mut out, &meta.info);
+                    fix_udp_checksum(&mut out, &info);
                 }
             }
             let wire = out.len().div_ceil(16) * 16 + WIRE_OVERHEAD;
             self.tokens -= wire as f64;
             self.stats.sent += 1;
             self.stats.sent_bytes += out.len() as u64;
-            return Some((meta.peer, out));
+            return Some(Release::Tunnel(peer, out));
         }
     }
 
@@ -345,7 +397,7 @@ mod tests {
         let mut sent = 0usize;
         let mut t = t0;
         while t < t0 + Duration::from_millis(200) {
-            while let Some((peer, p)) = e.poll(t) {
+            while let Some(Release::Tunnel(peer, p)) = e.poll(t) {
                 assert_eq!(peer, PeerId(0));
                 assert_eq!(p, pkt, "non-MEF bytes untouched");
                 sent += p.len().div_ceil(16) * 16 + WIRE_OVERHEAD;
@@ -376,7 +428,9 @@ mod tests {
         let pkt = udp([10, 1, 0, 2], [10, 2, 0, 2], 5000, 6000, &payload);
         let info = parse_ipv4(&pkt).expect("ok");
         assert!(e.enqueue(t0, PeerId(1), pkt.clone(), info));
-        let (_, out) = e.poll(t0).expect("released");
+        let Some(Release::Tunnel(_, out)) = e.poll(t0) else {
+            panic!("released")
+        };
         let got = MefPacket::new_checked(&out[28..]).expect("mef");
         assert!(
             got.stamp_kbps() < 1_000_000,

@@ -214,6 +214,55 @@ pub fn render(r: &Router, rates: &BTreeMap<FlowKey, f64>, capacity: u64) -> Stri
             );
         }
     }
+    if let Some(b) = r.split() {
+        let bs = b.stats();
+        metric(
+            &mut o,
+            "mef_router_split_flows_total",
+            "counter",
+            "TCP connections split (RFC 3135), by side.",
+        );
+        let _ = writeln!(
+            o,
+            "mef_router_split_flows_total{{side=\"ingress\"}} {}",
+            bs.flows_ingress
+        );
+        let _ = writeln!(
+            o,
+            "mef_router_split_flows_total{{side=\"egress\"}} {}",
+            bs.flows_egress
+        );
+        metric(
+            &mut o,
+            "mef_router_split_flows_active",
+            "gauge",
+            "Split TCP connections relaying now.",
+        );
+        let _ = writeln!(o, "mef_router_split_flows_active {}", bs.flows_active);
+        metric(
+            &mut o,
+            "mef_router_split_flows_ended_total",
+            "counter",
+            "Split connections ended, by how.",
+        );
+        let _ = writeln!(
+            o,
+            "mef_router_split_flows_ended_total{{how=\"closed\"}} {}",
+            bs.flows_closed
+        );
+        let _ = writeln!(
+            o,
+            "mef_router_split_flows_ended_total{{how=\"reset\"}} {}",
+            bs.flows_reset
+        );
+        metric(
+            &mut o,
+            "mef_router_split_connections",
+            "gauge",
+            "Live MEF transport connections to peers.",
+        );
+        let _ = writeln!(o, "mef_router_split_connections {}", bs.connections);
+    }
     metric(
         &mut o,
         "mef_router_tunnel_state",
@@ -271,6 +320,19 @@ pub fn status(
             s.rx_bytes,
             s.replays,
             s.decrypt_failures,
+        );
+    }
+    if let Some(b) = r.split() {
+        let bs = b.stats();
+        let _ = writeln!(
+            o,
+            "\nTCP split: {} active, {} ingress, {} egress, {} closed, {} reset, {} MEF connections",
+            bs.flows_active,
+            bs.flows_ingress,
+            bs.flows_egress,
+            bs.flows_closed,
+            bs.flows_reset,
+            bs.connections
         );
     }
     let _ = writeln!(o, "\nflows (busiest first):");

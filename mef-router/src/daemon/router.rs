@@ -11,8 +11,11 @@ use crate::tunnel::{
     PeerId, PrivateKey, Tai64N, TunnResult, TunnelConfig, TunnelError, TunnelSet, TunnelSetConfig,
 };
 
+use crate::bridge::{BridgeConfig, Ipv4Prefix, PeerConfig as BridgePeer, SplitBridge};
+use crate::split::SplitConfig;
+
 use super::config::{Config, Prefix};
-use super::egress::{Egress, PacketError, parse_ipv4};
+use super::egress::{Egress, PacketError, Release, parse_ipv4};
 
 /// Buffer size for one datagram.
 pub const BUF_LEN: usize = 65_536;
@@ -45,6 +48,8 @@ pub struct Output {
     pub net: Vec<(SocketAddr, Vec<u8>)>,
     /// IP packets to write to the TUN device.
     pub tun: Vec<Vec<u8>>,
+    /// Datagrams to send on the split (MEF transport) UDP socket.
+    pub split_net: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 struct PeerInfo {
@@ -67,6 +72,9 @@ pub struct Router {
     last_flow_bytes: BTreeMap<FlowKey, u64>,
     flow_rates: BTreeMap<FlowKey, f64>,
     last_rates_at: Option<Instant>,
+    split: Option<SplitBridge>,
+    split_src: SocketAddr,
+    pending_tun: Vec<Vec<u8>>,
 }
 
 impl std::fmt::Debug for Router {
@@ -110,6 +118,11 @@ impl Router {
         routes.sort_by_key(|r| std::cmp::Reverse(r.0.len));
         let egress =
             Egress::new(cfg.wan.capacity, cfg.wan.buffer_bytes).map_err(|e| e.to_string())?;
+        let split = if cfg.split.enabled {
+            Some(build_bridge(cfg, now)?)
+        } else {
+            None
+        };
         Ok(Self {
             tunnels,
             peers,
@@ -122,7 +135,47 @@ impl Router {
             last_flow_bytes: BTreeMap::new(),
             flow_rates: BTreeMap::new(),
             last_rates_at: None,
+            split,
+            split_src: SocketAddr::new(cfg.listen.ip(), cfg.split.port),
+            pending_tun: Vec::new(),
         })
+    }
+
+    /// The TCP split bridge, when `[split] enabled`.
+    pub fn split(&self) -> Option<&SplitBridge> {
+        self.split.as_ref()
+    }
+
+    /// Moves the bridge's outputs: LAN packets to the TUN, MEF transport datagrams into the
+    /// shaped egress (where they are stamped like any MEF flow).
+    fn drain_split(&mut self, now: Instant, out: &mut Output) {
+        let Some(b) = self.split.as_mut() else { return };
+        for _ in 0..1024 {
+            let mut moved = false;
+            while let Some(p) = b.poll_lan_packet() {
+                out.tun.push(p);
+                self.counters.tun_tx += 1;
+                moved = true;
+            }
+            while let Some((dst, d)) = b.poll_wan_transmit(now) {
+                self.egress.enqueue_datagram(now, self.split_src, dst, d);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+        while let Some(ev) = b.poll_event() {
+            tracing::debug!(event = ?ev, "split");
+        }
+    }
+
+    /// A datagram on the split (MEF transport) socket.
+    pub fn on_split_udp(&mut self, now: Instant, src: SocketAddr, data: &[u8], out: &mut Output) {
+        if let Some(b) = self.split.as_mut() {
+            b.handle_wan_datagram(now, src, data);
+            self.drain_split(now, out);
+        }
     }
 
     /// The tunnels.
@@ -163,7 +216,24 @@ impl Router {
             self.counters.no_route += 1;
             return;
         };
+        if info.protocol == 6
+            && !info.fragment
+            && let Some(b) = self.split.as_mut()
+            && b.route(info.dst).is_some()
+        {
+            // Dropped packets are counted in the bridge's split stats.
+            let _ = b.handle_lan_packet(now, packet);
+            let mut out = Output::default();
+            self.drain_split(now, &mut out);
+            self.pending_tun.append(&mut out.tun);
+            return;
+        }
         self.egress.enqueue(now, peer, packet.to_vec(), info);
+    }
+
+    /// IP packets for the TUN device produced while handling TUN input (the splitter's answers).
+    pub fn take_tun_output(&mut self, out: &mut Output) {
+        out.tun.append(&mut self.pending_tun);
     }
 
     fn send_to_peer(&mut self, peer: PeerId, bytes: &[u8], out: &mut Output) {
@@ -261,7 +331,21 @@ impl Router {
             self.drain_peer(now, id, out);
             buf = std::mem::take(&mut self.out);
         }
-        while let Some((peer, pkt)) = self.egress.poll(now) {
+        if let Some(b) = self.split.as_mut()
+            && b.poll_timeout().is_some_and(|t| t <= now)
+        {
+            b.handle_timeout(now);
+        }
+        self.drain_split(now, out);
+        out.tun.append(&mut self.pending_tun);
+        while let Some(rel) = self.egress.poll(now) {
+            let (peer, pkt) = match rel {
+                Release::Tunnel(peer, pkt) => (peer, pkt),
+                Release::Datagram(dst, d) => {
+                    out.split_net.push((dst, d));
+                    continue;
+                }
+            };
             let r = match self.tunnels.peer_mut(peer) {
                 Some(t) => t.encapsulate(now, &pkt, &mut buf),
                 None => continue,
@@ -279,11 +363,16 @@ impl Router {
     }
 
     /// The next instant [`on_timers`](Self::on_timers) has work.
-    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        match (self.tunnels.next_deadline(), self.egress.next_release(now)) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    pub fn next_deadline(&mut self, now: Instant) -> Option<Instant> {
+        let split = self.split.as_mut().and_then(SplitBridge::poll_timeout);
+        [
+            self.tunnels.next_deadline(),
+            self.egress.next_release(now),
+            split,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Recomputes per-flow rates from the qdisc's byte counters (call about once a second).
@@ -332,4 +421,44 @@ fn log_reject(e: &TunnelError, src: SocketAddr) {
         }
         _ => tracing::trace!(%src, error = %e, "tunnel datagram rejected"),
     }
+}
+
+fn ipv4_prefix(p: &Prefix) -> Ipv4Prefix {
+    Ipv4Prefix::new(p.addr, p.len)
+}
+
+/// Builds the TCP split bridge: same static key as the tunnel (different Noise protocol name
+/// and prologue, so the two handshakes can never be confused; Noise spec §14), peers reached at
+/// their endpoint address on the split port.
+fn build_bridge(cfg: &Config, now: Instant) -> Result<SplitBridge, String> {
+    use rand::Rng as _;
+    let key = cfg.private_key().map_err(|e| e.to_string())?;
+    let peers = cfg
+        .peers
+        .iter()
+        .filter_map(|p| {
+            let ep = p.endpoint?;
+            Some(BridgePeer {
+                public_key: p.public_key.0,
+                wan_addr: SocketAddr::new(ep.ip(), cfg.split.port),
+                prefixes: p.prefixes.iter().map(ipv4_prefix).collect(),
+            })
+        })
+        .collect();
+    let mut rng = rand::rng();
+    let split = SplitConfig {
+        mtu: usize::from(cfg.tun.mtu),
+        random_seed: rng.next_u64(),
+        ..SplitConfig::default()
+    };
+    let bc = BridgeConfig {
+        split,
+        peers,
+        local_prefixes: cfg.lan.prefixes.iter().map(ipv4_prefix).collect(),
+        ..BridgeConfig::default()
+    };
+    let mut seed = [0u8; 32];
+    rng.fill_bytes(&mut seed);
+    let kp = mef_transport::StaticKeypair::from_secret(*key.as_bytes());
+    SplitBridge::new(bc, kp, seed, now).map_err(|e| format!("split bridge: {e}"))
 }

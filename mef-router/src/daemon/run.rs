@@ -105,6 +105,13 @@ fn add_routes(cfg: &Config) -> Result<(), DaemonError> {
     Ok(())
 }
 
+async fn split_recv(s: Option<&UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match s {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs the daemon until `shutdown` completes.
 pub async fn run(
     cfg: Config,
@@ -131,6 +138,16 @@ pub async fn run(
     let udp = UdpSocket::bind(cfg.listen)
         .await
         .map_err(io(format!("binding UDP {}", cfg.listen)))?;
+    let split_udp = if cfg.split.enabled {
+        let addr = SocketAddr::new(cfg.listen.ip(), cfg.split.port);
+        let s = UdpSocket::bind(addr)
+            .await
+            .map_err(io(format!("binding split UDP {addr}")))?;
+        tracing::info!(%addr, "TCP splitting on (MEF transport)");
+        Some(s)
+    } else {
+        None
+    };
     let control = TcpListener::bind(cfg.control)
         .await
         .map_err(io(format!("binding control {}", cfg.control)))?;
@@ -140,6 +157,7 @@ pub async fn run(
 
     let mut tun_buf = vec![0u8; BUF_LEN];
     let mut udp_buf = vec![0u8; BUF_LEN];
+    let mut split_buf = vec![0u8; BUF_LEN];
     let mut out = Output::default();
     let mut next_snapshot = TokioInstant::now();
     tokio::pin!(shutdown);
@@ -164,10 +182,22 @@ pub async fn run(
                 Ok((n, src)) => router.on_udp(TokioInstant::now().into_std(), src, &udp_buf[..n], &mut out),
                 Err(e) => tracing::debug!(error = %e, "UDP read"),
             },
+            r = split_recv(split_udp.as_ref(), &mut split_buf) => match r {
+                Ok((n, src)) => router.on_split_udp(TokioInstant::now().into_std(), src, &split_buf[..n], &mut out),
+                Err(e) => tracing::debug!(error = %e, "split UDP read"),
+            },
             () = tokio::time::sleep_until(deadline) => {}
         }
         let now = TokioInstant::now();
+        router.take_tun_output(&mut out);
         router.on_timers(now.into_std(), &mut out);
+        if let Some(s) = &split_udp {
+            for (dst, bytes) in out.split_net.drain(..) {
+                if let Err(e) = s.send_to(&bytes, dst).await {
+                    tracing::debug!(%dst, error = %e, "split UDP send");
+                }
+            }
+        }
         for (dst, bytes) in out.net.drain(..) {
             if let Err(e) = udp.send_to(&bytes, dst).await {
                 tracing::debug!(%dst, error = %e, "UDP send");
