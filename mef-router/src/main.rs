@@ -156,7 +156,6 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("mef-router: {e}");
             ExitCode::FAILURE
         }

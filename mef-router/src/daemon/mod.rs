@@ -1,6 +1,6 @@
 //! The `mef-router` daemon's pieces: configuration ([`config`]), the shaped MEF egress
 //! ([`egress`]), the sans-IO data plane ([`router::Router`]), metrics ([`metrics`]) and the thin
-//! tokio loop ([`run`]).
+//! tokio loop ([`mod@run`]).
 //!
 //! Data path (seed 003: "入口 → 解密 → MEF 路由器 → 加密 → 出口"): the kernel routes packets for a
 //! remote site's prefixes into the TUN device; the router validates each IPv4 packet, picks the

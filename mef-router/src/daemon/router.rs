@@ -1,5 +1,5 @@
 //! [`Router`]: the daemon's whole data plane as a sans-IO state machine. The tokio loop in
-//! [`super::run`] only moves bytes between it, the TUN device and the UDP socket, so the same
+//! [`super::run()`] only moves bytes between it, the TUN device and the UDP socket, so the same
 //! code is tested in memory (`tests/daemon_router.rs`).
 
 use std::collections::BTreeMap;
