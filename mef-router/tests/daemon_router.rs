@@ -153,3 +153,40 @@ fn wrong_peer_key_passes_nothing() {
     assert!(p.delivered[1].is_empty());
     assert!(p.r[1].tunnels().stats().bad_mac1 > 0);
 }
+
+#[test]
+fn tunnelled_mef_packets_are_stamped_before_encryption() {
+    use mef_transport::wire::{HEADER_LEN, Header, Packet, PacketType};
+    let mut p = Pair::new(false);
+    let hdr = Header {
+        packet_type: PacketType::Data,
+        flags: 0,
+        hops: 0,
+        conn_id: 7,
+        packet_number: 1,
+        demand_kbps: 500_000,
+        current_rate_kbps: 0,
+        stamp_kbps: 500_000,
+        rtt_us: 0,
+    };
+    let mut udp_payload = vec![0u8; HEADER_LEN + 64];
+    hdr.emit(&mut udp_payload);
+    let mut udp = vec![0u8; 8];
+    udp[0..2].copy_from_slice(&4000u16.to_be_bytes());
+    udp[2..4].copy_from_slice(&4001u16.to_be_bytes());
+    let ulen = (8 + udp_payload.len()) as u16;
+    udp[4..6].copy_from_slice(&ulen.to_be_bytes());
+    udp.extend_from_slice(&udp_payload);
+    let mut pkt = ipv4([10, 1, 0, 2], [10, 2, 0, 2], &udp);
+    pkt[9] = 17;
+    p.r[0].on_tun_packet(p.now, &pkt);
+    p.settle(5, Duration::from_millis(10));
+    assert_eq!(p.delivered[1].len(), 1);
+    let got = Packet::new_checked(&p.delivered[1][0][28..]).expect("still MEF");
+    assert!(
+        got.stamp_kbps() <= 10_000,
+        "stamped at most the 10 Mbit/s WAN: {}",
+        got.stamp_kbps()
+    );
+    assert_eq!(p.r[0].egress().qdisc().stats().stamped, 1);
+}

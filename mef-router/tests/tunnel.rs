@@ -418,3 +418,34 @@ proptest! {
         prop_assert_eq!(net.sides[1].delivered.len(), before);
     }
 }
+
+#[test]
+fn previous_keypair_still_decrypts_packets_in_flight_across_a_rekey() {
+    let mut net = Net::new(TunnelConfig::default());
+    net.send(0, &ip_packet(0, 100));
+    net.tick(Duration::from_secs(1));
+    // A packet encrypted under the first keypair, held back (delayed in the network).
+    let mut out = [0u8; BUF];
+    let now = net.now;
+    let TunnResult::WriteToNetwork(late) = net.sides[0]
+        .set
+        .peer_mut(PeerId(0))
+        .expect("peer")
+        .encapsulate(now, &ip_packet(1, 100), &mut out)
+    else {
+        panic!("expected data")
+    };
+    let late = late.to_vec();
+    // Past REKEY_AFTER_TIME the initiator rekeys on its next send.
+    net.tick(Duration::from_secs(121));
+    net.send(0, &ip_packet(2, 100));
+    net.tick(Duration::from_millis(10));
+    assert_eq!(net.tunnel(0).stats().handshakes_completed, 2);
+    net.push(0, &late);
+    net.run();
+    assert!(
+        net.sides[1].delivered.contains(&ip_packet(1, 100)),
+        "late packet delivered"
+    );
+    assert_eq!(net.tunnel(1).stats().decrypt_failures, 0);
+}
