@@ -46,6 +46,10 @@ pub struct MefQdiscConfig {
     /// Most μ samples kept; when full, every other sample is dropped and the sampling interval
     /// doubles, so the whole run stays covered. Default 4096.
     pub max_mu_samples: usize,
+    /// Most per-flow entries kept in [`QdiscStats::flows`]. When full, entries of flows the
+    /// controller no longer tracks and that have nothing queued are evicted, so a long-running
+    /// daemon's memory follows the live flows, not every flow ever seen. Default 4096.
+    pub max_flow_stats: usize,
 }
 
 impl Default for MefQdiscConfig {
@@ -57,6 +61,7 @@ impl Default for MefQdiscConfig {
             buffer_bytes: 150_000,
             quantum_bytes: 1500,
             max_mu_samples: 4096,
+            max_flow_stats: 4096,
         }
     }
 }
@@ -83,6 +88,9 @@ impl MefQdiscConfig {
         }
         if self.max_mu_samples < 2 {
             return Err(ConfigError::ZeroSize("max_mu_samples (at least 2)"));
+        }
+        if self.max_flow_stats == 0 {
+            return Err(ConfigError::ZeroSize("max_flow_stats"));
         }
         Ok(())
     }
@@ -116,8 +124,11 @@ pub struct FlowStats {
 /// Statistics of a [`MefQdisc`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QdiscStats {
-    /// Per-flow counters, for every flow ever seen (in key order).
+    /// Per-flow counters (in key order): live flows, plus finished ones until
+    /// [`MefQdiscConfig::max_flow_stats`] forces their eviction.
     pub flows: BTreeMap<FlowKey, FlowStats>,
+    /// Per-flow entries evicted to respect [`MefQdiscConfig::max_flow_stats`].
+    pub flows_evicted: u64,
     /// MEF packets offered.
     pub mef_packets: u64,
     /// Non-MEF packets offered.
@@ -163,6 +174,7 @@ pub struct MefQdisc {
     mef_backlog: usize,
     stats: QdiscStats,
     max_samples: usize,
+    max_flow_stats: usize,
     sample_every: Duration,
     last_sample: Option<Instant>,
 }
@@ -179,6 +191,7 @@ impl MefQdisc {
             mef_backlog: 0,
             stats: QdiscStats::default(),
             max_samples: cfg.max_mu_samples,
+            max_flow_stats: cfg.max_flow_stats,
             sample_every: Duration::ZERO,
             last_sample: None,
         })
@@ -244,6 +257,14 @@ impl MefQdisc {
     }
 
     fn flow_stats(&mut self, key: FlowKey) -> &mut FlowStats {
+        if self.stats.flows.len() >= self.max_flow_stats && !self.stats.flows.contains_key(&key) {
+            let (controller, fq) = (&self.controller, &self.fq);
+            let before = self.stats.flows.len();
+            self.stats
+                .flows
+                .retain(|k, _| controller.flow(k).is_some() || fq.flow_backlog(k) > 0);
+            self.stats.flows_evicted += (before - self.stats.flows.len()) as u64;
+        }
         self.stats.flows.entry(key).or_default()
     }
 
@@ -511,5 +532,41 @@ mod tests {
             })
             .is_err()
         );
+    }
+
+    #[test]
+    fn per_flow_statistics_stay_bounded_as_flows_come_and_go() {
+        let cfg = MefQdiscConfig {
+            max_flow_stats: 8,
+            ..MefQdiscConfig::default()
+        };
+        let mut q = MefQdisc::new(cfg).expect("valid");
+        let mut t = Instant::now();
+        for i in 0..100u16 {
+            // Each flow sends one packet, is drained, then closes: the controller forgets it.
+            let _ = q.enqueue(
+                t,
+                mef_packet(u64::from(i), 2000 + i, PacketType::Initial, 0, t),
+            );
+            while q.dequeue(t).is_some() {}
+            let _ = q.enqueue(
+                t,
+                mef_packet(
+                    u64::from(i) + 1000,
+                    2000 + i,
+                    PacketType::Data,
+                    flags::CLOSING,
+                    t,
+                ),
+            );
+            while q.dequeue(t).is_some() {}
+            t += Duration::from_millis(5);
+        }
+        assert!(
+            q.stats().flows.len() <= 8,
+            "{} entries",
+            q.stats().flows.len()
+        );
+        assert!(q.stats().flows_evicted >= 90);
     }
 }

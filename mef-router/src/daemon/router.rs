@@ -382,7 +382,10 @@ impl Router {
             .map(|t| now.saturating_duration_since(t).as_secs_f64());
         self.last_rates_at = Some(now);
         self.flow_rates.clear();
-        for (k, s) in &self.egress.qdisc().stats().flows {
+        let flows = &self.egress.qdisc().stats().flows;
+        // Forget the counters of flows the qdisc evicted, so this map stays bounded too.
+        self.last_flow_bytes.retain(|k, _| flows.contains_key(k));
+        for (k, s) in flows {
             let prev = self.last_flow_bytes.insert(*k, s.bytes_out).unwrap_or(0);
             if let Some(dt) = dt.filter(|d| *d > 0.0)
                 && s.bytes_out > prev
