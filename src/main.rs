@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod demo;
+mod netem_bench;
 
 /// MEF: in-network rate control, measured.
 #[derive(Debug, Parser)]
@@ -78,6 +79,14 @@ enum BenchSuite {
         #[arg(long)]
         no_tunnel: bool,
     },
+    /// Calibrate the userspace link emulator in network namespaces: delay error at 20 and
+    /// 100 ms, rate error at 100 Mbit/s, 1 % loss, and the highest rate this machine sustains.
+    /// Needs root.
+    Netem {
+        /// Write the report as JSON to this path.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -131,6 +140,9 @@ fn main() -> ExitCode {
             };
             mef_benches::run_kernel(opts).map(|_| ())
         }
+        Command::Bench {
+            suite: BenchSuite::Netem { json },
+        } => netem_bench::run(json.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
