@@ -81,6 +81,7 @@ fn quick_direct_cell_in_namespaces_as_root() {
     };
     let t = kernel::Timing {
         bulk: std::time::Duration::from_secs(2),
+        iperf_omit: 0,
         arrivals: std::time::Duration::from_secs(1),
         drain: std::time::Duration::from_secs(10),
     };

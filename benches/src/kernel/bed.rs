@@ -1,7 +1,8 @@
 //! The testbed of one cell, built with [`sim_netem::testbed`]: client ns — emulator — server
 //! ns (direct), or client ns — router A — emulator — router B — server ns (routed), torn down
-//! on drop (the testbed kills every process in its namespaces and deletes them; its Ctrl-C
-//! handler does the same and exits with status 130).
+//! on drop (the router daemons first get SIGTERM, then the testbed kills every process in its
+//! namespaces and deletes them; its Ctrl-C handler does the same and exits with status 130).
+//! Routed cells start two `mef-router` daemons, see [`super::routers`].
 //!
 //! The WAN: 100 Mbit/s each way, one-way delay RTT/2 each way, a drop-tail queue of 1 BDP,
 //! random (Bernoulli) loss on the data direction only (client → server, as on the simulator's
@@ -17,18 +18,21 @@ use sim_netem::realtime::EmulatorConfig;
 use sim_netem::testbed::{Node, Testbed, TestbedConfig};
 use sim_netem::{LinkConfig, LossModel};
 
+use super::routers::{PathCounters, PathMode, Routers};
 use super::{CAPACITY_MBPS, CellSpec};
 
 /// Largest TCP buffer of the end hosts.
 pub const TCP_BUF_MAX: usize = 32 << 20;
 
-/// A built testbed; dropping it tears every namespace, device and process down.
+/// A built testbed; dropping it stops the routers, then tears every namespace, device and
+/// process down.
 #[derive(Debug)]
 pub struct Bed {
+    // Declared before `tb`: the daemons get SIGTERM before the testbed kills what is left.
+    routers: Option<Routers>,
     tb: Testbed,
     client_ns: String,
     server_ns: String,
-    path: &'static str,
 }
 
 /// The emulator configuration of a cell.
@@ -68,10 +72,10 @@ pub fn router_binary() -> anyhow::Result<PathBuf> {
         .output()
         .with_context(|| format!("running {} --help", path.display()))?;
     let text = String::from_utf8_lossy(&help.stdout);
-    if !help.status.success() || !text.contains("run") {
+    if !help.status.success() || !text.contains("run") || !text.contains("status") {
         bail!(
-            "{} has no `run` subcommand yet (the mef-router daemon is not implemented in this \
-             build), so the routed cases cannot run",
+            "{} has no `run`/`status` subcommands (not the mef-router daemon of this tree), \
+             so the routed cases cannot run",
             path.display()
         );
     }
@@ -79,17 +83,23 @@ pub fn router_binary() -> anyhow::Result<PathBuf> {
 }
 
 impl Bed {
-    /// Builds the testbed for `spec`, with MEF routers at both site edges when `routed`.
+    /// Builds the testbed for `spec`, with MEF routers at both site edges when `routed`: the
+    /// two `mef-router` daemons are started in the router namespaces and the tunnel is up
+    /// when this returns (see [`Routers::start`]; WAN capacity = the cell's bottleneck rate).
     pub fn build(spec: &CellSpec, routed: bool, seed: u64) -> anyhow::Result<Self> {
-        if routed {
-            let bin = router_binary()?;
-            bail!(
-                "starting {} in the router namespaces is not wired into the benchmark yet",
-                bin.display()
-            );
-        }
-        let tb = Testbed::create(TestbedConfig::direct(emulator_config(spec, seed)))
-            .context("building the namespace testbed")?;
+        // Checked before any namespace exists, so a missing binary costs nothing.
+        let router = if routed {
+            Some((router_binary()?, PathMode::from_env()?))
+        } else {
+            None
+        };
+        let ecfg = emulator_config(spec, seed);
+        let cfg = if routed {
+            TestbedConfig::with_routers(ecfg)
+        } else {
+            TestbedConfig::direct(ecfg)
+        };
+        let tb = Testbed::create(cfg).context("building the namespace testbed")?;
         for node in [Node::Client, Node::Server] {
             tb.run_in(node, tune_tcp_buffers)
                 .context("entering an end-host namespace")?
@@ -97,12 +107,34 @@ impl Bed {
         }
         let client_ns = tb.netns(Node::Client)?.to_string();
         let server_ns = tb.netns(Node::Server)?.to_string();
+        let routers = match router {
+            Some((bin, mode)) => Some(
+                Routers::start(&tb, &bin, CAPACITY_MBPS, mode)
+                    .context("starting the mef-router daemons")?,
+            ),
+            None => None,
+        };
         Ok(Self {
+            routers,
             tb,
             client_ns,
             server_ns,
-            path: "direct",
         })
+    }
+
+    /// Router A's path counters, if routed.
+    pub fn router_counters(&self) -> Option<anyhow::Result<PathCounters>> {
+        self.routers.as_ref().map(|r| r.counters(&self.tb))
+    }
+
+    /// Whether the routers were configured to split TCP (`None` without routers).
+    pub fn split_configured(&self) -> Option<bool> {
+        self.routers.as_ref().map(Routers::split_configured)
+    }
+
+    /// Whether both router daemons still run (`true` without routers).
+    pub fn routers_alive(&mut self) -> bool {
+        self.routers.as_mut().is_none_or(Routers::alive)
     }
 
     /// Name of the client namespace (as `ip netns` knows it).
@@ -120,9 +152,14 @@ impl Bed {
         self.tb.server_addr()
     }
 
-    /// `direct`, `split` or `tunnel`.
+    /// `direct` without routers; with routers, the configured path (`split` or `tunnel`),
+    /// which [`super::run_cells`] confirms per case from the router's counters.
     pub fn path_label(&self) -> &'static str {
-        self.path
+        match self.split_configured() {
+            None => "direct",
+            Some(true) => "split",
+            Some(false) => "tunnel",
+        }
     }
 
     /// Packets the emulator's data direction dropped (queue, random loss) so far.

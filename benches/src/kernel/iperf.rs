@@ -2,7 +2,8 @@
 //! report.
 //!
 //! The server runs as `ip netns exec <server-ns> iperf3 -s -1` (one test, then it exits); the
-//! client as `ip netns exec <client-ns> iperf3 -c ADDR -t SECS -C cubic|bbr -J`. The client
+//! client as `ip netns exec <client-ns> iperf3 -c ADDR -t SECS -O OMIT -C cubic|bbr -J`
+//! (`-O`: the first OMIT seconds, slow start, are sent but left out of the report). The client
 //! sends (iperf3's default direction), so `-C` selects the congestion control of the data
 //! sender. Goodput is the receiver's figure (`end.sum_received`), retransmits the sender's
 //! (`end.sum_sent.retransmits`, from the kernel's `TCP_INFO`), RTT from the sender stream's
@@ -166,18 +167,20 @@ impl Drop for IperfServer {
     }
 }
 
-/// Runs one iperf3 client test from namespace `ns` to `server:port` for `secs` seconds with
-/// congestion control `cc`, retrying for up to 3 s while the server is not listening yet.
+/// Runs one iperf3 client test from namespace `ns` to `server:port` for `secs` measured seconds
+/// after `omit` omitted ones (`-O`), with congestion control `cc`, retrying for up to 3 s while
+/// the server is not listening yet.
 pub fn run_client(
     ns: &str,
     server: Ipv4Addr,
     port: u16,
     secs: u64,
+    omit: u64,
     cc: Cc,
 ) -> Result<IperfResult, IperfError> {
     let started = Instant::now();
     loop {
-        let out = run_client_once(ns, server, port, secs, cc)?;
+        let out = run_client_once(ns, server, port, secs, omit, cc)?;
         match parse(&out) {
             Err(IperfError::Reported(e))
                 if e.contains("refused") && started.elapsed() < Duration::from_secs(3) =>
@@ -194,6 +197,7 @@ fn run_client_once(
     server: Ipv4Addr,
     port: u16,
     secs: u64,
+    omit: u64,
     cc: Cc,
 ) -> Result<String, IperfError> {
     let mut child = Command::new("ip")
@@ -203,6 +207,8 @@ fn run_client_once(
         .arg(port.to_string())
         .arg("-t")
         .arg(secs.to_string())
+        .arg("-O")
+        .arg(omit.to_string())
         .arg("-C")
         .arg(cc.name())
         .stdin(Stdio::null())
@@ -218,7 +224,7 @@ fn run_client_once(
         let mut s = String::new();
         std::io::Read::read_to_string(&mut stdout, &mut s).map(|_| s)
     });
-    let limit = Duration::from_secs(secs + 30);
+    let limit = Duration::from_secs(secs + omit + 30);
     let deadline = Instant::now() + limit;
     loop {
         if child.try_wait()?.is_some() {

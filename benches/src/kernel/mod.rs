@@ -9,7 +9,8 @@
 //! are sequential: the machine has two cores and the emulator needs one.
 //!
 //! Cases per path (`direct` for `kernel-cubic`/`kernel-bbr`, routed for `mef-router`):
-//! - `iperf3`: one TCP test (`-C cubic|bbr -J`), see [`iperf`];
+//! - `iperf3`: one TCP test (`-C cubic|bbr -O 2 -J`: the first 2 s, slow start at up to
+//!   400 ms RTT, are run but not counted), see [`iperf`];
 //! - `bulk`: the built-in generator's single content-checked flow, see [`tcp`];
 //! - `short-flows`: Pareto flow sizes (mean 25 packets of 1400 bytes, shape 1.2) arriving as a
 //!   Poisson process at load 0.9 (the arrival trace of `mef bench sim`'s `short-flows`), mean
@@ -19,10 +20,17 @@
 //! [`netns`]), not in helper processes: no second binary is needed and the test suite can run
 //! it too. iperf3 runs as a process under `ip netns exec`.
 //!
-//! Through MEF routers the TCP applications are unmodified; the connection is split at the
-//! routers when the daemon offers it (`path` = `split`), otherwise carried through the
-//! encrypted tunnel end to end (`path` = `tunnel`). A case that cannot run is reported as
-//! skipped with its reason; no figure is ever invented.
+//! Through MEF routers (protocol `mef-router`) the TCP applications are unmodified and keep the
+//! kernel's default congestion control, Cubic; the two `mef-router` daemons run in the router
+//! namespaces (see [`routers`]), WAN capacity = the cell's 100 Mbit/s. The connection is split
+//! at the routers when the daemon offers it (`path` = `split`), otherwise carried through the
+//! encrypted tunnel end to end (`path` = `tunnel`); `MEF_BENCH_ROUTER_PATH=tunnel|split`
+//! forces one. The recorded path is what router A's counters show for that case. A case that
+//! cannot run is reported as skipped with its reason; no figure is ever invented.
+//!
+//! Quick mode (RTT 200 ms, loss 0 and 1 %) runs 10 s per case (iperf3 10 s after 2 omitted
+//! seconds, bulk 10 s including slow start, 10 s of short-flow arrivals), about 4 to 5 minutes
+//! in all; the full grid runs 20 s per case.
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -39,6 +47,7 @@ pub mod bed;
 pub mod iperf;
 pub mod netns;
 pub mod report;
+pub mod routers;
 pub mod tcp;
 pub mod tunnel;
 
@@ -54,7 +63,7 @@ pub const GEN_PORT: u16 = 5301;
 /// Options of `mef bench kernel`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelOptions {
-    /// CI mode: RTT 200 ms only, 5 s runs, 5 s of short-flow arrivals.
+    /// CI mode: RTT 200 ms only, 10 s runs, 10 s of short-flow arrivals.
     pub quick: bool,
     /// Where to write the JSON records; plots go next to it.
     pub json: Option<PathBuf>,
@@ -62,8 +71,10 @@ pub struct KernelOptions {
     pub out_dir: PathBuf,
     /// Seed of the short-flow arrival trace.
     pub seed: u64,
-    /// Run only cases whose `protocol/tool` label contains this text (e.g. `bbr`, `iperf3`,
-    /// `mef`, `short`).
+    /// Run only cases whose label `RTTms/LOSS% protocol/tool` (e.g.
+    /// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef`, `short`,
+    /// `200ms/`); several texts separated by commas select the cases matching any of them
+    /// (`200ms/0%,200ms/1%`).
     pub only: Option<String>,
     /// Run the tunnel throughput benchmark (single core, sans-IO) as well.
     pub tunnel: bool,
@@ -180,8 +191,10 @@ impl Tool {
 /// Timing of the runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Timing {
-    /// Bulk and iperf3 test length.
+    /// Bulk and iperf3 test length (iperf3: measured seconds, after [`Timing::iperf_omit`]).
     pub bulk: Duration,
+    /// Seconds iperf3 runs before measuring (`-O`), to leave slow start out.
+    pub iperf_omit: u64,
     /// Window of short-flow arrivals.
     pub arrivals: Duration,
     /// How long to wait for unfinished short flows after the last arrival.
@@ -189,11 +202,12 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// 5 s runs in quick mode, 20 s otherwise.
+    /// 10 s runs in quick mode (50 RTTs at 200 ms), 20 s otherwise; iperf3 omits 2 s.
     pub fn new(quick: bool) -> Self {
-        let s = if quick { 5 } else { 20 };
+        let s = if quick { 10 } else { 20 };
         Self {
             bulk: Duration::from_secs(s),
+            iperf_omit: 2,
             arrivals: Duration::from_secs(s),
             drain: Duration::from_secs(20),
         }
@@ -248,8 +262,14 @@ pub fn run_case(
     match tool {
         Tool::Iperf3 => {
             let _server = iperf::IperfServer::start(bed.server_ns(), IPERF_PORT)?;
-            let r =
-                iperf::run_client(bed.client_ns(), server_ip, IPERF_PORT, t.bulk.as_secs(), cc)?;
+            let r = iperf::run_client(
+                bed.client_ns(),
+                server_ip,
+                IPERF_PORT,
+                t.bulk.as_secs(),
+                t.iperf_omit,
+                cc,
+            )?;
             if r.congestion.as_deref().is_some_and(|c| c != cc.name()) {
                 bail!(
                     "iperf3 ran with {:?}, not {}",
@@ -317,6 +337,42 @@ pub fn run_case(
     }
 }
 
+/// Whether the case `protocol/tool` of cell `spec` is selected by `--only` (see
+/// [`KernelOptions::only`]).
+pub fn case_selected(only: Option<&str>, spec: &CellSpec, proto: &str, tool: Tool) -> bool {
+    let label = format!("{} {proto}/{}", spec.label(), tool.name());
+    only.is_none_or(|o| {
+        o.split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .any(|t| label.contains(t))
+    })
+}
+
+/// The path a routed case's traffic took, from router A's counters before and after it
+/// (metrics refresh about once a second, so this waits 1.2 s). Fails when a daemon died or
+/// the traffic did not visibly cross the routers.
+fn routed_path(
+    bed: &mut bed::Bed,
+    before: anyhow::Result<Option<routers::PathCounters>>,
+) -> anyhow::Result<&'static str> {
+    if !bed.routers_alive() {
+        bail!("a mef-router daemon exited during the case");
+    }
+    let before = before
+        .context("reading router A's metrics before the case")?
+        .context("no routers in a routed cell")?;
+    std::thread::sleep(Duration::from_millis(1200));
+    let after = bed
+        .router_counters()
+        .context("no routers in a routed cell")?
+        .context("reading router A's metrics after the case")?;
+    // At least 100 kB into the tunnel, or one split connection.
+    after.path_since(&before, 1e5).context(
+        "router A neither split a connection nor sent 100 kB into the tunnel during the case",
+    )
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KernelReport {
@@ -372,16 +428,19 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
         (None, "mef-router"),
     ];
     let tools = [Tool::Iperf3, Tool::Bulk, Tool::ShortFlows];
-    let wanted = |proto: &str, tool: Tool| {
-        let label = format!("{proto}/{}", tool.name());
-        opts.only.as_deref().is_none_or(|o| label.contains(o))
+    let wanted = |spec: &CellSpec, proto: &str, tool: Tool| {
+        case_selected(opts.only.as_deref(), spec, proto, tool)
     };
-    let n_cases: usize = cells.len()
-        * protocols
-            .iter()
-            .flat_map(|(_, p)| tools.iter().map(move |&tl| (p, tl)))
-            .filter(|(p, tl)| wanted(p, *tl))
-            .count();
+    let n_cases: usize = cells
+        .iter()
+        .map(|spec| {
+            protocols
+                .iter()
+                .flat_map(|(_, p)| tools.iter().map(move |&tl| (p, tl)))
+                .filter(|(p, tl)| wanted(spec, p, *tl))
+                .count()
+        })
+        .sum();
     if n_cases == 0 {
         bail!("no case matches {:?}", opts.only.as_deref().unwrap_or(""));
     }
@@ -404,7 +463,7 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                     let cc = cc.unwrap_or(Cc::Cubic);
                     tools.iter().map(move |&tl| (cc, p, tl))
                 })
-                .filter(|&(_, p, tl)| wanted(p, tl))
+                .filter(|&(_, p, tl)| wanted(spec, p, tl))
                 .collect();
             if cases.is_empty() {
                 continue;
@@ -419,7 +478,7 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                 }
             };
             bar.set_message(format!("{} building testbed", spec.label()));
-            let bed = match bed::Bed::build(spec, routed, opts.seed) {
+            let mut bed = match bed::Bed::build(spec, routed, opts.seed) {
                 Ok(b) => b,
                 Err(e) => {
                     skip_all(&mut report, format!("{e:#}"));
@@ -430,13 +489,18 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
             for &(cc, p, tl) in &cases {
                 bar.set_message(format!("{} {p}/{}", spec.label(), tl.name()));
                 let before = bed.wan_drops();
-                match run_case(&bed, spec, cc, p, tl, &t, opts.seed) {
-                    Ok(mut r) => {
-                        if let (Some((q0, _)), Some((q1, _))) = (before, bed.wan_drops()) {
-                            r.record.drops = q1.saturating_sub(q0);
-                        }
-                        report.records.push(r);
+                let counters_before = bed.router_counters().transpose();
+                let result = run_case(&bed, spec, cc, p, tl, &t, opts.seed).and_then(|mut r| {
+                    if let (Some((q0, _)), Some((q1, _))) = (before, bed.wan_drops()) {
+                        r.record.drops = q1.saturating_sub(q0);
                     }
+                    if routed {
+                        r.path = routed_path(&mut bed, counters_before)?.to_string();
+                    }
+                    Ok(r)
+                });
+                match result {
+                    Ok(r) => report.records.push(r),
                     Err(e) => report.skipped.push(KernelSkip {
                         cell: spec.label(),
                         case: format!("{p}/{}", tl.name()),
@@ -470,6 +534,10 @@ pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
         }
     }
     print!("{}", report::table(&report.records));
+    let ratios = report::ratios(&report.records);
+    if !ratios.is_empty() {
+        print!("\n{ratios}");
+    }
     if let Some(t) = &report.tunnel {
         print!("\n{}", t.table());
     }

@@ -69,6 +69,83 @@ pub fn table(records: &[KernelRecord]) -> String {
     out
 }
 
+/// The comparison lines: for every (RTT, loss) cell and tool with a `mef-router` record, its
+/// goodput over `kernel-bbr`'s and `kernel-cubic`'s (and, for iperf3, over the target
+/// 0.90·C·(1−p)); for short flows the mean FCT against the best of kernel Cubic/BBR (target:
+/// MEF ≤ best). Empty when there is nothing to compare.
+pub fn ratios(records: &[KernelRecord]) -> String {
+    let find = |rtt: f64, loss: f64, tool: &str, proto: &str| {
+        records.iter().find(|k| {
+            k.record.rtt_ms == rtt
+                && k.record.loss == loss
+                && k.tool == tool
+                && k.record.protocol == proto
+        })
+    };
+    let ratio = |a: f64, b: Option<f64>| match b {
+        Some(b) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".to_string(),
+    };
+    let mut out = String::new();
+    for m in records.iter().filter(|k| k.record.protocol == "mef-router") {
+        let r = &m.record;
+        let cubic = find(r.rtt_ms, r.loss, &m.tool, "kernel-cubic");
+        let bbr = find(r.rtt_ms, r.loss, &m.tool, "kernel-bbr");
+        let cell = format!("{:.0}ms/{}%", r.rtt_ms, r.loss * 100.0);
+        if m.tool == "short-flows" {
+            let best = [cubic, bbr]
+                .into_iter()
+                .flatten()
+                .filter_map(|k| {
+                    k.record
+                        .fct_mean_ms
+                        .map(|f| (f, k.record.protocol.as_str()))
+                })
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            let verdict = match (r.fct_mean_ms, best) {
+                (Some(f), Some((b, _))) if f <= b => "met",
+                (Some(_), Some(_)) => "NOT met",
+                _ => "not comparable",
+            };
+            let _ = writeln!(
+                out,
+                "{cell} short-flows ({}): mean FCT mef-router {} ms vs best kernel {} ({}), \
+                 cubic {} ms, bbr {} ms; target mef <= best: {verdict}",
+                m.path,
+                opt(r.fct_mean_ms, 0),
+                opt(best.map(|b| b.0), 0),
+                best.map_or("-", |b| b.1),
+                opt(cubic.and_then(|k| k.record.fct_mean_ms), 0),
+                opt(bbr.and_then(|k| k.record.fct_mean_ms), 0),
+            );
+        } else {
+            let mut line = format!(
+                "{cell} {} ({}): mef-router/bbr {}, mef-router/cubic {}",
+                m.tool,
+                m.path,
+                ratio(r.goodput_mbps, bbr.map(|k| k.record.goodput_mbps)),
+                ratio(r.goodput_mbps, cubic.map(|k| k.record.goodput_mbps)),
+            );
+            if m.tool == "iperf3" {
+                let target = 0.9 * r.capacity_mbps * (1.0 - r.loss);
+                let _ = write!(
+                    line,
+                    ", {:.2} Mbit/s vs target 0.90*C*(1-p) = {target:.1}: {}",
+                    r.goodput_mbps,
+                    if r.goodput_mbps >= target {
+                        "met"
+                    } else {
+                        "NOT met"
+                    }
+                );
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct JsonOut<'a> {
     records: &'a [KernelRecord],
