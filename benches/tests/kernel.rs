@@ -99,3 +99,84 @@ fn quick_direct_cell_in_namespaces_as_root() {
         );
     }
 }
+
+fn rec(proto: &str, tool: &str, goodput: f64, fct: Option<f64>) -> kernel::KernelRecord {
+    let mut r = mef_benches::record::Record::new("long-flow", proto, 1, false);
+    r.rtt_ms = 200.0;
+    r.loss = 0.01;
+    r.capacity_mbps = 100.0;
+    r.goodput_mbps = goodput;
+    r.fct_mean_ms = fct;
+    kernel::KernelRecord {
+        record: r,
+        tool: tool.to_string(),
+        path: if proto == "mef-router" {
+            "split"
+        } else {
+            "direct"
+        }
+        .to_string(),
+        cc: "cubic".to_string(),
+        fct_p99_ms: None,
+        flows_completed: None,
+        srtt_ms: None,
+        seconds: 10.0,
+        router_split_flows: None,
+        router_split_resets: None,
+        router_drops: None,
+    }
+}
+
+#[test]
+fn ratio_lines_compare_mef_with_both_kernels() {
+    let records = vec![
+        rec("kernel-cubic", "iperf3", 2.0, None),
+        rec("kernel-bbr", "iperf3", 80.0, None),
+        rec("mef-router", "iperf3", 90.0, None),
+        rec("kernel-cubic", "short-flows", 40.0, Some(600.0)),
+        rec("kernel-bbr", "short-flows", 60.0, Some(800.0)),
+        rec("mef-router", "short-flows", 50.0, Some(550.0)),
+    ];
+    let text = kernel::report::ratios(&records);
+    assert!(
+        text.contains("mef-router/bbr 1.12x, mef-router/cubic 45.00x"),
+        "{text}"
+    );
+    assert!(text.contains("target 0.90*C*(1-p) = 89.1: met"), "{text}");
+    assert!(text.contains("best kernel 600 (kernel-cubic)"), "{text}");
+    assert!(text.contains("target mef <= best: met"), "{text}");
+    // Nothing to compare without a mef-router record.
+    assert!(kernel::report::ratios(&records[..2]).is_empty());
+}
+
+#[test]
+fn only_selects_by_cell_and_case() {
+    let c0 = kernel::CellSpec {
+        rtt_ms: 200,
+        loss: 0.0,
+    };
+    let c01 = kernel::CellSpec {
+        rtt_ms: 200,
+        loss: 0.001,
+    };
+    let c50 = kernel::CellSpec {
+        rtt_ms: 50,
+        loss: 0.01,
+    };
+    let sel = |o: Option<&str>, c: &kernel::CellSpec, p: &str, t: kernel::Tool| {
+        kernel::case_selected(o, c, p, t)
+    };
+    assert!(sel(None, &c0, "kernel-bbr", kernel::Tool::Bulk));
+    assert!(sel(Some("bbr"), &c0, "kernel-bbr", kernel::Tool::Bulk));
+    assert!(!sel(Some("cubic"), &c0, "kernel-bbr", kernel::Tool::Bulk));
+    let only = Some("200ms/0%,200ms/1%");
+    assert!(sel(only, &c0, "mef-router", kernel::Tool::Iperf3));
+    assert!(!sel(only, &c01, "mef-router", kernel::Tool::Iperf3));
+    assert!(!sel(only, &c50, "mef-router", kernel::Tool::Iperf3));
+    assert!(sel(
+        Some("50ms/1% mef-router/iperf3"),
+        &c50,
+        "mef-router",
+        kernel::Tool::Iperf3
+    ));
+}

@@ -119,6 +119,15 @@ pub struct KernelRecord {
     pub srtt_ms: Option<f64>,
     /// Measurement length in seconds.
     pub seconds: f64,
+    /// Routed cases: connections router A split during the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_split_flows: Option<u64>,
+    /// Routed cases: split connections that ended with a reset during the case (router A).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_split_resets: Option<u64>,
+    /// Routed cases: packets router A dropped during the case (`mef_router_drops_total`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_drops: Option<u64>,
 }
 
 /// A case that did not produce a record, and why.
@@ -258,6 +267,9 @@ pub fn run_case(
         flows_completed: None,
         srtt_ms: None,
         seconds,
+        router_split_flows: None,
+        router_split_resets: None,
+        router_drops: None,
     };
     match tool {
         Tool::Iperf3 => {
@@ -350,12 +362,12 @@ pub fn case_selected(only: Option<&str>, spec: &CellSpec, proto: &str, tool: Too
 }
 
 /// The path a routed case's traffic took, from router A's counters before and after it
-/// (metrics refresh about once a second, so this waits 1.2 s). Fails when a daemon died or
-/// the traffic did not visibly cross the routers.
+/// (metrics refresh about once a second, so this waits 1.2 s), with the counters before and
+/// after. Fails when a daemon died or the traffic did not visibly cross the routers.
 fn routed_path(
     bed: &mut bed::Bed,
     before: anyhow::Result<Option<routers::PathCounters>>,
-) -> anyhow::Result<&'static str> {
+) -> anyhow::Result<(&'static str, routers::PathCounters, routers::PathCounters)> {
     if !bed.routers_alive() {
         bail!("a mef-router daemon exited during the case");
     }
@@ -368,9 +380,10 @@ fn routed_path(
         .context("no routers in a routed cell")?
         .context("reading router A's metrics after the case")?;
     // At least 100 kB into the tunnel, or one split connection.
-    after.path_since(&before, 1e5).context(
+    let path = after.path_since(&before, 1e5).context(
         "router A neither split a connection nor sent 100 kB into the tunnel during the case",
-    )
+    )?;
+    Ok((path, before, after))
 }
 
 /// Everything a run produced.
@@ -495,7 +508,14 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                         r.record.drops = q1.saturating_sub(q0);
                     }
                     if routed {
-                        r.path = routed_path(&mut bed, counters_before)?.to_string();
+                        let (path, before, after) = routed_path(&mut bed, counters_before)?;
+                        r.path = path.to_string();
+                        let delta = |f: fn(&routers::PathCounters) -> f64| {
+                            Some((f(&after) - f(&before)).max(0.0) as u64)
+                        };
+                        r.router_split_flows = delta(|c| c.split_ingress);
+                        r.router_split_resets = delta(|c| c.split_resets);
+                        r.router_drops = delta(|c| c.drops);
                     }
                     Ok(r)
                 });
@@ -517,8 +537,9 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     Ok(report)
 }
 
-/// `mef bench kernel`: checks the environment (root, iperf3), runs the grid, prints the table
-/// and skipped cases, writes JSON and an SVG plot, and returns the records. Fails when not
+/// `mef bench kernel`: checks the environment (root, iperf3), runs the grid, prints the table,
+/// the ratio lines ([`report::ratios`]) and skipped cases, writes JSON and an SVG plot (named
+/// after the JSON file), and returns the records. Fails when not
 /// root or when no case produced a record.
 pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
     check_environment()?;
@@ -558,7 +579,16 @@ pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
         None => opts.out_dir.clone(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for p in report::plots(&dir, &report.records)? {
+    // The plot is named after the JSON file (`kernel-quick.json` → `kernel-quick.svg`).
+    let svg = opts
+        .json
+        .as_deref()
+        .and_then(|p| p.file_stem())
+        .map_or_else(
+            || "kernel.svg".to_string(),
+            |s| format!("{}.svg", s.to_string_lossy()),
+        );
+    for p in report::plots(&dir, &svg, &report.records)? {
         println!("wrote {}", p.display());
     }
     if report.records.is_empty() {

@@ -16,8 +16,19 @@ fn opt(v: Option<f64>, prec: usize) -> String {
 /// The records as an aligned text table, one line per case.
 pub fn table(records: &[KernelRecord]) -> String {
     let head = [
-        "rtt ms", "loss %", "protocol", "tool", "path", "goodput", "util", "retx", "srtt ms",
-        "fct mean", "fct p99", "flows",
+        "rtt ms",
+        "loss %",
+        "protocol",
+        "tool",
+        "path",
+        "goodput",
+        "util",
+        "retx",
+        "srtt ms",
+        "fct mean",
+        "fct p99",
+        "flows",
+        "router A split/rst/drops",
     ];
     let mut rows: Vec<Vec<String>> = vec![head.iter().map(|s| s.to_string()).collect()];
     for k in records {
@@ -40,6 +51,10 @@ pub fn table(records: &[KernelRecord]) -> String {
             opt(r.fct_mean_ms, 0),
             opt(k.fct_p99_ms, 0),
             flows,
+            match (k.router_split_flows, k.router_split_resets, k.router_drops) {
+                (Some(s), Some(r), Some(d)) => format!("{s}/{r}/{d}"),
+                _ => "-".to_string(),
+            },
         ]);
     }
     let cols = head.len();
@@ -172,9 +187,9 @@ pub fn write_json(path: &Path, report: &KernelReport) -> anyhow::Result<()> {
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-/// `kernel.svg`: goodput vs RTT (one panel per tool × loss, one line per protocol) and mean
+/// `dir/name` (an SVG): goodput vs RTT (one panel per tool × loss, one line per protocol) and mean
 /// FCT vs RTT for the short flows. Returns the files written (none without records).
-pub fn plots(dir: &Path, records: &[KernelRecord]) -> anyhow::Result<Vec<PathBuf>> {
+pub fn plots(dir: &Path, name: &str, records: &[KernelRecord]) -> anyhow::Result<Vec<PathBuf>> {
     let mut panels: Vec<Panel> = Vec::new();
     let mut keys: Vec<(String, u64)> = records
         .iter()
@@ -223,7 +238,7 @@ pub fn plots(dir: &Path, records: &[KernelRecord]) -> anyhow::Result<Vec<PathBuf
     if panels.is_empty() {
         return Ok(Vec::new());
     }
-    let p = dir.join("kernel.svg");
+    let p = dir.join(name);
     draw(
         &p,
         "kernel TCP vs MEF routers (100 Mbit/s, 1 BDP buffer)",

@@ -112,6 +112,12 @@ pub struct PathCounters {
     pub split_ingress: f64,
     /// `mef_router_tunnel_tx_bytes_total`, summed over peers.
     pub tunnel_tx_bytes: f64,
+    /// `mef_router_split_flows_ended_total{how="reset"}`: split connections that ended with a
+    /// reset.
+    pub split_resets: f64,
+    /// `mef_router_drops_total`, summed over reasons (egress overflow, policing, malformed,
+    /// no route, ...).
+    pub drops: f64,
 }
 
 impl PathCounters {
@@ -420,6 +426,12 @@ impl Routers {
         Ok(PathCounters {
             split_ingress: metric_sum(&m, "mef_router_split_flows_total", Some("side=\"ingress\"")),
             tunnel_tx_bytes: metric_sum(&m, "mef_router_tunnel_tx_bytes_total", None),
+            split_resets: metric_sum(
+                &m,
+                "mef_router_split_flows_ended_total",
+                Some("how=\"reset\""),
+            ),
+            drops: metric_sum(&m, "mef_router_drops_total", None),
         })
     }
 
@@ -463,14 +475,17 @@ mod tests {
         let b = PathCounters {
             split_ingress: 1.0,
             tunnel_tx_bytes: 1000.0,
+            ..PathCounters::default()
         };
         let split = PathCounters {
             split_ingress: 2.0,
             tunnel_tx_bytes: 1000.0,
+            ..PathCounters::default()
         };
         let tunnel = PathCounters {
             split_ingress: 1.0,
             tunnel_tx_bytes: 1e6,
+            ..PathCounters::default()
         };
         assert_eq!(split.path_since(&b, 1e5), Some("split"));
         assert_eq!(tunnel.path_since(&b, 1e5), Some("tunnel"));
