@@ -124,6 +124,7 @@ fn rec(proto: &str, tool: &str, goodput: f64, fct: Option<f64>) -> kernel::Kerne
         router_split_flows: None,
         router_split_resets: None,
         router_drops: None,
+        router_drop_reasons: None,
     }
 }
 

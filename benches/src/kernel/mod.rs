@@ -128,6 +128,9 @@ pub struct KernelRecord {
     /// Routed cases: packets router A dropped during the case (`mef_router_drops_total`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_drops: Option<u64>,
+    /// Routed cases: router A's drops during the case by reason (only reasons with drops).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_drop_reasons: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// A case that did not produce a record, and why.
@@ -270,6 +273,7 @@ pub fn run_case(
         router_split_flows: None,
         router_split_resets: None,
         router_drops: None,
+        router_drop_reasons: None,
     };
     match tool {
         Tool::Iperf3 => {
@@ -516,6 +520,16 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                         r.router_split_flows = delta(|c| c.split_ingress);
                         r.router_split_resets = delta(|c| c.split_resets);
                         r.router_drops = delta(|c| c.drops);
+                        r.router_drop_reasons = Some(
+                            after
+                                .drops_by_reason
+                                .iter()
+                                .filter_map(|(k, v)| {
+                                    let d = v - before.drops_by_reason.get(k).unwrap_or(&0.0);
+                                    (d > 0.0).then(|| (k.clone(), d as u64))
+                                })
+                                .collect(),
+                        );
                     }
                     Ok(r)
                 });

@@ -52,7 +52,19 @@ pub fn table(records: &[KernelRecord]) -> String {
             opt(k.fct_p99_ms, 0),
             flows,
             match (k.router_split_flows, k.router_split_resets, k.router_drops) {
-                (Some(s), Some(r), Some(d)) => format!("{s}/{r}/{d}"),
+                (Some(s), Some(r), Some(d)) => {
+                    let reasons: Vec<String> = k
+                        .router_drop_reasons
+                        .iter()
+                        .flatten()
+                        .map(|(why, n)| format!("{why} {n}"))
+                        .collect();
+                    if reasons.is_empty() {
+                        format!("{s}/{r}/{d}")
+                    } else {
+                        format!("{s}/{r}/{d} ({})", reasons.join(", "))
+                    }
+                }
                 _ => "-".to_string(),
             },
         ]);

@@ -106,7 +106,7 @@ impl Drop for TempDir {
 }
 
 /// Router A's counters that tell which path traffic took.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PathCounters {
     /// `mef_router_split_flows_total{side="ingress"}` (0 when the daemon has no splitting).
     pub split_ingress: f64,
@@ -118,6 +118,8 @@ pub struct PathCounters {
     /// `mef_router_drops_total`, summed over reasons (egress overflow, policing, malformed,
     /// no route, ...).
     pub drops: f64,
+    /// `mef_router_drops_total` by its `reason` label.
+    pub drops_by_reason: std::collections::BTreeMap<String, f64>,
 }
 
 impl PathCounters {
@@ -432,6 +434,7 @@ impl Routers {
                 Some("how=\"reset\""),
             ),
             drops: metric_sum(&m, "mef_router_drops_total", None),
+            drops_by_reason: drops_by_reason(&m),
         })
     }
 
@@ -444,6 +447,18 @@ impl Routers {
     pub fn alive(&mut self) -> bool {
         matches!(self.a.0.try_wait(), Ok(None)) && matches!(self.b.0.try_wait(), Ok(None))
     }
+}
+
+/// The samples of `mef_router_drops_total{reason="..."}` in Prometheus text, by reason.
+pub fn drops_by_reason(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("mef_router_drops_total{")?;
+            let reason = rest.split("reason=\"").nth(1)?.split('"').next()?;
+            let value = l.rsplit_once(' ')?.1.parse::<f64>().ok()?;
+            Some((reason.to_string(), value))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -468,6 +483,11 @@ mod tests {
             150.0
         );
         assert_eq!(metric_sum(m, "absent", None), 0.0);
+        let d = drops_by_reason(
+            "mef_router_drops_total{reason=\"overflow\"} 4\nmef_router_drops_total{reason=\"bad_mac1\"} 0\n",
+        );
+        assert_eq!(d.get("overflow"), Some(&4.0));
+        assert_eq!(d.len(), 2);
     }
 
     #[test]
