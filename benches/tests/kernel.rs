@@ -181,3 +181,63 @@ fn only_selects_by_cell_and_case() {
         kernel::Tool::Iperf3
     ));
 }
+
+#[test]
+fn routed_cell_through_two_mef_routers_as_root() {
+    if kernel::effective_uid().unwrap_or(u32::MAX) != 0 {
+        eprintln!("skipping: needs root to create network namespaces");
+        return;
+    }
+    if let Err(e) = kernel::check_environment() {
+        eprintln!("skipping: {e:#}");
+        return;
+    }
+    if let Err(e) = kernel::bed::router_binary() {
+        eprintln!("skipping: {e:#}");
+        return;
+    }
+    let spec = kernel::CellSpec {
+        rtt_ms: 50,
+        loss: 0.0,
+    };
+    // The daemons must start and the tunnel come up; a testbed that cannot be built skips.
+    let bed = match kernel::bed::Bed::build(&spec, true, 1) {
+        Ok(b) => b,
+        Err(e) if format!("{e:#}").contains("building the namespace testbed") => {
+            eprintln!("skipping: testbed unavailable: {e:#}");
+            return;
+        }
+        Err(e) => panic!("routed testbed: {e:#}"),
+    };
+    let before = bed
+        .router_counters()
+        .expect("routed bed has routers")
+        .expect("router A metrics");
+    let t = kernel::Timing {
+        bulk: std::time::Duration::from_secs(2),
+        iperf_omit: 0,
+        arrivals: std::time::Duration::from_secs(1),
+        drain: std::time::Duration::from_secs(10),
+    };
+    let r = kernel::run_case(
+        &bed,
+        &spec,
+        Cc::Cubic,
+        "mef-router",
+        kernel::Tool::Bulk,
+        &t,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("bulk through the routers: {e:#}"));
+    assert!(r.record.goodput_mbps > 1.0, "{r:?}");
+    assert!(r.record.goodput_mbps < 110.0, "{r:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let after = bed
+        .router_counters()
+        .expect("routed bed has routers")
+        .expect("router A metrics");
+    assert!(
+        after.path_since(&before, 1e5).is_some(),
+        "traffic crossed router A: {before:?} -> {after:?}"
+    );
+}

@@ -49,16 +49,23 @@ pub fn emulator_config(spec: &CellSpec, seed: u64) -> EmulatorConfig {
     cfg
 }
 
-/// The `mef-router` daemon binary: `$MEF_ROUTER_BIN`, else next to the running executable.
-/// Errors say why the routed cases cannot run.
+/// The `mef-router` daemon binary: `$MEF_ROUTER_BIN`, else next to the running executable
+/// (for a test binary in `target/<profile>/deps/`, in `target/<profile>/`). Errors say why
+/// the routed cases cannot run.
 pub fn router_binary() -> anyhow::Result<PathBuf> {
     let path = match std::env::var_os("MEF_ROUTER_BIN") {
         Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .context("locating the running executable")?
-            .parent()
-            .map(|d| d.join("mef-router"))
-            .context("the running executable has no directory")?,
+        None => {
+            let exe = std::env::current_exe().context("locating the running executable")?;
+            let dir = exe
+                .parent()
+                .context("the running executable has no directory")?;
+            let beside = dir.join("mef-router");
+            match dir.parent() {
+                Some(up) if !beside.is_file() && dir.ends_with("deps") => up.join("mef-router"),
+                _ => beside,
+            }
+        }
     };
     if !path.is_file() {
         bail!(

@@ -12,6 +12,7 @@
 //! **TCP splitting** (`[split] enabled = true`, RFC 3135 PEP over MEF transport) is asked for
 //! when the daemon binary accepts a `[split]` section (probed with `mef-router check-config`),
 //! unless `MEF_BENCH_ROUTER_PATH=tunnel` (`split` demands it, `auto`, the default, probes).
+//! `MEF_BENCH_ROUTER_BUFFER=BYTES` sets `[wan] buffer_bytes` (default: the daemon's).
 //! Which path a case's traffic really took is read from router A's metrics afterwards (see
 //! [`Routers::counters`]), not assumed from the configuration.
 
@@ -28,6 +29,20 @@ use sim_netem::testbed::{Node, Testbed};
 pub const TUNNEL_PORT: u16 = 51820;
 /// Environment variable choosing the routed path: `auto` (default), `split` or `tunnel`.
 pub const PATH_ENV: &str = "MEF_BENCH_ROUTER_PATH";
+/// Environment variable setting the routers' WAN egress buffer in bytes (`[wan]
+/// buffer_bytes`); unset, the daemon's default applies. For diagnostics.
+pub const BUFFER_ENV: &str = "MEF_BENCH_ROUTER_BUFFER";
+
+/// Reads [`BUFFER_ENV`]: `None` when unset, an error when not a positive integer.
+pub fn buffer_from_env() -> anyhow::Result<Option<usize>> {
+    match std::env::var(BUFFER_ENV) {
+        Err(_) => Ok(None),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(Some(n)),
+            _ => bail!("{BUFFER_ENV}={v:?}: expected a positive number of bytes"),
+        },
+    }
+}
 
 /// How the routers carry the end hosts' TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +199,8 @@ pub struct SiteConfig<'a> {
     pub capacity_mbps: f64,
     /// Whether to enable TCP splitting (`[split] enabled = true`).
     pub split: bool,
+    /// `[wan] buffer_bytes`, when not the daemon's default.
+    pub buffer_bytes: Option<usize>,
 }
 
 impl SiteConfig<'_> {
@@ -195,6 +212,9 @@ impl SiteConfig<'_> {
         } else {
             ""
         };
+        let buffer = self
+            .buffer_bytes
+            .map_or_else(String::new, |b| format!("buffer_bytes = {b}\n"));
         format!(
             r#"listen = "0.0.0.0:{TUNNEL_PORT}"
 private_key = "{}"
@@ -205,7 +225,7 @@ name = "mef0"
 prefixes = ["{}"]
 [wan]
 capacity = "{}kbit"
-{split_section}[[peer]]
+{buffer}{split_section}[[peer]]
 name = "peer"
 public_key = "{}"
 endpoint = "{}"
@@ -238,6 +258,7 @@ fn supports_split(bin: &Path, dir: &Path) -> anyhow::Result<bool> {
         endpoint: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, TUNNEL_PORT)),
         capacity_mbps: 100.0,
         split: true,
+        buffer_bytes: None,
     }
     .to_toml();
     let p = dir.join("probe.toml");
@@ -300,6 +321,7 @@ impl Routers {
         ) else {
             bail!("the testbed has no router namespaces");
         };
+        let buffer_bytes = buffer_from_env()?;
         let dir = TempDir::new()?;
         let split = match mode {
             PathMode::Tunnel => false,
@@ -333,6 +355,7 @@ impl Routers {
                 endpoint: ep(b_wan),
                 capacity_mbps,
                 split,
+                buffer_bytes,
             }
             .to_toml(),
         )?;
@@ -346,6 +369,7 @@ impl Routers {
                 endpoint: ep(a_wan),
                 capacity_mbps,
                 split,
+                buffer_bytes,
             }
             .to_toml(),
         )?;
@@ -523,11 +547,13 @@ mod tests {
             endpoint: "10.77.2.2:51820".parse().expect("addr"),
             capacity_mbps: 100.0,
             split: false,
+            buffer_bytes: Some(1000),
         }
         .to_toml();
         assert!(t.contains("capacity = \"100000kbit\""), "{t}");
         assert!(t.contains("endpoint = \"10.77.2.2:51820\""), "{t}");
         assert!(!t.contains("[split]"));
+        assert!(t.contains("buffer_bytes = 1000\n"), "{t}");
         assert_eq!(slash24(Ipv4Addr::new(10, 77, 3, 2)), "10.77.3.0/24");
     }
 }
