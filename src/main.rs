@@ -59,7 +59,7 @@ enum BenchSuite {
     /// emulator in network namespaces; plus the tunnel's single-core throughput. Needs root;
     /// runs cells one after the other, each with its own testbed, torn down afterwards.
     Kernel {
-        /// CI mode: RTT 200 ms only (loss 0 and 1 %), 5 s runs.
+        /// CI mode: RTT 200 ms only (loss 0 and 1 %), 10 s runs (iperf3 omits 2 s of slow start).
         #[arg(long)]
         quick: bool,
         /// Write the records as JSON to this path (plots go next to it).
