@@ -439,6 +439,13 @@ impl Streams {
         self.map.get(&id).is_none_or(|s| s.send.complete())
     }
 
+    /// `true` when every byte written on any stream, and every FIN sent, was acknowledged.
+    pub fn all_acknowledged(&self) -> bool {
+        self.map
+            .values()
+            .all(|s| s.send.base == s.send.end && (!s.send.fin || s.send.fin_acked))
+    }
+
     /// Unacknowledged bytes buffered on `id`.
     pub fn send_buffered(&self, id: StreamId) -> u64 {
         self.map.get(&id).map_or(0, |s| s.send.buf.len() as u64)

@@ -212,12 +212,20 @@ impl SplitBridge {
                 progress = true;
                 self.on_mef_event(now, ev);
             }
-            for h in std::mem::take(&mut self.to_close) {
-                if let Some(c) = self.endpoint.connection_mut(h) {
+            // Retired connections close once the peer acknowledged everything written to them:
+            // closing earlier would discard a last flow's final bytes or FIN in flight, and
+            // the peer would reset that flow (RFC 9000 §10.2: closing discards stream data).
+            let endpoint = &mut self.endpoint;
+            self.to_close.retain(|h| match endpoint.connection_mut(*h) {
+                Some(c) if c.is_closed() => false,
+                Some(c) if c.all_acknowledged() => {
                     c.close(now, 0, b"retired");
                     progress = true;
+                    false
                 }
-            }
+                Some(_) => true,
+                None => false,
+            });
             if self.splitter.poll_timeout().is_some_and(|t| t <= now) {
                 // Commands (reads, writes, aborts) queued work: let smoltcp send it now.
                 self.splitter.handle_timeout(now);

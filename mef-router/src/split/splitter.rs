@@ -82,6 +82,12 @@ pub struct SplitConfig {
     pub mtu: usize,
     /// What to do with a SYN when the connection limit is reached.
     pub when_full: WhenFull,
+    /// How long a cleanly closed connection lingers in TIME-WAIT before its socket is freed
+    /// (smoltcp's own timer is 10 s). Every held socket costs work on every packet, and at a few
+    /// hundred connections per second smoltcp's 10 s would keep `max_connections` sockets
+    /// lingering; on a LAN a few seconds still answer a retransmitted FIN (RFC 9293 §3.6.1
+    /// only needs the last ACK repeatable while the peer may retransmit its FIN).
+    pub time_wait: Duration,
     /// Abort a connection whose unacknowledged data (or SYN) stays unacknowledged this long
     /// (RFC 9293 §3.8.3 USER TIMEOUT); `None` retries forever.
     pub user_timeout: Option<Duration>,
@@ -107,6 +113,7 @@ impl Default for SplitConfig {
             tx_buffer: 256 * 1024,
             mtu: 1500,
             when_full: WhenFull::Reset,
+            time_wait: Duration::from_secs(2),
             user_timeout: Some(Duration::from_secs(60)),
             keep_alive: None,
             nagle: false,
@@ -227,6 +234,8 @@ pub struct SplitStats {
     pub aborted: u64,
     /// Connections in TIME-WAIT evicted to make room for a new one.
     pub time_wait_evicted: u64,
+    /// Connections freed when their [`SplitConfig::time_wait`] ran out.
+    pub time_wait_expired: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +260,8 @@ struct Conn {
     /// `Closed`/`Reset` reported or aborted: the id is dead for the user; the socket may linger
     /// (TIME-WAIT, or until an abort's RST has been sent).
     finished: bool,
+    /// When the socket was first seen in TIME-WAIT after `finished`.
+    time_wait_since: Option<Instant>,
 }
 
 /// A sans-IO TCP splitter (performance-enhancing proxy, RFC 3135) built on smoltcp.
@@ -702,6 +713,7 @@ impl TcpSplitter {
                 want_writable: true,
                 peer_closed_reported: false,
                 finished: false,
+                time_wait_since: None,
             },
         );
         self.by_tuple.insert((client, server), id);
@@ -754,6 +766,12 @@ impl TcpSplitter {
         if c.finished {
             if state == State::Closed {
                 self.remove(id);
+            } else if state == State::TimeWait {
+                let since = *c.time_wait_since.get_or_insert(self.last_now);
+                if self.last_now.saturating_duration_since(since) >= self.config.time_wait {
+                    self.stats.time_wait_expired += 1;
+                    self.remove(id);
+                }
             }
             return;
         }

@@ -505,6 +505,12 @@ impl Connection {
         self.streams.send_complete(stream)
     }
 
+    /// `true` when everything written to any stream (and every FIN) was acknowledged by the
+    /// peer, so closing now loses nothing the application wrote.
+    pub fn all_acknowledged(&self) -> bool {
+        self.streams.all_acknowledged()
+    }
+
     /// Closes the connection with an application error code and reason (truncated to 256
     /// bytes). A CLOSE frame is sent with the CLOSING header flag, so MEF routers release the
     /// flow's share at once; the connection then lingers for 3·PTO (RFC 9000 §10.2).
