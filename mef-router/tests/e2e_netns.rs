@@ -335,6 +335,17 @@ fn tcp_through_two_routers_wrong_key_and_restart() {
             split_in >= 1.0 && split_out >= 1.0,
             "split used: {split_in} {split_out}"
         );
+        // The splitter's LAN-side losses are exported, and the one connection was accepted
+        // normally: nothing refused for lack of room.
+        let out = tb
+            .exec(Node::RouterA, &[BIN, "status", "--metrics"])
+            .expect("metrics");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.lines()
+                .any(|l| l == "mef_router_split_lan_events_total{kind=\"rejected_full\"} 0"),
+            "split LAN events exported, none refused:\n{text}"
+        );
         let stamped = metric(
             &tb,
             Node::RouterA,

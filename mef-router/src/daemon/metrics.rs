@@ -262,6 +262,24 @@ pub fn render(r: &Router, rates: &BTreeMap<FlowKey, f64>, capacity: u64) -> Stri
             "Live MEF transport connections to peers.",
         );
         let _ = writeln!(o, "mef_router_split_connections {}", bs.connections);
+        metric(
+            &mut o,
+            "mef_router_split_lan_events_total",
+            "counter",
+            "LAN-side TCP events of the splitter that lose or refuse a connection, by kind.",
+        );
+        let ss = &bs.split;
+        for (kind, n) in [
+            ("rejected_full", ss.rejected_full),
+            ("handshake_failed", ss.handshake_failed),
+            ("malformed", ss.malformed),
+            ("time_wait_expired", ss.time_wait_expired),
+        ] {
+            let _ = writeln!(
+                o,
+                "mef_router_split_lan_events_total{{kind=\"{kind}\"}} {n}"
+            );
+        }
     }
     metric(
         &mut o,
