@@ -123,6 +123,8 @@ fn rec(proto: &str, tool: &str, goodput: f64, fct: Option<f64>) -> kernel::Kerne
         seconds: 10.0,
         router_split_flows: None,
         router_split_resets: None,
+        router_split_rejected_full: None,
+        router_split_handshake_failed: None,
         router_drops: None,
         router_drop_reasons: None,
     }

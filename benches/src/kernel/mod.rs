@@ -125,6 +125,12 @@ pub struct KernelRecord {
     /// Routed cases: split connections that ended with a reset during the case (router A).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_split_resets: Option<u64>,
+    /// Routed cases: SYNs router A's splitter refused because it was full, during the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_split_rejected_full: Option<u64>,
+    /// Routed cases: LAN handshakes with router A's splitter that failed, during the case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_split_handshake_failed: Option<u64>,
     /// Routed cases: packets router A dropped during the case (`mef_router_drops_total`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_drops: Option<u64>,
@@ -272,6 +278,8 @@ pub fn run_case(
         seconds,
         router_split_flows: None,
         router_split_resets: None,
+        router_split_rejected_full: None,
+        router_split_handshake_failed: None,
         router_drops: None,
         router_drop_reasons: None,
     };
@@ -519,6 +527,8 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                         };
                         r.router_split_flows = delta(|c| c.split_ingress);
                         r.router_split_resets = delta(|c| c.split_resets);
+                        r.router_split_rejected_full = delta(|c| c.split_rejected_full);
+                        r.router_split_handshake_failed = delta(|c| c.split_handshake_failed);
                         r.router_drops = delta(|c| c.drops);
                         r.router_drop_reasons = Some(
                             after

@@ -130,6 +130,12 @@ pub struct PathCounters {
     /// `mef_router_split_flows_ended_total{how="reset"}`: split connections that ended with a
     /// reset.
     pub split_resets: f64,
+    /// `mef_router_split_lan_events_total{kind="rejected_full"}`: SYNs the splitter refused
+    /// because it held its maximum number of connections.
+    pub split_rejected_full: f64,
+    /// `mef_router_split_lan_events_total{kind="handshake_failed"}`: LAN handshakes with the
+    /// splitter that did not complete.
+    pub split_handshake_failed: f64,
     /// `mef_router_drops_total`, summed over reasons (egress overflow, policing, malformed,
     /// no route, ...).
     pub drops: f64,
@@ -456,6 +462,16 @@ impl Routers {
                 &m,
                 "mef_router_split_flows_ended_total",
                 Some("how=\"reset\""),
+            ),
+            split_rejected_full: metric_sum(
+                &m,
+                "mef_router_split_lan_events_total",
+                Some("kind=\"rejected_full\""),
+            ),
+            split_handshake_failed: metric_sum(
+                &m,
+                "mef_router_split_lan_events_total",
+                Some("kind=\"handshake_failed\""),
             ),
             drops: metric_sum(&m, "mef_router_drops_total", None),
             drops_by_reason: drops_by_reason(&m),
