@@ -456,26 +456,18 @@ impl Endpoint for QuinnSender {
     }
 
     fn poll_transmit(&mut self, now: Instant) -> Option<Datagram> {
-        let keys: Vec<usize> = self.flows.keys().copied().collect();
-        let n = keys.len();
-        for i in 0..n {
-            let key = keys[(self.rr + i) % n];
-            let Some(f) = self.flows.get_mut(&key) else {
-                continue;
-            };
-            self.buf.clear();
-            if let Some(t) = f.conn.poll_transmit(now, 1, &mut self.buf) {
-                self.rr = (self.rr + i + 1) % n;
-                let dgram = Datagram {
-                    src: self.local,
-                    dst: t.destination,
-                    payload: self.buf[..t.size].to_vec(),
-                };
-                // Sending may have made room in the send window or finished a close.
-                self.process(now, key);
-                self.refresh_timeout();
-                return Some(dgram);
-            }
+        if let Some((key, dgram)) = poll_round_robin(
+            &mut self.flows,
+            &mut self.rr,
+            |f| &mut f.conn,
+            now,
+            self.local,
+            &mut self.buf,
+        ) {
+            // Sending may have made room in the send window or finished a close.
+            self.process(now, key);
+            self.refresh_timeout();
+            return Some(dgram);
         }
         self.refresh_timeout();
         None
@@ -744,25 +736,17 @@ impl Endpoint for QuinnSink {
         if let Some(d) = self.outbound.pop_front() {
             return Some(d);
         }
-        let keys: Vec<usize> = self.conns.keys().copied().collect();
-        let n = keys.len();
-        for i in 0..n {
-            let key = keys[(self.rr + i) % n];
-            let Some(rc) = self.conns.get_mut(&key) else {
-                continue;
-            };
-            self.buf.clear();
-            if let Some(t) = rc.conn.poll_transmit(now, 1, &mut self.buf) {
-                self.rr = (self.rr + i + 1) % n;
-                let dgram = Datagram {
-                    src: self.local,
-                    dst: t.destination,
-                    payload: self.buf[..t.size].to_vec(),
-                };
-                self.process(now, key);
-                self.refresh_timeout();
-                return Some(dgram);
-            }
+        if let Some((key, dgram)) = poll_round_robin(
+            &mut self.conns,
+            &mut self.rr,
+            |rc| &mut rc.conn,
+            now,
+            self.local,
+            &mut self.buf,
+        ) {
+            self.process(now, key);
+            self.refresh_timeout();
+            return Some(dgram);
         }
         self.refresh_timeout();
         None
@@ -771,6 +755,37 @@ impl Endpoint for QuinnSink {
     fn poll_timeout(&self) -> Option<Instant> {
         self.timeout
     }
+}
+
+/// Polls the connections of `conns` round robin, starting after the last one that sent, and
+/// returns the first datagram any of them has, with the key of its connection.
+fn poll_round_robin<V>(
+    conns: &mut BTreeMap<usize, V>,
+    rr: &mut usize,
+    conn: impl Fn(&mut V) -> &mut quinn_proto::Connection,
+    now: Instant,
+    local: SocketAddr,
+    buf: &mut Vec<u8>,
+) -> Option<(usize, Datagram)> {
+    let keys: Vec<usize> = conns.keys().copied().collect();
+    let n = keys.len();
+    for i in 0..n {
+        let key = keys[(*rr + i) % n];
+        let Some(v) = conns.get_mut(&key) else {
+            continue;
+        };
+        buf.clear();
+        if let Some(t) = conn(v).poll_transmit(now, 1, buf) {
+            *rr = (*rr + i + 1) % n;
+            let dgram = Datagram {
+                src: local,
+                dst: t.destination,
+                payload: buf[..t.size].to_vec(),
+            };
+            return Some((key, dgram));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
