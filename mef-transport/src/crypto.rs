@@ -306,27 +306,37 @@ impl PacketKey {
     }
 }
 
-/// Size of the anti-replay window in packet numbers (WireGuard uses 2048 − 64 usable).
+/// Size of the MEF transport's anti-replay bitmap in packet numbers (2048 − 64 usable, as
+/// WireGuard's reference implementation).
 pub const REPLAY_WINDOW: u64 = 2048;
-const WORDS: usize = (REPLAY_WINDOW / 64) as usize;
 
-/// Sliding-window anti-replay filter (RFC 6479; WireGuard paper §5.4.6).
+/// Sliding-window anti-replay filter (RFC 6479; WireGuard paper §5.4.6) over a ring of `WORDS`
+/// 64-bit words. Advancing the window clears whole words instead of shifting bits; one word is
+/// always being recycled, so `(WORDS − 1) · 64` counters behind the greatest are accepted. The
+/// MEF transport uses the default 32 words ([`REPLAY_WINDOW`] bits); the router's tunnel uses
+/// a larger ring.
 ///
 /// Call [`ReplayWindow::check`] before the (costly) decryption and [`ReplayWindow::update`]
 /// only after authentication succeeded, so forged packets cannot move the window.
 #[derive(Debug, Clone)]
-pub struct ReplayWindow {
+pub struct ReplayWindow<const WORDS: usize = 32> {
     bitmap: [u64; WORDS],
     greatest: Option<u64>,
 }
 
-impl Default for ReplayWindow {
+impl<const WORDS: usize> Default for ReplayWindow<WORDS> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl ReplayWindow {
+impl<const WORDS: usize> ReplayWindow<WORDS> {
+    /// Bits in the ring.
+    const BITS: u64 = WORDS as u64 * 64;
+
+    /// Counters behind the greatest one that are still accepted: `(WORDS − 1) · 64`.
+    pub const USABLE: u64 = Self::BITS - 64;
+
     /// An empty window.
     pub const fn new() -> Self {
         Self {
@@ -342,10 +352,10 @@ impl ReplayWindow {
             return true;
         }
         // RFC 6479 §2: the usable window is one word short of the bitmap.
-        if g - pn >= REPLAY_WINDOW - 64 {
+        if g - pn >= Self::USABLE {
             return false;
         }
-        let bit = pn % REPLAY_WINDOW;
+        let bit = pn % Self::BITS;
         self.bitmap[(bit / 64) as usize] & (1 << (bit % 64)) == 0
     }
 
@@ -370,7 +380,7 @@ impl ReplayWindow {
                 self.greatest = Some(pn);
             }
         }
-        let bit = pn % REPLAY_WINDOW;
+        let bit = pn % Self::BITS;
         self.bitmap[(bit / 64) as usize] |= 1 << (bit % 64);
         true
     }
@@ -474,7 +484,7 @@ mod tests {
 
     #[test]
     fn replay_window() {
-        let mut w = ReplayWindow::new();
+        let mut w: ReplayWindow = ReplayWindow::new();
         assert!(w.update(0));
         assert!(!w.update(0));
         assert!(w.update(5));
@@ -487,7 +497,7 @@ mod tests {
         assert!(w.update(1_000_000));
         assert!(!w.check(3000));
         // Every packet number in a long run is accepted once, even out of order.
-        let mut w = ReplayWindow::new();
+        let mut w: ReplayWindow = ReplayWindow::new();
         for base in (0..100_000u64).step_by(100) {
             for k in (0..100).rev() {
                 assert!(w.update(base + k));

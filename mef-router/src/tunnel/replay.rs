@@ -3,80 +3,16 @@
 //!
 //! The bitmap is a ring of `BLOCKS` 64-bit words; advancing the window clears whole words instead
 //! of shifting bits. One word is always being recycled, so the usable window is
-//! `(BLOCKS - 1) * 64` = [`WINDOW_SIZE`] counters.
+//! `(BLOCKS - 1) * 64` = [`WINDOW_SIZE`] counters. The implementation is the MEF transport's
+//! ([`mef_transport::crypto::ReplayWindow`]); only the ring size differs.
 
-/// Words in the ring (a power of two).
+/// Words in the ring.
 const BLOCKS: usize = 64;
-const BLOCK_BITS: u64 = 64;
 /// Counters behind the newest one that are still accepted (RFC 6479 §2): 4032.
-pub const WINDOW_SIZE: u64 = (BLOCKS as u64 - 1) * BLOCK_BITS;
+pub const WINDOW_SIZE: u64 = ReplayWindow::USABLE;
 
-/// The receive window of one session.
-#[derive(Debug, Clone)]
-pub struct ReplayWindow {
-    /// Greatest counter accepted so far, plus one (0 = none yet).
-    next: u64,
-    ring: [u64; BLOCKS],
-}
-
-impl Default for ReplayWindow {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ReplayWindow {
-    /// An empty window.
-    pub fn new() -> Self {
-        Self {
-            next: 0,
-            ring: [0; BLOCKS],
-        }
-    }
-
-    /// Whether `counter` could be accepted (not too old, not seen). Cheap: run it before the
-    /// AEAD so replays cost no decryption.
-    pub fn check(&self, counter: u64) -> bool {
-        if counter >= self.next {
-            return true;
-        }
-        if self.next - counter > WINDOW_SIZE {
-            return false;
-        }
-        let block = ((counter / BLOCK_BITS) as usize) % BLOCKS;
-        self.ring[block] & (1 << (counter % BLOCK_BITS)) == 0
-    }
-
-    /// Marks `counter` as received; call only after the packet authenticated. Returns false (and
-    /// changes nothing) if it is a replay or too old.
-    pub fn update(&mut self, counter: u64) -> bool {
-        if !self.check(counter) {
-            return false;
-        }
-        if counter >= self.next {
-            // RFC 6479 §2: clear the words between the old and the new top.
-            let old_top = if self.next == 0 {
-                None
-            } else {
-                Some((self.next - 1) / BLOCK_BITS)
-            };
-            let new_top = counter / BLOCK_BITS;
-            match old_top {
-                Some(old) if new_top - old < BLOCKS as u64 => {
-                    for b in old + 1..=new_top {
-                        self.ring[(b as usize) % BLOCKS] = 0;
-                    }
-                }
-                Some(old) if old == new_top => {}
-                _ => self.ring = [0; BLOCKS],
-            }
-            self.next = counter + 1;
-        }
-        let block = ((counter / BLOCK_BITS) as usize) % BLOCKS;
-        self.ring[block] |= 1 << (counter % BLOCK_BITS);
-        true
-    }
-}
+/// The receive window of one session: the MEF transport's RFC 6479 ring, with 64 words.
+pub type ReplayWindow = mef_transport::crypto::ReplayWindow<BLOCKS>;
 
 #[cfg(test)]
 mod tests {
