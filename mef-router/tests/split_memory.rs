@@ -14,99 +14,16 @@ use mef_router::split::{
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{IpAddress, Ipv4Address};
 
 // ---------------------------------------------------------------------------------------------
 // A smoltcp host (LAN client or LAN server) on an in-memory IP device.
 
-#[derive(Default)]
-struct Queues {
-    rx: VecDeque<Vec<u8>>,
-    tx: VecDeque<Vec<u8>>,
-}
-
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut VecDeque<Vec<u8>>);
-
-impl phy::RxToken for Rx {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
-    }
-}
-
-impl phy::TxToken for Tx<'_> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = vec![0; len];
-        let r = f(&mut buf);
-        self.0.push_back(buf);
-        r
-    }
-}
-
-impl Device for Queues {
-    type RxToken<'a> = Rx;
-    type TxToken<'a> = Tx<'a>;
-    fn capabilities(&self) -> DeviceCapabilities {
-        let mut caps = DeviceCapabilities::default();
-        caps.medium = Medium::Ip;
-        caps.max_transmission_unit = 1500;
-        caps
-    }
-    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
-        let p = self.rx.pop_front()?;
-        Some((Rx(p), Tx(&mut self.tx)))
-    }
-    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
-        Some(Tx(&mut self.tx))
-    }
-}
-
-struct Host {
-    iface: Interface,
-    dev: Queues,
-    sockets: SocketSet<'static>,
-}
-
-impl Host {
-    fn new(addr: Ipv4Address, gateway: Ipv4Address) -> Self {
-        let mut dev = Queues::default();
-        let mut config = Config::new(HardwareAddress::Ip);
-        config.random_seed = u64::from(addr.to_bits());
-        let mut iface = Interface::new(config, &mut dev, smoltcp::time::Instant::from_millis(0));
-        iface.update_ip_addrs(|a| {
-            a.push(IpCidr::new(IpAddress::Ipv4(addr), 24))
-                .expect("address");
-        });
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(gateway)
-            .expect("route");
-        Self {
-            iface,
-            dev,
-            sockets: SocketSet::new(Vec::new()),
-        }
-    }
-
-    fn socket(&self) -> tcp::Socket<'static> {
-        tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; 128 * 1024]),
-            tcp::SocketBuffer::new(vec![0; 128 * 1024]),
-        )
-    }
-
-    fn poll(&mut self, t: Duration) {
-        let ts = smoltcp::time::Instant::from_micros(t.as_micros() as i64);
-        self.iface.poll(ts, &mut self.dev, &mut self.sockets);
-    }
-
-    fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(h)
-    }
-}
+#[path = "common/smol_host.rs"]
+mod smol_host;
+use smol_host::Host;
 
 // ---------------------------------------------------------------------------------------------
 // An in-memory bounded duplex byte pipe standing in for a MEF transport stream.
@@ -439,10 +356,10 @@ fn transfer(drop_every: usize) {
     let client_data = payload(7, LEN);
     let server_data = payload(11, LEN);
 
-    let mut srv = w.server.socket();
+    let mut srv = w.server.socket(128 * 1024);
     srv.listen(addr(SERVER).port()).expect("listen");
     let srv = w.server.sockets.add(srv);
-    let mut cli = w.client.socket();
+    let mut cli = w.client.socket(128 * 1024);
     cli.connect(
         w.client.iface.context(),
         ep(addr(SERVER)),
@@ -571,7 +488,7 @@ fn connection_limit_is_enforced() {
         let mut host = Host::new(Ipv4Address::new(10, 0, 1, 2), Ipv4Address::new(10, 0, 1, 1));
         let mut handles = Vec::new();
         for i in 0..3u16 {
-            let mut sock = host.socket();
+            let mut sock = host.socket(128 * 1024);
             let dst = SocketAddrV4::new(std::net::Ipv4Addr::new(198, 51, 100, 1 + i as u8), 80);
             sock.connect(host.iface.context(), ep(dst), 50_000 + i)
                 .expect("connect");
@@ -659,7 +576,7 @@ fn connect_refused_reports_reset_and_bad_calls_error() {
 /// A valid SYN from a smoltcp client to an arbitrary address.
 fn captured_syn() -> Vec<u8> {
     let mut host = Host::new(Ipv4Address::new(10, 0, 1, 2), Ipv4Address::new(10, 0, 1, 1));
-    let mut sock = host.socket();
+    let mut sock = host.socket(128 * 1024);
     sock.connect(host.iface.context(), ep(addr(SERVER)), 40000)
         .expect("connect");
     host.sockets.add(sock);
@@ -785,10 +702,10 @@ proptest! {
 #[test]
 fn relay_propagates_stream_reset_as_abort() {
     let mut w = World::new();
-    let mut srv = w.server.socket();
+    let mut srv = w.server.socket(128 * 1024);
     srv.listen(addr(SERVER).port()).expect("listen");
     let srv = w.server.sockets.add(srv);
-    let mut cli = w.client.socket();
+    let mut cli = w.client.socket(128 * 1024);
     cli.connect(
         w.client.iface.context(),
         ep(addr(SERVER)),
