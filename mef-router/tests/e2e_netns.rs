@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mef_router::tunnel::PrivateKey;
@@ -17,28 +17,8 @@ use sim_netem::{LinkConfig, LossModel, realtime::EmulatorConfig};
 const BIN: &str = env!("CARGO_BIN_EXE_mef-router");
 const PORT: u16 = 5001;
 
-/// A daemon process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(3) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A daemon process, stopped gracefully when dropped.
+type Daemon = sim_netem::testbed::StopOnDrop;
 
 /// A temporary directory removed when dropped.
 struct TempDir(PathBuf);
@@ -97,7 +77,7 @@ fn start(tb: &Testbed, node: Node, config: &Path) -> Daemon {
         .stdout(Stdio::null())
         .stderr(log);
     let child = tb.spawn_in(node, cmd).expect("spawn daemon");
-    let d = Daemon(child);
+    let d = sim_netem::testbed::StopOnDrop(child);
     // Ready when its control endpoint answers.
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(10) {

@@ -18,7 +18,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -70,29 +70,8 @@ impl PathMode {
     }
 }
 
-/// A daemon process, stopped (SIGTERM, then SIGKILL after 3 s) when dropped.
-#[derive(Debug)]
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(pid) = i32::try_from(self.0.id()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(3) {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A daemon process, stopped gracefully when dropped.
+type Daemon = sim_netem::testbed::StopOnDrop;
 
 /// A private temporary directory, removed when dropped.
 #[derive(Debug)]
@@ -291,7 +270,7 @@ fn start(tb: &Testbed, bin: &Path, node: Node, config: &Path) -> anyhow::Result<
     let child = tb
         .spawn_in(node, cmd)
         .with_context(|| format!("starting {} in {node:?}", bin.display()))?;
-    let mut d = Daemon(child);
+    let mut d = sim_netem::testbed::StopOnDrop(child);
     let bin_s = bin.to_string_lossy().into_owned();
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(10) {

@@ -42,7 +42,7 @@ use thiserror::Error;
 
 use crate::realtime::{Emulator, EmulatorConfig, EmulatorError, disable_offloads};
 
-pub use netns::is_root;
+pub use netns::{StopOnDrop, is_root};
 
 /// A namespace of the testbed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -106,3 +106,35 @@ pub(crate) fn destroy(names: &[String]) {
         }
     }
 }
+
+/// A process started in a namespace (e.g. by `Testbed::spawn_in`) that is stopped gracefully
+/// when dropped: SIGTERM, up to `StopOnDrop::GRACE` to exit, then SIGKILL. The testbed's own
+/// teardown kills whatever is left in its namespaces; this lets a daemon shut down cleanly first
+/// (and lets a test stop one daemon, e.g. to restart it, without tearing the testbed down).
+#[derive(Debug)]
+pub struct StopOnDrop(pub std::process::Child);
+
+impl StopOnDrop {
+    /// Time a process gets to exit after SIGTERM.
+    pub const GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let t = std::time::Instant::now();
+        while t.elapsed() < Self::GRACE {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
