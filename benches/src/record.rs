@@ -188,7 +188,15 @@ pub fn table(records: &[Record]) -> String {
             extra.join(" "),
         ]);
     }
-    let cols = head.len();
+    // Text columns left-aligned, numbers right-aligned, the last column unpadded.
+    render_table(&rows, |c| c < 3)
+}
+
+/// Renders `rows` (the first one the header) as aligned columns with a rule under the header:
+/// columns for which `left(c)` holds are left-aligned, the others right-aligned, and the last
+/// column is not padded.
+pub fn render_table(rows: &[Vec<String>], left: impl Fn(usize) -> bool) -> String {
+    let cols = rows.first().map_or(0, Vec::len);
     let widths: Vec<usize> = (0..cols)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
@@ -196,10 +204,9 @@ pub fn table(records: &[Record]) -> String {
     for (i, row) in rows.iter().enumerate() {
         let mut line = String::new();
         for (c, cell) in row.iter().enumerate() {
-            // Text columns left-aligned, numbers right-aligned, the last column unpadded.
             if c + 1 == cols {
                 line.push_str(cell);
-            } else if c < 3 {
+            } else if left(c) {
                 let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
             } else {
                 let _ = write!(line, "{cell:>w$}  ", w = widths[c]);
@@ -208,7 +215,7 @@ pub fn table(records: &[Record]) -> String {
         out.push_str(line.trim_end());
         out.push('\n');
         if i == 0 {
-            let total: usize = widths.iter().sum::<usize>() + 2 * (cols - 1);
+            let total: usize = widths.iter().sum::<usize>() + 2 * (cols.saturating_sub(1));
             out.push_str(&"-".repeat(total.min(160)));
             out.push('\n');
         }

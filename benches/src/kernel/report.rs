@@ -69,31 +69,7 @@ pub fn table(records: &[KernelRecord]) -> String {
             },
         ]);
     }
-    let cols = head.len();
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == cols {
-                line.push_str(cell);
-            } else if (2..5).contains(&c) {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-            } else {
-                let _ = write!(line, "{cell:>w$}  ", w = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        if i == 0 {
-            let total: usize = widths.iter().sum::<usize>() + 2 * (cols - 1);
-            out.push_str(&"-".repeat(total.min(160)));
-            out.push('\n');
-        }
-    }
-    out
+    crate::record::render_table(&rows, |c| (2..5).contains(&c))
 }
 
 /// The comparison lines: for every (RTT, loss) cell and tool with a `mef-router` record, its
