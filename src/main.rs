@@ -131,11 +131,13 @@ fn main() -> ExitCode {
                 },
         } => {
             let opts = mef_benches::KernelOptions {
-                quick,
-                json,
-                out_dir: out,
-                seed,
-                only,
+                common: mef_benches::BenchOptions {
+                    quick,
+                    json,
+                    out_dir: out,
+                    seed,
+                    only,
+                },
                 tunnel: !no_tunnel,
             };
             mef_benches::run_kernel(opts).map(|_| ())

@@ -60,22 +60,16 @@ pub const IPERF_PORT: u16 = 5201;
 /// TCP port of the generator server.
 pub const GEN_PORT: u16 = 5301;
 
-/// Options of `mef bench kernel`.
+/// Options of `mef bench kernel`: the common bench options, read this way here —
+/// `quick`: RTT 200 ms only, 10 s runs, 10 s of short-flow arrivals; `seed`: the short-flow
+/// arrival trace; `only`: cases whose label `RTTms/LOSS% protocol/tool` (e.g.
+/// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef`, `short`,
+/// `200ms/`), several texts separated by commas selecting the cases matching any of them
+/// (`200ms/0%,200ms/1%`) — plus the tunnel benchmark switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelOptions {
-    /// CI mode: RTT 200 ms only, 10 s runs, 10 s of short-flow arrivals.
-    pub quick: bool,
-    /// Where to write the JSON records; plots go next to it.
-    pub json: Option<PathBuf>,
-    /// Directory for plots when `json` is not given.
-    pub out_dir: PathBuf,
-    /// Seed of the short-flow arrival trace.
-    pub seed: u64,
-    /// Run only cases whose label `RTTms/LOSS% protocol/tool` (e.g.
-    /// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef`, `short`,
-    /// `200ms/`); several texts separated by commas select the cases matching any of them
-    /// (`200ms/0%,200ms/1%`).
-    pub only: Option<String>,
+    /// Quick mode, JSON path, plot directory, seed and case filter.
+    pub common: crate::BenchOptions,
     /// Run the tunnel throughput benchmark (single core, sans-IO) as well.
     pub tunnel: bool,
 }
@@ -83,11 +77,7 @@ pub struct KernelOptions {
 impl Default for KernelOptions {
     fn default() -> Self {
         Self {
-            quick: false,
-            json: None,
-            out_dir: PathBuf::from("bench-out"),
-            seed: 1,
-            only: None,
+            common: crate::BenchOptions::default(),
             tunnel: true,
         }
     }
@@ -362,7 +352,7 @@ pub fn run_case(
 }
 
 /// Whether the case `protocol/tool` of cell `spec` is selected by `--only` (see
-/// [`KernelOptions::only`]).
+/// [`crate::BenchOptions::only`]).
 pub fn case_selected(only: Option<&str>, spec: &CellSpec, proto: &str, tool: Tool) -> bool {
     let label = format!("{} {proto}/{}", spec.label(), tool.name());
     only.is_none_or(|o| {
@@ -445,8 +435,8 @@ pub fn check_environment() -> anyhow::Result<()> {
 
 /// Runs the selected cells and cases (no printing besides the progress bar, no files).
 pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
-    let t = Timing::new(opts.quick);
-    let cells = grid(opts.quick);
+    let t = Timing::new(opts.common.quick);
+    let cells = grid(opts.common.quick);
     let protocols: [(Option<Cc>, &str); 3] = [
         (Some(Cc::Cubic), "kernel-cubic"),
         (Some(Cc::Bbr), "kernel-bbr"),
@@ -454,7 +444,7 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     ];
     let tools = [Tool::Iperf3, Tool::Bulk, Tool::ShortFlows];
     let wanted = |spec: &CellSpec, proto: &str, tool: Tool| {
-        case_selected(opts.only.as_deref(), spec, proto, tool)
+        case_selected(opts.common.only.as_deref(), spec, proto, tool)
     };
     let n_cases: usize = cells
         .iter()
@@ -467,7 +457,10 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
         })
         .sum();
     if n_cases == 0 {
-        bail!("no case matches {:?}", opts.only.as_deref().unwrap_or(""));
+        bail!(
+            "no case matches {:?}",
+            opts.common.only.as_deref().unwrap_or("")
+        );
     }
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(n_cases as u64)
@@ -503,7 +496,7 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                 }
             };
             bar.set_message(format!("{} building testbed", spec.label()));
-            let mut bed = match bed::Bed::build(spec, routed, opts.seed) {
+            let mut bed = match bed::Bed::build(spec, routed, opts.common.seed) {
                 Ok(b) => b,
                 Err(e) => {
                     skip_all(&mut report, format!("{e:#}"));
@@ -515,34 +508,35 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                 bar.set_message(format!("{} {p}/{}", spec.label(), tl.name()));
                 let before = bed.wan_drops();
                 let counters_before = bed.router_counters().transpose();
-                let result = run_case(&bed, spec, cc, p, tl, &t, opts.seed).and_then(|mut r| {
-                    if let (Some((q0, _)), Some((q1, _))) = (before, bed.wan_drops()) {
-                        r.record.drops = q1.saturating_sub(q0);
-                    }
-                    if routed {
-                        let (path, before, after) = routed_path(&mut bed, counters_before)?;
-                        r.path = path.to_string();
-                        let delta = |f: fn(&routers::PathCounters) -> f64| {
-                            Some((f(&after) - f(&before)).max(0.0) as u64)
-                        };
-                        r.router_split_flows = delta(|c| c.split_ingress);
-                        r.router_split_resets = delta(|c| c.split_resets);
-                        r.router_split_rejected_full = delta(|c| c.split_rejected_full);
-                        r.router_split_handshake_failed = delta(|c| c.split_handshake_failed);
-                        r.router_drops = delta(|c| c.drops);
-                        r.router_drop_reasons = Some(
-                            after
-                                .drops_by_reason
-                                .iter()
-                                .filter_map(|(k, v)| {
-                                    let d = v - before.drops_by_reason.get(k).unwrap_or(&0.0);
-                                    (d > 0.0).then(|| (k.clone(), d as u64))
-                                })
-                                .collect(),
-                        );
-                    }
-                    Ok(r)
-                });
+                let result =
+                    run_case(&bed, spec, cc, p, tl, &t, opts.common.seed).and_then(|mut r| {
+                        if let (Some((q0, _)), Some((q1, _))) = (before, bed.wan_drops()) {
+                            r.record.drops = q1.saturating_sub(q0);
+                        }
+                        if routed {
+                            let (path, before, after) = routed_path(&mut bed, counters_before)?;
+                            r.path = path.to_string();
+                            let delta = |f: fn(&routers::PathCounters) -> f64| {
+                                Some((f(&after) - f(&before)).max(0.0) as u64)
+                            };
+                            r.router_split_flows = delta(|c| c.split_ingress);
+                            r.router_split_resets = delta(|c| c.split_resets);
+                            r.router_split_rejected_full = delta(|c| c.split_rejected_full);
+                            r.router_split_handshake_failed = delta(|c| c.split_handshake_failed);
+                            r.router_drops = delta(|c| c.drops);
+                            r.router_drop_reasons = Some(
+                                after
+                                    .drops_by_reason
+                                    .iter()
+                                    .filter_map(|(k, v)| {
+                                        let d = v - before.drops_by_reason.get(k).unwrap_or(&0.0);
+                                        (d > 0.0).then(|| (k.clone(), d as u64))
+                                    })
+                                    .collect(),
+                            );
+                        }
+                        Ok(r)
+                    });
                 match result {
                     Ok(r) => report.records.push(r),
                     Err(e) => report.skipped.push(KernelSkip {
@@ -569,7 +563,7 @@ pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
     check_environment()?;
     let mut report = run_cells(&opts)?;
     if opts.tunnel {
-        match tunnel::run(opts.quick) {
+        match tunnel::run(opts.common.quick) {
             Ok(t) => report.tunnel = Some(t),
             Err(e) => report.skipped.push(KernelSkip {
                 cell: "-".into(),
@@ -592,7 +586,7 @@ pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
             println!("  {} {}: {}", s.cell, s.case, s.reason);
         }
     }
-    let dir = match &opts.json {
+    let dir = match &opts.common.json {
         Some(path) => {
             report::write_json(path, &report)?;
             println!("\nwrote {}", path.display());
@@ -600,11 +594,12 @@ pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
                 .filter(|p| !p.as_os_str().is_empty())
                 .map_or_else(|| PathBuf::from("."), PathBuf::from)
         }
-        None => opts.out_dir.clone(),
+        None => opts.common.out_dir.clone(),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     // The plot is named after the JSON file (`kernel-quick.json` → `kernel-quick.svg`).
     let svg = opts
+        .common
         .json
         .as_deref()
         .and_then(|p| p.file_stem())
