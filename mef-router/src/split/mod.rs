@@ -20,13 +20,16 @@
 //! far end has it, so TCP's end-to-end acknowledgement becomes hop-by-hop. A reset on one side is
 //! propagated as a reset to the other side by the relay; a clean FIN is propagated as a FIN.
 
+mod config;
 mod device;
 pub mod error;
 pub mod header;
 pub mod relay;
 pub mod splitter;
+mod stack;
 
+pub use config::{SplitConfig, WhenFull};
 pub use error::{FrameError, MalformedReason, RelayError, SplitError};
 pub use header::SplitHeader;
 pub use relay::{ByteStream, Relay, RelayConfig, RelayStatus, StreamRead};
-pub use splitter::{ConnId, SplitConfig, SplitEvent, SplitStats, TcpSplitter, WhenFull};
+pub use splitter::{ConnId, SplitEvent, SplitStats, TcpSplitter};

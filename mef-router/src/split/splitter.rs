@@ -3,7 +3,9 @@
 //!
 //! # How terminating connections to arbitrary addresses works
 //!
-//! The smoltcp [`Interface`] runs on [`Medium::Ip`](smoltcp::phy::Medium::Ip) over an in-memory
+//! Each connection has its own smoltcp [`Interface`] (see [`super::stack`]: one socket per
+//! interface keeps the cost of a packet independent of the number of connections). Every
+//! interface runs on [`Medium::Ip`](smoltcp::phy::Medium::Ip) over the splitter's in-memory
 //! `QueueDevice` with one configured address ([`SplitConfig::local_addr`], a /32) and
 //! [`Interface::set_any_ip`] enabled. In smoltcp 0.14, `any_ip` makes `has_ip_addr()` true for
 //! every destination, so every unicast IPv4 packet is delivered to the sockets whatever its
@@ -25,25 +27,24 @@
 //! the client, are accepted for the same reason. The router must therefore route the server's
 //! replies to that client address back into the splitter (the TUN device), not onward.
 //!
-//! Packets that match no socket (for example an ACK for a connection the splitter forgot) are
-//! answered by smoltcp with a RST (RFC 9293 §3.10.7.1), as a host would.
+//! Packets that match no connection (for example an ACK for a connection the splitter forgot) go
+//! to an interface without sockets, which answers with a RST (RFC 9293 §3.10.7.1), as a host would.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketSet};
 use smoltcp::socket::tcp::{self, RecvError, State};
 use smoltcp::time::{Duration as SmolDuration, Instant as SmolInstant};
-use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint, IpProtocol, Ipv4Packet,
-    TcpPacket,
-};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint, IpProtocol, Ipv4Packet, TcpPacket};
 
+use super::config::{SplitConfig, WhenFull};
 use super::device::QueueDevice;
 use super::error::{MalformedReason, SplitError};
 use super::header::usable;
+use super::stack::{self, Stack, stack_seed};
 
 /// Identifies one split connection within a [`TcpSplitter`]. Never reused by that splitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -52,107 +53,6 @@ pub struct ConnId(pub u64);
 impl fmt::Display for ConnId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{}", self.0)
-    }
-}
-
-/// What to do with a new connection's SYN when [`SplitConfig::max_connections`] is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WhenFull {
-    /// Answer with a RST (RFC 9293 §3.10.7.1): the client fails fast ("connection refused").
-    Reset,
-    /// Drop the SYN silently: the client retransmits it and may succeed once a slot frees.
-    Drop,
-}
-
-/// Configuration of a [`TcpSplitter`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SplitConfig {
-    /// The splitter's own address (a /32 on the smoltcp interface, and the gateway of its
-    /// default route). Never seen by LAN hosts when splitting; pick an unused link-local address.
-    pub local_addr: Ipv4Addr,
-    /// Maximum number of connections held at once (including ones lingering in TIME-WAIT, which
-    /// are evicted first when a new connection needs the slot).
-    pub max_connections: usize,
-    /// Receive buffer per connection in bytes (also the advertised window; smoltcp uses window
-    /// scaling, RFC 7323, above 64 KiB).
-    pub rx_buffer: usize,
-    /// Send buffer per connection in bytes ([`TcpSplitter::write`] returns 0 when it is full).
-    pub tx_buffer: usize,
-    /// MTU of the LAN side (the TUN device), which bounds the MSS smoltcp announces and uses.
-    pub mtu: usize,
-    /// What to do with a SYN when the connection limit is reached.
-    pub when_full: WhenFull,
-    /// How long a cleanly closed connection lingers in TIME-WAIT before its socket is freed
-    /// (smoltcp's own timer is 10 s). Every held socket costs work on every packet, and at a few
-    /// hundred connections per second smoltcp's 10 s would keep `max_connections` sockets
-    /// lingering; on a LAN a few seconds still answer a retransmitted FIN (RFC 9293 §3.6.1
-    /// only needs the last ACK repeatable while the peer may retransmit its FIN).
-    pub time_wait: Duration,
-    /// Abort a connection whose unacknowledged data (or SYN) stays unacknowledged this long
-    /// (RFC 9293 §3.8.3 USER TIMEOUT); `None` retries forever.
-    pub user_timeout: Option<Duration>,
-    /// Send TCP keep-alives after this much idle time (RFC 9293 §3.8.4); `None` disables them.
-    pub keep_alive: Option<Duration>,
-    /// Nagle's algorithm (RFC 9293 §3.7.4). Off by default: the relay writes whatever arrives,
-    /// and the LAN end points run their own Nagle.
-    pub nagle: bool,
-    /// Soft bound on packets waiting in [`TcpSplitter::poll_ip_packet`]; when reached smoltcp
-    /// stops transmitting until the caller drains packets.
-    pub max_queued_packets: usize,
-    /// Seed for smoltcp's initial sequence numbers and ephemeral choices. Use a fresh random value
-    /// per process (RFC 6528: predictable ISNs permit blind injection).
-    pub random_seed: u64,
-}
-
-impl Default for SplitConfig {
-    fn default() -> Self {
-        Self {
-            local_addr: Ipv4Addr::new(169, 254, 77, 1),
-            max_connections: 1024,
-            rx_buffer: 256 * 1024,
-            tx_buffer: 256 * 1024,
-            mtu: 1500,
-            when_full: WhenFull::Reset,
-            time_wait: Duration::from_secs(2),
-            user_timeout: Some(Duration::from_secs(60)),
-            keep_alive: None,
-            nagle: false,
-            max_queued_packets: 4096,
-            random_seed: 0x5eed_0f5e_11e7,
-        }
-    }
-}
-
-impl SplitConfig {
-    fn validate(&self) -> Result<(), SplitError> {
-        if !usable(SocketAddrV4::new(self.local_addr, 1)) {
-            return Err(SplitError::InvalidConfig(
-                "local_addr must be a unicast address",
-            ));
-        }
-        if self.max_connections == 0 {
-            return Err(SplitError::InvalidConfig(
-                "max_connections must be at least 1",
-            ));
-        }
-        // smoltcp's window scale is at most 14 (RFC 7323 §2.3), i.e. a 1 GiB window.
-        let buf_ok = |b: usize| (1024..=1 << 30).contains(&b);
-        if !buf_ok(self.rx_buffer) || !buf_ok(self.tx_buffer) {
-            return Err(SplitError::InvalidConfig(
-                "rx_buffer and tx_buffer must be between 1 KiB and 1 GiB",
-            ));
-        }
-        if !(576..=65535).contains(&self.mtu) {
-            return Err(SplitError::InvalidConfig(
-                "mtu must be between 576 and 65535",
-            ));
-        }
-        if self.max_queued_packets == 0 {
-            return Err(SplitError::InvalidConfig(
-                "max_queued_packets must be at least 1",
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -244,9 +144,8 @@ enum Origin {
     Connected,
 }
 
-#[derive(Debug)]
 struct Conn {
-    handle: SocketHandle,
+    stack: Stack,
     client: SocketAddrV4,
     server: SocketAddrV4,
     origin: Origin,
@@ -262,6 +161,8 @@ struct Conn {
     finished: bool,
     /// When the socket was first seen in TIME-WAIT after `finished`.
     time_wait_since: Option<Instant>,
+    /// The entry of this connection in [`TcpSplitter::timers`], if any.
+    deadline: Option<Instant>,
 }
 
 /// A sans-IO TCP splitter (performance-enhancing proxy, RFC 3135) built on smoltcp.
@@ -274,13 +175,27 @@ struct Conn {
 /// [`poll_event`](Self::poll_event) until `None`, then [`poll_timeout`](Self::poll_timeout) for
 /// the next deadline. Commands do not transmit by themselves: they make `poll_timeout` return
 /// the current time, so the loop calls `handle_timeout`, which sends.
+///
+/// Every connection has its own smoltcp stack (see [`super::stack`]): a packet, a command or
+/// a timer touches only its connection, so the cost per packet does not grow with the number of
+/// connections held.
 pub struct TcpSplitter {
     config: SplitConfig,
-    iface: Interface,
     device: QueueDevice,
-    sockets: SocketSet<'static>,
+    /// Answers packets that match no connection (with a RST, as smoltcp does for a host).
+    responder: Interface,
+    no_sockets: SocketSet<'static>,
     conns: BTreeMap<ConnId, Conn>,
     by_tuple: BTreeMap<(SocketAddrV4, SocketAddrV4), ConnId>,
+    /// Each connection's next smoltcp deadline (or end of its TIME-WAIT), earliest first.
+    timers: BTreeSet<(Instant, ConnId)>,
+    /// Connections a command changed: to poll at the next `handle_timeout`.
+    dirty: BTreeSet<ConnId>,
+    /// Connections that wanted to transmit while the packet queue was full: polled again once
+    /// the caller drained it.
+    blocked: BTreeSet<ConnId>,
+    /// Finished connections lingering in TIME-WAIT, oldest id first (evicted first when full).
+    lingering: BTreeSet<ConnId>,
     /// Ids that reported [`SplitEvent::Closed`] recently (at most `max_connections`, oldest
     /// forgotten first): `read` returns 0 and `is_peer_closed` true for them, so a relay pumped
     /// after the clean close still sees a clean end of stream rather than an unknown id.
@@ -290,7 +205,6 @@ pub struct TcpSplitter {
     next_id: u64,
     epoch: Instant,
     last_now: Instant,
-    dirty: bool,
     stats: SplitStats,
 }
 
@@ -358,33 +272,29 @@ impl TcpSplitter {
     pub fn new(config: SplitConfig, now: Instant) -> Result<Self, SplitError> {
         config.validate()?;
         let mut device = QueueDevice::new(config.mtu, config.max_queued_packets);
-        let mut iface_config = Config::new(HardwareAddress::Ip);
-        iface_config.random_seed = config.random_seed;
-        let mut iface = Interface::new(iface_config, &mut device, SmolInstant::from_micros(0));
-        let mut pushed = Ok(());
-        iface.update_ip_addrs(|addrs| {
-            pushed = addrs.push(IpCidr::new(IpAddress::Ipv4(config.local_addr), 32));
-        });
-        pushed.map_err(|_| SplitError::InvalidConfig("interface address table full"))?;
-        iface
-            .routes_mut()
-            .add_default_ipv4_route(config.local_addr)
-            .map_err(|_| SplitError::InvalidConfig("interface route table full"))?;
-        iface.set_any_ip(true);
+        let responder = stack::interface(
+            config.local_addr,
+            stack_seed(config.random_seed, u64::MAX),
+            &mut device,
+            SmolInstant::from_micros(0),
+        )?;
         Ok(Self {
             config,
-            iface,
             device,
-            sockets: SocketSet::new(Vec::new()),
+            responder,
+            no_sockets: SocketSet::new(Vec::new()),
             conns: BTreeMap::new(),
             by_tuple: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            blocked: BTreeSet::new(),
+            lingering: BTreeSet::new(),
             closed_ids: BTreeSet::new(),
             closed_order: VecDeque::new(),
             events: VecDeque::new(),
             next_id: 0,
             epoch: now,
             last_now: now,
-            dirty: false,
             stats: SplitStats::default(),
         })
     }
@@ -418,8 +328,7 @@ impl TcpSplitter {
             return Ok(true);
         }
         let c = self.live(id)?;
-        let sock = self.sockets.get::<tcp::Socket>(c.handle);
-        Ok(c.fin_received && sock.recv_queue() == 0)
+        Ok(c.fin_received && c.stack.socket().recv_queue() == 0)
     }
 
     /// Feed one IPv4 packet read from the LAN side (TUN). Only TCP is handled; an `Err` means the
@@ -439,15 +348,16 @@ impl TcpSplitter {
                 return Err(e);
             }
         };
+        let mut target = self.lookup(meta.src, meta.dst);
         let mut new_listener = None;
         if meta.syn && !meta.ack {
             let key = (meta.src, meta.dst);
-            let existing = self.by_tuple.get(&key).copied();
-            if let Some(old) = existing {
+            if let Some(old) = self.by_tuple.get(&key).copied() {
                 // A new SYN for a pair whose old connection is finished (TIME-WAIT or aborted):
                 // the client reuses the port; make room (as RFC 6191 allows for TIME-WAIT).
                 if self.conns.get(&old).is_some_and(|c| c.finished) {
                     self.remove(old);
+                    target = None;
                 }
             }
             if !self.by_tuple.contains_key(&key) {
@@ -455,9 +365,7 @@ impl TcpSplitter {
                     self.stats.rejected_full += 1;
                     let limit = self.config.max_connections;
                     if self.config.when_full == WhenFull::Reset {
-                        // No socket matches, so smoltcp answers with a RST.
-                        self.device.rx.push_back(packet.to_vec());
-                        self.poll();
+                        self.respond(packet);
                     }
                     return Err(SplitError::TooManyConnections { limit });
                 }
@@ -471,17 +379,24 @@ impl TcpSplitter {
                     self.stats.malformed += 1;
                     return Err(MalformedReason::BadAddress.into());
                 }
-                let id = self.insert(socket, meta.src, meta.dst, Origin::Accepted, State::Listen);
+                let id =
+                    self.insert(socket, meta.src, meta.dst, Origin::Accepted, State::Listen)?;
                 new_listener = Some(id);
+                target = Some(id);
             }
         }
+        let Some(id) = target else {
+            // No connection: smoltcp answers as a host would (RST unless it was one).
+            self.respond(packet);
+            return Ok(());
+        };
         self.device.rx.push_back(packet.to_vec());
-        self.poll();
+        self.poll_conn(id);
         if let Some(id) = new_listener {
             let still_listening = self
                 .conns
                 .get(&id)
-                .is_some_and(|c| self.sockets.get::<tcp::Socket>(c.handle).is_listening());
+                .is_some_and(|c| c.stack.socket().is_listening());
             if still_listening {
                 self.stats.handshake_failed += 1;
                 self.remove(id);
@@ -490,33 +405,44 @@ impl TcpSplitter {
         Ok(())
     }
 
-    /// Run smoltcp's timers (retransmission, delayed ACK, TIME-WAIT, keep-alive) and transmit
-    /// what commands queued. Call when [`poll_timeout`](Self::poll_timeout) has passed.
+    /// Run smoltcp's timers (retransmission, delayed ACK, TIME-WAIT, keep-alive) that are due
+    /// and transmit what commands queued. Call when [`poll_timeout`](Self::poll_timeout) has
+    /// passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
-        self.poll();
+        let mut due: BTreeSet<ConnId> = std::mem::take(&mut self.dirty);
+        while let Some(&(t, id)) = self.timers.first() {
+            if t > self.last_now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.deadline = None;
+            }
+            due.insert(id);
+        }
+        for id in due {
+            self.poll_conn(id);
+        }
     }
 
     /// The next time [`handle_timeout`](Self::handle_timeout) must be called, if any. Returns the
     /// latest `now` seen when work is pending right away (after commands, or after the caller
     /// drained a full packet queue).
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        if self.dirty {
+        if !self.dirty.is_empty() {
             return Some(self.last_now);
         }
-        let ts = self.smol(self.last_now);
-        self.iface.poll_at(ts, &self.sockets).map(|t| {
-            self.epoch + Duration::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
-        })
+        self.timers.first().map(|&(t, _)| t)
     }
 
     /// Next IPv4 packet to write to the LAN side (TUN device), if any.
     pub fn poll_ip_packet(&mut self) -> Option<Vec<u8>> {
         let packet = self.device.tx.pop_front()?;
         self.stats.packets_out += 1;
-        if self.device.tx_blocked && self.device.tx.len() < self.config.max_queued_packets {
-            self.device.tx_blocked = false;
-            self.dirty = true;
+        if !self.blocked.is_empty() && self.device.tx.len() < self.config.max_queued_packets {
+            let blocked = std::mem::take(&mut self.blocked);
+            self.dirty.extend(blocked);
         }
         Some(packet)
     }
@@ -553,17 +479,25 @@ impl TcpSplitter {
                 limit: self.config.max_connections,
             });
         }
-        let mut socket = self.new_socket();
+        let socket = self.new_socket();
+        let id = self.insert(socket, client, server, Origin::Connected, State::SynSent)?;
         let remote = IpEndpoint::new(IpAddress::Ipv4(*server.ip()), server.port());
         let local = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*client.ip())),
             port: client.port(),
         };
-        socket
-            .connect(self.iface.context(), remote, local)
-            .map_err(|_| SplitError::Unaddressable { client, server })?;
-        let id = self.insert(socket, client, server, Origin::Connected, State::SynSent);
-        self.poll();
+        let connected = match self.conns.get_mut(&id) {
+            Some(c) => {
+                let (socket, cx) = c.stack.socket_and_context();
+                socket.connect(cx, remote, local).is_ok()
+            }
+            None => false,
+        };
+        if !connected {
+            self.remove(id);
+            return Err(SplitError::Unaddressable { client, server });
+        }
+        self.poll_conn(id);
         Ok(id)
     }
 
@@ -574,9 +508,8 @@ impl TcpSplitter {
         if self.closed_ids.contains(&id) {
             return Ok(0);
         }
-        let c = self.live(id)?;
-        let handle = c.handle;
-        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        let c = self.live_mut(id)?;
+        let sock = c.stack.socket_mut();
         let n = match sock.recv_slice(buf) {
             Ok(n) => n,
             Err(RecvError::Finished) => 0,
@@ -591,14 +524,14 @@ impl TcpSplitter {
             },
         };
         let drained = sock.recv_queue() == 0;
+        if drained {
+            c.readable_pending = false;
+        }
         if n > 0 {
             // The window opened: let smoltcp send a window update.
-            self.dirty = true;
+            self.dirty.insert(id);
         }
         if drained {
-            if let Some(c) = self.conns.get_mut(&id) {
-                c.readable_pending = false;
-            }
             self.refresh(id);
         }
         Ok(n)
@@ -607,9 +540,8 @@ impl TcpSplitter {
     /// Queue bytes for sending; returns how many were accepted, 0 when the send buffer is full
     /// (or the connection is not established yet): wait for [`SplitEvent::Writable`].
     pub fn write(&mut self, id: ConnId, buf: &[u8]) -> Result<usize, SplitError> {
-        let c = self.live(id)?;
-        let handle = c.handle;
-        let sock = self.sockets.get_mut::<tcp::Socket>(handle);
+        let c = self.live_mut(id)?;
+        let sock = c.stack.socket_mut();
         let n = match sock.state() {
             State::SynSent | State::SynReceived => 0,
             State::Established | State::CloseWait => sock.send_slice(buf).unwrap_or(0),
@@ -620,13 +552,11 @@ impl TcpSplitter {
                 });
             }
         };
-        if n > 0 {
-            self.dirty = true;
-        }
-        if n < buf.len()
-            && let Some(c) = self.conns.get_mut(&id)
-        {
+        if n < buf.len() {
             c.want_writable = true;
+        }
+        if n > 0 {
+            self.dirty.insert(id);
         }
         Ok(n)
     }
@@ -637,26 +567,22 @@ impl TcpSplitter {
         if self.closed_ids.contains(&id) {
             return Ok(());
         }
-        let c = self.live(id)?;
+        let c = self.live_mut(id)?;
         if !c.established {
             return self.abort(id);
         }
-        let handle = c.handle;
-        self.sockets.get_mut::<tcp::Socket>(handle).close();
-        self.dirty = true;
+        c.stack.socket_mut().close();
+        self.dirty.insert(id);
         Ok(())
     }
 
     /// Abort the connection with a RST (RFC 9293 §3.10.5); no further event is emitted for it.
     pub fn abort(&mut self, id: ConnId) -> Result<(), SplitError> {
-        let c = self.live(id)?;
-        let handle = c.handle;
-        self.sockets.get_mut::<tcp::Socket>(handle).abort();
-        if let Some(c) = self.conns.get_mut(&id) {
-            c.finished = true;
-        }
+        let c = self.live_mut(id)?;
+        c.stack.socket_mut().abort();
+        c.finished = true;
         self.stats.aborted += 1;
-        self.dirty = true;
+        self.dirty.insert(id);
         Ok(())
     }
 
@@ -665,6 +591,25 @@ impl TcpSplitter {
             Some(c) if !c.finished => Ok(c),
             _ => Err(SplitError::UnknownConnection(id)),
         }
+    }
+
+    fn live_mut(&mut self, id: ConnId) -> Result<&mut Conn, SplitError> {
+        match self.conns.get_mut(&id) {
+            Some(c) if !c.finished => Ok(c),
+            _ => Err(SplitError::UnknownConnection(id)),
+        }
+    }
+
+    /// The connection a packet from `src` to `dst` belongs to: one accepted from `src`, or one
+    /// originated towards `src` as the server.
+    fn lookup(&self, src: SocketAddrV4, dst: SocketAddrV4) -> Option<ConnId> {
+        let of = |key, origin| {
+            self.by_tuple
+                .get(&key)
+                .copied()
+                .filter(|id| self.conns.get(id).is_some_and(|c| c.origin == origin))
+        };
+        of((src, dst), Origin::Accepted).or_else(|| of((dst, src), Origin::Connected))
     }
 
     fn advance(&mut self, now: Instant) {
@@ -688,6 +633,16 @@ impl TcpSplitter {
         socket
     }
 
+    /// Lets the responder (no sockets) answer a packet that belongs to no connection.
+    fn respond(&mut self, packet: &[u8]) {
+        self.device.rx.push_back(packet.to_vec());
+        let ts = self.smol(self.last_now);
+        self.responder
+            .poll(ts, &mut self.device, &mut self.no_sockets);
+        // A reply that found the queue full is simply not sent: the peer retransmits.
+        self.device.rx.clear();
+    }
+
     fn insert(
         &mut self,
         socket: tcp::Socket<'static>,
@@ -695,14 +650,16 @@ impl TcpSplitter {
         server: SocketAddrV4,
         origin: Origin,
         state: State,
-    ) -> ConnId {
-        let handle = self.sockets.add(socket);
+    ) -> Result<ConnId, SplitError> {
         let id = ConnId(self.next_id);
+        let ts = self.smol(self.last_now);
+        let seed = stack_seed(self.config.random_seed, id.0);
+        let stack = Stack::new(self.config.local_addr, seed, &mut self.device, ts, socket)?;
         self.next_id += 1;
         self.conns.insert(
             id,
             Conn {
-                handle,
+                stack,
                 client,
                 server,
                 origin,
@@ -714,28 +671,30 @@ impl TcpSplitter {
                 peer_closed_reported: false,
                 finished: false,
                 time_wait_since: None,
+                deadline: None,
             },
         );
         self.by_tuple.insert((client, server), id);
-        id
+        Ok(id)
     }
 
     fn remove(&mut self, id: ConnId) {
         if let Some(c) = self.conns.remove(&id) {
-            self.sockets.remove(c.handle);
             if self.by_tuple.get(&(c.client, c.server)) == Some(&id) {
                 self.by_tuple.remove(&(c.client, c.server));
             }
+            if let Some(t) = c.deadline {
+                self.timers.remove(&(t, id));
+            }
+            self.dirty.remove(&id);
+            self.blocked.remove(&id);
+            self.lingering.remove(&id);
         }
     }
 
     /// Drop the oldest connection that lingers in TIME-WAIT (already reported `Closed`).
     fn evict_time_wait(&mut self) -> bool {
-        let victim = self.conns.iter().find_map(|(id, c)| {
-            let state = self.sockets.get::<tcp::Socket>(c.handle).state();
-            (c.finished && state == State::TimeWait).then_some(*id)
-        });
-        match victim {
+        match self.lingering.first().copied() {
             Some(id) => {
                 self.remove(id);
                 self.stats.time_wait_evicted += 1;
@@ -745,13 +704,50 @@ impl TcpSplitter {
         }
     }
 
-    fn poll(&mut self) {
+    /// Polls one connection's stack, turns its state into events and re-arms its timer.
+    fn poll_conn(&mut self, id: ConnId) {
         let ts = self.smol(self.last_now);
-        self.iface.poll(ts, &mut self.device, &mut self.sockets);
-        self.dirty = false;
-        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
-        for id in ids {
-            self.refresh(id);
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        self.device.tx_blocked = false;
+        c.stack.poll(ts, &mut self.device);
+        // A packet fed for this connection and not consumed (cannot happen: the interface
+        // always receives what the device offers) must not reach another connection.
+        self.device.rx.clear();
+        if self.device.tx_blocked {
+            self.blocked.insert(id);
+        }
+        self.dirty.remove(&id);
+        self.refresh(id);
+        self.rearm(id);
+    }
+
+    /// Puts the connection's next deadline (smoltcp's, or the end of its TIME-WAIT) in the
+    /// timer set.
+    fn rearm(&mut self, id: ConnId) {
+        let ts = self.smol(self.last_now);
+        let time_wait = self.config.time_wait;
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let smol_at = c.stack.poll_at(ts);
+        let mut next = smol_at.map(|t| {
+            self.epoch + Duration::from_micros(u64::try_from(t.total_micros()).unwrap_or(0))
+        });
+        if let Some(since) = c.time_wait_since {
+            let end = since + time_wait;
+            next = Some(next.map_or(end, |n| n.min(end)));
+        }
+        if c.deadline == next {
+            return;
+        }
+        if let Some(old) = c.deadline.take() {
+            self.timers.remove(&(old, id));
+        }
+        if let Some(t) = next {
+            c.deadline = Some(t);
+            self.timers.insert((t, id));
         }
     }
 
@@ -760,14 +756,17 @@ impl TcpSplitter {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        let sock = self.sockets.get::<tcp::Socket>(c.handle);
+        let sock = c.stack.socket();
         let state = sock.state();
+        let recv_queue = sock.recv_queue();
+        let can_write = sock.may_send() && sock.send_queue() < sock.send_capacity();
         let prev = std::mem::replace(&mut c.state, state);
         if c.finished {
             if state == State::Closed {
                 self.remove(id);
             } else if state == State::TimeWait {
                 let since = *c.time_wait_since.get_or_insert(self.last_now);
+                self.lingering.insert(id);
                 if self.last_now.saturating_duration_since(since) >= self.config.time_wait {
                     self.stats.time_wait_expired += 1;
                     self.remove(id);
@@ -830,7 +829,6 @@ impl TcpSplitter {
             self.remove(id);
             return;
         }
-        let recv_queue = sock.recv_queue();
         if recv_queue > 0 && !c.readable_pending {
             c.readable_pending = true;
             self.events.push_back(SplitEvent::Readable { id });
@@ -839,7 +837,7 @@ impl TcpSplitter {
             c.peer_closed_reported = true;
             self.events.push_back(SplitEvent::PeerClosed { id });
         }
-        if c.want_writable && sock.may_send() && sock.send_queue() < sock.send_capacity() {
+        if c.want_writable && can_write {
             c.want_writable = false;
             self.events.push_back(SplitEvent::Writable { id });
         }
@@ -856,6 +854,9 @@ impl TcpSplitter {
             }
             if state == State::Closed {
                 self.remove(id);
+            } else {
+                c.time_wait_since.get_or_insert(self.last_now);
+                self.lingering.insert(id);
             }
         }
     }
