@@ -551,6 +551,13 @@ impl RateController {
 
     // ----- getters -----
 
+    /// Changes the link capacity C (bits/s of wire bytes as this controller counts them), for
+    /// a link whose usable capacity moves, e.g. when part of it goes to encapsulation overhead
+    /// the controller does not see. At least 1 bit/s.
+    pub fn set_capacity_bps(&mut self, capacity_bps: u64) {
+        self.cfg.capacity_bps = capacity_bps.max(1);
+    }
+
     /// The configuration.
     pub fn config(&self) -> &ControllerConfig {
         &self.cfg

@@ -197,6 +197,12 @@ impl MefQdisc {
         })
     }
 
+    /// Changes the capacity the controller shares out (see
+    /// [`RateController::set_capacity_bps`]).
+    pub fn set_capacity_bps(&mut self, capacity_bps: u64) {
+        self.controller.set_capacity_bps(capacity_bps);
+    }
+
     /// The rate controller (μ, allocations, flows).
     pub fn controller(&self) -> &RateController {
         &self.controller

@@ -47,6 +47,35 @@ pub struct EndpointStats {
     pub accepted: u64,
 }
 
+/// Transport counters summed over an endpoint's connections, live and released (for metrics:
+/// how much was sent, lost and sent again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportTotals {
+    /// Packets sent.
+    pub packets_sent: u64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: u64,
+    /// Stream bytes sent for the first time.
+    pub stream_bytes_sent: u64,
+    /// Packets declared lost (RFC 9002 §6.1).
+    pub packets_lost: u64,
+    /// Stream bytes sent again after loss or on a probe.
+    pub bytes_retransmitted: u64,
+    /// Probe timeouts (RFC 9002 §6.2).
+    pub pto_count: u64,
+}
+
+impl TransportTotals {
+    fn add(&mut self, s: &crate::connection::ConnectionStats) {
+        self.packets_sent += s.packets_sent;
+        self.bytes_sent += s.bytes_sent;
+        self.stream_bytes_sent += s.stream_bytes_sent;
+        self.packets_lost += s.packets_lost;
+        self.bytes_retransmitted += s.bytes_retransmitted;
+        self.pto_count += s.pto_count;
+    }
+}
+
 /// A MEF endpoint: one UDP socket's worth of connections.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -69,6 +98,8 @@ pub struct Endpoint {
     in_ready: HashSet<ConnectionHandle>,
     spare: Vec<u8>,
     stats: EndpointStats,
+    /// Totals of released connections.
+    retired: TransportTotals,
 }
 
 impl Endpoint {
@@ -93,6 +124,7 @@ impl Endpoint {
             ready: VecDeque::new(),
             in_ready: HashSet::new(),
             stats: EndpointStats::default(),
+            retired: TransportTotals::default(),
         }
     }
 
@@ -114,6 +146,15 @@ impl Endpoint {
     /// Endpoint counters.
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
+    }
+
+    /// Transport counters of every connection this endpoint has had.
+    pub fn transport_totals(&self) -> TransportTotals {
+        let mut t = self.retired;
+        for c in self.conns.values() {
+            t.add(&c.stats());
+        }
+        t
     }
 
     /// Number of live connections.
@@ -304,6 +345,7 @@ impl Endpoint {
     /// was read are forgotten automatically.
     pub fn release(&mut self, h: ConnectionHandle) {
         if let Some(c) = self.conns.remove(&h) {
+            self.retired.add(&c.stats());
             self.by_cid.remove(&c.local_cid());
             self.by_initial.retain(|_, v| *v != h);
         }

@@ -26,7 +26,7 @@ pub use connection::{
     CloseReason, ConnectError, Connection, ConnectionHandle, ConnectionStats, Event,
 };
 pub use crypto::StaticKeypair;
-pub use endpoint::{Endpoint, EndpointStats, Transmit};
+pub use endpoint::{Endpoint, EndpointStats, Transmit, TransportTotals};
 pub use rate::RateMode;
 pub use streams::{ReadError, Side, StreamId, WriteError};
 #[cfg(feature = "runtime")]

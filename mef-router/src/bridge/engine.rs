@@ -110,6 +110,7 @@ impl SplitBridge {
         s.endpoint = self.endpoint.stats().clone();
         s.flows_active = self.flows.len() as u64;
         s.connections = self.conns.len() as u64;
+        s.transport = self.endpoint.transport_totals();
         s
     }
 

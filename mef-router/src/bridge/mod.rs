@@ -271,6 +271,8 @@ pub struct BridgeStats {
     pub resets_received: u64,
     /// Live MEF connections to or from peers.
     pub connections: u64,
+    /// Transport counters of every MEF connection (sent, lost, retransmitted).
+    pub transport: mef_transport::TransportTotals,
 }
 
 type Key = (ConnectionHandle, StreamId);

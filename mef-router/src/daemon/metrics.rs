@@ -262,6 +262,36 @@ pub fn render(r: &Router, rates: &BTreeMap<FlowKey, f64>, capacity: u64) -> Stri
             "Live MEF transport connections to peers.",
         );
         let _ = writeln!(o, "mef_router_split_connections {}", bs.connections);
+        let t = &bs.transport;
+        metric(
+            &mut o,
+            "mef_router_split_transport_packets_total",
+            "counter",
+            "MEF transport packets to peers: sent, and declared lost (RFC 9002 §6.1).",
+        );
+        for (kind, n) in [("sent", t.packets_sent), ("lost", t.packets_lost)] {
+            let _ = writeln!(
+                o,
+                "mef_router_split_transport_packets_total{{kind=\"{kind}\"}} {n}"
+            );
+        }
+        metric(
+            &mut o,
+            "mef_router_split_transport_bytes_total",
+            "counter",
+            "MEF transport bytes to peers: UDP payload sent, stream data sent once, stream data \
+             sent again.",
+        );
+        for (kind, n) in [
+            ("udp_payload", t.bytes_sent),
+            ("stream_first", t.stream_bytes_sent),
+            ("stream_retransmitted", t.bytes_retransmitted),
+        ] {
+            let _ = writeln!(
+                o,
+                "mef_router_split_transport_bytes_total{{kind=\"{kind}\"}} {n}"
+            );
+        }
         metric(
             &mut o,
             "mef_router_split_lan_events_total",
