@@ -71,8 +71,9 @@ enum BenchSuite {
         /// Seed of the short-flow arrival trace.
         #[arg(long, env = "MEF_SEED", default_value_t = 1)]
         seed: u64,
-        /// Run only cases whose `protocol/tool` contains this text (e.g. `bbr`, `iperf3`,
-        /// `mef-router`, `short`).
+        /// Run only cases whose `RTTms/LOSS% protocol/tool` contains this text (e.g. `bbr`,
+        /// `iperf3`, `mef` for both `mef-split` and `mef-native`, `native`, `short`, `fair`);
+        /// several texts separated by commas select the cases matching any of them.
         #[arg(long)]
         only: Option<String>,
         /// Skip the tunnel throughput benchmark.

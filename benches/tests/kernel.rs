@@ -110,7 +110,7 @@ fn rec(proto: &str, tool: &str, goodput: f64, fct: Option<f64>) -> kernel::Kerne
     kernel::KernelRecord {
         record: r,
         tool: tool.to_string(),
-        path: if proto == "mef-router" {
+        path: if proto == "mef-split" {
             "split"
         } else {
             "direct"
@@ -135,20 +135,20 @@ fn ratio_lines_compare_mef_with_both_kernels() {
     let records = vec![
         rec("kernel-cubic", "iperf3", 2.0, None),
         rec("kernel-bbr", "iperf3", 80.0, None),
-        rec("mef-router", "iperf3", 90.0, None),
+        rec("mef-split", "iperf3", 90.0, None),
         rec("kernel-cubic", "short-flows", 40.0, Some(600.0)),
         rec("kernel-bbr", "short-flows", 60.0, Some(800.0)),
-        rec("mef-router", "short-flows", 50.0, Some(550.0)),
+        rec("mef-split", "short-flows", 50.0, Some(550.0)),
     ];
     let text = kernel::report::ratios(&records);
     assert!(
-        text.contains("mef-router/bbr 1.12x, mef-router/cubic 45.00x"),
+        text.contains("mef-split/bbr 1.12x, mef-split/cubic 45.00x"),
         "{text}"
     );
     assert!(text.contains("target 0.90*C*(1-p) = 89.1: met"), "{text}");
     assert!(text.contains("best kernel 600 (kernel-cubic)"), "{text}");
     assert!(text.contains("target mef <= best: met"), "{text}");
-    // Nothing to compare without a mef-router record.
+    // Nothing to compare without a mef-split record.
     assert!(kernel::report::ratios(&records[..2]).is_empty());
 }
 
@@ -173,13 +173,17 @@ fn only_selects_by_cell_and_case() {
     assert!(sel(Some("bbr"), &c0, "kernel-bbr", kernel::Tool::Bulk));
     assert!(!sel(Some("cubic"), &c0, "kernel-bbr", kernel::Tool::Bulk));
     let only = Some("200ms/0%,200ms/1%");
-    assert!(sel(only, &c0, "mef-router", kernel::Tool::Iperf3));
-    assert!(!sel(only, &c01, "mef-router", kernel::Tool::Iperf3));
-    assert!(!sel(only, &c50, "mef-router", kernel::Tool::Iperf3));
+    assert!(sel(only, &c0, "mef-split", kernel::Tool::Iperf3));
+    assert!(!sel(only, &c01, "mef-split", kernel::Tool::Iperf3));
+    assert!(!sel(only, &c50, "mef-split", kernel::Tool::Iperf3));
+    // `mef` selects both MEF protocols and neither kernel one.
+    assert!(sel(Some("mef"), &c0, "mef-split", kernel::Tool::Bulk));
+    assert!(sel(Some("mef"), &c0, "mef-native", kernel::Tool::Bulk));
+    assert!(!sel(Some("mef"), &c0, "kernel-cubic", kernel::Tool::Bulk));
     assert!(sel(
-        Some("50ms/1% mef-router/iperf3"),
+        Some("50ms/1% mef-split/iperf3"),
         &c50,
-        "mef-router",
+        "mef-split",
         kernel::Tool::Iperf3
     ));
 }
@@ -225,7 +229,7 @@ fn routed_cell_through_two_mef_routers_as_root() {
         &bed,
         &spec,
         Cc::Cubic,
-        "mef-router",
+        "mef-split",
         kernel::Tool::Bulk,
         &t,
         1,

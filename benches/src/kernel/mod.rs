@@ -8,7 +8,7 @@
 //! every process in its namespaces, deletes them and exits with status 130). Runs
 //! are sequential: the machine has two cores and the emulator needs one.
 //!
-//! Cases per path (`direct` for `kernel-cubic`/`kernel-bbr`, routed for `mef-router`):
+//! Cases per path (`direct` for `kernel-cubic`/`kernel-bbr`, routed for `mef-split`):
 //! - `iperf3`: one TCP test (`-C cubic|bbr -O 2 -J`: the first 2 s, slow start at up to
 //!   400 ms RTT, are run but not counted), see [`iperf`];
 //! - `bulk`: the built-in generator's single content-checked flow, see [`tcp`];
@@ -20,7 +20,7 @@
 //! [`netns`]), not in helper processes: no second binary is needed and the test suite can run
 //! it too. iperf3 runs as a process under `ip netns exec`.
 //!
-//! Through MEF routers (protocol `mef-router`) the TCP applications are unmodified and keep the
+//! Through MEF routers (protocol `mef-split`) the TCP applications are unmodified and keep the
 //! kernel's default congestion control, Cubic; the two `mef-router` daemons run in the router
 //! namespaces (see [`routers`]), WAN capacity = the cell's 100 Mbit/s. The connection is split
 //! at the routers when the daemon offers it (`path` = `split`), otherwise carried through the
@@ -87,7 +87,7 @@ impl Default for KernelOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelRecord {
     /// The common fields (`scenario` is `long-flow` or `short-flows`; `protocol` is
-    /// `kernel-cubic`, `kernel-bbr` or `mef-router`).
+    /// `kernel-cubic`, `kernel-bbr`, `mef-split` or `mef-native`).
     #[serde(flatten)]
     pub record: Record,
     /// `iperf3`, `bulk` or `short-flows`.
@@ -95,7 +95,7 @@ pub struct KernelRecord {
     /// `direct` (no routers), `split` (TCP terminated at the routers) or `tunnel` (TCP carried
     /// end to end through the routers' encrypted tunnel).
     pub path: String,
-    /// The data sender's congestion control (`cubic`/`bbr`; for `mef-router` that of the end
+    /// The data sender's congestion control (`cubic`/`bbr`; for `mef-split` that of the end
     /// hosts).
     pub cc: String,
     /// 99th-percentile flow completion time in ms (short flows).
@@ -440,7 +440,7 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     let protocols: [(Option<Cc>, &str); 3] = [
         (Some(Cc::Cubic), "kernel-cubic"),
         (Some(Cc::Bbr), "kernel-bbr"),
-        (None, "mef-router"),
+        (None, "mef-split"),
     ];
     let tools = [Tool::Iperf3, Tool::Bulk, Tool::ShortFlows];
     let wanted = |spec: &CellSpec, proto: &str, tool: Tool| {

@@ -72,7 +72,7 @@ pub fn table(records: &[KernelRecord]) -> String {
     crate::record::render_table(&rows, |c| (2..5).contains(&c))
 }
 
-/// The comparison lines: for every (RTT, loss) cell and tool with a `mef-router` record, its
+/// The comparison lines: for every (RTT, loss) cell and tool with a `mef-split` record, its
 /// goodput over `kernel-bbr`'s and `kernel-cubic`'s (and, for iperf3, over the target
 /// 0.90·C·(1−p)); for short flows the mean FCT against the best of kernel Cubic/BBR (target:
 /// MEF ≤ best). Empty when there is nothing to compare.
@@ -90,7 +90,7 @@ pub fn ratios(records: &[KernelRecord]) -> String {
         _ => "-".to_string(),
     };
     let mut out = String::new();
-    for m in records.iter().filter(|k| k.record.protocol == "mef-router") {
+    for m in records.iter().filter(|k| k.record.protocol == "mef-split") {
         let r = &m.record;
         let cubic = find(r.rtt_ms, r.loss, &m.tool, "kernel-cubic");
         let bbr = find(r.rtt_ms, r.loss, &m.tool, "kernel-bbr");
@@ -112,7 +112,7 @@ pub fn ratios(records: &[KernelRecord]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{cell} short-flows ({}): mean FCT mef-router {} ms vs best kernel {} ({}), \
+                "{cell} short-flows ({}): mean FCT mef-split {} ms vs best kernel {} ({}), \
                  cubic {} ms, bbr {} ms; target mef <= best: {verdict}",
                 m.path,
                 opt(r.fct_mean_ms, 0),
@@ -123,7 +123,7 @@ pub fn ratios(records: &[KernelRecord]) -> String {
             );
         } else {
             let mut line = format!(
-                "{cell} {} ({}): mef-router/bbr {}, mef-router/cubic {}",
+                "{cell} {} ({}): mef-split/bbr {}, mef-split/cubic {}",
                 m.tool,
                 m.path,
                 ratio(r.goodput_mbps, bbr.map(|k| k.record.goodput_mbps)),
