@@ -72,7 +72,7 @@ fn quick_direct_cell_in_namespaces_as_root() {
         rtt_ms: 50,
         loss: 0.0,
     };
-    let bed = match kernel::bed::Bed::build(&spec, false, 1) {
+    let bed = match kernel::bed::Bed::build(&spec, false, 1, false) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("skipping: testbed unavailable: {e:#}");
@@ -107,27 +107,18 @@ fn rec(proto: &str, tool: &str, goodput: f64, fct: Option<f64>) -> kernel::Kerne
     r.capacity_mbps = 100.0;
     r.goodput_mbps = goodput;
     r.fct_mean_ms = fct;
-    kernel::KernelRecord {
-        record: r,
-        tool: tool.to_string(),
-        path: if proto == "mef-split" {
-            "split"
-        } else {
-            "direct"
-        }
-        .to_string(),
-        cc: "cubic".to_string(),
-        fct_p99_ms: None,
-        flows_completed: None,
-        srtt_ms: None,
-        seconds: 10.0,
-        router_split_flows: None,
-        router_split_resets: None,
-        router_split_rejected_full: None,
-        router_split_handshake_failed: None,
-        router_drops: None,
-        router_drop_reasons: None,
-    }
+    let path = if proto.starts_with("mef-") {
+        "split"
+    } else {
+        "direct"
+    };
+    let tool = match tool {
+        "iperf3" => kernel::Tool::Iperf3,
+        "bulk" => kernel::Tool::Bulk,
+        "short-flows" => kernel::Tool::ShortFlows,
+        _ => kernel::Tool::Fairness,
+    };
+    kernel::KernelRecord::new(r, tool, path, "cubic", 10.0)
 }
 
 #[test]
@@ -207,7 +198,7 @@ fn routed_cell_through_two_mef_routers_as_root() {
         loss: 0.0,
     };
     // The daemons must start and the tunnel come up; a testbed that cannot be built skips.
-    let bed = match kernel::bed::Bed::build(&spec, true, 1) {
+    let bed = match kernel::bed::Bed::build(&spec, true, 1, false) {
         Ok(b) => b,
         Err(e) if format!("{e:#}").contains("building the namespace testbed") => {
             eprintln!("skipping: testbed unavailable: {e:#}");
