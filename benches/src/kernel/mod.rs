@@ -629,13 +629,18 @@ pub fn check_environment() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The cases `(protocol, tool)` of one testbed (`routed` or direct) in cell `spec` that `only`
-/// selects, in run order, and the selected cases that do not apply (`protocol/tool`, why).
-pub fn cell_cases(
-    only: Option<&str>,
-    spec: &CellSpec,
-    routed: bool,
-) -> (Vec<(Protocol, Tool)>, Vec<(String, &'static str)>) {
+/// The selected cases of one testbed of a cell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CellCases {
+    /// The cases to run, in run order.
+    pub run: Vec<(Protocol, Tool)>,
+    /// Selected cases that do not apply: `protocol/tool` and why.
+    pub not_applicable: Vec<(String, &'static str)>,
+}
+
+/// The cases of one testbed (`routed` or direct) in cell `spec` that `only` selects (see
+/// [`case_selected`]).
+pub fn cell_cases(only: Option<&str>, spec: &CellSpec, routed: bool) -> CellCases {
     let mut run = Vec::new();
     let mut not_applicable = Vec::new();
     for p in Protocol::ALL.into_iter().filter(|p| p.routed() == routed) {
@@ -649,7 +654,10 @@ pub fn cell_cases(
             }
         }
     }
-    (run, not_applicable)
+    CellCases {
+        run,
+        not_applicable,
+    }
 }
 
 /// Fills a routed case's records with router A's counter deltas and the path they show (the
@@ -692,12 +700,12 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     let only = opts.common.only.as_deref();
     let n_cases: usize = cells
         .iter()
-        .flat_map(|spec| [false, true].map(|routed| cell_cases(only, spec, routed).0.len()))
+        .flat_map(|spec| [false, true].map(|routed| cell_cases(only, spec, routed).run.len()))
         .sum();
     let mut report = KernelReport::default();
     for spec in &cells {
         for routed in [false, true] {
-            for (case, why) in cell_cases(only, spec, routed).1 {
+            for (case, why) in cell_cases(only, spec, routed).not_applicable {
                 report.not_applicable.push(KernelSkip {
                     cell: spec.label(),
                     case,
@@ -722,7 +730,7 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     }
     for spec in &cells {
         for routed in [false, true] {
-            let cases = cell_cases(only, spec, routed).0;
+            let cases = cell_cases(only, spec, routed).run;
             if cases.is_empty() {
                 continue;
             }

@@ -396,12 +396,15 @@ pub fn short_flows(
     run.into_result(arrivals.len(), retransmits)
 }
 
+/// One ended flow: size, arrival offset, and (report, flow completion time) or why it failed.
+type Done = (u64, Duration, anyhow::Result<(FlowReport, Duration)>);
+
 /// What [`run_arrivals`] observed: every flow that ended, with its size, arrival offset and
 /// (report, flow completion time) or error; flows still running at the deadline; the time from
 /// the first arrival to the last completion.
 #[derive(Debug)]
 pub(crate) struct ArrivalRun {
-    done: Vec<(u64, Duration, anyhow::Result<(FlowReport, Duration)>)>,
+    done: Vec<Done>,
     unfinished: u64,
     span: Duration,
 }
@@ -418,7 +421,6 @@ where
     F: Fn(u64, u64) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<FlowReport>> + Send + 'static,
 {
-    type Done = (u64, Duration, anyhow::Result<(FlowReport, Duration)>);
     let t0 = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     let mut done: Vec<Done> = Vec::with_capacity(arrivals.len());
