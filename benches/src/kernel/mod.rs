@@ -40,8 +40,9 @@
 //! cannot run is reported as skipped with its reason; no figure is ever invented.
 //!
 //! Quick mode (RTT 200 ms, loss 0 and 1 %) runs 10 s per case (iperf3 10 s after 2 omitted
-//! seconds, bulk 10 s including slow start, 10 s of short-flow arrivals), about 4 to 5 minutes
-//! in all; the full grid runs 20 s per case.
+//! seconds, bulk and fairness 10 s including slow start, 10 s of short-flow arrivals): the TCP
+//! cases took about 4 to 5 minutes, the `mef-native` and fairness cases add about 2.5; the full
+//! grid runs 20 s per case.
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, SocketAddrV4};
