@@ -77,8 +77,8 @@ pub const GEN_PORT: u16 = 5301;
 /// Options of `mef bench kernel`: the common bench options, read this way here —
 /// `quick`: RTT 200 ms only, 10 s runs, 10 s of short-flow arrivals; `seed`: the short-flow
 /// arrival trace; `only`: cases whose label `RTTms/LOSS% protocol/tool` (e.g.
-/// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef`, `short`,
-/// `200ms/`), several texts separated by commas selecting the cases matching any of them
+/// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef` for both
+/// `mef-split` and `mef-native`, `native`, `short`, `fair`, `200ms/`), several texts separated by commas selecting the cases matching any of them
 /// (`200ms/0%,200ms/1%`) — plus the tunnel benchmark switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelOptions {
@@ -110,7 +110,7 @@ pub struct KernelRecord {
     /// end to end through the routers' encrypted tunnel).
     pub path: String,
     /// The data sender's congestion control (`cubic`/`bbr`; for `mef-split` that of the end
-    /// hosts).
+    /// hosts; `mef` for `mef-native`, whose rate mode is in `mef_rate_mode`).
     pub cc: String,
     /// 99th-percentile flow completion time in ms (short flows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
