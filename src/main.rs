@@ -55,8 +55,10 @@ enum BenchSuite {
         only: Option<String>,
     },
     /// Linux kernel TCP Cubic and BBR against the same TCP applications (iperf3 and a built-in
-    /// bulk/short-flow generator) through a pair of MEF routers, over the userspace WAN
-    /// emulator in network namespaces; plus the tunnel's single-core throughput. Needs root;
+    /// bulk/short-flow generator) through a pair of MEF routers (`mef-split`) and an application
+    /// on MEF transport through them (`mef-native`), plus a two-flow fairness case with RTT and
+    /// 2×RTT, over the userspace WAN emulator in network namespaces; plus the tunnel's
+    /// single-core throughput. Needs root;
     /// runs cells one after the other, each with its own testbed, torn down afterwards.
     Kernel {
         /// CI mode: RTT 200 ms only (loss 0 and 1 %), 10 s runs (iperf3 omits 2 s of slow start).
@@ -71,8 +73,9 @@ enum BenchSuite {
         /// Seed of the short-flow arrival trace.
         #[arg(long, env = "MEF_SEED", default_value_t = 1)]
         seed: u64,
-        /// Run only cases whose `protocol/tool` contains this text (e.g. `bbr`, `iperf3`,
-        /// `mef-router`, `short`).
+        /// Run only cases whose `RTTms/LOSS% protocol/tool` contains this text (e.g. `bbr`,
+        /// `iperf3`, `mef` for both `mef-split` and `mef-native`, `native`, `short`, `fair`);
+        /// several texts separated by commas select the cases matching any of them.
         #[arg(long)]
         only: Option<String>,
         /// Skip the tunnel throughput benchmark.

@@ -72,7 +72,7 @@ fn quick_direct_cell_in_namespaces_as_root() {
         rtt_ms: 50,
         loss: 0.0,
     };
-    let bed = match kernel::bed::Bed::build(&spec, false, 1) {
+    let bed = match kernel::bed::Bed::build(&spec, false, 1, false) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("skipping: testbed unavailable: {e:#}");
@@ -107,27 +107,18 @@ fn rec(proto: &str, tool: &str, goodput: f64, fct: Option<f64>) -> kernel::Kerne
     r.capacity_mbps = 100.0;
     r.goodput_mbps = goodput;
     r.fct_mean_ms = fct;
-    kernel::KernelRecord {
-        record: r,
-        tool: tool.to_string(),
-        path: if proto == "mef-router" {
-            "split"
-        } else {
-            "direct"
-        }
-        .to_string(),
-        cc: "cubic".to_string(),
-        fct_p99_ms: None,
-        flows_completed: None,
-        srtt_ms: None,
-        seconds: 10.0,
-        router_split_flows: None,
-        router_split_resets: None,
-        router_split_rejected_full: None,
-        router_split_handshake_failed: None,
-        router_drops: None,
-        router_drop_reasons: None,
-    }
+    let path = if proto.starts_with("mef-") {
+        "split"
+    } else {
+        "direct"
+    };
+    let tool = match tool {
+        "iperf3" => kernel::Tool::Iperf3,
+        "bulk" => kernel::Tool::Bulk,
+        "short-flows" => kernel::Tool::ShortFlows,
+        _ => kernel::Tool::Fairness,
+    };
+    kernel::KernelRecord::new(r, tool, path, "cubic", 10.0)
 }
 
 #[test]
@@ -135,20 +126,20 @@ fn ratio_lines_compare_mef_with_both_kernels() {
     let records = vec![
         rec("kernel-cubic", "iperf3", 2.0, None),
         rec("kernel-bbr", "iperf3", 80.0, None),
-        rec("mef-router", "iperf3", 90.0, None),
+        rec("mef-split", "iperf3", 90.0, None),
         rec("kernel-cubic", "short-flows", 40.0, Some(600.0)),
         rec("kernel-bbr", "short-flows", 60.0, Some(800.0)),
-        rec("mef-router", "short-flows", 50.0, Some(550.0)),
+        rec("mef-split", "short-flows", 50.0, Some(550.0)),
     ];
     let text = kernel::report::ratios(&records);
     assert!(
-        text.contains("mef-router/bbr 1.12x, mef-router/cubic 45.00x"),
+        text.contains("mef-split/bbr 1.12x, mef-split/cubic 45.00x"),
         "{text}"
     );
     assert!(text.contains("target 0.90*C*(1-p) = 89.1: met"), "{text}");
     assert!(text.contains("best kernel 600 (kernel-cubic)"), "{text}");
     assert!(text.contains("target mef <= best: met"), "{text}");
-    // Nothing to compare without a mef-router record.
+    // Nothing to compare without a mef-split record.
     assert!(kernel::report::ratios(&records[..2]).is_empty());
 }
 
@@ -173,13 +164,17 @@ fn only_selects_by_cell_and_case() {
     assert!(sel(Some("bbr"), &c0, "kernel-bbr", kernel::Tool::Bulk));
     assert!(!sel(Some("cubic"), &c0, "kernel-bbr", kernel::Tool::Bulk));
     let only = Some("200ms/0%,200ms/1%");
-    assert!(sel(only, &c0, "mef-router", kernel::Tool::Iperf3));
-    assert!(!sel(only, &c01, "mef-router", kernel::Tool::Iperf3));
-    assert!(!sel(only, &c50, "mef-router", kernel::Tool::Iperf3));
+    assert!(sel(only, &c0, "mef-split", kernel::Tool::Iperf3));
+    assert!(!sel(only, &c01, "mef-split", kernel::Tool::Iperf3));
+    assert!(!sel(only, &c50, "mef-split", kernel::Tool::Iperf3));
+    // `mef` selects both MEF protocols and neither kernel one.
+    assert!(sel(Some("mef"), &c0, "mef-split", kernel::Tool::Bulk));
+    assert!(sel(Some("mef"), &c0, "mef-native", kernel::Tool::Bulk));
+    assert!(!sel(Some("mef"), &c0, "kernel-cubic", kernel::Tool::Bulk));
     assert!(sel(
-        Some("50ms/1% mef-router/iperf3"),
+        Some("50ms/1% mef-split/iperf3"),
         &c50,
-        "mef-router",
+        "mef-split",
         kernel::Tool::Iperf3
     ));
 }
@@ -203,7 +198,7 @@ fn routed_cell_through_two_mef_routers_as_root() {
         loss: 0.0,
     };
     // The daemons must start and the tunnel come up; a testbed that cannot be built skips.
-    let bed = match kernel::bed::Bed::build(&spec, true, 1) {
+    let bed = match kernel::bed::Bed::build(&spec, true, 1, false) {
         Ok(b) => b,
         Err(e) if format!("{e:#}").contains("building the namespace testbed") => {
             eprintln!("skipping: testbed unavailable: {e:#}");
@@ -225,7 +220,7 @@ fn routed_cell_through_two_mef_routers_as_root() {
         &bed,
         &spec,
         Cc::Cubic,
-        "mef-router",
+        "mef-split",
         kernel::Tool::Bulk,
         &t,
         1,
@@ -242,4 +237,149 @@ fn routed_cell_through_two_mef_routers_as_root() {
         after.path_since(&before, 1e5).is_some(),
         "traffic crossed router A: {before:?} -> {after:?}"
     );
+}
+
+#[test]
+fn cell_cases_select_new_cases_and_report_native_iperf3_not_applicable() {
+    use kernel::{Protocol, Tool};
+    let c = kernel::CellSpec {
+        rtt_ms: 200,
+        loss: 0.0,
+    };
+    let only = Some("native,fair");
+    let direct = kernel::cell_cases(only, &c, false);
+    assert_eq!(
+        direct.run,
+        vec![
+            (Protocol::KernelCubic, Tool::Fairness),
+            (Protocol::KernelBbr, Tool::Fairness)
+        ]
+    );
+    assert!(direct.not_applicable.is_empty());
+    let routed = kernel::cell_cases(only, &c, true);
+    assert_eq!(
+        routed.run,
+        vec![
+            (Protocol::MefSplit, Tool::Fairness),
+            (Protocol::MefNative, Tool::Bulk),
+            (Protocol::MefNative, Tool::ShortFlows),
+            (Protocol::MefNative, Tool::Fairness),
+        ]
+    );
+    assert_eq!(routed.not_applicable.len(), 1);
+    assert_eq!(routed.not_applicable[0].0, "mef-native/iperf3");
+    // Everything: 4 tools for each kernel protocol and mef-split, 3 for mef-native.
+    let all = kernel::cell_cases(None, &c, true);
+    assert_eq!(all.run.len(), 7);
+    assert_eq!(kernel::cell_cases(None, &c, false).run.len(), 8);
+    assert_eq!(Protocol::MefNative.cc(), None);
+    assert_eq!(Protocol::MefSplit.cc(), Some(Cc::Cubic));
+    assert!(Protocol::MefNative.routed() && !Protocol::KernelBbr.routed());
+}
+
+#[test]
+fn fairness_and_stamping_lines_and_table() {
+    let spec = kernel::CellSpec {
+        rtt_ms: 200,
+        loss: 0.0,
+    };
+    let flow = |rtt_ms, goodput_mbps, mode: Option<&str>| kernel::fairness::FlowResult {
+        rtt_ms,
+        goodput_mbps,
+        retransmits: 0,
+        srtt_ms: None,
+        seconds: 10.0,
+        mef_rate_mode: mode.map(str::to_string),
+    };
+    let res = kernel::fairness::FairnessResult {
+        flows: [
+            flow(200, 45.0, Some("explicit")),
+            flow(400, 44.0, Some("explicit")),
+        ],
+    };
+    let mut records = res.records(&spec, "mef-native", "tunnel", "mef", 1);
+    records[0].router_mef_stamped = Some(1234);
+    let mut bulk = rec("mef-native", "bulk", 80.0, None);
+    bulk.record.loss = 0.0;
+    bulk.router_mef_stamped = Some(0);
+    bulk.mef_rate_mode = Some("fallback-cubic".into());
+    records.push(bulk);
+    let lines = kernel::report::fairness_lines(&records);
+    assert!(
+        lines.contains(
+            "200ms/0% fairness (mef-native, tunnel): jain 1.000, rtt200ms 45.00 Mbit/s, \
+             rtt400ms 44.00 Mbit/s"
+        ),
+        "{lines}"
+    );
+    let st = kernel::report::stamping(&records);
+    assert!(
+        st.contains("mef-native/fairness: router A stamped 1234 MEF packets, sender rate mode explicit/explicit"),
+        "{st}"
+    );
+    assert!(
+        st.contains("fairness") && st.contains(": stamped\n"),
+        "{st}"
+    );
+    assert!(
+        st.contains("mef-native/bulk: router A stamped 0 MEF packets, sender rate mode fallback-cubic, last echo - Mbit/s: NOT stamped"),
+        "{st}"
+    );
+    let table = kernel::report::table(&records);
+    assert!(table.contains("fairness rtt400ms"), "{table}");
+    assert!(table.contains("1.000"), "{table}");
+    assert!(table.contains("1234"), "{table}");
+}
+
+#[test]
+fn mef_native_through_two_routers_is_stamped_as_root() {
+    if kernel::effective_uid().unwrap_or(u32::MAX) != 0 {
+        eprintln!("skipping: needs root to create network namespaces");
+        return;
+    }
+    if let Err(e) = kernel::check_environment() {
+        eprintln!("skipping: {e:#}");
+        return;
+    }
+    if let Err(e) = kernel::bed::router_binary() {
+        eprintln!("skipping: {e:#}");
+        return;
+    }
+    let spec = kernel::CellSpec {
+        rtt_ms: 50,
+        loss: 0.0,
+    };
+    let bed = match kernel::bed::Bed::build(&spec, true, 1, false) {
+        Ok(b) => b,
+        Err(e) if format!("{e:#}").contains("building the namespace testbed") => {
+            eprintln!("skipping: testbed unavailable: {e:#}");
+            return;
+        }
+        Err(e) => panic!("routed testbed: {e:#}"),
+    };
+    let before = bed
+        .router_counters()
+        .expect("routed bed has routers")
+        .expect("router A metrics");
+    let t = kernel::Timing {
+        bulk: std::time::Duration::from_secs(2),
+        iperf_omit: 0,
+        arrivals: std::time::Duration::from_secs(1),
+        drain: std::time::Duration::from_secs(10),
+    };
+    // Content is checked by the server; a mismatch is an error.
+    let r = kernel::native_case(&bed, &spec, kernel::Tool::Bulk, &t, 1)
+        .unwrap_or_else(|e| panic!("mef-native bulk through the routers: {e:#}"));
+    assert!(r.record.goodput_mbps > 1.0, "{r:?}");
+    assert!(r.record.goodput_mbps < 110.0, "{r:?}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let after = bed
+        .router_counters()
+        .expect("routed bed has routers")
+        .expect("router A metrics");
+    assert!(
+        after.mef_stamped > before.mef_stamped,
+        "router A stamped no MEF packet: {before:?} -> {after:?}"
+    );
+    assert_eq!(r.mef_rate_mode.as_deref(), Some("explicit"), "{r:?}");
 }

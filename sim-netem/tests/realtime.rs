@@ -246,3 +246,65 @@ fn highest_sustained_rate() {
         "the emulator must sustain 100 Mbit/s, got {best}"
     );
 }
+
+/// The RTT in ms of one `ping -c 1` from `node` to `dst`, from its `time=` field.
+fn ping_rtt_ms(tb: &Testbed, node: Node, dst: &str) -> Option<f64> {
+    let out = tb
+        .exec(node, &["ping", "-c", "1", "-W", "3", dst])
+        .expect("ping runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let t = text.split("time=").nth(1)?;
+    t.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn second_client_adds_its_access_delay_and_is_torn_down() {
+    let test = "second client";
+    if !root_or_skip(test) || !tool_or_skip(test, "ethtool") || !tool_or_skip(test, "ping") {
+        return;
+    }
+    let _serial = serial();
+    let wan = EmulatorConfig::symmetric(LinkConfig::new(100_000_000, Duration::from_millis(10)));
+    let access =
+        EmulatorConfig::symmetric(LinkConfig::new(10_000_000_000, Duration::from_millis(20)));
+    for routed in [false, true] {
+        let cfg = if routed {
+            TestbedConfig::with_routers(wan.clone())
+        } else {
+            TestbedConfig::direct(wan.clone())
+        };
+        let tb = Testbed::create(cfg.with_second_client(access.clone())).expect("testbed");
+        assert!(tb.has_second_client());
+        let names: Vec<String> = [Node::Client2, Node::Emu2, Node::Client, Node::Server]
+            .iter()
+            .map(|&n| tb.netns(n).expect("node").to_string())
+            .collect();
+        let server = tb.server_addr().to_string();
+        // The first ping may wait for ARP; take the second.
+        let _ = ping_rtt_ms(&tb, Node::Client2, &server);
+        let far = ping_rtt_ms(&tb, Node::Client2, &server).expect("client 2 reaches the server");
+        let _ = ping_rtt_ms(&tb, Node::Client, &server);
+        let near = ping_rtt_ms(&tb, Node::Client, &server).expect("client reaches the server");
+        // WAN RTT 20 ms; the access link adds 40 ms.
+        assert!(
+            (19.0..30.0).contains(&near),
+            "routed {routed}: client RTT {near} ms"
+        );
+        assert!(
+            (59.0..70.0).contains(&far),
+            "routed {routed}: client 2 RTT {far} ms"
+        );
+        tb.teardown();
+        let listed = String::from_utf8_lossy(
+            &std::process::Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .expect("ip")
+                .stdout,
+        )
+        .to_string();
+        for n in &names {
+            assert!(!listed.contains(n.as_str()), "{n} left behind");
+        }
+    }
+}

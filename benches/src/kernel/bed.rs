@@ -4,6 +4,11 @@
 //! namespaces and deletes them; its Ctrl-C handler does the same and exits with status 130).
 //! Routed cells start two `mef-router` daemons, see [`super::routers`].
 //!
+//! With a second client (for the two-flow fairness case, see [`super::fairness`]) the testbed
+//! adds a host behind its own access emulator that adds [`second_client_extra_rtt`] (one more
+//! cell RTT: the second flow's RTT is twice the first's) at 10 Gbit/s with a 64 MB queue, so
+//! the access link adds delay and never queues or drops.
+//!
 //! The WAN: 100 Mbit/s each way, one-way delay RTT/2 each way, a drop-tail queue of 1 BDP,
 //! random (Bernoulli) loss on the data direction only (client → server, as on the simulator's
 //! bottleneck; ACKs are not lost). The end hosts' TCP buffer limits (`net.ipv4.tcp_rmem`,
@@ -33,6 +38,21 @@ pub struct Bed {
     tb: Testbed,
     client_ns: String,
     server_ns: String,
+    client2_ns: Option<String>,
+}
+
+/// The round-trip delay the second client's access link adds: the cell's RTT, so the second
+/// client's flow has twice the first's RTT.
+pub fn second_client_extra_rtt(spec: &CellSpec) -> Duration {
+    Duration::from_millis(spec.rtt_ms)
+}
+
+/// The access emulator of the second client: [`second_client_extra_rtt`] split evenly over
+/// both directions, 10 Gbit/s, a 64 MB queue, no loss.
+pub fn access_config(spec: &CellSpec, seed: u64) -> EmulatorConfig {
+    let link = LinkConfig::new(10_000_000_000, second_client_extra_rtt(spec) / 2)
+        .with_queue_limit(64 << 20);
+    EmulatorConfig::symmetric(link).with_seed(seed.wrapping_add(1))
 }
 
 /// The emulator configuration of a cell.
@@ -93,7 +113,14 @@ impl Bed {
     /// Builds the testbed for `spec`, with MEF routers at both site edges when `routed`: the
     /// two `mef-router` daemons are started in the router namespaces and the tunnel is up
     /// when this returns (see [`Routers::start`]; WAN capacity = the cell's bottleneck rate).
-    pub fn build(spec: &CellSpec, routed: bool, seed: u64) -> anyhow::Result<Self> {
+    /// With `second_client`, a second client host with a longer RTT is added (see
+    /// [`access_config`]).
+    pub fn build(
+        spec: &CellSpec,
+        routed: bool,
+        seed: u64,
+        second_client: bool,
+    ) -> anyhow::Result<Self> {
         // Checked before any namespace exists, so a missing binary costs nothing.
         let router = if routed {
             Some((router_binary()?, PathMode::from_env()?))
@@ -101,19 +128,31 @@ impl Bed {
             None
         };
         let ecfg = emulator_config(spec, seed);
-        let cfg = if routed {
+        let mut cfg = if routed {
             TestbedConfig::with_routers(ecfg)
         } else {
             TestbedConfig::direct(ecfg)
         };
+        if second_client {
+            cfg = cfg.with_second_client(access_config(spec, seed));
+        }
         let tb = Testbed::create(cfg).context("building the namespace testbed")?;
-        for node in [Node::Client, Node::Server] {
+        let mut hosts = vec![Node::Client, Node::Server];
+        if second_client {
+            hosts.push(Node::Client2);
+        }
+        for node in hosts {
             tb.run_in(node, tune_tcp_buffers)
                 .context("entering an end-host namespace")?
                 .context("raising the TCP buffer limits")?;
         }
         let client_ns = tb.netns(Node::Client)?.to_string();
         let server_ns = tb.netns(Node::Server)?.to_string();
+        let client2_ns = if second_client {
+            Some(tb.netns(Node::Client2)?.to_string())
+        } else {
+            None
+        };
         let routers = match router {
             Some((bin, mode)) => Some(
                 Routers::start(&tb, &bin, CAPACITY_MBPS, mode)
@@ -126,7 +165,13 @@ impl Bed {
             tb,
             client_ns,
             server_ns,
+            client2_ns,
         })
+    }
+
+    /// Name of the second client's namespace, if the testbed has one.
+    pub fn client2_ns(&self) -> Option<&str> {
+        self.client2_ns.as_deref()
     }
 
     /// Router A's path counters, if routed.

@@ -8,19 +8,30 @@
 //! every process in its namespaces, deletes them and exits with status 130). Runs
 //! are sequential: the machine has two cores and the emulator needs one.
 //!
-//! Cases per path (`direct` for `kernel-cubic`/`kernel-bbr`, routed for `mef-router`):
+//! Protocols: `kernel-cubic` and `kernel-bbr` (direct, no routers), `mef-split` (the same TCP
+//! applications through the routers) and `mef-native` (an application on MEF transport through
+//! the routers, see [`native`]). Cases per protocol:
 //! - `iperf3`: one TCP test (`-C cubic|bbr -O 2 -J`: the first 2 s, slow start at up to
-//!   400 ms RTT, are run but not counted), see [`iperf`];
-//! - `bulk`: the built-in generator's single content-checked flow, see [`tcp`];
+//!   400 ms RTT, are run but not counted), see [`iperf`]; not applicable to `mef-native`
+//!   (reported as such, never as a figure);
+//! - `bulk`: the built-in generator's single content-checked flow, see [`tcp`] (MEF: one
+//!   stream, same protocol and check);
 //! - `short-flows`: Pareto flow sizes (mean 25 packets of 1400 bytes, shape 1.2) arriving as a
 //!   Poisson process at load 0.9 (the arrival trace of `mef bench sim`'s `short-flows`), mean
-//!   and p99 flow completion time.
+//!   and p99 flow completion time (MEF: one stream per flow on one connection);
+//! - `fairness`: two long flows with different RTTs (the cell's and twice it) sharing the
+//!   bottleneck, each flow's goodput and Jain's index, see [`fairness`]. Cells with a selected
+//!   fairness case build their testbed with a second client behind an access emulator.
+//!
+//! Routed records carry router A's counters over the case, among them the MEF packets its
+//! egress stamped; for `mef-native` that number, with the sender's final rate mode, shows
+//! whether the routers really set the rate (printed after the table).
 //!
 //! The generator runs in threads that `setns(2)` into the client and server namespaces (see
 //! [`netns`]), not in helper processes: no second binary is needed and the test suite can run
 //! it too. iperf3 runs as a process under `ip netns exec`.
 //!
-//! Through MEF routers (protocol `mef-router`) the TCP applications are unmodified and keep the
+//! Through MEF routers (protocol `mef-split`) the TCP applications are unmodified and keep the
 //! kernel's default congestion control, Cubic; the two `mef-router` daemons run in the router
 //! namespaces (see [`routers`]), WAN capacity = the cell's 100 Mbit/s. The connection is split
 //! at the routers when the daemon offers it (`path` = `split`), otherwise carried through the
@@ -29,8 +40,9 @@
 //! cannot run is reported as skipped with its reason; no figure is ever invented.
 //!
 //! Quick mode (RTT 200 ms, loss 0 and 1 %) runs 10 s per case (iperf3 10 s after 2 omitted
-//! seconds, bulk 10 s including slow start, 10 s of short-flow arrivals), about 4 to 5 minutes
-//! in all; the full grid runs 20 s per case.
+//! seconds, bulk and fairness 10 s including slow start, 10 s of short-flow arrivals): the TCP
+//! cases took about 4 to 5 minutes, the `mef-native` and fairness cases add about 2.5; the full
+//! grid runs 20 s per case.
 
 use std::io::IsTerminal;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -44,7 +56,9 @@ use serde::{Deserialize, Serialize};
 use crate::record::Record;
 
 pub mod bed;
+pub mod fairness;
 pub mod iperf;
+pub mod native;
 pub mod netns;
 pub mod report;
 pub mod routers;
@@ -63,8 +77,8 @@ pub const GEN_PORT: u16 = 5301;
 /// Options of `mef bench kernel`: the common bench options, read this way here —
 /// `quick`: RTT 200 ms only, 10 s runs, 10 s of short-flow arrivals; `seed`: the short-flow
 /// arrival trace; `only`: cases whose label `RTTms/LOSS% protocol/tool` (e.g.
-/// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef`, `short`,
-/// `200ms/`), several texts separated by commas selecting the cases matching any of them
+/// `200ms/1% kernel-bbr/iperf3`) contains this text (e.g. `bbr`, `iperf3`, `mef` for both
+/// `mef-split` and `mef-native`, `native`, `short`, `fair`, `200ms/`), several texts separated by commas selecting the cases matching any of them
 /// (`200ms/0%,200ms/1%`) — plus the tunnel benchmark switch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelOptions {
@@ -87,7 +101,7 @@ impl Default for KernelOptions {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KernelRecord {
     /// The common fields (`scenario` is `long-flow` or `short-flows`; `protocol` is
-    /// `kernel-cubic`, `kernel-bbr` or `mef-router`).
+    /// `kernel-cubic`, `kernel-bbr`, `mef-split` or `mef-native`).
     #[serde(flatten)]
     pub record: Record,
     /// `iperf3`, `bulk` or `short-flows`.
@@ -95,8 +109,8 @@ pub struct KernelRecord {
     /// `direct` (no routers), `split` (TCP terminated at the routers) or `tunnel` (TCP carried
     /// end to end through the routers' encrypted tunnel).
     pub path: String,
-    /// The data sender's congestion control (`cubic`/`bbr`; for `mef-router` that of the end
-    /// hosts).
+    /// The data sender's congestion control (`cubic`/`bbr`; for `mef-split` that of the end
+    /// hosts; `mef` for `mef-native`, whose rate mode is in `mef_rate_mode`).
     pub cc: String,
     /// 99th-percentile flow completion time in ms (short flows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +141,43 @@ pub struct KernelRecord {
     /// Routed cases: router A's drops during the case by reason (only reasons with drops).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub router_drop_reasons: Option<std::collections::BTreeMap<String, u64>>,
+    /// Routed cases: MEF packets router A's egress stamped during the case
+    /// (`mef_router_mef_packets_total{kind="stamped"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_mef_stamped: Option<u64>,
+    /// `mef-native`: the sender's rate mode at the end (`explicit` = paced at the routers'
+    /// stamped rate, `fallback-cubic` = no stamp seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mef_rate_mode: Option<String>,
+    /// `mef-native`: the last stamped rate the receiver echoed to the sender, Mbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mef_echo_mbps: Option<f64>,
+}
+
+impl KernelRecord {
+    /// A record of `tool` with the common fields `record` and every suite-specific optional
+    /// field empty.
+    pub fn new(record: Record, tool: Tool, path: &str, cc: &str, seconds: f64) -> Self {
+        Self {
+            record,
+            tool: tool.name().to_string(),
+            path: path.to_string(),
+            cc: cc.to_string(),
+            fct_p99_ms: None,
+            flows_completed: None,
+            srtt_ms: None,
+            seconds,
+            router_split_flows: None,
+            router_split_resets: None,
+            router_split_rejected_full: None,
+            router_split_handshake_failed: None,
+            router_drops: None,
+            router_drop_reasons: None,
+            router_mef_stamped: None,
+            mef_rate_mode: None,
+            mef_echo_mbps: None,
+        }
+    }
 }
 
 /// A case that did not produce a record, and why.
@@ -174,7 +225,7 @@ pub fn grid(quick: bool) -> Vec<CellSpec> {
         .collect()
 }
 
-/// The three applications.
+/// The applications (cases) of a cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tool {
     /// iperf3 TCP test.
@@ -183,16 +234,76 @@ pub enum Tool {
     Bulk,
     /// The generator's short flows.
     ShortFlows,
+    /// Two bulk flows with different RTTs (see [`fairness`]).
+    Fairness,
 }
 
 impl Tool {
+    /// Every case, in run order.
+    pub const ALL: [Tool; 4] = [Tool::Iperf3, Tool::Bulk, Tool::ShortFlows, Tool::Fairness];
+
     /// Name in records and tables.
     pub fn name(self) -> &'static str {
         match self {
             Tool::Iperf3 => "iperf3",
             Tool::Bulk => "bulk",
             Tool::ShortFlows => "short-flows",
+            Tool::Fairness => "fairness",
         }
+    }
+}
+
+/// The protocols of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Kernel TCP Cubic, no routers.
+    KernelCubic,
+    /// Kernel TCP BBR, no routers.
+    KernelBbr,
+    /// Kernel TCP (Cubic, the end hosts' default) through the MEF routers, split there when
+    /// the daemon offers it.
+    MefSplit,
+    /// An application on MEF transport through the MEF routers.
+    MefNative,
+}
+
+impl Protocol {
+    /// Every protocol, in run order.
+    pub const ALL: [Protocol; 4] = [
+        Protocol::KernelCubic,
+        Protocol::KernelBbr,
+        Protocol::MefSplit,
+        Protocol::MefNative,
+    ];
+
+    /// Name in records and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::KernelCubic => "kernel-cubic",
+            Protocol::KernelBbr => "kernel-bbr",
+            Protocol::MefSplit => "mef-split",
+            Protocol::MefNative => "mef-native",
+        }
+    }
+
+    /// Whether its testbed has the MEF routers.
+    pub fn routed(self) -> bool {
+        matches!(self, Protocol::MefSplit | Protocol::MefNative)
+    }
+
+    /// The kernel congestion control of the TCP senders (`None` for `mef-native`).
+    pub fn cc(self) -> Option<Cc> {
+        match self {
+            Protocol::KernelCubic | Protocol::MefSplit => Some(Cc::Cubic),
+            Protocol::KernelBbr => Some(Cc::Bbr),
+            Protocol::MefNative => None,
+        }
+    }
+
+    /// `None` when `tool` applies to this protocol, else why not.
+    pub fn not_applicable(self, tool: Tool) -> Option<&'static str> {
+        (self == Protocol::MefNative && tool == Tool::Iperf3)
+            .then_some("iperf3 speaks TCP only; mef-native has no iperf3 figure")
     }
 }
 
@@ -256,24 +367,14 @@ pub fn run_case(
     seed: u64,
 ) -> anyhow::Result<KernelRecord> {
     let server_ip = bed.server_ip();
-    let path = bed.path_label().to_string();
-    let mk = |record: Record, seconds: f64| KernelRecord {
-        record,
-        tool: tool.name().to_string(),
-        path: path.clone(),
-        cc: cc.name().to_string(),
-        fct_p99_ms: None,
-        flows_completed: None,
-        srtt_ms: None,
-        seconds,
-        router_split_flows: None,
-        router_split_resets: None,
-        router_split_rejected_full: None,
-        router_split_handshake_failed: None,
-        router_drops: None,
-        router_drop_reasons: None,
-    };
+    let path = bed.path_label();
+    if protocol == Protocol::MefNative.name() {
+        return native_case(bed, spec, tool, t, seed);
+    }
+    let mk =
+        |record: Record, seconds: f64| KernelRecord::new(record, tool, path, cc.name(), seconds);
     match tool {
+        Tool::Fairness => bail!("the fairness case yields several records: use run_fairness"),
         Tool::Iperf3 => {
             let _server = iperf::IperfServer::start(bed.server_ns(), IPERF_PORT)?;
             let r = iperf::run_client(
@@ -324,31 +425,125 @@ pub fn run_case(
                     tcp::short_flows(addr, cc, &trace, drain)
                 })?;
                 let s = netns::join(h)?;
-                let fcts: Vec<f64> = s
-                    .completed
-                    .iter()
-                    .map(|c| c.2.as_secs_f64() * 1000.0)
-                    .collect();
-                let secs = s.span.as_secs_f64();
-                let goodput = if secs > 0.0 {
-                    s.bytes as f64 * 8.0 / secs / 1e6
-                } else {
-                    0.0
-                };
-                let mut r = base(spec, "short-flows", protocol, seed);
-                r.goodput_mbps = goodput;
-                r.utilization = goodput / (CAPACITY_MBPS * (1.0 - spec.loss));
-                r.retransmits = s.retransmits;
-                r.fct_mean_ms = crate::metrics::mean(&fcts);
-                r.incomplete = Some(s.incomplete);
-                r.flows = Some((s.completed.len() as u64) + s.incomplete);
-                let mut k = mk(r, secs);
-                k.fct_p99_ms = crate::metrics::quantile(&fcts, 0.99);
-                k.flows_completed = Some(s.completed.len() as u64);
-                Ok(k)
+                Ok(short_record(spec, protocol, seed, &s, mk))
             }
         }
     }
+}
+
+/// The record of a short-flow run.
+fn short_record(
+    spec: &CellSpec,
+    protocol: &str,
+    seed: u64,
+    s: &tcp::ShortResult,
+    mk: impl FnOnce(Record, f64) -> KernelRecord,
+) -> KernelRecord {
+    let fcts: Vec<f64> = s
+        .completed
+        .iter()
+        .map(|c| c.2.as_secs_f64() * 1000.0)
+        .collect();
+    let secs = s.span.as_secs_f64();
+    let goodput = if secs > 0.0 {
+        s.bytes as f64 * 8.0 / secs / 1e6
+    } else {
+        0.0
+    };
+    let mut r = base(spec, "short-flows", protocol, seed);
+    r.goodput_mbps = goodput;
+    r.utilization = goodput / (CAPACITY_MBPS * (1.0 - spec.loss));
+    r.retransmits = s.retransmits;
+    r.fct_mean_ms = crate::metrics::mean(&fcts);
+    r.incomplete = Some(s.incomplete);
+    r.flows = Some((s.completed.len() as u64) + s.incomplete);
+    let mut k = mk(r, secs);
+    k.fct_p99_ms = crate::metrics::quantile(&fcts, 0.99);
+    k.flows_completed = Some(s.completed.len() as u64);
+    k
+}
+
+/// Runs a `mef-native` case (`bulk` or `short-flows`) on a routed testbed: a MEF server in the
+/// server namespace, the sender in the client namespace (see [`native`]).
+pub fn native_case(
+    bed: &bed::Bed,
+    spec: &CellSpec,
+    tool: Tool,
+    t: &Timing,
+    seed: u64,
+) -> anyhow::Result<KernelRecord> {
+    let protocol = Protocol::MefNative;
+    if let Some(why) = protocol.not_applicable(tool) {
+        bail!("not applicable: {why}");
+    }
+    if bed.split_configured().is_none() {
+        bail!("mef-native runs through the MEF routers; this testbed has none");
+    }
+    let listen = SocketAddr::V4(SocketAddrV4::new(
+        std::net::Ipv4Addr::UNSPECIFIED,
+        native::MEF_PORT,
+    ));
+    let server = native::NativeServer::start(Some(netns::ns_path(bed.server_ns())), listen)?;
+    let addr = SocketAddr::V4(SocketAddrV4::new(bed.server_ip(), native::MEF_PORT));
+    let key = server.public_key;
+    let client = netns::ns_path(bed.client_ns());
+    let mk = |record: Record, seconds: f64| {
+        KernelRecord::new(record, tool, bed.path_label(), "mef", seconds)
+    };
+    let with_conn = |mut k: KernelRecord, c: &native::ConnFigures| {
+        k.srtt_ms = Some(c.srtt_ms);
+        k.mef_rate_mode = Some(c.mode.clone());
+        k.mef_echo_mbps = c.echo_mbps;
+        k
+    };
+    match tool {
+        Tool::Bulk => {
+            let dur = t.bulk;
+            let h = netns::spawn_in(client, "mef-bulk", move || native::bulk(addr, key, dur))?;
+            let b = netns::join(h)?;
+            let r = goodput_record(
+                spec,
+                protocol.name(),
+                seed,
+                b.goodput_mbps,
+                b.conn.retransmits,
+            );
+            Ok(with_conn(mk(r, b.report.elapsed.as_secs_f64()), &b.conn))
+        }
+        Tool::ShortFlows => {
+            let trace: Vec<(Duration, u64)> =
+                crate::scenarios::short_flows::trace(seed, t.arrivals)
+                    .into_iter()
+                    .map(|a| (a.at, a.bytes))
+                    .collect();
+            let drain = t.drain;
+            let h = netns::spawn_in(client, "mef-short", move || {
+                native::short_flows(addr, key, &trace, drain)
+            })?;
+            let s = netns::join(h)?;
+            let k = short_record(spec, protocol.name(), seed, &s.result, mk);
+            Ok(with_conn(k, &s.conn))
+        }
+        Tool::Iperf3 | Tool::Fairness => {
+            bail!("{} is not a single-record mef-native case", tool.name())
+        }
+    }
+}
+
+/// Runs the two-flow fairness case of `protocol` on a testbed built with a second client and
+/// returns its records (aggregate first, then one per flow; see [`fairness`]).
+pub fn run_fairness(
+    bed: &bed::Bed,
+    spec: &CellSpec,
+    protocol: Protocol,
+    t: &Timing,
+    seed: u64,
+) -> anyhow::Result<Vec<KernelRecord>> {
+    let (res, cc) = match protocol.cc() {
+        Some(cc) => (fairness::run_tcp(bed, spec, cc, t.bulk)?, cc.name()),
+        None => (fairness::run_native(bed, spec, t.bulk)?, "mef"),
+    };
+    Ok(res.records(spec, protocol.name(), bed.path_label(), cc, seed))
 }
 
 /// Whether the case `protocol/tool` of cell `spec` is selected by `--only` (see
@@ -395,6 +590,8 @@ pub struct KernelReport {
     pub records: Vec<KernelRecord>,
     /// Cases that could not run.
     pub skipped: Vec<KernelSkip>,
+    /// Selected cases that do not apply (`mef-native/iperf3`), with why; no figure.
+    pub not_applicable: Vec<KernelSkip>,
     /// Tunnel throughput results (if run).
     pub tunnel: Option<tunnel::TunnelReport>,
 }
@@ -433,34 +630,96 @@ pub fn check_environment() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The selected cases of one testbed of a cell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CellCases {
+    /// The cases to run, in run order.
+    pub run: Vec<(Protocol, Tool)>,
+    /// Selected cases that do not apply: `protocol/tool` and why.
+    pub not_applicable: Vec<(String, &'static str)>,
+}
+
+/// The cases of one testbed (`routed` or direct) in cell `spec` that `only` selects (see
+/// [`case_selected`]).
+pub fn cell_cases(only: Option<&str>, spec: &CellSpec, routed: bool) -> CellCases {
+    let mut run = Vec::new();
+    let mut not_applicable = Vec::new();
+    for p in Protocol::ALL.into_iter().filter(|p| p.routed() == routed) {
+        for tool in Tool::ALL {
+            if !case_selected(only, spec, p.name(), tool) {
+                continue;
+            }
+            match p.not_applicable(tool) {
+                Some(why) => not_applicable.push((format!("{}/{}", p.name(), tool.name()), why)),
+                None => run.push((p, tool)),
+            }
+        }
+    }
+    CellCases {
+        run,
+        not_applicable,
+    }
+}
+
+/// Fills a routed case's records with router A's counter deltas and the path they show (the
+/// counters go on the first, aggregate record only).
+fn add_router_counters(
+    records: &mut [KernelRecord],
+    path: &str,
+    before: &routers::PathCounters,
+    after: &routers::PathCounters,
+) {
+    for r in records.iter_mut() {
+        r.path = path.to_string();
+    }
+    let Some(r) = records.first_mut() else {
+        return;
+    };
+    let delta = |f: fn(&routers::PathCounters) -> f64| Some((f(after) - f(before)).max(0.0) as u64);
+    r.router_split_flows = delta(|c| c.split_ingress);
+    r.router_split_resets = delta(|c| c.split_resets);
+    r.router_split_rejected_full = delta(|c| c.split_rejected_full);
+    r.router_split_handshake_failed = delta(|c| c.split_handshake_failed);
+    r.router_drops = delta(|c| c.drops);
+    r.router_mef_stamped = delta(|c| c.mef_stamped);
+    r.router_drop_reasons = Some(
+        after
+            .drops_by_reason
+            .iter()
+            .filter_map(|(k, v)| {
+                let d = v - before.drops_by_reason.get(k).unwrap_or(&0.0);
+                (d > 0.0).then(|| (k.clone(), d as u64))
+            })
+            .collect(),
+    );
+}
+
 /// Runs the selected cells and cases (no printing besides the progress bar, no files).
 pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     let t = Timing::new(opts.common.quick);
     let cells = grid(opts.common.quick);
-    let protocols: [(Option<Cc>, &str); 3] = [
-        (Some(Cc::Cubic), "kernel-cubic"),
-        (Some(Cc::Bbr), "kernel-bbr"),
-        (None, "mef-router"),
-    ];
-    let tools = [Tool::Iperf3, Tool::Bulk, Tool::ShortFlows];
-    let wanted = |spec: &CellSpec, proto: &str, tool: Tool| {
-        case_selected(opts.common.only.as_deref(), spec, proto, tool)
-    };
+    let only = opts.common.only.as_deref();
     let n_cases: usize = cells
         .iter()
-        .map(|spec| {
-            protocols
-                .iter()
-                .flat_map(|(_, p)| tools.iter().map(move |&tl| (p, tl)))
-                .filter(|(p, tl)| wanted(spec, p, *tl))
-                .count()
-        })
+        .flat_map(|spec| [false, true].map(|routed| cell_cases(only, spec, routed).run.len()))
         .sum();
+    let mut report = KernelReport::default();
+    for spec in &cells {
+        for routed in [false, true] {
+            for (case, why) in cell_cases(only, spec, routed).not_applicable {
+                report.not_applicable.push(KernelSkip {
+                    cell: spec.label(),
+                    case,
+                    reason: why.to_string(),
+                });
+            }
+        }
+    }
     if n_cases == 0 {
-        bail!(
-            "no case matches {:?}",
-            opts.common.only.as_deref().unwrap_or("")
-        );
+        if !report.not_applicable.is_empty() {
+            return Ok(report);
+        }
+        bail!("no case matches {:?}", only.unwrap_or(""));
     }
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(n_cases as u64)
@@ -470,33 +729,24 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
     if let Ok(style) = ProgressStyle::with_template("{bar:40} {pos}/{len} cases {elapsed} {msg}") {
         bar.set_style(style);
     }
-    let mut report = KernelReport::default();
     for spec in &cells {
         for routed in [false, true] {
-            let cases: Vec<(Cc, &str, Tool)> = protocols
-                .iter()
-                .filter(|(cc, _)| cc.is_none() == routed)
-                .flat_map(|&(cc, p)| {
-                    // Through the routers the end hosts keep the kernel's default, Cubic.
-                    let cc = cc.unwrap_or(Cc::Cubic);
-                    tools.iter().map(move |&tl| (cc, p, tl))
-                })
-                .filter(|&(_, p, tl)| wanted(spec, p, tl))
-                .collect();
+            let cases = cell_cases(only, spec, routed).run;
             if cases.is_empty() {
                 continue;
             }
             let skip_all = |report: &mut KernelReport, reason: String| {
-                for &(_, p, tl) in &cases {
+                for &(p, tl) in &cases {
                     report.skipped.push(KernelSkip {
                         cell: spec.label(),
-                        case: format!("{p}/{}", tl.name()),
+                        case: format!("{}/{}", p.name(), tl.name()),
                         reason: reason.clone(),
                     });
                 }
             };
             bar.set_message(format!("{} building testbed", spec.label()));
-            let mut bed = match bed::Bed::build(spec, routed, opts.common.seed) {
+            let second_client = cases.iter().any(|&(_, tl)| tl == Tool::Fairness);
+            let mut bed = match bed::Bed::build(spec, routed, opts.common.seed, second_client) {
                 Ok(b) => b,
                 Err(e) => {
                     skip_all(&mut report, format!("{e:#}"));
@@ -504,44 +754,34 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
                     continue;
                 }
             };
-            for &(cc, p, tl) in &cases {
-                bar.set_message(format!("{} {p}/{}", spec.label(), tl.name()));
+            for &(p, tl) in &cases {
+                bar.set_message(format!("{} {}/{}", spec.label(), p.name(), tl.name()));
                 let before = bed.wan_drops();
                 let counters_before = bed.router_counters().transpose();
-                let result =
-                    run_case(&bed, spec, cc, p, tl, &t, opts.common.seed).and_then(|mut r| {
-                        if let (Some((q0, _)), Some((q1, _))) = (before, bed.wan_drops()) {
-                            r.record.drops = q1.saturating_sub(q0);
-                        }
-                        if routed {
-                            let (path, before, after) = routed_path(&mut bed, counters_before)?;
-                            r.path = path.to_string();
-                            let delta = |f: fn(&routers::PathCounters) -> f64| {
-                                Some((f(&after) - f(&before)).max(0.0) as u64)
-                            };
-                            r.router_split_flows = delta(|c| c.split_ingress);
-                            r.router_split_resets = delta(|c| c.split_resets);
-                            r.router_split_rejected_full = delta(|c| c.split_rejected_full);
-                            r.router_split_handshake_failed = delta(|c| c.split_handshake_failed);
-                            r.router_drops = delta(|c| c.drops);
-                            r.router_drop_reasons = Some(
-                                after
-                                    .drops_by_reason
-                                    .iter()
-                                    .filter_map(|(k, v)| {
-                                        let d = v - before.drops_by_reason.get(k).unwrap_or(&0.0);
-                                        (d > 0.0).then(|| (k.clone(), d as u64))
-                                    })
-                                    .collect(),
-                            );
-                        }
-                        Ok(r)
-                    });
+                let seed = opts.common.seed;
+                let run = if tl == Tool::Fairness {
+                    run_fairness(&bed, spec, p, &t, seed)
+                } else {
+                    let cc = p.cc().unwrap_or(Cc::Cubic);
+                    run_case(&bed, spec, cc, p.name(), tl, &t, seed).map(|r| vec![r])
+                };
+                let result = run.and_then(|mut rs| {
+                    if let (Some((q0, _)), Some((q1, _)), Some(r)) =
+                        (before, bed.wan_drops(), rs.first_mut())
+                    {
+                        r.record.drops = q1.saturating_sub(q0);
+                    }
+                    if routed {
+                        let (path, before, after) = routed_path(&mut bed, counters_before)?;
+                        add_router_counters(&mut rs, path, &before, &after);
+                    }
+                    Ok(rs)
+                });
                 match result {
-                    Ok(r) => report.records.push(r),
+                    Ok(rs) => report.records.extend(rs),
                     Err(e) => report.skipped.push(KernelSkip {
                         cell: spec.label(),
-                        case: format!("{p}/{}", tl.name()),
+                        case: format!("{}/{}", p.name(), tl.name()),
                         reason: format!("{e:#}"),
                     }),
                 }
@@ -556,8 +796,9 @@ pub fn run_cells(opts: &KernelOptions) -> anyhow::Result<KernelReport> {
 }
 
 /// `mef bench kernel`: checks the environment (root, iperf3), runs the grid, prints the table,
-/// the ratio lines ([`report::ratios`]) and skipped cases, writes JSON and an SVG plot (named
-/// after the JSON file), and returns the records. Fails when not
+/// the ratio lines ([`report::ratios`]), the stamping lines ([`report::stamping`]), the cases
+/// that do not apply and the skipped ones, writes JSON and an SVG plot (named after the JSON
+/// file), and returns the records. Fails when not
 /// root or when no case produced a record.
 pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
     check_environment()?;
@@ -579,6 +820,16 @@ pub fn run_kernel(opts: KernelOptions) -> anyhow::Result<Vec<KernelRecord>> {
     }
     if let Some(t) = &report.tunnel {
         print!("\n{}", t.table());
+    }
+    let stamping = report::stamping(&report.records);
+    if !stamping.is_empty() {
+        print!("\n{stamping}");
+    }
+    if !report.not_applicable.is_empty() {
+        println!("\nnot applicable (no figure):");
+        for s in &report.not_applicable {
+            println!("  {} {}: {}", s.cell, s.case, s.reason);
+        }
     }
     if !report.skipped.is_empty() {
         println!("\nskipped {} case(s):", report.skipped.len());

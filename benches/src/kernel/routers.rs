@@ -120,6 +120,9 @@ pub struct PathCounters {
     pub drops: f64,
     /// `mef_router_drops_total` by its `reason` label.
     pub drops_by_reason: std::collections::BTreeMap<String, f64>,
+    /// `mef_router_mef_packets_total{kind="stamped"}`: MEF packets router A's egress stamped
+    /// (MEF-native packets from its LAN and the split connections' MEF packets).
+    pub mef_stamped: f64,
 }
 
 impl PathCounters {
@@ -174,10 +177,10 @@ pub struct SiteConfig<'a> {
     pub key: &'a PrivateKey,
     /// The peer's public key, base64.
     pub peer_pub: &'a str,
-    /// This site's LAN prefix.
-    pub lan: &'a str,
-    /// The peer site's LAN prefix.
-    pub remote: &'a str,
+    /// This site's LAN prefixes.
+    pub lan: &'a [String],
+    /// The peer site's LAN prefixes.
+    pub remote: &'a [String],
     /// The peer router's tunnel endpoint (its WAN address).
     pub endpoint: SocketAddr,
     /// WAN capacity in Mbit/s.
@@ -207,23 +210,32 @@ control = "127.0.0.1:9184"
 [tun]
 name = "mef0"
 [lan]
-prefixes = ["{}"]
+prefixes = [{}]
 [wan]
 capacity = "{}kbit"
 {buffer}{split_section}[[peer]]
 name = "peer"
 public_key = "{}"
 endpoint = "{}"
-prefixes = ["{}"]
+prefixes = [{}]
 "#,
             self.key.to_base64(),
-            self.lan,
+            toml_list(self.lan),
             (self.capacity_mbps * 1000.0).round() as u64,
             self.peer_pub,
             self.endpoint,
-            self.remote,
+            toml_list(self.remote),
         )
     }
+}
+
+/// `"a", "b"` (the inside of a TOML array of strings; prefixes need no escaping).
+fn toml_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|i| format!("\"{i}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn slash24(ip: Ipv4Addr) -> String {
@@ -238,8 +250,8 @@ fn supports_split(bin: &Path, dir: &Path) -> anyhow::Result<bool> {
     let text = SiteConfig {
         key: &k,
         peer_pub: &peer,
-        lan: "10.0.1.0/24",
-        remote: "10.0.2.0/24",
+        lan: &["10.0.1.0/24".to_string()],
+        remote: &["10.0.2.0/24".to_string()],
         endpoint: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, TUNNEL_PORT)),
         capacity_mbps: 100.0,
         split: true,
@@ -322,7 +334,12 @@ impl Routers {
             }
         };
         let (ka, kb) = (PrivateKey::generate(), PrivateKey::generate());
-        let (lan_a, lan_b) = (slash24(tb.client_addr()), slash24(tb.server_addr()));
+        // The second client (if any) sits behind router A too.
+        let lan_a: Vec<String> = std::iter::once(tb.client_addr())
+            .chain(tb.client2_addr())
+            .map(slash24)
+            .collect();
+        let lan_b = vec![slash24(tb.server_addr())];
         let ep = |ip| SocketAddr::V4(SocketAddrV4::new(ip, TUNNEL_PORT));
         let write = |name: &str, text: String| -> anyhow::Result<PathBuf> {
             let p = dir.0.join(format!("{name}.toml"));
@@ -454,6 +471,7 @@ impl Routers {
             ),
             drops: metric_sum(&m, "mef_router_drops_total", None),
             drops_by_reason: drops_by_reason(&m),
+            mef_stamped: metric_sum(&m, "mef_router_mef_packets_total", Some("kind=\"stamped\"")),
         })
     }
 
@@ -537,8 +555,8 @@ mod tests {
         let t = SiteConfig {
             key: &k,
             peer_pub: "PEER",
-            lan: "10.77.1.0/24",
-            remote: "10.77.3.0/24",
+            lan: &["10.77.1.0/24".to_string(), "10.77.4.0/24".to_string()],
+            remote: &["10.77.3.0/24".to_string()],
             endpoint: "10.77.2.2:51820".parse().expect("addr"),
             capacity_mbps: 100.0,
             split: false,
@@ -547,6 +565,11 @@ mod tests {
         .to_toml();
         assert!(t.contains("capacity = \"100000kbit\""), "{t}");
         assert!(t.contains("endpoint = \"10.77.2.2:51820\""), "{t}");
+        assert!(
+            t.contains("prefixes = [\"10.77.1.0/24\", \"10.77.4.0/24\"]"),
+            "{t}"
+        );
+        assert!(t.contains("prefixes = [\"10.77.3.0/24\"]"), "{t}");
         assert!(!t.contains("[split]"));
         assert!(t.contains("buffer_bytes = 1000\n"), "{t}");
         assert_eq!(slash24(Ipv4Addr::new(10, 77, 3, 2)), "10.77.3.0/24");

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use nix::sys::socket::{getsockopt, setsockopt, sockopt::TcpCongestion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket};
 
 /// A kernel TCP congestion control module.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,7 +97,7 @@ const CHUNK: usize = 64 * 1024;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A buffer of the payload pattern, long enough to slice `CHUNK` bytes at any phase.
-fn pattern() -> Vec<u8> {
+pub(crate) fn pattern() -> Vec<u8> {
     (0..CHUNK + PERIOD).map(|i| (i % PERIOD) as u8).collect()
 }
 
@@ -202,7 +202,12 @@ async fn serve(listener: TcpListener, mut stop: tokio::sync::oneshot::Receiver<(
     tasks.abort_all();
 }
 
-async fn serve_one(mut s: TcpStream, pat: &[u8]) -> std::io::Result<()> {
+/// Serves one flow of the generator protocol on `s` (a TCP connection or a MEF stream): reads
+/// the header and the payload to EOF, checks it, answers and closes its side.
+pub(crate) async fn serve_one<S>(mut s: S, pat: &[u8]) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut head = [0u8; 16];
     s.read_exact(&mut head).await?;
     if &head[..4] != MAGIC {
@@ -236,8 +241,11 @@ async fn serve_one(mut s: TcpStream, pat: &[u8]) -> std::io::Result<()> {
 }
 
 /// What one client flow amounts to.
-enum Amount {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Amount {
+    /// Exactly this many payload bytes.
     Bytes(u64),
+    /// As much as the sender can write for this long.
     For(Duration),
 }
 
@@ -250,10 +258,24 @@ async fn client_flow(
 ) -> anyhow::Result<FlowReport> {
     let sock = TcpSocket::new_v4().context("socket")?;
     set_congestion(&sock, cc)?;
-    let mut s = tokio::time::timeout(IO_TIMEOUT, sock.connect(server))
+    let s = tokio::time::timeout(IO_TIMEOUT, sock.connect(server))
         .await
         .context("connect timed out")?
         .with_context(|| format!("connecting to {server}"))?;
+    send_flow(s, id, amount, pat).await
+}
+
+/// The client side of one flow of the generator protocol on `s` (a TCP connection or a MEF
+/// stream): header, payload, half-close, then the server's answer.
+pub(crate) async fn send_flow<S>(
+    mut s: S,
+    id: u64,
+    amount: Amount,
+    pat: &[u8],
+) -> anyhow::Result<FlowReport>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut head = [0u8; 16];
     head[..4].copy_from_slice(MAGIC);
     head[8..].copy_from_slice(&id.to_be_bytes());
@@ -275,7 +297,10 @@ async fn client_flow(
             .context("writing payload")?;
         off += n as u64;
     }
-    s.shutdown().await.context("half-closing")?;
+    tokio::time::timeout(IO_TIMEOUT, s.shutdown())
+        .await
+        .context("half-close stalled")?
+        .context("half-closing")?;
     let mut ans = [0u8; 17];
     tokio::time::timeout(IO_TIMEOUT, s.read_exact(&mut ans))
         .await
@@ -293,7 +318,7 @@ async fn client_flow(
     })
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -363,76 +388,120 @@ pub fn short_flows(
 ) -> anyhow::Result<ShortResult> {
     let before = super::netns::retrans_segs()?;
     let pat = Arc::new(pattern());
-    type Done = (u64, Duration, anyhow::Result<(FlowReport, Duration)>);
-    let (done, unfinished, span) = runtime()?.block_on(async {
-        let t0 = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
-        let mut done: Vec<Done> = Vec::with_capacity(arrivals.len());
-        let mut last_done = t0;
-        let reap = |r: Result<Done, tokio::task::JoinError>, done: &mut Vec<Done>| {
-            if let Ok(d) = r {
-                done.push(d);
-            }
-        };
-        for (id, &(at, bytes)) in arrivals.iter().enumerate() {
-            tokio::time::sleep_until((t0 + at).into()).await;
-            let pat = pat.clone();
-            set.spawn(async move {
-                let start = Instant::now();
-                let r = client_flow(server, cc, id as u64, Amount::Bytes(bytes), &pat).await;
-                (bytes, at, r.map(|rep| (rep, start.elapsed())))
-            });
-            // Reap finished flows as we go so the set does not grow without bound.
-            while let Some(r) = set.try_join_next() {
+    let run = runtime()?.block_on(run_arrivals(arrivals, drain, |id, bytes| {
+        let pat = pat.clone();
+        async move { client_flow(server, cc, id, Amount::Bytes(bytes), &pat).await }
+    }));
+    let retransmits = super::netns::retrans_segs()?.saturating_sub(before);
+    run.into_result(arrivals.len(), retransmits)
+}
+
+/// One ended flow: size, arrival offset, and (report, flow completion time) or why it failed.
+type Done = (u64, Duration, anyhow::Result<(FlowReport, Duration)>);
+
+/// What [`run_arrivals`] observed: every flow that ended, with its size, arrival offset and
+/// (report, flow completion time) or error; flows still running at the deadline; the time from
+/// the first arrival to the last completion.
+#[derive(Debug)]
+pub(crate) struct ArrivalRun {
+    done: Vec<Done>,
+    unfinished: u64,
+    span: Duration,
+}
+
+/// Starts `flow(id, bytes)` as a task at each arrival offset (ids are the trace indices), times
+/// each from its start to its end, and waits at most `drain` after the last arrival. Must run
+/// inside a tokio runtime.
+pub(crate) async fn run_arrivals<F, Fut>(
+    arrivals: &[(Duration, u64)],
+    drain: Duration,
+    flow: F,
+) -> ArrivalRun
+where
+    F: Fn(u64, u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<FlowReport>> + Send + 'static,
+{
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    let mut done: Vec<Done> = Vec::with_capacity(arrivals.len());
+    let mut last_done = t0;
+    let reap = |r: Result<Done, tokio::task::JoinError>, done: &mut Vec<Done>| {
+        if let Ok(d) = r {
+            done.push(d);
+        }
+    };
+    for (id, &(at, bytes)) in arrivals.iter().enumerate() {
+        tokio::time::sleep_until((t0 + at).into()).await;
+        let fut = flow(id as u64, bytes);
+        set.spawn(async move {
+            let start = Instant::now();
+            let r = fut.await;
+            (bytes, at, r.map(|rep| (rep, start.elapsed())))
+        });
+        // Reap finished flows as we go so the set does not grow without bound.
+        while let Some(r) = set.try_join_next() {
+            last_done = Instant::now();
+            reap(r, &mut done);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + drain;
+    while !set.is_empty() {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(r)) => {
                 last_done = Instant::now();
                 reap(r, &mut done);
             }
+            Ok(None) | Err(_) => break,
         }
-        let deadline = tokio::time::Instant::now() + drain;
-        while !set.is_empty() {
-            match tokio::time::timeout_at(deadline, set.join_next()).await {
-                Ok(Some(r)) => {
-                    last_done = Instant::now();
-                    reap(r, &mut done);
+    }
+    let unfinished = set.len() as u64;
+    set.abort_all();
+    ArrivalRun {
+        done,
+        unfinished,
+        span: last_done.saturating_duration_since(t0),
+    }
+}
+
+impl ArrivalRun {
+    /// The summary of a run of `n_arrivals` flows with `retransmits` measured around it; an
+    /// error when any flow arrived with wrong content.
+    pub(crate) fn into_result(
+        self,
+        n_arrivals: usize,
+        retransmits: u64,
+    ) -> anyhow::Result<ShortResult> {
+        let mut res = ShortResult {
+            completed: Vec::with_capacity(self.done.len()),
+            incomplete: self.unfinished
+                + (n_arrivals as u64).saturating_sub(self.done.len() as u64 + self.unfinished),
+            corrupted: 0,
+            bytes: 0,
+            span: self.span,
+            retransmits,
+        };
+        for (size, at, r) in self.done {
+            match r {
+                Ok((rep, fct)) if rep.content_ok => {
+                    res.bytes += rep.bytes;
+                    res.completed.push((size, at, fct));
                 }
-                Ok(None) | Err(_) => break,
+                Ok((rep, _)) => {
+                    res.bytes += rep.bytes;
+                    res.corrupted += 1;
+                    res.incomplete += 1;
+                }
+                Err(e) => {
+                    tracing::debug!("short flow failed: {e:#}");
+                    res.incomplete += 1;
+                }
             }
         }
-        let unfinished = set.len() as u64;
-        set.abort_all();
-        (done, unfinished, last_done.saturating_duration_since(t0))
-    });
-    let retransmits = super::netns::retrans_segs()?.saturating_sub(before);
-    let mut res = ShortResult {
-        completed: Vec::with_capacity(done.len()),
-        incomplete: unfinished
-            + (arrivals.len() as u64).saturating_sub(done.len() as u64 + unfinished),
-        corrupted: 0,
-        bytes: 0,
-        span,
-        retransmits,
-    };
-    for (size, at, r) in done {
-        match r {
-            Ok((rep, fct)) if rep.content_ok => {
-                res.bytes += rep.bytes;
-                res.completed.push((size, at, fct));
-            }
-            Ok((rep, _)) => {
-                res.bytes += rep.bytes;
-                res.corrupted += 1;
-                res.incomplete += 1;
-            }
-            Err(e) => {
-                tracing::debug!("short flow failed: {e:#}");
-                res.incomplete += 1;
-            }
+        if res.corrupted > 0 {
+            bail!("{} short flow(s) arrived with wrong content", res.corrupted);
         }
+        Ok(res)
     }
-    if res.corrupted > 0 {
-        bail!("{} short flow(s) arrived with wrong content", res.corrupted);
-    }
-    Ok(res)
 }
 
 #[cfg(test)]

@@ -12,6 +12,18 @@
 //!  eth0 10.77.2.1  (wan-a|wan-b)  eth0 10.77.2.2
 //! ```
 //!
+//! **Second client** ([`TestbedConfig::with_second_client`]): a host `cl2` (10.77.4.2/24,
+//! interface `eth0`) behind its own access emulator `em2` (interfaces `acc-a`, `acc-b`), attached
+//! to the client site's edge on `lan1` (10.77.4.1/24): router A when there are routers, else the
+//! client host itself, which then forwards. Its traffic shares the WAN emulator with the client's
+//! and adds the access emulator's delay, so two flows with different RTTs meet at one
+//! bottleneck (there is no netem qdisc on the kernels this runs on).
+//!
+//! ```text
+//!  cl2 eth0 ──veth── em2 (acc-a|acc-b) ──veth── lan1 of rtrA (routed) or of client (direct)
+//!  10.77.4.2                                      10.77.4.1
+//! ```
+//!
 //! The `emu` namespace has no addresses: the [`Emulator`] forwards frames between `wan-a` and
 //! `wan-b` like a two-port bridge, so the WAN segment 10.77.2.0/24 spans it. The emulator runs
 //! **in this process**, as threads whose packet sockets were opened in the `emu` namespace by a
@@ -57,6 +69,10 @@ pub enum Node {
     RouterB,
     /// The server host (interface `eth0`).
     Server,
+    /// The second client host (interface `eth0`), see [`TestbedConfig::with_second_client`].
+    Client2,
+    /// The second client's access-link emulator (interfaces `acc-a` and `acc-b`).
+    Emu2,
 }
 
 impl Node {
@@ -67,6 +83,8 @@ impl Node {
             Node::Emu => "emu",
             Node::RouterB => "rtb",
             Node::Server => "srv",
+            Node::Client2 => "cl2",
+            Node::Emu2 => "em2",
         }
     }
 }
@@ -75,6 +93,10 @@ impl Node {
 pub const EMU_IFACE_A: &str = "wan-a";
 /// The emulator's interface towards the server site.
 pub const EMU_IFACE_B: &str = "wan-b";
+/// The access emulator's interface towards the second client.
+pub const ACCESS_IFACE_A: &str = "acc-a";
+/// The access emulator's interface towards the client site's edge.
+pub const ACCESS_IFACE_B: &str = "acc-b";
 
 /// What to build.
 #[derive(Debug, Clone)]
@@ -86,6 +108,9 @@ pub struct TestbedConfig {
     pub emulator: Option<EmulatorConfig>,
     /// Install a Ctrl-C handler that tears down every live testbed and exits with status 130.
     pub handle_ctrlc: bool,
+    /// Add a second client behind its own access emulator with this configuration (A = the
+    /// second client's side); see the [module docs](self).
+    pub second_client: Option<EmulatorConfig>,
 }
 
 impl TestbedConfig {
@@ -95,6 +120,7 @@ impl TestbedConfig {
             routers: false,
             emulator: Some(emulator),
             handle_ctrlc: true,
+            second_client: None,
         }
     }
 
@@ -104,6 +130,13 @@ impl TestbedConfig {
             routers: true,
             ..Self::direct(emulator)
         }
+    }
+
+    /// Adds a second client host behind an access link emulated by `access` (A = the second
+    /// client's side), attached to the client site's edge.
+    pub fn with_second_client(mut self, access: EmulatorConfig) -> Self {
+        self.second_client = Some(access);
+        self
     }
 }
 
@@ -178,6 +211,8 @@ pub struct Testbed {
     /// Created namespaces, in creation order, with their node.
     ns: Vec<(Node, String)>,
     emulator: Option<Emulator>,
+    /// The second client's access emulator.
+    access: Option<Emulator>,
 }
 
 impl Testbed {
@@ -196,9 +231,10 @@ impl Testbed {
             routers: cfg.routers,
             ns: Vec::new(),
             emulator: None,
+            access: None,
         };
-        let nodes: &[Node] = if cfg.routers {
-            &[
+        let mut nodes: Vec<Node> = if cfg.routers {
+            vec![
                 Node::Client,
                 Node::RouterA,
                 Node::Emu,
@@ -206,9 +242,12 @@ impl Testbed {
                 Node::Server,
             ]
         } else {
-            &[Node::Client, Node::Emu, Node::Server]
+            vec![Node::Client, Node::Emu, Node::Server]
         };
-        for &node in nodes {
+        if cfg.second_client.is_some() {
+            nodes.extend([Node::Client2, Node::Emu2]);
+        }
+        for node in nodes {
             let name = format!("mef{}-{}-{}", std::process::id(), id, node.role());
             // Registered before it exists, so a Ctrl-C during creation removes it too.
             tb.ns.push((node, name.clone()));
@@ -216,6 +255,16 @@ impl Testbed {
             netns::ip(&["netns", "add", &name])?;
         }
         tb.wire()?;
+        if let Some(acfg) = cfg.second_client {
+            tb.wire_second_client()?;
+            let ns = tb.netns(Node::Emu2)?.to_string();
+            tb.access = Some(Emulator::start_in_netns(
+                &ns,
+                ACCESS_IFACE_A,
+                ACCESS_IFACE_B,
+                acfg,
+            )?);
+        }
         if let Some(ecfg) = cfg.emulator {
             tb.start_emulator(ecfg)?;
         }
@@ -248,9 +297,12 @@ impl Testbed {
     }
 
     fn wire(&self) -> Result<(), TestbedError> {
+        let second = self.has_second_client();
         for (node, name) in &self.ns {
             netns::ip(&["-n", name, "link", "set", "lo", "up"])?;
-            let forward = matches!(node, Node::RouterA | Node::RouterB);
+            // Without routers the client host is the second client's edge and forwards.
+            let forward = matches!(node, Node::RouterA | Node::RouterB)
+                || (second && !self.routers && *node == Node::Client);
             netns::sysctls(name, forward)?;
         }
         if self.routers {
@@ -275,6 +327,43 @@ impl Testbed {
             self.addr(Node::Server, "eth0", "10.77.2.2/24")?;
         }
         Ok(())
+    }
+
+    /// Wires the second client: `cl2` — `em2` — `lan1` of the client site's edge (router A, or
+    /// the client host without routers), addresses and routes both ways.
+    fn wire_second_client(&self) -> Result<(), TestbedError> {
+        let edge = if self.routers {
+            Node::RouterA
+        } else {
+            Node::Client
+        };
+        self.veth(Node::Client2, "eth0", Node::Emu2, ACCESS_IFACE_A)?;
+        self.veth(Node::Emu2, ACCESS_IFACE_B, edge, "lan1")?;
+        self.addr(Node::Client2, "eth0", "10.77.4.2/24")?;
+        self.addr(edge, "lan1", "10.77.4.1/24")?;
+        self.route(Node::Client2, "default", "10.77.4.1")?;
+        if self.routers {
+            self.route(Node::RouterB, "10.77.4.0/24", "10.77.2.1")?;
+        } else {
+            self.route(Node::Server, "10.77.4.0/24", "10.77.2.1")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the testbed has a second client ([`TestbedConfig::with_second_client`]).
+    pub fn has_second_client(&self) -> bool {
+        self.ns.iter().any(|(n, _)| *n == Node::Client2)
+    }
+
+    /// The second client's address, if there is one.
+    pub fn client2_addr(&self) -> Option<Ipv4Addr> {
+        self.has_second_client()
+            .then_some(Ipv4Addr::new(10, 77, 4, 2))
+    }
+
+    /// The second client's access emulator, for its counters.
+    pub fn access_emulator(&self) -> Option<&Emulator> {
+        self.access.as_ref()
     }
 
     /// Whether the testbed has router namespaces.
@@ -413,6 +502,7 @@ impl Testbed {
 
     fn cleanup(&mut self) {
         self.emulator = None;
+        self.access = None;
         let names = self.names();
         self.ns.clear();
         netns::destroy(&names);
