@@ -121,6 +121,11 @@ impl Bed {
         seed: u64,
         second_client: bool,
     ) -> anyhow::Result<Self> {
+        // The second client sits one cell RTT behind router A: its split TCP leg needs a window
+        // of a BDP to fill the link (`[split] window_bytes`, as an operator would set it for
+        // clients behind long access links; the daemon's 256 KiB default caps such a client at
+        // 256 KiB per access RTT).
+        let split_window = second_client.then(|| spec.bdp_bytes().next_power_of_two() as usize);
         // Checked before any namespace exists, so a missing binary costs nothing.
         let router = if routed {
             Some((router_binary()?, PathMode::from_env()?))
@@ -155,7 +160,7 @@ impl Bed {
         };
         let routers = match router {
             Some((bin, mode)) => Some(
-                Routers::start(&tb, &bin, CAPACITY_MBPS, mode)
+                Routers::start(&tb, &bin, CAPACITY_MBPS, mode, split_window)
                     .context("starting the mef-router daemons")?,
             ),
             None => None,

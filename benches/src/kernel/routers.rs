@@ -189,16 +189,18 @@ pub struct SiteConfig<'a> {
     pub split: bool,
     /// `[wan] buffer_bytes`, when not the daemon's default.
     pub buffer_bytes: Option<usize>,
+    /// `[split] window_bytes`, when not the daemon's default.
+    pub split_window: Option<usize>,
 }
 
 impl SiteConfig<'_> {
     /// The TOML text: tunnel on `0.0.0.0:51820`, control on `127.0.0.1:9184` (each router has
     /// its own namespace), TUN `mef0` with routes for the peer prefix.
     pub fn to_toml(&self) -> String {
-        let split_section = if self.split {
-            "[split]\nenabled = true\n"
-        } else {
-            ""
+        let split_section = match (self.split, self.split_window) {
+            (false, _) => String::new(),
+            (true, None) => "[split]\nenabled = true\n".to_string(),
+            (true, Some(w)) => format!("[split]\nenabled = true\nwindow_bytes = {w}\n"),
         };
         let buffer = self
             .buffer_bytes
@@ -256,6 +258,7 @@ fn supports_split(bin: &Path, dir: &Path) -> anyhow::Result<bool> {
         capacity_mbps: 100.0,
         split: true,
         buffer_bytes: None,
+        split_window: None,
     }
     .to_toml();
     let p = dir.join("probe.toml");
@@ -311,6 +314,7 @@ impl Routers {
         bin: &Path,
         capacity_mbps: f64,
         mode: PathMode,
+        split_window: Option<usize>,
     ) -> anyhow::Result<Self> {
         let (Some(a_wan), Some(b_wan)) = (
             tb.router_wan_addr(Node::RouterA),
@@ -358,6 +362,7 @@ impl Routers {
                 capacity_mbps,
                 split,
                 buffer_bytes,
+                split_window,
             }
             .to_toml(),
         )?;
@@ -372,6 +377,7 @@ impl Routers {
                 capacity_mbps,
                 split,
                 buffer_bytes,
+                split_window,
             }
             .to_toml(),
         )?;
@@ -561,6 +567,7 @@ mod tests {
             capacity_mbps: 100.0,
             split: false,
             buffer_bytes: Some(1000),
+            split_window: None,
         }
         .to_toml();
         assert!(t.contains("capacity = \"100000kbit\""), "{t}");

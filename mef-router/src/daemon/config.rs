@@ -23,6 +23,8 @@
 //! [split]
 //! enabled = false                          # TCP splitting over MEF transport (RFC 3135 PEP)
 //! port = 51821                             # MEF transport UDP port (same on every router)
+//! window_bytes = 262144                    # per-connection TCP window towards the LAN hosts
+//! max_connections = 1024                   # split connections held at once
 //!
 //! [[peer]]
 //! name = "site-b"
@@ -283,6 +285,24 @@ pub struct SplitSection {
     /// same static key as the tunnel.
     #[serde(default = "default_split_port")]
     pub port: u16,
+    /// Receive and send buffer per split connection in bytes (default 262144), which is also
+    /// the TCP window the router offers the LAN host. A LAN host `d` seconds away gets at most
+    /// `window_bytes / d`: raise it when clients sit behind long access links. Memory is
+    /// committed as data is buffered, up to twice this per connection.
+    #[serde(default = "default_split_window")]
+    pub window_bytes: usize,
+    /// Split connections held at once, including ones lingering in TIME-WAIT (default 1024);
+    /// further SYNs are refused with a RST.
+    #[serde(default = "default_split_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_split_window() -> usize {
+    crate::split::SplitConfig::default().rx_buffer
+}
+
+fn default_split_max_connections() -> usize {
+    crate::split::SplitConfig::default().max_connections
 }
 
 impl Default for SplitSection {
@@ -290,6 +310,8 @@ impl Default for SplitSection {
         Self {
             enabled: false,
             port: default_split_port(),
+            window_bytes: default_split_window(),
+            max_connections: default_split_max_connections(),
         }
     }
 }
@@ -450,6 +472,18 @@ impl Config {
         if !(576..=9000).contains(&cfg.tun.mtu) {
             return Err(invalid("tun.mtu", "must be in 576..=9000".into()));
         }
+        if !(1024..=1 << 30).contains(&cfg.split.window_bytes) {
+            return Err(invalid(
+                "split.window_bytes",
+                "must be between 1024 and 1073741824".into(),
+            ));
+        }
+        if !(1..=1 << 20).contains(&cfg.split.max_connections) {
+            return Err(invalid(
+                "split.max_connections",
+                "must be between 1 and 1048576".into(),
+            ));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for p in &cfg.peers {
             if !seen.insert(p.public_key) {
@@ -552,6 +586,25 @@ prefixes = ["10.2.0.0/24"]
             .expect_err("missing")
             .to_string();
         assert!(e.contains("`capacity`"), "{e}");
+        let bad = GOOD.replace("[wan]", "[split]\nwindow_bytes = 10\n\n[wan]");
+        let e = Config::parse(&bad, "c.toml")
+            .expect_err("tiny window")
+            .to_string();
+        assert!(e.contains("`split.window_bytes`"), "{e}");
+    }
+
+    #[test]
+    fn split_window_and_limit_are_configurable() {
+        let c = Config::parse(GOOD, "c.toml").expect("parse");
+        assert_eq!(c.split.window_bytes, 256 * 1024);
+        assert_eq!(c.split.max_connections, 1024);
+        let big = GOOD.replace(
+            "[wan]",
+            "[split]\nwindow_bytes = 4194304\nmax_connections = 4096\n\n[wan]",
+        );
+        let c = Config::parse(&big, "c.toml").expect("parse");
+        assert_eq!(c.split.window_bytes, 4 << 20);
+        assert_eq!(c.split.max_connections, 4096);
     }
 
     #[test]

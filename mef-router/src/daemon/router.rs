@@ -451,6 +451,9 @@ fn build_bridge(cfg: &Config, now: Instant) -> Result<SplitBridge, String> {
     let mut rng = rand::rng();
     let split = SplitConfig {
         mtu: usize::from(cfg.tun.mtu),
+        rx_buffer: cfg.split.window_bytes,
+        tx_buffer: cfg.split.window_bytes,
+        max_connections: cfg.split.max_connections,
         random_seed: rng.next_u64(),
         ..SplitConfig::default()
     };
