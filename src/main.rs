@@ -61,7 +61,7 @@ enum BenchSuite {
     /// single-core throughput. Needs root;
     /// runs cells one after the other, each with its own testbed, torn down afterwards.
     Kernel {
-        /// CI mode: RTT 200 ms only (loss 0 and 1 %), 10 s runs (iperf3 omits 2 s of slow start).
+        /// Quick mode: RTT 50 and 200 ms, loss 0 and 1 %, 10 s runs (iperf3 omits 2 s of slow start).
         #[arg(long)]
         quick: bool,
         /// Write the records as JSON to this path (plots go next to it).

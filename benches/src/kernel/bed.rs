@@ -125,7 +125,14 @@ impl Bed {
         // of a BDP to fill the link (`[split] window_bytes`, as an operator would set it for
         // clients behind long access links; the daemon's 256 KiB default caps such a client at
         // 256 KiB per access RTT).
-        let split_window = second_client.then(|| spec.bdp_bytes().next_power_of_two() as usize);
+        // `MEF_BENCH_SPLIT_WINDOW=BYTES` sets it for every routed testbed instead.
+        let split_window = match std::env::var("MEF_BENCH_SPLIT_WINDOW") {
+            Ok(v) => Some(
+                v.parse::<usize>()
+                    .with_context(|| format!("MEF_BENCH_SPLIT_WINDOW={v:?} is not a byte count"))?,
+            ),
+            Err(_) => second_client.then(|| spec.bdp_bytes().next_power_of_two() as usize),
+        };
         // Checked before any namespace exists, so a missing binary costs nothing.
         let router = if routed {
             Some((router_binary()?, PathMode::from_env()?))
