@@ -72,6 +72,11 @@ pub fn inclusion_proof<T: AsRef<[u8]>>(leaves: &[T], index: usize) -> Option<Vec
 
 /// Checks that `leaf` (the leaf's data, hashed here with [`leaf_hash`]) is the leaf at `index` of
 /// the tree of `size` leaves whose root is `root`, with the algorithm of RFC 9162 §2.1.3.2.
+///
+/// `size` and `root` must come from the same trusted source: the proof binds the size only
+/// through the shape of the path, so with a wrong size a proof can still verify, for another
+/// index (leaf 2 of 3 has the same path as leaf 1 of 2). Membership of the leaf in the tree of
+/// `root` holds regardless.
 pub fn verify_inclusion(
     leaf: &[u8],
     index: u64,
