@@ -7,9 +7,9 @@
 //!
 //! Key policy: moduli of 256 to 512 octets (2048 to 4096 bits; [`DEFAULT_MODULUS_BITS`] is
 //! 2048) and the checks of the `rsa` crate (odd `n`, odd `e` in `[3, 2^33 - 1]`, `e < n`).
-//! Uniqueness assumes the key was generated honestly (RFC 9381 §7.1.1: RSA-FDH-VRF has *trusted*
-//! uniqueness); a malicious key with `gcd(e, λ(n)) > 1` could have several proofs per input, so
-//! RSA keys are admitted only through the membership vote.
+//! Uniqueness assumes the key was generated honestly (RSA-FDH-VRF has *trusted*, not full,
+//! uniqueness: RFC 9381 §3 and §7); a malicious key with `gcd(e, λ(n)) > 1` could have several
+//! proofs per input, so RSA keys are admitted only through the membership vote.
 //!
 //! Side channels: the private-key operation uses the `rsa` crate's CRT with a fault check
 //! (`rsa_decrypt_and_check`, so a faulty CRT result is never released) and base blinding with a

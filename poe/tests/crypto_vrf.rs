@@ -1,8 +1,9 @@
 //! RSA-FDH-VRF-SHA256 (RFC 9381 §4): known-answer vectors and the VRF's properties.
 //!
-//! RFC 9381's Appendix B has test vectors only for the ECVRF suites. The RSA-FDH-VRF vectors here
-//! come from the reference implementation the RFC's authors used to generate the draft's test
-//! vectors (see the header of `crypto_vrf_vectors.txt`).
+//! The vectors are the RSA-FDH-VRF-SHA256 examples that the RFC 9381 authors' reference
+//! implementation (used to generate the document's test vectors) checks itself against: its
+//! 2048-bit key with the empty alpha (the document's "Example 1") and three vectors from hacspec
+//! on a 2047-bit modulus (k = 256). See the header of `crypto_vrf_vectors.txt`.
 #![allow(clippy::unwrap_used)]
 
 use std::sync::OnceLock;
