@@ -121,7 +121,9 @@ fn reopen_resumes_tip_and_data() {
         let mut store = Store::open(dir.db()).expect("open");
         for h in 0..10 {
             let (bid, header, txs) = block(h, 4, 0);
-            store.put_block(h, &bid, &header, &txs, h <= 8).expect("put");
+            store
+                .put_block(h, &bid, &header, &txs, h <= 8)
+                .expect("put");
         }
         store.put_meta("lock", b"round 3").expect("meta");
     }
@@ -141,7 +143,9 @@ fn reput_same_block_is_idempotent_and_upgrades() {
     let (bid, header, txs) = block(3, 5, 0);
     store.put_block(3, &bid, &header, &txs, false).expect("put");
     assert_eq!(
-        store.put_block(3, &bid, &header, &txs, false).expect("re-put"),
+        store
+            .put_block(3, &bid, &header, &txs, false)
+            .expect("re-put"),
         PutOutcome::Unchanged
     );
     // The same block with its commit certificate: new header bytes, now final.
@@ -157,7 +161,9 @@ fn reput_same_block_is_idempotent_and_upgrades() {
     assert_eq!(b.header, certified);
     // Once final, re-puts change nothing (not even with the uncertified header).
     assert_eq!(
-        store.put_block(3, &bid, &header, &txs, false).expect("re-put"),
+        store
+            .put_block(3, &bid, &header, &txs, false)
+            .expect("re-put"),
         PutOutcome::Unchanged
     );
     assert_eq!(
@@ -191,7 +197,11 @@ fn different_block_at_final_height_is_a_conflict() {
     assert!(err.to_string().contains("conflict at height 4"), "{err}");
     // Nothing of the refused block was written.
     assert_eq!(
-        store.block_by_height(4).expect("read").expect("present").txs,
+        store
+            .block_by_height(4)
+            .expect("read")
+            .expect("present")
+            .txs,
         txs
     );
     for (tx_id, _) in &other_txs {
@@ -342,7 +352,9 @@ fn stats_count_blocks_txs_and_bytes() {
     assert_eq!((empty.blocks, empty.final_blocks, empty.txs), (0, 0, 0));
     for h in 0..6 {
         let (bid, header, txs) = block(h, h as usize, 0);
-        store.put_block(h, &bid, &header, &txs, h % 2 == 0).expect("put");
+        store
+            .put_block(h, &bid, &header, &txs, h % 2 == 0)
+            .expect("put");
     }
     let stats = store.stats().expect("stats");
     assert_eq!(stats.blocks, 6);

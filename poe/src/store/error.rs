@@ -123,12 +123,11 @@ impl StoreError {
                 }
             }
             // A column of the wrong type: the schema's invariants are broken.
-            rusqlite::Error::InvalidColumnType(..) | rusqlite::Error::FromSqlConversionFailure(..) => {
-                StoreError::Corrupt {
-                    op,
-                    reason: std::format!("{source}"),
-                }
-            }
+            rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::FromSqlConversionFailure(..) => StoreError::Corrupt {
+                op,
+                reason: std::format!("{source}"),
+            },
             _ => StoreError::Sqlite { op, source },
         }
     }

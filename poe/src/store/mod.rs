@@ -483,9 +483,11 @@ fn insert_block(
             height,
         });
     }
-    conn.prepare_cached("INSERT INTO blocks (height, block_id, header, final) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut st| st.execute(params![h, &block_id[..], header, is_final]))
-        .map_err(sql("put_block: insert block"))?;
+    conn.prepare_cached(
+        "INSERT INTO blocks (height, block_id, header, final) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut st| st.execute(params![h, &block_id[..], header, is_final]))
+    .map_err(sql("put_block: insert block"))?;
     let mut insert = conn
         .prepare_cached("INSERT INTO txs (id, height, idx, body) VALUES (?1, ?2, ?3, ?4)")
         .map_err(sql("put_block: prepare tx insert"))?;

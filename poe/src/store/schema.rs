@@ -89,9 +89,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "POE store without a schema_version table",
         ));
     } else {
-        tx.query_row("SELECT version FROM schema_version WHERE one = 1", [], |r| {
-            r.get::<_, i64>(0)
-        })
+        tx.query_row(
+            "SELECT version FROM schema_version WHERE one = 1",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
         .optional()
         .map_err(sql("open: read schema_version"))?
         .ok_or_else(|| StoreError::corrupt("open", "schema_version has no row"))?
@@ -109,16 +111,21 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(sql("open: apply migration"))?;
     }
     if start < MIGRATIONS.len() {
-        tx.execute("UPDATE schema_version SET version = ?1 WHERE one = 1", [LATEST])
-            .map_err(sql("open: write schema_version"))?;
+        tx.execute(
+            "UPDATE schema_version SET version = ?1 WHERE one = 1",
+            [LATEST],
+        )
+        .map_err(sql("open: write schema_version"))?;
     }
     tx.commit().map_err(sql("open: commit migration"))
 }
 
 /// Reads the schema version (for tests and diagnostics).
 pub(crate) fn version(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT version FROM schema_version WHERE one = 1", [], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT version FROM schema_version WHERE one = 1",
+        [],
+        |r| r.get(0),
+    )
     .map_err(sql("schema_version"))
 }
