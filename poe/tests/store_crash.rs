@@ -80,8 +80,12 @@ struct TestBlock {
 }
 
 fn test_block(height: u64) -> TestBlock {
+    block_with(height, height % BIG_EVERY == BIG_EVERY - 1)
+}
+
+/// The block at `height`, big (over [`BIG_MIN_TXS`] transactions) or small (1 to 6).
+fn block_with(height: u64, big: bool) -> TestBlock {
     let mut rng = Rng(SEED ^ height.wrapping_mul(0xD6E8_FEB8_6659_FD93));
-    let big = height % BIG_EVERY == BIG_EVERY - 1;
     let (n, max_len) = if big {
         (BIG_MIN_TXS as u64 + rng.below(800), 1800)
     } else {
@@ -349,7 +353,7 @@ fn verify(store: &Store, reported: &Reported, run: usize) {
             .block_by_height(h)
             .expect("read")
             .unwrap_or_else(|| panic!("run {run}: block {h} was reported committed but is lost"));
-        assert_complete(&block, run);
+        assert_complete(&block, &test_block(h), run);
     }
     for &h in &reported.finals {
         let block = store.block_by_height(h).expect("read").expect("present");
@@ -365,7 +369,7 @@ fn verify(store: &Store, reported: &Reported, run: usize) {
         match store.block_by_height(h).expect("read") {
             Some(block) => {
                 assert!(gap.is_none(), "run {run}: block {h} after missing {gap:?}");
-                assert_complete(&block, run);
+                assert_complete(&block, &test_block(h), run);
                 blocks += 1;
                 txs += block.txs.len() as u64;
                 if block.is_final {
@@ -381,9 +385,9 @@ fn verify(store: &Store, reported: &Reported, run: usize) {
     assert_eq!(store.tip().expect("tip"), highest_final, "run {run}: tip");
 }
 
-/// The block is the one the child wrote at its height, complete: the transaction count its
-/// header states, each transaction whole.
-fn assert_complete(block: &StoredBlock, run: usize) {
+/// The block is `expected` (the one written at its height) and complete: the transaction
+/// count its header states, each transaction whole.
+fn assert_complete(block: &StoredBlock, expected: &TestBlock, run: usize) {
     let h = block.height;
     let header = &block.header;
     assert_eq!(&header[..8], MAGIC, "run {run}: block {h} header");
@@ -402,11 +406,100 @@ fn assert_complete(block: &StoredBlock, run: usize) {
             "run {run}: block {h} tx {i}"
         );
     }
-    let expected = test_block(h);
     assert_eq!(block.block_id, expected.id, "run {run}: block {h} id");
     assert_eq!(block.header, expected.header, "run {run}: block {h} header");
     assert!(
         block.txs == expected.txs,
         "run {run}: block {h} transaction bytes"
     );
+}
+
+/// A power cut can leave the end of the write-ahead log torn. Copies of a store's files with
+/// the WAL cut at seeded offsets (and with noise appended) open to a whole prefix of the
+/// blocks: never a partial block, never a gap, more blocks as the cut moves later.
+#[test]
+fn torn_wal_tail_keeps_a_whole_prefix_of_blocks() {
+    const BLOCKS: u64 = 24;
+    let dir = TempDir(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("store_torn_wal-{}", std::process::id())),
+    );
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).expect("create temp dir");
+    let src = dir.0.join("src.db");
+    let wal_of = |db: &Path| PathBuf::from(format!("{}-wal", db.display()));
+
+    // Small blocks only: the WAL stays below SQLite's 1000-page auto-checkpoint, so it holds
+    // every commit. Copy the files while the store is open (the WAL is not yet checkpointed).
+    let mut store = Store::open(&src).expect("open");
+    for h in 0..BLOCKS {
+        let b = block_with(h, false);
+        store
+            .put_block(h, &b.id, &b.header, &b.txs, true)
+            .expect("put");
+    }
+    let main = std::fs::read(&src).expect("read main file");
+    let wal = std::fs::read(wal_of(&src)).expect("read WAL");
+    drop(store);
+    assert!(wal.len() > 32 + 4096 * 10, "WAL of {} bytes", wal.len());
+
+    let mut rng = Rng(SEED ^ 0x7042);
+    let mut cuts: Vec<usize> = (0..14)
+        .map(|_| rng.below(wal.len() as u64) as usize)
+        .collect();
+    cuts.extend([0, 32, wal.len()]);
+    cuts.sort_unstable();
+    let (mut last, mut partial_cuts) = (0, 0);
+    for (i, &cut) in cuts.iter().enumerate() {
+        let db = dir.0.join(format!("cut{i}.db"));
+        std::fs::write(&db, &main).expect("write copy");
+        std::fs::write(wal_of(&db), &wal[..cut]).expect("write torn WAL");
+        let kept = whole_prefix(&db, BLOCKS);
+        partial_cuts += usize::from(kept > 0 && kept < BLOCKS);
+        assert!(
+            kept >= last,
+            "cut at {cut}: {kept} blocks, {last} at an earlier cut"
+        );
+        last = kept;
+    }
+    assert_eq!(last, BLOCKS, "the whole WAL keeps every block");
+    assert!(
+        partial_cuts >= 5,
+        "only {partial_cuts} cuts fell inside the blocks' frames"
+    );
+
+    // Noise after the last frame fails the frame checksums and is ignored.
+    let db = dir.0.join("noise.db");
+    std::fs::write(&db, &main).expect("write copy");
+    let mut noisy = wal.clone();
+    noisy.extend(Rng(SEED ^ 0x4E).bytes(10_000));
+    std::fs::write(wal_of(&db), &noisy).expect("write noisy WAL");
+    assert_eq!(whole_prefix(&db, BLOCKS), BLOCKS);
+}
+
+/// Opens a copy, checks it, and returns how many blocks it holds: they must be heights
+/// `0..n`, each final and complete, with no other block or transaction stored.
+fn whole_prefix(db: &Path, written: u64) -> u64 {
+    let store = Store::open(db).expect("open a copy with a torn WAL");
+    store.check().expect("integrity of a copy with a torn WAL");
+    let (mut n, mut txs) = (0, 0);
+    while let Some(block) = store.block_by_height(n).expect("read") {
+        assert!(block.is_final, "block {n} not final");
+        assert_complete(&block, &block_with(n, false), 0);
+        txs += block.txs.len() as u64;
+        n += 1;
+    }
+    assert!(n <= written);
+    let stats = store.stats().expect("stats");
+    assert_eq!(
+        (stats.blocks, stats.txs),
+        (n, txs),
+        "rows beyond the prefix"
+    );
+    assert_eq!(
+        store.tip().expect("tip").map(|t| t.0),
+        n.checked_sub(1),
+        "tip"
+    );
+    n
 }

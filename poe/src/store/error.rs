@@ -49,6 +49,14 @@ pub enum StoreError {
         /// The journal mode SQLite reported.
         mode: String,
     },
+    /// SQLite did not apply a setting the store's guarantees rest on.
+    #[error("store: PRAGMA {name} is {found} after setting it")]
+    Pragma {
+        /// The pragma (`synchronous`, `foreign_keys`).
+        name: &'static str,
+        /// The value SQLite reports.
+        found: i64,
+    },
     /// A different block is already final at this height (a safety violation upstream, or a
     /// wrong block from a peer): the store keeps the final one.
     #[error("store: conflict at height {height}: block {} is final, refused block {}",

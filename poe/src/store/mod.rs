@@ -48,6 +48,9 @@ type Id = [u8; 32];
 /// [`StoreError::Sqlite`] (`SQLITE_BUSY`).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Size the WAL file is truncated to after a checkpoint (`PRAGMA journal_size_limit`).
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// A block as stored: its id, encoded header, finality and transactions in block order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBlock {
@@ -138,12 +141,22 @@ impl Store {
         let foreign_keys: i64 = conn
             .pragma_query_value(None, "foreign_keys", |r| r.get(0))
             .map_err(sql("open: foreign_keys"))?;
-        if synchronous != 2 || foreign_keys != 1 {
-            return Err(StoreError::Sqlite {
-                op: "open: pragmas not applied",
-                source: rusqlite::Error::InvalidQuery,
+        // 2 = FULL.
+        if synchronous != 2 {
+            return Err(StoreError::Pragma {
+                name: "synchronous",
+                found: synchronous,
             });
         }
+        if foreign_keys != 1 {
+            return Err(StoreError::Pragma {
+                name: "foreign_keys",
+                found: foreign_keys,
+            });
+        }
+        // After a checkpoint, shrink a WAL that a big block grew back to this size.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(sql("open: journal_size_limit"))?;
         schema::migrate(&mut conn)?;
         Ok(Store { conn, path })
     }
