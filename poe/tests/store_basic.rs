@@ -390,3 +390,28 @@ fn open_sets_wal_full_sync_and_foreign_keys() {
     assert!(orphan.is_err(), "orphan tx row accepted");
     store.check().expect("sound");
 }
+
+#[test]
+fn opening_an_older_schema_applies_the_migrations() {
+    let dir = TempDir::new("migrate");
+    {
+        // What a store at schema version 0 looks like: the identity and the version table.
+        let conn = rusqlite::Connection::open(dir.db()).expect("raw open");
+        conn.execute_batch(
+            "PRAGMA application_id = 1347372337;
+             CREATE TABLE schema_version (one INTEGER PRIMARY KEY CHECK (one = 1),
+                                          version INTEGER NOT NULL);
+             INSERT INTO schema_version VALUES (1, 0);",
+        )
+        .expect("version 0 file");
+    }
+    let mut store = Store::open(dir.db()).expect("open and migrate");
+    assert_eq!(store.schema_version().expect("version"), 1);
+    let (bid, header, txs) = block(0, 2, 0);
+    store.put_block(0, &bid, &header, &txs, true).expect("put");
+    drop(store);
+    // Reopening a current file applies nothing and keeps the data.
+    let store = Store::open(dir.db()).expect("reopen");
+    assert_eq!(store.schema_version().expect("version"), 1);
+    assert_eq!(store.tip().expect("tip"), Some((0, bid)));
+}

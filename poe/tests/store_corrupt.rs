@@ -262,3 +262,14 @@ fn empty_file_becomes_a_new_store_and_a_directory_is_an_error() {
     let err = Store::open(&dir.0).expect_err("a directory opened as a store");
     assert!(matches!(err, StoreError::Sqlite { .. }), "{err:?}");
 }
+
+#[test]
+fn store_identity_without_version_table_is_corrupt() {
+    let dir = TempDir::new("no_version");
+    {
+        let conn = rusqlite::Connection::open(dir.db()).expect("raw open");
+        conn.execute_batch("PRAGMA application_id = 1347372337; CREATE TABLE x (y);")
+            .expect("create");
+    }
+    assert_corrupt(&Store::open(dir.db()).expect_err("accepted"));
+}

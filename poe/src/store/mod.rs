@@ -254,7 +254,9 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Marks the block at `height` final (durable when this returns `Ok`); idempotent.
+    /// Marks the block at `height` final (durable when this returns `Ok`); idempotent. To keep
+    /// the header that carries the commit certificate, put the block again with that header
+    /// and `is_final = true` instead.
     ///
     /// Errors: [`StoreError::NotFound`] when no block is stored at `height`.
     pub fn mark_final(&mut self, height: u64) -> Result<(), StoreError> {
