@@ -124,7 +124,9 @@ pub enum ConfigError {
 impl GossipConfig {
     /// Check the parameters are consistent.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(1 <= self.mesh_n_low && self.mesh_n_low <= self.mesh_n && self.mesh_n <= self.mesh_n_high)
+        if !(1 <= self.mesh_n_low
+            && self.mesh_n_low <= self.mesh_n
+            && self.mesh_n <= self.mesh_n_high)
         {
             return Err(ConfigError::MeshDegrees {
                 low: self.mesh_n_low,
@@ -201,7 +203,10 @@ mod tests {
             max_queue_frames: 0,
             ..GossipConfig::default()
         };
-        assert_eq!(c.validate(), Err(ConfigError::ZeroBound("max_queue_frames")));
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroBound("max_queue_frames"))
+        );
         let c = GossipConfig {
             max_message_size: 2 << 20,
             ..GossipConfig::default()

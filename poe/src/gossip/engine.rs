@@ -855,7 +855,9 @@ impl Gossip {
     }
 
     fn peer_has_topic(&self, peer: &PeerId, topic: &str) -> bool {
-        self.peers.get(peer).is_some_and(|p| p.topics.contains(topic))
+        self.peers
+            .get(peer)
+            .is_some_and(|p| p.topics.contains(topic))
     }
 
     /// Peers that announced `topic`, in id order.
@@ -871,7 +873,10 @@ impl Gossip {
     fn fanout_peers(&mut self, now: Instant, topic: &str) -> Vec<PeerId> {
         if !self.fanout.contains_key(topic) {
             let candidates = self.topic_peers(topic);
-            let peers = self.choose(candidates, self.config.mesh_n).into_iter().collect();
+            let peers = self
+                .choose(candidates, self.config.mesh_n)
+                .into_iter()
+                .collect();
             self.fanout.insert(
                 String::from(topic),
                 Fanout {

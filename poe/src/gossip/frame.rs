@@ -506,7 +506,10 @@ mod tests {
 
     fn frame_strategy() -> impl Strategy<Value = Frame> {
         prop_oneof![
-            (topic_strategy(), proptest::collection::vec(any::<u8>(), 0..300))
+            (
+                topic_strategy(),
+                proptest::collection::vec(any::<u8>(), 0..300)
+            )
                 .prop_map(|(topic, data)| Frame::Publish { topic, data }),
             proptest::collection::vec(
                 (any::<bool>(), topic_strategy())
@@ -516,12 +519,18 @@ mod tests {
             .prop_map(Frame::Subscriptions),
             proptest::collection::vec(topic_strategy(), 1..8)
                 .prop_map(|topics| Frame::Graft { topics }),
-            (proptest::collection::vec(topic_strategy(), 1..8), any::<u16>())
+            (
+                proptest::collection::vec(topic_strategy(), 1..8),
+                any::<u16>()
+            )
                 .prop_map(|(topics, backoff_secs)| Frame::Prune {
                     topics,
                     backoff_secs
                 }),
-            (topic_strategy(), proptest::collection::vec(id_strategy(), 1..20))
+            (
+                topic_strategy(),
+                proptest::collection::vec(id_strategy(), 1..20)
+            )
                 .prop_map(|(topic, ids)| Frame::IHave { topic, ids }),
             proptest::collection::vec(id_strategy(), 1..20).prop_map(|ids| Frame::IWant { ids }),
         ]
