@@ -503,3 +503,19 @@ fn invalid_configs_are_refused() {
     };
     assert!(Gossip::new(c, pid(0)).is_err());
 }
+
+#[test]
+fn messages_on_foreign_topics_are_dropped_without_state() {
+    let now = Instant::now();
+    let mut g = with_peers(GossipConfig::default(), 2, now);
+    drain(&mut g);
+    g.handle(now, pid(1), &publish_frame("elsewhere", b"junk"))
+        .expect("well-formed");
+    assert_eq!(g.poll_event(), None);
+    assert!(drain(&mut g).is_empty(), "not forwarded");
+    let s = g.stats();
+    assert_eq!(
+        (s.unsubscribed_drops, s.seen_entries, s.mcache_messages),
+        (1, 0, 0)
+    );
+}

@@ -327,6 +327,9 @@ impl Gossip {
         for f in self.fanout.values_mut() {
             f.peers.remove(&peer);
         }
+        // So the backoff map and the ready list stay within topics × current peers.
+        self.backoff.retain(|(_, p), _| *p != peer);
+        self.ready.retain(|p| *p != peer);
         true
     }
 
@@ -543,14 +546,15 @@ impl Gossip {
                 max: self.config.max_message_size,
             });
         }
+        // Not remembered as seen: junk on foreign topics must not flush the seen cache.
+        if !self.topics.contains(&topic) {
+            self.stats.unsubscribed_drops += 1;
+            return Ok(());
+        }
         let id = MessageId::new(&topic, &data);
         self.pending_iwant.remove(&id);
         if !self.seen.insert(now, id) {
             self.stats.duplicates += 1;
-            return Ok(());
-        }
-        if !self.topics.contains(&topic) {
-            self.stats.unsubscribed_drops += 1;
             return Ok(());
         }
         self.mcache.put(id, &topic, &data);
@@ -643,7 +647,9 @@ impl Gossip {
             }
             // Only for our topics, so the backoff map stays within topics × peers.
             if self.topics.contains(&t) && !backoff.is_zero() {
-                self.backoff.insert((t, from), now + backoff);
+                if let Some(until) = now.checked_add(backoff) {
+                    self.backoff.insert((t, from), until);
+                }
             }
         }
     }
