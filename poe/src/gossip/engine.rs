@@ -646,10 +646,11 @@ impl Gossip {
                 m.remove(&from);
             }
             // Only for our topics, so the backoff map stays within topics × peers.
-            if self.topics.contains(&t) && !backoff.is_zero() {
-                if let Some(until) = now.checked_add(backoff) {
-                    self.backoff.insert((t, from), until);
-                }
+            if self.topics.contains(&t)
+                && !backoff.is_zero()
+                && let Some(until) = now.checked_add(backoff)
+            {
+                self.backoff.insert((t, from), until);
             }
         }
     }
