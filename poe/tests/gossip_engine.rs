@@ -519,3 +519,33 @@ fn messages_on_foreign_topics_are_dropped_without_state() {
         (1, 0, 0)
     );
 }
+
+#[test]
+fn outbound_queue_and_events_are_bounded_in_bytes() {
+    let now = Instant::now();
+    let mut c = GossipConfig {
+        max_message_size: 40_000,
+        ..GossipConfig::default()
+    };
+    c.max_queue_bytes = c.max_frame_len();
+    c.max_event_bytes = c.max_frame_len();
+    let mut g = with_peers(c, 1, now);
+    drain(&mut g);
+    g.publish(now, T, &[1; 40_000]).expect("published");
+    g.publish(now, T, &[2; 40_000]).expect("published");
+    let s = g.stats();
+    assert_eq!((s.queued_frames, s.queue_drops), (1, 1));
+    assert!(s.queued_bytes > 40_000 && s.queued_bytes < 41_000);
+    drain(&mut g);
+    assert_eq!(g.stats().queued_bytes, 0);
+
+    g.handle(now, pid(1), &publish_frame(T, &[3; 40_000]))
+        .expect("publish");
+    g.handle(now, pid(1), &publish_frame(T, &[4; 40_000]))
+        .expect("publish");
+    assert_eq!(g.stats().event_drops, 1);
+    assert!(g.poll_event().is_some());
+    g.handle(now, pid(1), &publish_frame(T, &[5; 40_000]))
+        .expect("publish");
+    assert_eq!((g.stats().pending_events, g.stats().event_drops), (1, 1));
+}

@@ -94,11 +94,13 @@ struct Entry {
 ///
 /// [`MessageCache::shift`] at every heartbeat opens a new window and drops the oldest with its
 /// messages; [`MessageCache::gossip_ids`] lists the ids of the newest `history_gossip` windows
-/// (what IHAVE advertises). Besides the windows, the cache holds at most `capacity` messages:
-/// when full, the oldest message goes first (counted in [`MessageCache::evicted`]).
+/// (what IHAVE advertises). Besides the windows, the cache holds at most `capacity` messages
+/// and `max_bytes` bytes of data: when full, the oldest message goes first (counted in
+/// [`MessageCache::evicted`]).
 #[derive(Debug)]
 pub struct MessageCache {
     capacity: usize,
+    max_bytes: usize,
     history_gossip: usize,
     /// Newest window first; each window in insertion order.
     windows: VecDeque<VecDeque<MessageId>>,
@@ -109,14 +111,20 @@ pub struct MessageCache {
 
 impl MessageCache {
     /// An empty cache of `history_length` windows (at least one) advertising the newest
-    /// `history_gossip`, holding at most `capacity` messages.
-    pub fn new(history_length: usize, history_gossip: usize, capacity: usize) -> Self {
+    /// `history_gossip`, holding at most `capacity` messages and `max_bytes` bytes of data.
+    pub fn new(
+        history_length: usize,
+        history_gossip: usize,
+        capacity: usize,
+        max_bytes: usize,
+    ) -> Self {
         let mut windows = VecDeque::new();
         for _ in 0..history_length.max(1) {
             windows.push_back(VecDeque::new());
         }
         MessageCache {
             capacity,
+            max_bytes,
             history_gossip,
             windows,
             entries: HashMap::new(),
@@ -125,12 +133,15 @@ impl MessageCache {
         }
     }
 
-    /// Add a message to the newest window; `false` if it is already cached.
+    /// Add a message to the newest window; `false` if it is already cached or larger than the
+    /// whole cache.
     pub fn put(&mut self, id: MessageId, topic: &str, data: &[u8]) -> bool {
-        if self.capacity == 0 || self.entries.contains_key(&id) {
+        if self.capacity == 0 || data.len() > self.max_bytes || self.entries.contains_key(&id) {
             return false;
         }
-        while self.entries.len() >= self.capacity && self.evict_oldest() {
+        while (self.entries.len() >= self.capacity || self.bytes + data.len() > self.max_bytes)
+            && self.evict_oldest()
+        {
             self.evicted += 1;
         }
         self.bytes += data.len();
@@ -249,7 +260,7 @@ mod tests {
 
     #[test]
     fn mcache_windows_shift_out_and_gossip_covers_the_newest() {
-        let mut m = MessageCache::new(3, 2, 100);
+        let mut m = MessageCache::new(3, 2, 100, 1000);
         assert!(m.put(id(1), "a", b"one"));
         assert!(!m.put(id(1), "a", b"one"));
         m.shift();
@@ -272,7 +283,7 @@ mod tests {
 
     #[test]
     fn mcache_is_bounded_in_count() {
-        let mut m = MessageCache::new(5, 3, 2);
+        let mut m = MessageCache::new(5, 3, 2, 1000);
         m.put(id(1), "a", b"1");
         m.shift();
         m.put(id(2), "a", b"2");
@@ -283,5 +294,16 @@ mod tests {
         m.put(id(4), "a", b"4");
         assert_eq!(m.get(&id(2)), None);
         assert_eq!(m.gossip_ids("a"), [id(3), id(4)]);
+    }
+
+    #[test]
+    fn mcache_is_bounded_in_bytes() {
+        let mut m = MessageCache::new(5, 3, 100, 10);
+        assert!(m.put(id(1), "a", b"12345"));
+        assert!(m.put(id(2), "a", b"1234"));
+        assert!(m.put(id(3), "a", b"123"));
+        assert_eq!((m.len(), m.bytes(), m.evicted()), (2, 7, 1));
+        assert!(!m.put(id(4), "a", b"12345678901"), "larger than the cache");
+        assert_eq!(m.len(), 2);
     }
 }

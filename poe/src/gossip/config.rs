@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::frame::{MAX_DATA_LEN, MAX_IDS};
+use super::frame::{MAX_DATA_LEN, MAX_IDS, MAX_TOPIC_LEN, MAX_TOPICS};
 
 /// Parameters of a [`super::Gossip`] node. Defaults follow gossipsub v1.1 (D = 6, D_lo = 5,
 /// D_hi = 12, D_lazy = 6, 1 s heartbeat, 5 cache windows of which 3 are gossiped, 60 s fanout
@@ -15,7 +15,8 @@ pub struct GossipConfig {
     pub mesh_n_low: usize,
     /// `D_hi`: a heartbeat prunes when a mesh has more peers.
     pub mesh_n_high: usize,
-    /// `D_lazy`: topic peers outside the mesh that get IHAVE at each heartbeat.
+    /// `D_lazy`: topic peers outside the mesh that get IHAVE at each heartbeat (0 turns lazy
+    /// gossip off; there is no `gossip_factor`: the count is fixed).
     pub gossip_lazy: usize,
     /// Time between heartbeats.
     pub heartbeat_interval: Duration,
@@ -25,6 +26,8 @@ pub struct GossipConfig {
     pub history_gossip: usize,
     /// Most messages in the message cache, whatever the windows hold.
     pub mcache_capacity: usize,
+    /// Most bytes of message data in the message cache (at least `max_message_size`).
+    pub mcache_max_bytes: usize,
     /// How long a message id stays in the seen cache.
     pub seen_ttl: Duration,
     /// Most ids in the seen cache (the oldest is forgotten first).
@@ -37,8 +40,13 @@ pub struct GossipConfig {
     pub max_message_size: usize,
     /// Most frames waiting for one peer; further frames to it are dropped and counted.
     pub max_queue_frames: usize,
+    /// Most bytes waiting for one peer (at least one largest frame); further frames to it are
+    /// dropped and counted.
+    pub max_queue_bytes: usize,
     /// Most events waiting for the application; further messages are dropped and counted.
     pub max_events: usize,
+    /// Most bytes of message data in the waiting events (at least `max_message_size`).
+    pub max_event_bytes: usize,
     /// Most topics one peer may announce; further announcements are ignored and counted.
     pub max_peer_topics: usize,
     /// Most ids in one IHAVE or IWANT (at most 1024, the codec limit).
@@ -65,13 +73,16 @@ impl Default for GossipConfig {
             history_length: 5,
             history_gossip: 3,
             mcache_capacity: 4096,
+            mcache_max_bytes: 64 << 20,
             seen_ttl: Duration::from_secs(120),
             seen_capacity: 65_536,
             fanout_ttl: Duration::from_secs(60),
             prune_backoff: Duration::from_secs(60),
             max_message_size: 256 * 1024,
             max_queue_frames: 1024,
+            max_queue_bytes: 8 << 20,
             max_events: 4096,
+            max_event_bytes: 16 << 20,
             max_peer_topics: 64,
             max_ihave_length: 1024,
             max_ihave_messages: 10,
@@ -109,6 +120,16 @@ pub enum ConfigError {
     /// A bound that must be positive is zero.
     #[error("{0} must be positive")]
     ZeroBound(&'static str),
+    /// A byte bound smaller than the largest frame, so that frame could never pass it.
+    #[error("{what} = {value} is below the largest frame ({min} bytes)")]
+    BelowLargestFrame {
+        /// The parameter.
+        what: &'static str,
+        /// Its value.
+        value: usize,
+        /// The largest frame.
+        min: usize,
+    },
     /// A limit above what the codec can carry.
     #[error("{what} = {value} exceeds the codec limit {max}")]
     AboveCodecLimit {
@@ -173,7 +194,30 @@ impl GossipConfig {
                 return Err(ConfigError::AboveCodecLimit { what, value, max });
             }
         }
+        for (what, value) in [
+            ("mcache_max_bytes", self.mcache_max_bytes),
+            ("max_event_bytes", self.max_event_bytes),
+            ("max_queue_bytes", self.max_queue_bytes),
+        ] {
+            if value < self.max_frame_len() {
+                return Err(ConfigError::BelowLargestFrame {
+                    what,
+                    value,
+                    min: self.max_frame_len(),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// The largest frame this configuration can produce or accept: a PUBLISH of
+    /// `max_message_size` bytes on a 255-byte topic, or a SUBSCRIPTIONS of 256 such topics.
+    pub fn max_frame_len(&self) -> usize {
+        // version, kind, topic (1 + 255), data length (4), data.
+        let publish = 2 + 1 + MAX_TOPIC_LEN + 4 + self.max_message_size;
+        // version, kind, count, MAX_TOPICS × (action, length, topic).
+        let control = 2 + 2 + MAX_TOPICS * (2 + MAX_TOPIC_LEN);
+        publish.max(control)
     }
 
     /// The prune backoff in whole seconds, as carried by PRUNE (at most `u16::MAX`).
@@ -214,6 +258,17 @@ mod tests {
         assert!(matches!(
             c.validate(),
             Err(ConfigError::AboveCodecLimit { .. })
+        ));
+        let c = GossipConfig {
+            max_queue_bytes: 1000,
+            ..GossipConfig::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::BelowLargestFrame {
+                what: "max_queue_bytes",
+                ..
+            })
         ));
     }
 }

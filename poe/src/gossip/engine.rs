@@ -37,6 +37,8 @@ pub struct GossipStats {
     pub mcache_bytes: usize,
     /// Frames waiting in the per-peer outbound queues (gauge).
     pub queued_frames: usize,
+    /// Bytes waiting in the per-peer outbound queues (gauge).
+    pub queued_bytes: usize,
     /// Events waiting for the application (gauge).
     pub pending_events: usize,
     /// Requested ids not yet received (gauge).
@@ -158,8 +160,10 @@ pub enum HandleError {
 struct Peer {
     /// Topics it announced (at most `max_peer_topics`).
     topics: BTreeSet<String>,
-    /// Frames waiting to be sent to it (at most `max_queue_frames`).
+    /// Frames waiting to be sent to it (at most `max_queue_frames` and `max_queue_bytes`).
     queue: VecDeque<Vec<u8>>,
+    /// Bytes in `queue`.
+    queued_bytes: usize,
     /// Whether it is in `Gossip::ready`.
     in_ready: bool,
     /// IHAVE frames taken from it this heartbeat.
@@ -203,6 +207,8 @@ pub struct Gossip {
     /// Peers with queued frames, served round-robin.
     ready: VecDeque<PeerId>,
     events: VecDeque<GossipEvent>,
+    /// Bytes of data in `events`.
+    event_bytes: usize,
     next_heartbeat: Option<Instant>,
     stats: GossipStats,
 }
@@ -226,6 +232,7 @@ impl Gossip {
                 config.history_length,
                 config.history_gossip,
                 config.mcache_capacity,
+                config.mcache_max_bytes,
             ),
             config,
             self_id,
@@ -238,6 +245,7 @@ impl Gossip {
             pending_iwant: BTreeMap::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
+            event_bytes: 0,
             next_heartbeat: None,
             stats: GossipStats::default(),
         })
@@ -284,6 +292,7 @@ impl Gossip {
             mcache_messages: self.mcache.len(),
             mcache_bytes: self.mcache.bytes(),
             queued_frames: self.peers.values().map(|p| p.queue.len()).sum(),
+            queued_bytes: self.peers.values().map(|p| p.queued_bytes).sum(),
             pending_events: self.events.len(),
             pending_iwant: self.pending_iwant.len(),
             seen_evictions: self.seen.evicted(),
@@ -438,7 +447,7 @@ impl Gossip {
             self.stats.unknown_peer_frames += 1;
             return Err(HandleError::UnknownPeer(from));
         }
-        let max = self.max_frame_len();
+        let max = self.config.max_frame_len();
         if bytes.len() > max {
             self.stats.decode_errors += 1;
             return Err(HandleError::FrameTooLarge {
@@ -491,6 +500,7 @@ impl Gossip {
                 p.in_ready = false;
                 continue;
             };
+            p.queued_bytes -= bytes.len();
             if p.queue.is_empty() {
                 p.in_ready = false;
             } else {
@@ -520,7 +530,10 @@ impl Gossip {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<GossipEvent> {
-        self.events.pop_front()
+        let ev = self.events.pop_front()?;
+        let GossipEvent::Message { data, .. } = &ev;
+        self.event_bytes -= data.len();
+        Some(ev)
     }
 
     /// When [`Gossip::handle_timeout`] should next be called (the next heartbeat); `None`
@@ -566,10 +579,13 @@ impl Gossip {
         for p in forward {
             self.enqueue(p, raw.to_vec());
         }
-        if self.events.len() >= self.config.max_events {
+        if self.events.len() >= self.config.max_events
+            || self.event_bytes + data.len() > self.config.max_event_bytes
+        {
             self.stats.event_drops += 1;
         } else {
             self.stats.delivered += 1;
+            self.event_bytes += data.len();
             self.events
                 .push_back(GossipEvent::Message { topic, data, from });
         }
@@ -852,15 +868,6 @@ impl Gossip {
         }
     }
 
-    /// The largest frame this configuration can produce or accept.
-    fn max_frame_len(&self) -> usize {
-        // version, kind, topic (1 + 255), data length (4), data.
-        let publish = 2 + 1 + MAX_TOPIC_LEN + 4 + self.config.max_message_size;
-        // version, kind, count, MAX_TOPICS × (action, length, topic).
-        let control = 2 + 2 + 2 + MAX_TOPICS * (2 + MAX_TOPIC_LEN);
-        publish.max(control)
-    }
-
     fn peer_has_topic(&self, peer: &PeerId, topic: &str) -> bool {
         self.peers
             .get(peer)
@@ -934,10 +941,13 @@ impl Gossip {
         let Some(p) = self.peers.get_mut(&to) else {
             return;
         };
-        if p.queue.len() >= self.config.max_queue_frames {
+        if p.queue.len() >= self.config.max_queue_frames
+            || p.queued_bytes + bytes.len() > self.config.max_queue_bytes
+        {
             self.stats.queue_drops += 1;
             return;
         }
+        p.queued_bytes += bytes.len();
         p.queue.push_back(bytes);
         if !p.in_ready {
             p.in_ready = true;
