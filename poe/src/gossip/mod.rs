@@ -54,9 +54,19 @@
 //! # Bounds
 //!
 //! Every buffer has a limit and a counter in [`GossipStats`]: the seen cache (count and TTL),
-//! the message cache (windows and count), each peer's outbound queue (frames), the event queue,
-//! the topics a peer may announce, IHAVE/IWANT lengths and per-heartbeat budgets, the
-//! outstanding IWANT requests, and the size of a message and of a frame.
+//! the message cache (windows, count and bytes), each peer's outbound queue (frames and bytes),
+//! the event queue (count and bytes), the topics a peer may announce, IHAVE/IWANT lengths and
+//! per-heartbeat budgets, the outstanding IWANT requests, and the size of a message and of a
+//! frame. Messages on topics this node does not follow leave no state at all.
+//!
+//! # Left out of gossipsub v1.1
+//!
+//! Peer scoring (and with it `D_score`, opportunistic grafting, graylisting), `D_out`, peer
+//! exchange in PRUNE, flood publishing, `gossip_factor` (IHAVE goes to exactly `D_lazy` peers)
+//! and v1.2's IDONTWANT. The node keeps v1.1's prune backoff (a GRAFT during it is answered
+//! with PRUNE) and caps IHAVE frames and IWANT answers per peer per heartbeat. Framing is this
+//! module's own ([`frame`]), not gossipsub's protobuf, and there are no signatures or
+//! sequence numbers: the id is content-derived, so identical data on a topic is one message.
 
 mod cache;
 mod config;
