@@ -51,6 +51,49 @@
 //! the seeded ChaCha stream ([`GossipConfig::seed`] mixed with the node's id), and every
 //! collection iterated is ordered, so a run replays exactly.
 //!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use poe::gossip::{Gossip, GossipConfig, GossipEvent, PeerId};
+//!
+//! let (a, b) = (PeerId::from_u64(1), PeerId::from_u64(2));
+//! let mut na = Gossip::new(GossipConfig::default(), a)?;
+//! let mut nb = Gossip::new(GossipConfig::default(), b)?;
+//! na.add_peer(b);
+//! nb.add_peer(a);
+//! na.subscribe("poe/blocks")?;
+//! nb.subscribe("poe/blocks")?;
+//! // A zero-latency "network": move frames until both sides are quiet.
+//! let pump = |now, na: &mut Gossip, nb: &mut Gossip| loop {
+//!     let mut moved = false;
+//!     while let Some((_, bytes)) = na.poll_transmit() {
+//!         nb.handle(now, a, &bytes).expect("valid frame");
+//!         moved = true;
+//!     }
+//!     while let Some((_, bytes)) = nb.poll_transmit() {
+//!         na.handle(now, b, &bytes).expect("valid frame");
+//!         moved = true;
+//!     }
+//!     if !moved {
+//!         break;
+//!     }
+//! };
+//! let t0 = Instant::now();
+//! na.handle_timeout(t0); // start the heartbeat clocks
+//! nb.handle_timeout(t0);
+//! pump(t0, &mut na, &mut nb);
+//! let t1 = t0 + Duration::from_secs(1);
+//! na.handle_timeout(t1); // heartbeat: b announced the topic, so a grafts it
+//! nb.handle_timeout(t1);
+//! pump(t1, &mut na, &mut nb);
+//! na.publish(t1, "poe/blocks", b"block 1")?;
+//! pump(t1, &mut na, &mut nb);
+//! assert_eq!(
+//!     nb.poll_event(),
+//!     Some(GossipEvent::Message { topic: "poe/blocks".into(), data: b"block 1".to_vec(), from: a })
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Bounds
 //!
 //! Every buffer has a limit and a counter in [`GossipStats`]: the seen cache (count and TTL),
