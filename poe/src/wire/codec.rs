@@ -101,14 +101,11 @@ impl<'a> Reader<'a> {
 
     /// The next `n` bytes of `field`.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], WireError> {
-        let (head, tail) = self
-            .rest
-            .split_at_checked(n)
-            .ok_or(WireError::Truncated {
-                field,
-                needed: n,
-                remaining: self.rest.len(),
-            })?;
+        let (head, tail) = self.rest.split_at_checked(n).ok_or(WireError::Truncated {
+            field,
+            needed: n,
+            remaining: self.rest.len(),
+        })?;
         self.rest = tail;
         Ok(head)
     }

@@ -36,7 +36,10 @@ pub enum WireError {
         tag: u8,
     },
     /// A top-level message with a version other than [`super::codec::VERSION`].
-    #[error("unsupported version {version} of {message} (expected {})", super::codec::VERSION)]
+    #[error(
+        "unsupported version {version} of {message} (expected {})",
+        super::codec::VERSION
+    )]
     BadVersion {
         /// The message type.
         message: &'static str,
