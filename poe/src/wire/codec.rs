@@ -162,8 +162,8 @@ impl<'a> Reader<'a> {
     }
 
     /// A list's `u32` item count, checked against `max` and against the bytes left, given
-    /// that every item takes at least `min_item` bytes. Only then may the caller reserve
-    /// `count` items.
+    /// that every item takes at least `min_item` bytes. Reserve room for the items with
+    /// [`Reader::list`], which also bounds the memory by the bytes left.
     pub fn count(
         &mut self,
         field: &'static str,
@@ -188,6 +188,15 @@ impl<'a> Reader<'a> {
             });
         }
         Ok(count)
+    }
+
+    /// An empty `Vec` for `count` items (from [`Reader::count`]), reserving at most as many
+    /// bytes of memory as there are bytes left in the input: an item's in-memory size can
+    /// exceed its encoding (a `Transaction` is hundreds of bytes, its encoding from 110), so
+    /// the rest of the room is only taken as items actually decode.
+    pub fn list<T>(&self, count: usize) -> Vec<T> {
+        let fit = self.rest.len() / core::mem::size_of::<T>().max(1);
+        Vec::with_capacity(count.min(fit))
     }
 
     /// The version byte of `message`, which must be [`VERSION`].
@@ -263,7 +272,7 @@ fn read_signed(
     strict: bool,
 ) -> Result<Vec<(NodeId, [u8; 64])>, WireError> {
     let count = r.count(field, max, SIGNED_LEN)?;
-    let mut list: Vec<(NodeId, [u8; 64])> = Vec::with_capacity(count);
+    let mut list: Vec<(NodeId, [u8; 64])> = r.list(count);
     for index in 0..count {
         let node = NodeId(r.array(field)?);
         let sig = r.array(field)?;
@@ -593,7 +602,7 @@ impl Decode for TxBody {
             tx_tag::SENSOR_BATCH => {
                 let field = "TxBody::SensorBatch.readings";
                 let count = r.count(field, MAX_READINGS, READING_LEN)?;
-                let mut readings = Vec::with_capacity(count);
+                let mut readings = r.list(count);
                 for _ in 0..count {
                     readings.push(Reading::decode_from(r)?);
                 }
@@ -709,7 +718,7 @@ impl Decode for Block {
         r.version(Self::NAME)?;
         let header = BlockHeader::decode_from(r)?;
         let count = r.count("Block.txs", MAX_TXS, MIN_TX_LEN)?;
-        let mut txs = Vec::with_capacity(count);
+        let mut txs = r.list(count);
         for _ in 0..count {
             txs.push(Transaction::decode_from(r)?);
         }
@@ -809,14 +818,27 @@ mod tests {
         // 2 readings claimed, 26 bytes left: only one could fit.
         let mut bytes = Vec::from(2u32.to_be_bytes());
         bytes.extend_from_slice(&[0; READING_LEN]);
-        let mut r = Reader::new(&bytes);
+        let r = Reader::new(&bytes);
         assert_eq!(
-            r.count("x", MAX_READINGS, READING_LEN),
+            r.clone().count("x", MAX_READINGS, READING_LEN),
             Err(WireError::Truncated {
                 field: "x",
                 needed: 2 * READING_LEN,
                 remaining: READING_LEN
             })
         );
+        bytes[3] = 1;
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.count("x", MAX_READINGS, READING_LEN), Ok(1));
+    }
+
+    #[test]
+    fn list_reserves_no_more_memory_than_input_left() {
+        let input = [0u8; 1000];
+        let r = Reader::new(&input);
+        let txs = r.list::<Transaction>(MAX_TXS as usize);
+        assert!(txs.capacity() * core::mem::size_of::<Transaction>() <= input.len());
+        let votes = r.list::<(NodeId, [u8; 64])>(3);
+        assert!(votes.capacity() >= 3);
     }
 }
