@@ -156,9 +156,9 @@ impl<'a> Reader<'a> {
                 max: MAX_BYTES,
             });
         }
-        // `len <= MAX_BYTES`, so it fits a usize; `take` checks it against the input before
-        // anything is allocated.
-        Ok(self.take(len as usize, field)?.to_vec())
+        // `take` checks the length against the input before anything is allocated.
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        Ok(self.take(len, field)?.to_vec())
     }
 
     /// A list's `u32` item count, checked against `max` and against the bytes left, given
@@ -178,7 +178,7 @@ impl<'a> Reader<'a> {
                 max,
             });
         }
-        let count = count as usize;
+        let count = usize::try_from(count).unwrap_or(usize::MAX);
         let needed = count.saturating_mul(min_item);
         if needed > self.rest.len() {
             return Err(WireError::Truncated {

@@ -1,5 +1,9 @@
 //! Identifiers (`block_id`, transaction id) and the bytes that signatures cover
 //! (docs/POE.md, "Identities" and "Blocks").
+//!
+//! The `signing_bytes` methods return the whole signed message, domain prefix included. With
+//! `poe::sig`, which signs `domain || parts`, sign them as `sign(TX_DOMAIN, &[&bytes[TX_DOMAIN
+//! .len()..]])` or equivalently `sign(b"", &[&bytes])`: the signed bytes are the same.
 
 use alloc::vec::Vec;
 
