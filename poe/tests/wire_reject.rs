@@ -3,8 +3,9 @@
 //! the input, unknown tags and versions, unordered certificate voters.
 
 use poe::wire::{
-    Block, BlockHeader, Certificate, Decode, Encode, Evidence, Level, Member, Message, NodeId,
-    Phase, Seal, Ticket, Transaction, TxBody, Vote, WireError, membership_signing_bytes,
+    Block, BlockHeader, Certificate, CertificateError, Decode, Encode, Evidence, Level, Member,
+    Message, NodeId, Phase, Seal, Ticket, Transaction, TxBody, Vote, WireError,
+    membership_signing_bytes,
 };
 
 /// Bytes from hex, ignoring spaces; `n*XX` repeats byte `XX` n times.
@@ -471,4 +472,56 @@ fn sealed_and_final_header_keeps_block_id() {
     let bytes = block.to_bytes();
     assert!(bytes.ends_with(&hex(SMALL_TX)));
     assert_eq!(Block::decode(&bytes), Ok(block));
+}
+
+#[test]
+fn from_votes_rejects_what_is_not_one_certificate() {
+    let vote = |voter: u8, block: u8| Vote {
+        voter: NodeId([voter; 32]),
+        phase: Phase::Commit,
+        height: 1,
+        round: 0,
+        block_id: [block; 32],
+        signature: [voter; 64],
+    };
+    assert_eq!(Certificate::from_votes(&[]), Err(CertificateError::Empty));
+    assert_eq!(
+        Certificate::from_votes(&[vote(3, 0x66), vote(1, 0x66), vote(2, 0x66)]),
+        Ok(certificate(&[1, 2, 3]))
+    );
+    assert_eq!(
+        Certificate::from_votes(&[vote(1, 0x66), vote(2, 0x67)]),
+        Err(CertificateError::Mismatch { index: 1 })
+    );
+    let prepare = Vote {
+        phase: Phase::Prepare,
+        ..vote(2, 0x66)
+    };
+    assert_eq!(
+        Certificate::from_votes(&[vote(1, 0x66), prepare]),
+        Err(CertificateError::Mismatch { index: 1 })
+    );
+    assert_eq!(
+        Certificate::from_votes(&[vote(2, 0x66), vote(1, 0x66), vote(2, 0x66)]),
+        Err(CertificateError::DuplicateVoter { index: 2 })
+    );
+    let many: Vec<Vote> = (0..4097u32)
+        .map(|i| {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&i.to_be_bytes());
+            Vote {
+                voter: NodeId(id),
+                ..vote(0, 0x66)
+            }
+        })
+        .collect();
+    assert_eq!(
+        Certificate::from_votes(&many),
+        Err(CertificateError::TooMany {
+            count: 4097,
+            max: 4096
+        })
+    );
+    let cert = Certificate::from_votes(&many[..4096]).expect("4,096 votes fit");
+    assert_eq!(Certificate::decode(&cert.to_bytes()), Ok(cert));
 }

@@ -4,8 +4,8 @@
 //! `Truncated` and one more byte is `TrailingBytes`.
 
 use poe::wire::{
-    Block, BlockHeader, Certificate, Decode, Encode, Evidence, Level, Member, Message, NodeId,
-    Phase, Reading, Seal, Ticket, Transaction, TxBody, Vote, WireError,
+    Block, BlockHeader, Certificate, CertificateError, Decode, Encode, Evidence, Level, Member,
+    Message, NodeId, Phase, Reading, Seal, Ticket, Transaction, TxBody, Vote, WireError,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -361,5 +361,21 @@ proptest! {
             prop_assert_eq!(v.signing_bytes(), c.signing_bytes());
         }
         prop_assert_eq!(c.vote(c.votes.len()), None);
+    }
+
+    /// Votes in any order aggregate back into the certificate they came from.
+    #[test]
+    fn certificate_from_its_votes_in_any_order(c in certificate(), turn in any::<usize>()) {
+        let mut votes: Vec<Vote> = c.iter_votes().collect();
+        if votes.is_empty() {
+            prop_assert_eq!(Certificate::from_votes(&votes), Err(CertificateError::Empty));
+        } else {
+            let k = turn % votes.len();
+            votes.rotate_left(k);
+            if turn & 1 == 1 {
+                votes.reverse();
+            }
+            prop_assert_eq!(Certificate::from_votes(&votes), Ok(c));
+        }
     }
 }

@@ -63,3 +63,32 @@ pub enum WireError {
         index: usize,
     },
 }
+
+/// Why votes cannot be aggregated into a [`super::types::Certificate`]
+/// ([`super::types::Certificate::from_votes`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CertificateError {
+    /// No votes were given (a certificate's phase, height, round and block come from them).
+    #[error("no votes to aggregate")]
+    Empty,
+    /// More votes than a certificate may hold.
+    #[error("{count} votes, above the limit of {max}")]
+    TooMany {
+        /// Votes given.
+        count: usize,
+        /// [`super::codec::MAX_VOTES`].
+        max: u32,
+    },
+    /// A vote for another (phase, height, round, block) than the first vote.
+    #[error("vote {index} is for another phase, height, round or block than vote 0")]
+    Mismatch {
+        /// Index of the vote in the input.
+        index: usize,
+    },
+    /// Two votes by one voter.
+    #[error("vote {index} is by a voter who already voted")]
+    DuplicateVoter {
+        /// Index of the later vote in the input.
+        index: usize,
+    },
+}

@@ -9,7 +9,8 @@ use alloc::vec::Vec;
 
 use sha2::{Digest, Sha256};
 
-use super::codec::Encode;
+use super::codec::{Encode, MAX_VOTES};
+use super::error::CertificateError;
 use super::types::{BlockHeader, Certificate, Hash, Member, NodeId, Phase, Transaction, Vote};
 
 /// Domain prefix of transaction signatures.
@@ -73,6 +74,42 @@ impl Certificate {
     /// with this phase, height, round and block (the voter is not part of them).
     pub fn signing_bytes(&self) -> Vec<u8> {
         vote_signing_bytes(self.phase, self.height, self.round, &self.block_id)
+    }
+
+    /// Aggregates votes into a certificate: all for the first vote's (phase, height, round,
+    /// block), at most one per voter, at most [`MAX_VOTES`]; voters are sorted (strictly
+    /// increasing, as decoding requires). Signatures are not checked here.
+    pub fn from_votes(votes: &[Vote]) -> Result<Certificate, CertificateError> {
+        let first = votes.first().ok_or(CertificateError::Empty)?;
+        if votes.len() > MAX_VOTES as usize {
+            return Err(CertificateError::TooMany {
+                count: votes.len(),
+                max: MAX_VOTES,
+            });
+        }
+        let mut indexed: Vec<(usize, &Vote)> = votes.iter().enumerate().collect();
+        if let Some((index, _)) = indexed.iter().find(|(_, v)| {
+            (v.phase, v.height, v.round, v.block_id)
+                != (first.phase, first.height, first.round, first.block_id)
+        }) {
+            return Err(CertificateError::Mismatch { index: *index });
+        }
+        indexed.sort_by_key(|(_, v)| v.voter);
+        if let Some(pair) = indexed.windows(2).find(|w| w[0].1.voter == w[1].1.voter) {
+            return Err(CertificateError::DuplicateVoter {
+                index: pair[0].0.max(pair[1].0),
+            });
+        }
+        Ok(Certificate {
+            phase: first.phase,
+            height: first.height,
+            round: first.round,
+            block_id: first.block_id,
+            votes: indexed
+                .into_iter()
+                .map(|(_, v)| (v.voter, v.signature))
+                .collect(),
+        })
     }
 
     /// The `index`-th vote as a [`Vote`], if there is one.

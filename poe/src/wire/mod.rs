@@ -34,6 +34,6 @@ pub mod ids;
 pub mod types;
 
 pub use codec::{Decode, Encode, Reader};
-pub use error::WireError;
+pub use error::{CertificateError, WireError};
 pub use ids::membership_signing_bytes;
 pub use types::*;
