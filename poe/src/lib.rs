@@ -2,7 +2,9 @@
 //!
 //! The core (hashing, RFC 6962 Merkle trees, RSA-FDH-VRF of RFC 9381 §4, ed25519 signatures,
 //! the lottery, the wire format) is `no_std` + `alloc`, so the `light-client` crate shares it.
-//! The `std` feature (default) adds the SQLite store and the gossip core.
+//! [`verify`] checks what a header claims (ticket, seal, certificate, link) with the same
+//! code in nodes and in the light client. The `std` feature (default) adds the SQLite store and
+//! the gossip core.
 #![no_std]
 
 extern crate alloc;
@@ -13,9 +15,12 @@ pub mod hash;
 pub mod lottery;
 pub mod merkle;
 pub mod sig;
+pub mod verify;
 pub mod vrf;
 pub mod wire;
 
+#[cfg(feature = "std")]
+pub mod devnet;
 #[cfg(feature = "std")]
 pub mod gossip;
 #[cfg(feature = "std")]

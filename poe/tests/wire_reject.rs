@@ -33,6 +33,7 @@ fn small_header() -> BlockHeader {
         height: 1,
         prev_hash: [0x11; 32],
         tx_root: [0x22; 32],
+        tx_count: 3,
         time_ms: 1_700_000_000_000,
         ticket: Ticket {
             node: NodeId([0x33; 32]),
@@ -46,7 +47,7 @@ fn small_header() -> BlockHeader {
     }
 }
 
-const SMALL_HEADER: &str = "01 0000000000000001 32*11 32*22 0000018bcfe56800 \
+const SMALL_HEADER: &str = "01 0000000000000001 32*11 32*22 00000003 0000018bcfe56800 \
      01 32*33 0000000000000001 32*11 00000002 00000002 aabb \
      00 00";
 
@@ -82,7 +83,7 @@ fn golden_header() {
     // `sha256sum` of the bytes above.
     assert_eq!(
         h.block_id().to_vec(),
-        hex("1649e7cd1432ee83cf19852cfc8242cbaca98cf98cd588b64b7b87ac8b101ead")
+        hex("ed8dc86ef57aaa10334326d4de0fc57811c44e89d4bfb67673408243076e2f08")
     );
 }
 
@@ -195,18 +196,19 @@ fn header_truncated_at_each_field() {
         (1, "BlockHeader.height"),
         (9, "BlockHeader.prev_hash"),
         (41, "BlockHeader.tx_root"),
-        (73, "BlockHeader.time_ms"),
-        (81, "Ticket"),
-        (82, "Ticket.node"),
-        (114, "Ticket.height"),
-        (122, "Ticket.prev_hash"),
-        (154, "Ticket.round"),
-        (158, "Ticket.proof"),
-        (164, "BlockHeader.seal"),
-        (165, "BlockHeader.commit"),
+        (73, "BlockHeader.tx_count"),
+        (77, "BlockHeader.time_ms"),
+        (85, "Ticket"),
+        (86, "Ticket.node"),
+        (118, "Ticket.height"),
+        (126, "Ticket.prev_hash"),
+        (158, "Ticket.round"),
+        (162, "Ticket.proof"),
+        (168, "BlockHeader.seal"),
+        (169, "BlockHeader.commit"),
     ];
     let bytes = hex(SMALL_HEADER);
-    assert_eq!(bytes.len(), 166);
+    assert_eq!(bytes.len(), 170);
     for cut in 0..bytes.len() {
         let expected = fields
             .iter()

@@ -100,16 +100,18 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         any::<u64>(),
         any::<[u8; 32]>(),
         any::<[u8; 32]>(),
+        any::<u32>(),
         any::<u64>(),
         ticket(),
         proptest::option::of(seal()),
         proptest::option::of(certificate()),
     )
         .prop_map(
-            |(height, prev_hash, tx_root, time_ms, ticket, seal, commit)| BlockHeader {
+            |(height, prev_hash, tx_root, tx_count, time_ms, ticket, seal, commit)| BlockHeader {
                 height,
                 prev_hash,
                 tx_root,
+                tx_count,
                 time_ms,
                 ticket,
                 seal,
@@ -318,13 +320,14 @@ proptest! {
     }
 
     #[test]
-    fn block_id_covers_the_other_fields(h in header(), field in 0usize..5) {
+    fn block_id_covers_the_other_fields(h in header(), field in 0usize..6) {
         let mut other = h.clone();
         match field {
             0 => other.height ^= 1,
             1 => other.prev_hash[0] ^= 1,
             2 => other.tx_root[31] ^= 1,
             3 => other.time_ms ^= 1,
+            4 => other.tx_count ^= 1,
             _ => other.ticket.round ^= 1,
         }
         prop_assert_ne!(h.block_id(), other.block_id());

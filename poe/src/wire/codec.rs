@@ -525,6 +525,7 @@ impl BlockHeader {
         put_u64(out, self.height);
         out.extend_from_slice(&self.prev_hash);
         out.extend_from_slice(&self.tx_root);
+        put_u32(out, self.tx_count);
         put_u64(out, self.time_ms);
         self.ticket.encode(out);
         put_option(out, seal);
@@ -546,6 +547,7 @@ impl Decode for BlockHeader {
             height: r.u64("BlockHeader.height")?,
             prev_hash: r.array("BlockHeader.prev_hash")?,
             tx_root: r.array("BlockHeader.tx_root")?,
+            tx_count: r.u32("BlockHeader.tx_count")?,
             time_ms: r.u64("BlockHeader.time_ms")?,
             ticket: Ticket::decode_from(r)?,
             seal: r.option("BlockHeader.seal")?,

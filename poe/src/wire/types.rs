@@ -107,6 +107,10 @@ pub struct BlockHeader {
     pub prev_hash: Hash,
     /// RFC 6962 Merkle tree hash of the transactions' encodings.
     pub tx_root: Hash,
+    /// Number of transactions: the size of the `tx_root` tree. Inclusion proofs are checked
+    /// against it (RFC 9162 §2.1.3.2 needs the tree size from the same trusted source as the
+    /// root: with a wrong size, a proof can verify for a different index).
+    pub tx_count: u32,
     /// Milliseconds since the Unix epoch, as the clerk saw it.
     pub time_ms: u64,
     /// The clerk's winning ticket.
