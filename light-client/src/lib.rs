@@ -152,7 +152,9 @@ impl LightClient {
         index: u64,
         proof: &[Hash],
     ) -> Result<(), LightError> {
-        let h = self.header(height).ok_or(LightError::UnknownHeight(height))?;
+        let h = self
+            .header(height)
+            .ok_or(LightError::UnknownHeight(height))?;
         merkle::verify_inclusion(tx, index, u64::from(h.tx_count), proof, &h.tx_root)
             .map_err(LightError::Inclusion)
     }

@@ -43,7 +43,10 @@ fn accepts_a_valid_chain_one_by_one_and_keeps_a_bounded_window() {
     assert_eq!(c.tip().height, 12);
     assert_eq!(c.window_len(), (8, 8));
     assert!(c.header(4).is_none(), "oldest headers leave the window");
-    assert_eq!(c.header(12).map(|v| v.block_id), Some(headers()[11].block_id()));
+    assert_eq!(
+        c.header(12).map(|v| v.block_id),
+        Some(headers()[11].block_id())
+    );
 }
 
 #[test]
@@ -62,9 +65,16 @@ fn inclusion_proofs_use_the_verified_root_and_size() {
     let leaves: Vec<Vec<u8>> = block.txs.iter().map(|t| t.to_bytes()).collect();
     for (i, leaf) in leaves.iter().enumerate() {
         let proof = merkle::inclusion_proof(&leaves, i).expect("proof");
-        c.verify_inclusion(6, leaf, i as u64, &proof).expect("included");
-        assert!(c.verify_inclusion(6, leaf, (i as u64 + 1) % 3, &proof).is_err());
-        assert!(c.verify_inclusion(7, leaf, i as u64, &proof).is_err(), "other block");
+        c.verify_inclusion(6, leaf, i as u64, &proof)
+            .expect("included");
+        assert!(
+            c.verify_inclusion(6, leaf, (i as u64 + 1) % 3, &proof)
+                .is_err()
+        );
+        assert!(
+            c.verify_inclusion(7, leaf, i as u64, &proof).is_err(),
+            "other block"
+        );
     }
     let mut forged = leaves[0].clone();
     forged[10] ^= 1;
@@ -142,7 +152,10 @@ fn forgeries() -> Vec<(&'static str, BlockHeader)> {
     }
     out.push(("duplicate voter", h));
     let mut h = good.clone();
-    h.commit = Some(d.certificate(Phase::Prepare, good.height, good.ticket.round, &id).expect("cert"));
+    h.commit = Some(
+        d.certificate(Phase::Prepare, good.height, good.ticket.round, &id)
+            .expect("cert"),
+    );
     out.push(("prepare certificate instead of commit", h));
     let mut h = good.clone();
     h.commit = None;
@@ -187,9 +200,8 @@ fn catch_up_refuses_a_run_with_a_forged_ticket_or_seal_and_keeps_state() {
     for (what, forged) in forgeries() {
         // `sync` skips certificates of all but the last header; ticket, seal and link forgeries
         // are still caught anywhere in the run.
-        let certificate_only = what.contains("certificate")
-            || what.contains("vote")
-            || what.contains("voter");
+        let certificate_only =
+            what.contains("certificate") || what.contains("vote") || what.contains("voter");
         if certificate_only {
             continue;
         }
@@ -224,7 +236,12 @@ fn a_window_of_1000_headers_fits_in_256_kib() {
         c.window_bytes()
     );
     assert!(matches!(
-        LightClient::from_checkpoint(net().0.genesis, net().0.members.clone(), Params::default(), 0),
+        LightClient::from_checkpoint(
+            net().0.genesis,
+            net().0.members.clone(),
+            Params::default(),
+            0
+        ),
         Err(LightError::EmptyWindow)
     ));
 }

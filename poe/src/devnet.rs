@@ -121,6 +121,10 @@ pub struct Devnet {
     pub members: Membership,
     /// The genesis block's compact header.
     pub genesis: Verified,
+    /// Take the first qualifying ticket and seal in member order instead of the best (every
+    /// such block is valid; honest clerks and voters prefer the best). Builds long chains for
+    /// benchmarks with far fewer RSA private-key operations.
+    pub first_qualifying: bool,
 }
 
 /// Most spin rounds the dealer tries before giving up.
@@ -141,12 +145,8 @@ impl Devnet {
         let level2 = (0..n2)
             .map(|_| DevNode::generate(rng, Level::Two, rsa_bits))
             .collect::<Result<Vec<_>, _>>()?;
-        let members = Membership::new(
-            level1
-                .iter()
-                .chain(level2.iter())
-                .map(|n| n.member.clone()),
-        )?;
+        let members =
+            Membership::new(level1.iter().chain(level2.iter()).map(|n| n.member.clone()))?;
         let genesis = Verified {
             height: 0,
             block_id: sha256_parts(&[b"POE1-genesis", &(n1 as u64).to_be_bytes()]),
@@ -160,6 +160,7 @@ impl Devnet {
             params,
             members,
             genesis,
+            first_qualifying: false,
         })
     }
 
@@ -167,7 +168,8 @@ impl Devnet {
     /// level-1 member qualifies, then the best rank in it (seed 002 §2, "spin").
     pub fn best_ticket(&self, parent: &Verified) -> Result<Ticket, DevnetError> {
         let height = parent.height + 1;
-        let needed = lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
+        let needed =
+            lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
         for round in 0..MAX_SPIN {
             let alpha = lottery::ticket_alpha(height, &parent.block_id, round);
             let mut best: Option<(Rank, Ticket)> = None;
@@ -187,6 +189,9 @@ impl Devnet {
                         proof,
                     };
                     best = Some((rank, t));
+                    if self.first_qualifying {
+                        break;
+                    }
                 }
             }
             if let Some((_, t)) = best {
@@ -212,6 +217,9 @@ impl Devnet {
                         proof,
                     },
                 ));
+                if self.first_qualifying {
+                    break;
+                }
             }
         }
         best.map(|(_, s)| s).ok_or(DevnetError::NoSealer)
@@ -274,7 +282,9 @@ impl Devnet {
             &self.level2
         };
         if senders.is_empty() && txs_per_block > 0 {
-            return Err(DevnetError::Certificate("no members to send transactions".into()));
+            return Err(DevnetError::Certificate(
+                "no members to send transactions".into(),
+            ));
         }
         let mut out = Vec::with_capacity(n);
         let mut p = *parent;

@@ -13,7 +13,9 @@ use crate::wire::{BlockHeader, Certificate, Hash, Level, Member, NodeId, Phase, 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// The header does not extend the expected parent.
-    #[error("header {height} does not link to the previous header (expected height {expected_height})")]
+    #[error(
+        "header {height} does not link to the previous header (expected height {expected_height})"
+    )]
     BadLink {
         /// Height of the header.
         height: u64,
@@ -107,7 +109,8 @@ impl Membership {
     /// Adds or replaces a member.
     pub fn insert(&mut self, member: Member) -> Result<(), VerifyError> {
         let id = sig::node_id(&member.ed25519);
-        let key = VrfPublicKey::from_pkcs1_der(&member.rsa_der).map_err(|_| VerifyError::BadKey(id))?;
+        let key =
+            VrfPublicKey::from_pkcs1_der(&member.rsa_der).map_err(|_| VerifyError::BadKey(id))?;
         if let Some((old, _)) = self.members.insert(id, (member.clone(), key)) {
             self.count(old.level, false);
         }
@@ -169,7 +172,9 @@ impl Membership {
 pub fn ticket(t: &Ticket, members: &Membership, params: &Params) -> Result<Rank, VerifyError> {
     let (_, key) = members.get(&t.node, Level::One)?;
     let alpha = lottery::ticket_alpha(t.height, &t.prev_hash, t.round);
-    let beta = key.verify(&alpha, &t.proof).map_err(|_| VerifyError::BadProof(t.node))?;
+    let beta = key
+        .verify(&alpha, &t.proof)
+        .map_err(|_| VerifyError::BadProof(t.node))?;
     let zeros = lottery::leading_zeros(&beta);
     let needed = lottery::threshold(members.level1_count(), params.expected_candidates);
     if zeros < needed {
@@ -183,7 +188,12 @@ pub fn ticket(t: &Ticket, members: &Membership, params: &Params) -> Result<Rank,
 }
 
 /// Verifies a level-2 seal over `block_id`; returns the seal's leading zeros.
-pub fn seal(s: &Seal, block_id: &Hash, members: &Membership, params: &Params) -> Result<u32, VerifyError> {
+pub fn seal(
+    s: &Seal,
+    block_id: &Hash,
+    members: &Membership,
+    params: &Params,
+) -> Result<u32, VerifyError> {
     let (_, key) = members.get(&s.node, Level::Two)?;
     let beta = key
         .verify(&lottery::seal_alpha(block_id), &s.proof)

@@ -363,7 +363,7 @@ fn unknown_versions_rejected() {
     }
     // A nested message's version is checked too: the header's ticket.
     let mut header = hex(SMALL_HEADER);
-    header[81] = 2;
+    header[85] = 2;
     assert_eq!(
         BlockHeader::decode(&header),
         Err(WireError::BadVersion {
@@ -399,13 +399,13 @@ fn unknown_tags_rejected() {
     ev[1] = 2;
     assert_eq!(Evidence::decode(&ev).err(), bad("Evidence", 2));
     let mut header = hex(SMALL_HEADER);
-    header[164] = 2;
+    header[168] = 2;
     assert_eq!(
         BlockHeader::decode(&header).err(),
         bad("BlockHeader.seal", 2)
     );
     let mut header = hex(SMALL_HEADER);
-    header[165] = 0xff;
+    header[169] = 0xff;
     assert_eq!(
         BlockHeader::decode(&header).err(),
         bad("BlockHeader.commit", 0xff)
