@@ -22,6 +22,7 @@ pub mod kernel;
 pub mod mef_flow;
 pub mod metrics;
 pub mod plot;
+pub mod poe_bench;
 pub mod protocol;
 pub mod quinn_flow;
 pub mod record;

@@ -1,0 +1,24 @@
+//! Arbitrary bytes decoded as a gossiped POE `Message` never panic; an accepted message
+//! re-encodes to the same bytes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use poe::wire::{Decode, Encode, Message};
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(message) = Message::decode(data) {
+        assert_eq!(message.to_bytes(), data, "Message re-encodes differently");
+        match &message {
+            Message::Vote(vote) => {
+                let _ = vote.signing_bytes();
+            }
+            Message::Certificate(cert) => {
+                assert_eq!(cert.iter_votes().count(), cert.votes.len());
+            }
+            Message::Block(block) => {
+                let _ = block.header.block_id();
+            }
+            _ => {}
+        }
+    }
+});

@@ -1,0 +1,313 @@
+//! A development network without a network: a set of level-1 and level-2 members with real
+//! keys, and a dealer that builds *valid* final blocks the way the protocol would (best
+//! qualifying ticket after spinning, a passing level-2 seal, a commit certificate of a quorum of
+//! level-1 votes). Tests of the verifier and the light client, and `mef bench poe`'s
+//! micro-benchmarks, use it to get chains whose every element is genuine, so that forging one
+//! element is the only thing a rejection test changes.
+
+use alloc::vec::Vec;
+use std::string::String;
+
+use crate::hash::sha256_parts;
+use crate::lottery::{self, Rank};
+use crate::merkle;
+use crate::sig::SigningKey;
+use crate::verify::{Membership, Params, Verified, VerifyError};
+use crate::vrf::{VrfError, VrfSecretKey};
+use crate::wire::{
+    Block, BlockHeader, Certificate, Encode, Level, Member, NodeId, Phase, Seal, Ticket,
+    Transaction, TxBody, Vote,
+};
+
+/// Why the dealer could not build something.
+#[derive(Debug, thiserror::Error)]
+pub enum DevnetError {
+    /// Key generation or proving failed.
+    #[error("VRF: {0}")]
+    Vrf(#[from] VrfError),
+    /// The members do not form a valid set.
+    #[error("membership: {0}")]
+    Members(#[from] VerifyError),
+    /// No level-1 member qualified within the spin limit.
+    #[error("no level-1 ticket qualified in {0} rounds")]
+    NoCandidate(u32),
+    /// No level-2 member's seal passed the threshold.
+    #[error("no level-2 seal passed the threshold")]
+    NoSealer,
+    /// Not enough level-1 members to form a quorum.
+    #[error("certificate: {0}")]
+    Certificate(String),
+}
+
+/// One member with its secret keys.
+pub struct DevNode {
+    /// ed25519 key (transactions, votes).
+    pub sig: SigningKey,
+    /// RSA VRF key (tickets, seals).
+    pub vrf: VrfSecretKey,
+    /// Its public record.
+    pub member: Member,
+}
+
+impl core::fmt::Debug for DevNode {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("DevNode")
+            .field("id", &self.id())
+            .field("level", &self.member.level)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevNode {
+    /// A member of `level` with fresh keys of `rsa_bits`.
+    pub fn generate<R: rand_core::CryptoRng + ?Sized>(
+        rng: &mut R,
+        level: Level,
+        rsa_bits: usize,
+    ) -> Result<Self, DevnetError> {
+        let sig = SigningKey::generate(rng);
+        let vrf = VrfSecretKey::generate(rng, rsa_bits)?;
+        let member = Member {
+            level,
+            ed25519: sig.public(),
+            rsa_der: vrf.public().to_pkcs1_der(),
+            attestation: Vec::new(),
+        };
+        Ok(Self { sig, vrf, member })
+    }
+
+    /// Its `NodeId`.
+    pub fn id(&self) -> NodeId {
+        self.sig.node_id()
+    }
+
+    /// A signed transaction from this node.
+    pub fn transaction(&self, nonce: u64, body: TxBody) -> Transaction {
+        let mut tx = Transaction {
+            sender: self.id(),
+            nonce,
+            body,
+            signature: [0; 64],
+        };
+        tx.signature = self.sig.sign(&[], &[&tx.signing_bytes()]);
+        tx
+    }
+
+    /// This node's signed vote.
+    pub fn vote(&self, phase: Phase, height: u64, round: u32, block_id: &[u8; 32]) -> Vote {
+        let mut v = Vote {
+            voter: self.id(),
+            phase,
+            height,
+            round,
+            block_id: *block_id,
+            signature: [0; 64],
+        };
+        v.signature = self.sig.sign(&[], &[&v.signing_bytes()]);
+        v
+    }
+}
+
+/// Members, parameters and a genesis to build on.
+#[derive(Debug)]
+pub struct Devnet {
+    /// Level-1 members (routers).
+    pub level1: Vec<DevNode>,
+    /// Level-2 members (gateways).
+    pub level2: Vec<DevNode>,
+    /// Lottery parameters.
+    pub params: Params,
+    /// The membership with parsed keys.
+    pub members: Membership,
+    /// The genesis block's compact header.
+    pub genesis: Verified,
+    /// Take the first qualifying ticket and seal in member order instead of the best (every
+    /// such block is valid; honest clerks and voters prefer the best). Builds long chains for
+    /// benchmarks with far fewer RSA private-key operations.
+    pub first_qualifying: bool,
+}
+
+/// Most spin rounds the dealer tries before giving up.
+pub const MAX_SPIN: u32 = 64;
+
+impl Devnet {
+    /// `n1` level-1 and `n2` level-2 members with `rsa_bits` RSA keys.
+    pub fn new<R: rand_core::CryptoRng + ?Sized>(
+        rng: &mut R,
+        n1: usize,
+        n2: usize,
+        params: Params,
+        rsa_bits: usize,
+    ) -> Result<Self, DevnetError> {
+        let level1 = (0..n1)
+            .map(|_| DevNode::generate(rng, Level::One, rsa_bits))
+            .collect::<Result<Vec<_>, _>>()?;
+        let level2 = (0..n2)
+            .map(|_| DevNode::generate(rng, Level::Two, rsa_bits))
+            .collect::<Result<Vec<_>, _>>()?;
+        let members =
+            Membership::new(level1.iter().chain(level2.iter()).map(|n| n.member.clone()))?;
+        let genesis = Verified {
+            height: 0,
+            block_id: sha256_parts(&[b"POE1-genesis", &(n1 as u64).to_be_bytes()]),
+            tx_root: merkle::root::<&[u8]>(&[]),
+            tx_count: 0,
+            time_ms: 0,
+        };
+        Ok(Self {
+            level1,
+            level2,
+            params,
+            members,
+            genesis,
+            first_qualifying: false,
+        })
+    }
+
+    /// The best qualifying ticket for the block after `parent`: the lowest round in which some
+    /// level-1 member qualifies, then the best rank in it (seed 002 §2, "spin").
+    pub fn best_ticket(&self, parent: &Verified) -> Result<Ticket, DevnetError> {
+        let height = parent.height + 1;
+        let needed =
+            lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
+        for round in 0..MAX_SPIN {
+            let alpha = lottery::ticket_alpha(height, &parent.block_id, round);
+            let mut best: Option<(Rank, Ticket)> = None;
+            for n in &self.level1 {
+                let proof = n.vrf.prove(&alpha)?;
+                let beta = crate::vrf::proof_to_hash(&proof);
+                if !lottery::qualifies(&beta, needed) {
+                    continue;
+                }
+                let rank = Rank::new(round, beta);
+                if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                    let t = Ticket {
+                        node: n.id(),
+                        height,
+                        prev_hash: parent.block_id,
+                        round,
+                        proof,
+                    };
+                    best = Some((rank, t));
+                    if self.first_qualifying {
+                        break;
+                    }
+                }
+            }
+            if let Some((_, t)) = best {
+                return Ok(t);
+            }
+        }
+        Err(DevnetError::NoCandidate(MAX_SPIN))
+    }
+
+    /// A level-2 seal over `block_id` that passes the seal threshold (the best one).
+    pub fn seal(&self, block_id: &[u8; 32]) -> Result<Seal, DevnetError> {
+        let needed = lottery::threshold(self.members.level2_count(), self.params.expected_sealers);
+        let alpha = lottery::seal_alpha(block_id);
+        let mut best: Option<(u32, Seal)> = None;
+        for n in &self.level2 {
+            let proof = n.vrf.prove(&alpha)?;
+            let zeros = lottery::leading_zeros(&crate::vrf::proof_to_hash(&proof));
+            if zeros >= needed && best.as_ref().is_none_or(|(z, _)| zeros > *z) {
+                best = Some((
+                    zeros,
+                    Seal {
+                        node: n.id(),
+                        proof,
+                    },
+                ));
+                if self.first_qualifying {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, s)| s).ok_or(DevnetError::NoSealer)
+    }
+
+    /// A certificate of `phase` from the first quorum of level-1 members.
+    pub fn certificate(
+        &self,
+        phase: Phase,
+        height: u64,
+        round: u32,
+        block_id: &[u8; 32],
+    ) -> Result<Certificate, DevnetError> {
+        let votes: Vec<Vote> = self
+            .level1
+            .iter()
+            .take(self.members.quorum())
+            .map(|n| n.vote(phase, height, round, block_id))
+            .collect();
+        Certificate::from_votes(&votes).map_err(|e| DevnetError::Certificate(alloc::format!("{e}")))
+    }
+
+    /// The final block after `parent` with `txs`: ticket, seal and commit certificate.
+    pub fn next_block(
+        &self,
+        parent: &Verified,
+        txs: Vec<Transaction>,
+        time_ms: u64,
+    ) -> Result<Block, DevnetError> {
+        let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
+        let ticket = self.best_ticket(parent)?;
+        let round = ticket.round;
+        let mut header = BlockHeader {
+            height: parent.height + 1,
+            prev_hash: parent.block_id,
+            tx_root: merkle::root(&leaves),
+            tx_count: u32::try_from(txs.len())
+                .map_err(|_| DevnetError::Certificate("too many transactions".into()))?,
+            time_ms,
+            ticket,
+            seal: None,
+            commit: None,
+        };
+        let id = header.block_id();
+        header.seal = Some(self.seal(&id)?);
+        header.commit = Some(self.certificate(Phase::Commit, header.height, round, &id)?);
+        Ok(Block { header, txs })
+    }
+
+    /// `n` consecutive final blocks after `parent`, each with `txs_per_block` sensor batches.
+    pub fn chain(
+        &self,
+        parent: &Verified,
+        n: usize,
+        txs_per_block: usize,
+    ) -> Result<Vec<Block>, DevnetError> {
+        let senders = if self.level2.is_empty() {
+            &self.level1
+        } else {
+            &self.level2
+        };
+        if senders.is_empty() && txs_per_block > 0 {
+            return Err(DevnetError::Certificate(
+                "no members to send transactions".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut p = *parent;
+        for i in 0..n {
+            let txs = (0..txs_per_block)
+                .map(|j| {
+                    let sender = &senders[j % senders.len()];
+                    sender.transaction(
+                        (i * txs_per_block + j) as u64,
+                        TxBody::SensorBatch(Vec::new()),
+                    )
+                })
+                .collect();
+            let b = self.next_block(&p, txs, 1_700_000_000_000 + i as u64 * 1000)?;
+            p = Verified {
+                height: b.header.height,
+                block_id: b.header.block_id(),
+                tx_root: b.header.tx_root,
+                tx_count: b.header.tx_count,
+                time_ms: b.header.time_ms,
+            };
+            out.push(b);
+        }
+        Ok(out)
+    }
+}

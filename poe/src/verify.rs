@@ -1,0 +1,307 @@
+//! Verification of what a header claims (docs/POE.md): the clerk's lottery ticket, the level-2
+//! seal, the commit certificate and the link to the parent. `no_std`: the light client runs the
+//! very same code as the nodes.
+
+use alloc::collections::BTreeMap;
+
+use crate::lottery::{self, Rank};
+use crate::sig;
+use crate::vrf::VrfPublicKey;
+use crate::wire::{BlockHeader, Certificate, Hash, Level, Member, NodeId, Phase, Seal, Ticket};
+
+/// Why a header (or one of its parts) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The header does not extend the expected parent.
+    #[error(
+        "header {height} does not link to the previous header (expected height {expected_height})"
+    )]
+    BadLink {
+        /// Height of the header.
+        height: u64,
+        /// Height it should have had.
+        expected_height: u64,
+    },
+    /// A node is not a registered member of the needed level.
+    #[error("node {0:?} is not a registered member of the needed level")]
+    NotMember(NodeId),
+    /// A member's RSA key could not be parsed.
+    #[error("member {0:?} has an unusable RSA key")]
+    BadKey(NodeId),
+    /// The ticket is for another height or parent than the header's.
+    #[error("ticket is for another height or parent")]
+    TicketMismatch,
+    /// The VRF proof of a ticket or seal does not verify.
+    #[error("VRF proof of {0:?} does not verify")]
+    BadProof(NodeId),
+    /// The VRF output has fewer leading zeros than the threshold.
+    #[error("VRF output of {node:?} has {zeros} leading zero bits, {needed} needed")]
+    BelowThreshold {
+        /// The node.
+        node: NodeId,
+        /// Zeros it has.
+        zeros: u32,
+        /// Zeros needed.
+        needed: u32,
+    },
+    /// The header has no seal.
+    #[error("header is not sealed")]
+    Unsealed,
+    /// The header has no commit certificate.
+    #[error("header has no commit certificate")]
+    NoCertificate,
+    /// The certificate is for another block, height, round or phase.
+    #[error("certificate does not match the header")]
+    CertificateMismatch,
+    /// Voters must be strictly increasing (no duplicates).
+    #[error("certificate voters are not strictly increasing")]
+    UnorderedVoters,
+    /// A vote signature does not verify.
+    #[error("vote of {0:?} has a bad signature")]
+    BadVote(NodeId),
+    /// Fewer votes than the quorum.
+    #[error("certificate has {votes} votes, quorum is {quorum}")]
+    NoQuorum {
+        /// Valid votes.
+        votes: usize,
+        /// Needed.
+        quorum: usize,
+    },
+}
+
+/// Consensus parameters a verifier must agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    /// Expected lottery candidates per round (`k`).
+    pub expected_candidates: usize,
+    /// Expected level-2 sealers per block (`s`).
+    pub expected_sealers: usize,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            expected_candidates: 4,
+            expected_sealers: 3,
+        }
+    }
+}
+
+/// The registered members with their parsed keys, as of one block.
+#[derive(Debug, Clone, Default)]
+pub struct Membership {
+    members: BTreeMap<NodeId, (Member, VrfPublicKey)>,
+    level1: usize,
+    level2: usize,
+}
+
+impl Membership {
+    /// Builds the set, parsing every RSA key once. A member whose key does not parse is an
+    /// error (genesis files and membership transactions are validated before use).
+    pub fn new(members: impl IntoIterator<Item = Member>) -> Result<Self, VerifyError> {
+        let mut m = Self::default();
+        for member in members {
+            m.insert(member)?;
+        }
+        Ok(m)
+    }
+
+    /// Adds or replaces a member.
+    pub fn insert(&mut self, member: Member) -> Result<(), VerifyError> {
+        let id = sig::node_id(&member.ed25519);
+        let key =
+            VrfPublicKey::from_pkcs1_der(&member.rsa_der).map_err(|_| VerifyError::BadKey(id))?;
+        if let Some((old, _)) = self.members.insert(id, (member.clone(), key)) {
+            self.count(old.level, false);
+        }
+        self.count(member.level, true);
+        Ok(())
+    }
+
+    /// Removes a member.
+    pub fn remove(&mut self, id: &NodeId) {
+        if let Some((old, _)) = self.members.remove(id) {
+            self.count(old.level, false);
+        }
+    }
+
+    fn count(&mut self, level: Level, add: bool) {
+        let c = match level {
+            Level::One => &mut self.level1,
+            Level::Two => &mut self.level2,
+        };
+        if add {
+            *c += 1;
+        } else {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// A member of `level`.
+    pub fn get(&self, id: &NodeId, level: Level) -> Result<(&Member, &VrfPublicKey), VerifyError> {
+        match self.members.get(id) {
+            Some((m, k)) if m.level == level => Ok((m, k)),
+            _ => Err(VerifyError::NotMember(*id)),
+        }
+    }
+
+    /// Number of level-1 members.
+    pub fn level1_count(&self) -> usize {
+        self.level1
+    }
+
+    /// Number of level-2 members.
+    pub fn level2_count(&self) -> usize {
+        self.level2
+    }
+
+    /// Votes needed for a certificate: `floor(2·n1/3) + 1`.
+    pub fn quorum(&self) -> usize {
+        self.level1 * 2 / 3 + 1
+    }
+
+    /// Iterates over members.
+    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Member)> {
+        self.members.iter().map(|(id, (m, _))| (id, m))
+    }
+}
+
+/// Verifies a lottery ticket: the clerk is a level-1 member, its VRF proof over
+/// (height, prev, round) verifies, and the output passes the level-1 threshold. Returns its
+/// [`Rank`].
+pub fn ticket(t: &Ticket, members: &Membership, params: &Params) -> Result<Rank, VerifyError> {
+    let (_, key) = members.get(&t.node, Level::One)?;
+    let alpha = lottery::ticket_alpha(t.height, &t.prev_hash, t.round);
+    let beta = key
+        .verify(&alpha, &t.proof)
+        .map_err(|_| VerifyError::BadProof(t.node))?;
+    let zeros = lottery::leading_zeros(&beta);
+    let needed = lottery::threshold(members.level1_count(), params.expected_candidates);
+    if zeros < needed {
+        return Err(VerifyError::BelowThreshold {
+            node: t.node,
+            zeros,
+            needed,
+        });
+    }
+    Ok(Rank::new(t.round, beta))
+}
+
+/// Verifies a level-2 seal over `block_id`; returns the seal's leading zeros.
+pub fn seal(
+    s: &Seal,
+    block_id: &Hash,
+    members: &Membership,
+    params: &Params,
+) -> Result<u32, VerifyError> {
+    let (_, key) = members.get(&s.node, Level::Two)?;
+    let beta = key
+        .verify(&lottery::seal_alpha(block_id), &s.proof)
+        .map_err(|_| VerifyError::BadProof(s.node))?;
+    let zeros = lottery::leading_zeros(&beta);
+    let needed = lottery::threshold(members.level2_count(), params.expected_sealers);
+    if zeros < needed {
+        return Err(VerifyError::BelowThreshold {
+            node: s.node,
+            zeros,
+            needed,
+        });
+    }
+    Ok(zeros)
+}
+
+/// Verifies a certificate: the phase, height, round and block match, voters are distinct
+/// level-1 members in increasing order, every signature verifies, and there are at least
+/// [`Membership::quorum`] of them.
+pub fn certificate(
+    c: &Certificate,
+    phase: Phase,
+    height: u64,
+    round: u32,
+    block_id: &Hash,
+    members: &Membership,
+) -> Result<(), VerifyError> {
+    if c.phase != phase || c.height != height || c.round != round || &c.block_id != block_id {
+        return Err(VerifyError::CertificateMismatch);
+    }
+    let quorum = members.quorum();
+    if c.votes.len() < quorum {
+        return Err(VerifyError::NoQuorum {
+            votes: c.votes.len(),
+            quorum,
+        });
+    }
+    // Every vote signed the same bytes (the voter is not part of them): `"POE1-vote" || phase
+    // || height || round || block_id` (wire::ids).
+    let msg = c.signing_bytes();
+    let mut prev: Option<&NodeId> = None;
+    for (voter, signature) in &c.votes {
+        if prev.is_some_and(|p| p >= voter) {
+            return Err(VerifyError::UnorderedVoters);
+        }
+        prev = Some(voter);
+        let (member, _) = members.get(voter, Level::One)?;
+        sig::verify(&member.ed25519, &[], &[&msg], signature)
+            .map_err(|_| VerifyError::BadVote(*voter))?;
+    }
+    Ok(())
+}
+
+/// What a verified final header leaves behind for the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    /// Height.
+    pub height: u64,
+    /// The header's `block_id`.
+    pub block_id: Hash,
+    /// Merkle root of its transactions.
+    pub tx_root: Hash,
+    /// Number of transactions (the tree size for inclusion proofs).
+    pub tx_count: u32,
+    /// Clerk's time.
+    pub time_ms: u64,
+}
+
+/// How much of a header to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    /// Ticket, seal, certificate and link.
+    Full,
+    /// Ticket, seal and link; the certificate is covered by a descendant's (catch-up sync).
+    Chained,
+}
+
+/// Verifies a final header extending `parent` (height + 1 and `prev_hash` = parent's
+/// `block_id`).
+pub fn header(
+    h: &BlockHeader,
+    parent: &Verified,
+    members: &Membership,
+    params: &Params,
+    depth: Depth,
+) -> Result<Verified, VerifyError> {
+    if h.height != parent.height + 1 || h.prev_hash != parent.block_id {
+        return Err(VerifyError::BadLink {
+            height: h.height,
+            expected_height: parent.height + 1,
+        });
+    }
+    if h.ticket.height != h.height || h.ticket.prev_hash != h.prev_hash {
+        return Err(VerifyError::TicketMismatch);
+    }
+    ticket(&h.ticket, members, params)?;
+    let id = h.block_id();
+    let s = h.seal.as_ref().ok_or(VerifyError::Unsealed)?;
+    seal(s, &id, members, params)?;
+    if depth == Depth::Full {
+        let c = h.commit.as_ref().ok_or(VerifyError::NoCertificate)?;
+        certificate(c, Phase::Commit, h.height, h.ticket.round, &id, members)?;
+    }
+    Ok(Verified {
+        height: h.height,
+        block_id: id,
+        tx_root: h.tx_root,
+        tx_count: h.tx_count,
+        time_ms: h.time_ms,
+    })
+}
