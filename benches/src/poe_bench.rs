@@ -97,6 +97,9 @@ fn sensor_tx(d: &Devnet, i: usize) -> Transaction {
     sender.transaction(i as u64, TxBody::SensorBatch(readings))
 }
 
+/// A validated transaction ready for the block: its id and encoding.
+type Included = ([u8; 32], Vec<u8>);
+
 /// Validates (decode, member check, signature) and includes (id, Merkle root, durable write)
 /// `encoded` transactions as one block; returns the time taken. `threads` share the
 /// signature checks.
@@ -109,7 +112,7 @@ fn validate_and_include(
 ) -> anyhow::Result<Duration> {
     let t = Instant::now();
     let chunk = encoded.len().div_ceil(threads.max(1));
-    let checked: Vec<anyhow::Result<Vec<([u8; 32], Vec<u8>)>>> = std::thread::scope(|s| {
+    let checked: Vec<anyhow::Result<Vec<Included>>> = std::thread::scope(|s| {
         let handles: Vec<_> = encoded
             .chunks(chunk.max(1))
             .map(|part| {

@@ -167,10 +167,15 @@ impl Devnet {
     /// The best qualifying ticket for the block after `parent`: the lowest round in which some
     /// level-1 member qualifies, then the best rank in it (seed 002 §2, "spin").
     pub fn best_ticket(&self, parent: &Verified) -> Result<Ticket, DevnetError> {
+        self.best_ticket_from(parent, 0)
+    }
+
+    /// [`best_ticket`](Self::best_ticket), spinning from round `first`.
+    pub fn best_ticket_from(&self, parent: &Verified, first: u32) -> Result<Ticket, DevnetError> {
         let height = parent.height + 1;
         let needed =
             lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
-        for round in 0..MAX_SPIN {
+        for round in first..MAX_SPIN {
             let alpha = lottery::ticket_alpha(height, &parent.block_id, round);
             let mut best: Option<(Rank, Ticket)> = None;
             for n in &self.level1 {
@@ -250,22 +255,36 @@ impl Devnet {
         time_ms: u64,
     ) -> Result<Block, DevnetError> {
         let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
-        let ticket = self.best_ticket(parent)?;
-        let round = ticket.round;
-        let mut header = BlockHeader {
-            height: parent.height + 1,
-            prev_hash: parent.block_id,
-            tx_root: merkle::root(&leaves),
-            tx_count: u32::try_from(txs.len())
-                .map_err(|_| DevnetError::Certificate("too many transactions".into()))?,
-            time_ms,
-            ticket,
-            seal: None,
-            commit: None,
+        let tx_count = u32::try_from(txs.len())
+            .map_err(|_| DevnetError::Certificate("too many transactions".into()))?;
+        // A block no level-2 node seals never reaches state 2: the round fails and the lottery
+        // spins to the next round (a new clerk, a new block, new seal chances).
+        let mut first = 0;
+        let header = loop {
+            let ticket = self.best_ticket_from(parent, first)?;
+            let round = ticket.round;
+            let mut header = BlockHeader {
+                height: parent.height + 1,
+                prev_hash: parent.block_id,
+                tx_root: merkle::root(&leaves),
+                tx_count,
+                time_ms,
+                ticket,
+                seal: None,
+                commit: None,
+            };
+            let id = header.block_id();
+            match self.seal(&id) {
+                Ok(seal) => {
+                    header.seal = Some(seal);
+                    header.commit =
+                        Some(self.certificate(Phase::Commit, header.height, round, &id)?);
+                    break header;
+                }
+                Err(DevnetError::NoSealer) if round + 1 < MAX_SPIN => first = round + 1,
+                Err(e) => return Err(e),
+            }
         };
-        let id = header.block_id();
-        header.seal = Some(self.seal(&id)?);
-        header.commit = Some(self.certificate(Phase::Commit, header.height, round, &id)?);
         Ok(Block { header, txs })
     }
 

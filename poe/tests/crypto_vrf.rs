@@ -232,6 +232,15 @@ fn key_policy() {
         VrfPublicKey::from_components(&n, &[1, 0, 0]),
         Err(VrfError::Rsa(_))
     ));
+    // An even modulus (no RSA key has one) is refused, or at worst verifies nothing; it must
+    // never reach the Montgomery verifier, which cannot handle it.
+    let mut n = vec![0xc5; 256];
+    n[255] &= !1;
+    if let Ok(k) = VrfPublicKey::from_components(&n, &[1, 0, 1]) {
+        let mut proof = vec![0x11; 256];
+        proof[0] = 0;
+        assert!(k.verify(b"alpha", &proof).is_err());
+    }
     // Key sizes outside 2048..=4096 are refused before any work.
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     assert_eq!(

@@ -3,7 +3,7 @@
 //!
 //! # How terminating connections to arbitrary addresses works
 //!
-//! Each connection has its own smoltcp [`Interface`] (see [`super::stack`]: one socket per
+//! Each connection has its own smoltcp [`Interface`] (module `split::stack`: one socket per
 //! interface keeps the cost of a packet independent of the number of connections). Every
 //! interface runs on [`Medium::Ip`](smoltcp::phy::Medium::Ip) over the splitter's in-memory
 //! `QueueDevice` with one configured address ([`SplitConfig::local_addr`], a /32) and
@@ -176,7 +176,7 @@ struct Conn {
 /// the next deadline. Commands do not transmit by themselves: they make `poll_timeout` return
 /// the current time, so the loop calls `handle_timeout`, which sends.
 ///
-/// Every connection has its own smoltcp stack (see [`super::stack`]): a packet, a command or
+/// Every connection has its own smoltcp stack (module `split::stack`): a packet, a command or
 /// a timer touches only its connection, so the cost per packet does not grow with the number of
 /// connections held.
 pub struct TcpSplitter {
