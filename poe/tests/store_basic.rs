@@ -1,31 +1,9 @@
 //! `poe::store::Store`: blocks, transactions, idempotence, conflicts, tip, meta, reopen, stats.
 
-use std::path::PathBuf;
-
 use poe::store::{PutOutcome, Store, StoreError};
 
-/// A fresh directory under cargo's per-target temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("store_basic-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("poe.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 fn id(tag: u8, n: u64) -> [u8; 32] {
     let mut out = [tag; 32];
@@ -49,7 +27,7 @@ fn block(height: u64, n: usize, variant: u8) -> ([u8; 32], Vec<u8>, Vec<([u8; 32
 
 #[test]
 fn put_and_get_block_by_height_id_and_tx() {
-    let dir = TempDir::new("put_get");
+    let dir = TempDir::new("store_basic", "put_get");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(7, 3, 0);
     assert_eq!(
@@ -84,7 +62,7 @@ fn put_and_get_block_by_height_id_and_tx() {
 
 #[test]
 fn empty_block_round_trips() {
-    let dir = TempDir::new("empty_block");
+    let dir = TempDir::new("store_basic", "empty_block");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, _) = block(0, 0, 0);
     store.put_block(0, &bid, &header, &[], true).expect("put");
@@ -96,7 +74,7 @@ fn empty_block_round_trips() {
 
 #[test]
 fn tip_is_highest_final_block() {
-    let dir = TempDir::new("tip");
+    let dir = TempDir::new("store_basic", "tip");
     let mut store = Store::open(dir.db()).expect("open");
     assert_eq!(store.tip().expect("tip"), None);
     for h in 0..5 {
@@ -116,7 +94,7 @@ fn tip_is_highest_final_block() {
 
 #[test]
 fn reopen_resumes_tip_and_data() {
-    let dir = TempDir::new("reopen");
+    let dir = TempDir::new("store_basic", "reopen");
     {
         let mut store = Store::open(dir.db()).expect("open");
         for h in 0..10 {
@@ -138,7 +116,7 @@ fn reopen_resumes_tip_and_data() {
 
 #[test]
 fn reput_same_block_is_idempotent_and_upgrades() {
-    let dir = TempDir::new("idempotent");
+    let dir = TempDir::new("store_basic", "idempotent");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(3, 5, 0);
     store.put_block(3, &bid, &header, &txs, false).expect("put");
@@ -176,7 +154,7 @@ fn reput_same_block_is_idempotent_and_upgrades() {
 
 #[test]
 fn different_block_at_final_height_is_a_conflict() {
-    let dir = TempDir::new("conflict");
+    let dir = TempDir::new("store_basic", "conflict");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(4, 2, 0);
     store.put_block(4, &bid, &header, &txs, true).expect("put");
@@ -212,7 +190,7 @@ fn different_block_at_final_height_is_a_conflict() {
 
 #[test]
 fn different_block_at_non_final_height_replaces_it() {
-    let dir = TempDir::new("replace");
+    let dir = TempDir::new("store_basic", "replace");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(4, 6, 0);
     store.put_block(4, &bid, &header, &txs, false).expect("put");
@@ -236,7 +214,7 @@ fn different_block_at_non_final_height_replaces_it() {
 
 #[test]
 fn reput_with_other_txs_is_refused() {
-    let dir = TempDir::new("mismatch");
+    let dir = TempDir::new("store_basic", "mismatch");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, mut txs) = block(1, 3, 0);
     store.put_block(1, &bid, &header, &txs, false).expect("put");
@@ -258,7 +236,7 @@ fn reput_with_other_txs_is_refused() {
 
 #[test]
 fn tx_or_block_id_stored_elsewhere_is_refused_atomically() {
-    let dir = TempDir::new("elsewhere");
+    let dir = TempDir::new("store_basic", "elsewhere");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(1, 3, 0);
     store.put_block(1, &bid, &header, &txs, true).expect("put");
@@ -305,7 +283,7 @@ fn tx_or_block_id_stored_elsewhere_is_refused_atomically() {
 
 #[test]
 fn height_beyond_i64_is_out_of_range() {
-    let dir = TempDir::new("range");
+    let dir = TempDir::new("store_basic", "range");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(1, 1, 0);
     assert!(matches!(
@@ -328,7 +306,7 @@ fn height_beyond_i64_is_out_of_range() {
 
 #[test]
 fn meta_round_trip() {
-    let dir = TempDir::new("meta");
+    let dir = TempDir::new("store_basic", "meta");
     let mut store = Store::open(dir.db()).expect("open");
     assert_eq!(store.meta("membership").expect("meta"), None);
     let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -346,7 +324,7 @@ fn meta_round_trip() {
 
 #[test]
 fn stats_count_blocks_txs_and_bytes() {
-    let dir = TempDir::new("stats");
+    let dir = TempDir::new("store_basic", "stats");
     let mut store = Store::open(dir.db()).expect("open");
     let empty = store.stats().expect("stats");
     assert_eq!((empty.blocks, empty.final_blocks, empty.txs), (0, 0, 0));
@@ -367,7 +345,7 @@ fn stats_count_blocks_txs_and_bytes() {
 
 #[test]
 fn open_sets_wal_full_sync_and_foreign_keys() {
-    let dir = TempDir::new("pragmas");
+    let dir = TempDir::new("store_basic", "pragmas");
     let mut store = Store::open(dir.db()).expect("open");
     let (bid, header, txs) = block(0, 1, 0);
     store.put_block(0, &bid, &header, &txs, true).expect("put");
@@ -393,7 +371,7 @@ fn open_sets_wal_full_sync_and_foreign_keys() {
 
 #[test]
 fn opening_an_older_schema_applies_the_migrations() {
-    let dir = TempDir::new("migrate");
+    let dir = TempDir::new("store_basic", "migrate");
     {
         // What a store at schema version 0 looks like: the identity and the version table.
         let conn = rusqlite::Connection::open(dir.db()).expect("raw open");

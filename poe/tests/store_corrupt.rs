@@ -1,31 +1,11 @@
 //! `poe::store::Store` on damaged or foreign files: typed errors, never a panic.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use poe::store::{Store, StoreError};
 
-/// A fresh directory under cargo's per-target temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("store_corrupt-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("poe.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+mod common;
+use common::TempDir;
 
 /// Deterministic filler bytes (xorshift64*).
 fn noise(seed: u64, len: usize) -> Vec<u8> {
@@ -97,7 +77,7 @@ fn assert_corrupt(e: &StoreError) {
 
 #[test]
 fn garbage_file_is_a_corrupt_error() {
-    let dir = TempDir::new("garbage");
+    let dir = TempDir::new("store_corrupt", "garbage");
     std::fs::write(dir.db(), noise(42, 16 * 1024)).expect("write");
     let err = Store::open(dir.db()).expect_err("garbage accepted");
     assert_corrupt(&err);
@@ -106,7 +86,7 @@ fn garbage_file_is_a_corrupt_error() {
 
 #[test]
 fn damaged_header_page_is_a_corrupt_error() {
-    let dir = TempDir::new("header");
+    let dir = TempDir::new("store_corrupt", "header");
     populated(&dir.db());
     let mut bytes = std::fs::read(dir.db()).expect("read");
     bytes[..100].copy_from_slice(&noise(7, 100));
@@ -116,7 +96,7 @@ fn damaged_header_page_is_a_corrupt_error() {
 
 #[test]
 fn damaged_pages_give_corrupt_errors_not_panics() {
-    let dir = TempDir::new("pages");
+    let dir = TempDir::new("store_corrupt", "pages");
     populated(&dir.db());
     // Keep the schema and every table's root page; the pages after them (the rows of the
     // transactions and their index) become noise.
@@ -150,7 +130,7 @@ fn damaged_pages_give_corrupt_errors_not_panics() {
 
 #[test]
 fn truncated_file_gives_corrupt_errors_not_panics() {
-    let dir = TempDir::new("truncated");
+    let dir = TempDir::new("store_corrupt", "truncated");
     populated(&dir.db());
     let len = std::fs::metadata(dir.db()).expect("stat").len();
     let file = std::fs::OpenOptions::new()
@@ -172,7 +152,7 @@ fn truncated_file_gives_corrupt_errors_not_panics() {
 
 #[test]
 fn rows_breaking_the_schema_are_corrupt_errors() {
-    let dir = TempDir::new("rows");
+    let dir = TempDir::new("store_corrupt", "rows");
     populated(&dir.db());
     {
         let conn = rusqlite::Connection::open(dir.db()).expect("raw open");
@@ -210,7 +190,7 @@ fn rows_breaking_the_schema_are_corrupt_errors() {
 
 #[test]
 fn foreign_sqlite_file_is_not_a_store() {
-    let dir = TempDir::new("foreign");
+    let dir = TempDir::new("store_corrupt", "foreign");
     {
         let conn = rusqlite::Connection::open(dir.db()).expect("raw open");
         conn.execute_batch("CREATE TABLE contacts (name TEXT);")
@@ -235,7 +215,7 @@ fn foreign_sqlite_file_is_not_a_store() {
 
 #[test]
 fn newer_schema_version_is_refused() {
-    let dir = TempDir::new("newer");
+    let dir = TempDir::new("store_corrupt", "newer");
     populated(&dir.db());
     {
         let conn = rusqlite::Connection::open(dir.db()).expect("raw open");
@@ -252,7 +232,7 @@ fn newer_schema_version_is_refused() {
 
 #[test]
 fn empty_file_becomes_a_new_store_and_a_directory_is_an_error() {
-    let dir = TempDir::new("empty");
+    let dir = TempDir::new("store_corrupt", "empty");
     std::fs::write(dir.db(), b"").expect("write");
     let store = Store::open(dir.db()).expect("empty file is a new database");
     assert_eq!(store.tip().expect("tip"), None);
@@ -265,7 +245,7 @@ fn empty_file_becomes_a_new_store_and_a_directory_is_an_error() {
 
 #[test]
 fn store_identity_without_version_table_is_corrupt() {
-    let dir = TempDir::new("no_version");
+    let dir = TempDir::new("store_corrupt", "no_version");
     {
         let conn = rusqlite::Connection::open(dir.db()).expect("raw open");
         conn.execute_batch("PRAGMA application_id = 1347372337; CREATE TABLE x (y);")

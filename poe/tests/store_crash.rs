@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 use poe::store::{Store, StoredBlock};
 
+mod common;
+use common::TempDir;
+
 /// Set (to the database path) in the child process.
 const CHILD_ENV: &str = "POE_STORE_CRASH_CHILD";
 /// This test's name, for re-running just it in the child.
@@ -187,15 +190,6 @@ impl Drop for ChildGuard {
     }
 }
 
-/// A fresh directory under cargo's per-target temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Everything the children reported, over all runs.
 #[derive(Default)]
 struct Reported {
@@ -206,13 +200,8 @@ struct Reported {
 }
 
 fn parent() {
-    let dir = TempDir(
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("store_crash-{}", std::process::id())),
-    );
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).expect("create temp dir");
-    let db = dir.0.join("poe.db");
+    let dir = TempDir::new("store_crash", "kill");
+    let db = dir.db();
 
     let mut rng = Rng(SEED);
     let mut reported = Reported::default();

@@ -60,8 +60,8 @@ pub fn config(server: bool) -> Config {
 /// number of connections; stopped and joined on drop.
 #[derive(Debug)]
 pub struct NativeServer {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    /// Stops and joins the server thread when dropped.
+    _thread: tcp::ServerThread,
     /// The address it listens on.
     pub addr: SocketAddr,
     /// Its static public key (clients need it to connect).
@@ -111,22 +111,10 @@ impl NativeServer {
             }
         };
         Ok(Self {
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _thread: tcp::ServerThread::new(stop_tx, thread),
             addr,
             public_key,
         })
-    }
-}
-
-impl Drop for NativeServer {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -249,18 +237,7 @@ pub fn bulk(server: SocketAddr, server_pub: [u8; 32], dur: Duration) -> anyhow::
         let report = tcp::send_flow(s, 1, Amount::For(dur), &pat).await?;
         let figs = figures(&conn)?;
         close(&conn).await;
-        if !report.content_ok {
-            bail!(
-                "MEF bulk flow: content mismatch at the server ({} bytes)",
-                report.bytes
-            );
-        }
-        let secs = report.elapsed.as_secs_f64();
-        let goodput_mbps = if secs > 0.0 {
-            report.bytes as f64 * 8.0 / secs / 1e6
-        } else {
-            0.0
-        };
+        let goodput_mbps = tcp::checked_goodput(&report, "MEF bulk flow")?;
         Ok(NativeBulk {
             report,
             goodput_mbps,

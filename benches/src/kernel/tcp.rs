@@ -121,8 +121,8 @@ pub struct FlowReport {
 /// A generator server inside a namespace thread; stopped and joined on drop.
 #[derive(Debug)]
 pub struct GenServer {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    /// Stops and joins the server thread when dropped.
+    _thread: ServerThread,
     /// The address it listens on.
     pub addr: SocketAddr,
 }
@@ -166,14 +166,34 @@ impl GenServer {
             }
         };
         Ok(Self {
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            _thread: ServerThread::new(stop_tx, thread),
             addr,
         })
     }
 }
 
-impl Drop for GenServer {
+/// A server's thread and its stop signal: dropping it signals the stop and joins the thread
+/// (shared by the TCP generator's and the MEF-native server).
+#[derive(Debug)]
+pub struct ServerThread {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl ServerThread {
+    /// Wraps a running server thread and the sender that stops it.
+    pub fn new(
+        stop: tokio::sync::oneshot::Sender<()>,
+        thread: std::thread::JoinHandle<anyhow::Result<()>>,
+    ) -> Self {
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -336,24 +356,30 @@ pub struct BulkResult {
     pub retransmits: u64,
 }
 
+/// A bulk flow's goodput in Mbit/s, once the server confirmed the content (an error names
+/// `what` otherwise).
+pub fn checked_goodput(report: &FlowReport, what: &str) -> anyhow::Result<f64> {
+    if !report.content_ok {
+        bail!(
+            "{what}: content mismatch at the server ({} bytes)",
+            report.bytes
+        );
+    }
+    let secs = report.elapsed.as_secs_f64();
+    Ok(if secs > 0.0 {
+        report.bytes as f64 * 8.0 / secs / 1e6
+    } else {
+        0.0
+    })
+}
+
 /// One bulk flow of `secs` from the calling thread's namespace to `server` with `cc`.
 pub fn bulk(server: SocketAddr, cc: Cc, dur: Duration) -> anyhow::Result<BulkResult> {
     let before = super::netns::retrans_segs()?;
     let pat = pattern();
     let report = runtime()?.block_on(client_flow(server, cc, 1, Amount::For(dur), &pat))?;
     let retransmits = super::netns::retrans_segs()?.saturating_sub(before);
-    if !report.content_ok {
-        bail!(
-            "bulk flow: content mismatch at the server ({} bytes)",
-            report.bytes
-        );
-    }
-    let secs = report.elapsed.as_secs_f64();
-    let goodput_mbps = if secs > 0.0 {
-        report.bytes as f64 * 8.0 / secs / 1e6
-    } else {
-        0.0
-    };
+    let goodput_mbps = checked_goodput(&report, "bulk flow")?;
     Ok(BulkResult {
         report,
         goodput_mbps,
