@@ -576,3 +576,104 @@ fn forged_tickets_seals_and_votes_are_rejected_and_counted() {
         }
     }
 }
+
+/// A sealed block of height 1 on `ticket` (empty), with the best passing seal.
+fn sealed_block(ticket: &poe::wire::Ticket) -> Block {
+    let d = devnet();
+    let mut header = poe::wire::BlockHeader {
+        height: 1,
+        prev_hash: d.genesis.block_id,
+        tx_root: poe::merkle::root::<&[u8]>(&[]),
+        tx_count: 0,
+        time_ms: 1,
+        ticket: ticket.clone(),
+        seal: None,
+        commit: None,
+    };
+    header.seal = Some(
+        d.seal(&header.block_id())
+            .expect("a seal passes with this seed"),
+    );
+    Block {
+        header,
+        txs: Vec::new(),
+    }
+}
+
+/// The votes a node sent: (to, phase, round, block).
+fn sent_votes(node: &mut Node) -> Vec<(NodeId, Phase, u32, Hash)> {
+    std::iter::from_fn(|| node.poll_output())
+        .filter_map(|o| match o {
+            Output::Send(to, Message::Vote(v)) => Some((to, v.phase, v.round, v.block_id)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn locked_node_votes_only_for_its_block_until_a_higher_certificate() {
+    let d = devnet();
+    let t_a = d.best_ticket_from(&d.genesis, 0).expect("ticket");
+    let a = sealed_block(&t_a);
+    let t_b = d
+        .best_ticket_from(&d.genesis, t_a.round + 1)
+        .expect("ticket");
+    let b = sealed_block(&t_b);
+    let (id_a, id_b) = (a.header.block_id(), b.header.block_id());
+    let i = d
+        .level1
+        .iter()
+        .position(|n| n.id() != t_a.node && n.id() != t_b.node)
+        .expect("a voter that is neither clerk");
+    let t0 = Instant::now();
+    let mut node = make_node(i, t0);
+    let mut fresh = make_node(i, t0);
+    let _ = sent_votes(&mut node);
+    let _ = sent_votes(&mut fresh);
+
+    node.handle_message(t0, t_a.node, Message::Block(a));
+    assert_eq!(
+        sent_votes(&mut node),
+        vec![(t_a.node, Phase::Prepare, t_a.round, id_a)]
+    );
+    let cert_a = d
+        .certificate(Phase::Prepare, 1, t_a.round, &id_a)
+        .expect("cert");
+    node.handle_message(t0, t_a.node, Message::Certificate(cert_a));
+    assert_eq!(
+        sent_votes(&mut node),
+        vec![(t_a.node, Phase::Commit, t_a.round, id_a)]
+    );
+
+    // Round A ends without a final block; the locked node sees block B of a later round.
+    let t1 = t0 + config().round_timeout;
+    node.handle_timeout(t1);
+    let _ = sent_votes(&mut node);
+    node.handle_message(t1, t_b.node, Message::Block(b.clone()));
+    assert_eq!(
+        sent_votes(&mut node),
+        vec![],
+        "locked on A: no PREPARE for B"
+    );
+    // A node without the lock votes for B.
+    fresh.handle_message(t1, t_b.node, Message::Block(b));
+    assert_eq!(
+        sent_votes(&mut fresh),
+        vec![(t_b.node, Phase::Prepare, t_b.round, id_b)]
+    );
+    // A prepare certificate of the later round moves the lock: COMMIT for B.
+    let cert_b = d
+        .certificate(Phase::Prepare, 1, t_b.round, &id_b)
+        .expect("cert");
+    node.handle_message(t1, t_b.node, Message::Certificate(cert_b));
+    assert_eq!(
+        sent_votes(&mut node),
+        vec![(t_b.node, Phase::Commit, t_b.round, id_b)]
+    );
+    // An older certificate does not move it back.
+    let old = d
+        .certificate(Phase::Prepare, 1, t_a.round, &id_a)
+        .expect("cert");
+    node.handle_message(t1, t_a.node, Message::Certificate(old));
+    assert_eq!(sent_votes(&mut node), vec![]);
+}
