@@ -16,7 +16,7 @@
 //!    unless locked on another block; with a quorum the clerk broadcasts the prepare
 //!    certificate; nodes lock on it and send COMMIT votes; with a quorum the clerk broadcasts
 //!    the final block (state 3), which every node verifies with
-//!    [`verify::header`](crate::verify::header) (`Depth::Full`), appends and reports;
+//!    [`verify::header`] (`Depth::Full`), appends and reports;
 //! 5. if nothing is final within [`NodeConfig::round_timeout`] every level-1 node moves to
 //!    round `r + 1` (spin).
 //!
