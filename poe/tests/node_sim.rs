@@ -85,6 +85,9 @@ struct Net {
     timer_at: Vec<Option<u64>>,
     /// One-way latency per directed link, ns.
     latency: Vec<Vec<u64>>,
+    /// Extra random delay per message, up to this many ns (0: fixed per-link latency).
+    jitter: u64,
+    rng: ChaCha8Rng,
     /// Drop `Block` broadcasts of this node while the chain is below `mute_until`.
     mute: Option<(usize, u64)>,
     broadcasts: u64,
@@ -120,6 +123,8 @@ impl Net {
             timer_at: vec![None; n],
             latency,
             mute: None,
+            jitter: 0,
+            rng,
             broadcasts: 0,
             unicasts: 0,
             deliveries: 0,
@@ -147,6 +152,14 @@ impl Net {
         sum as f64 / count as f64 / 1e6
     }
 
+    fn jitter(&mut self) -> u64 {
+        if self.jitter == 0 {
+            0
+        } else {
+            self.rng.next_u64() % self.jitter
+        }
+    }
+
     fn at(&self, t: u64) -> Instant {
         self.epoch + Duration::from_nanos(t)
     }
@@ -170,7 +183,7 @@ impl Net {
                     self.broadcasts += 1;
                     for to in 0..self.nodes.len() {
                         if to != i {
-                            let t = self.now + self.latency[i][to];
+                            let t = self.now + self.latency[i][to] + self.jitter();
                             self.push(
                                 t,
                                 Ev::Deliver {
@@ -185,7 +198,7 @@ impl Net {
                 Output::Send(id, msg) => {
                     self.unicasts += 1;
                     if let Some(&to) = self.index.get(&id) {
-                        let t = self.now + self.latency[i][to];
+                        let t = self.now + self.latency[i][to] + self.jitter();
                         self.push(
                             t,
                             Ev::Deliver {
@@ -428,6 +441,16 @@ fn mempool_is_bounded_and_admits_only_valid_transactions() {
     node.handle_message(now, tx.sender, Message::Tx(tx));
     assert_eq!(node.stats().rejects.tx, 1);
     assert_eq!(node.stats().mempool_txs, 2);
+}
+
+#[test]
+fn identical_chains_across_seeds_with_jitter() {
+    for seed in 100..104 {
+        let mut net = Net::new(seed);
+        net.jitter = 40_000_000;
+        net.run_until(5, 60_000_000_000);
+        net.assert_same_chains(5);
+    }
 }
 
 #[test]
