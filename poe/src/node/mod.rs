@@ -28,6 +28,9 @@
 //! certificate (safety holds; liveness after such a round needs the unlock-by-proposal
 //! extension).
 //!
+//! Time: the node has no wall clock; a clerk stamps its header with the milliseconds since the
+//! node was created (the `now` given to [`Node::new`]), at least the parent's time + 1.
+//!
 //! Equivocation: two valid votes by one voter for one `(phase, height, round)` with different
 //! blocks, or two blocks with one clerk ticket for one `(height, round)`, give a
 //! [`NodeEvent::Evidence`] and a [`Message::Evidence`] broadcast. Block headers carry no clerk
