@@ -4,7 +4,7 @@
 //! the lottery, the wire format) is `no_std` + `alloc`, so the `light-client` crate shares it.
 //! [`verify`] checks what a header claims (ticket, seal, certificate, link) with the same
 //! code in nodes and in the light client. The `std` feature (default) adds the SQLite store and
-//! the gossip core.
+//! the gossip core and the consensus [`node`].
 #![no_std]
 
 extern crate alloc;
@@ -23,5 +23,7 @@ pub mod wire;
 pub mod devnet;
 #[cfg(feature = "std")]
 pub mod gossip;
+#[cfg(feature = "std")]
+pub mod node;
 #[cfg(feature = "std")]
 pub mod store;

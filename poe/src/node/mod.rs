@@ -1,0 +1,845 @@
+//! The consensus state machine of one member (docs/POE.md, "Finality"), sans-IO: the driver
+//! feeds decoded messages ([`Node::handle_message`]), timer expiries ([`Node::handle_timeout`])
+//! and local transactions ([`Node::submit_tx`]), always with the current `Instant`, and drains
+//! [`Node::poll_output`] (what to transmit), [`Node::poll_event`] (finality, evidence, spins)
+//! and [`Node::poll_timeout`] (when to call back). No sockets, threads or clocks: the same
+//! inputs give the same outputs.
+//!
+//! Per height `h` and spin round `r`:
+//!
+//! 1. a level-1 node whose ticket for `(h, prev, r)` qualifies broadcasts it;
+//! 2. after [`NodeConfig::candidacy_window`] the holder of the best ticket heard (the clerk)
+//!    builds a block from its mempool and broadcasts it (state 1);
+//! 3. level-2 nodes that validate it and whose seal passes `z2` send a [`Message::Seal`] to the
+//!    clerk, which broadcasts the first sealed block (state 2);
+//! 4. level-1 nodes send a PREPARE vote to the clerk for the best sealed block of `(h, r)`
+//!    unless locked on another block; with a quorum the clerk broadcasts the prepare
+//!    certificate; nodes lock on it and send COMMIT votes; with a quorum the clerk broadcasts
+//!    the final block (state 3), which every node verifies with
+//!    [`verify::header`] (`Depth::Full`), appends and reports;
+//! 5. if nothing is final within [`NodeConfig::round_timeout`] every level-1 node moves to
+//!    round `r + 1` (spin).
+//!
+//! Locks: a node that saw a prepare certificate for block `B` at round `r` is locked on `B`
+//! and votes PREPARE only for `B`; a valid prepare certificate of a higher round moves the
+//! lock. Known limitation: a block's id covers its clerk's ticket (and so its round), and a
+//! proposal does not carry the certificate that would justify unlocking, so a node locked in a
+//! round that did not finish votes PREPARE at that height only after it sees a higher prepare
+//! certificate (safety holds; liveness after such a round needs the unlock-by-proposal
+//! extension).
+//!
+//! Time: the node has no wall clock; a clerk stamps its header with the milliseconds since the
+//! node was created (the `now` given to [`Node::new`]), at least the parent's time + 1.
+//!
+//! Equivocation: two valid votes by one voter for one `(phase, height, round)` with different
+//! blocks, or two blocks with one clerk ticket for one `(height, round)`, give a
+//! [`NodeEvent::Evidence`] and a [`Message::Evidence`] broadcast. Block headers carry no clerk
+//! signature, only its ticket (a VRF proof anyone can copy), so a double block is evidence of
+//! two blocks under one ticket, not a signature by the clerk.
+
+mod state;
+mod types;
+
+pub use types::{NodeConfig, NodeError, NodeEvent, NodeStats, Output, Reject, Rejects, TxReject};
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+use std::vec::Vec;
+
+use crate::lottery::{self, Rank};
+use crate::merkle;
+use crate::sig::{self, SigningKey};
+use crate::verify::{self, Depth, Membership, Params, Verified, VerifyError};
+use crate::vrf::{self, VrfSecretKey};
+use crate::wire::{
+    Block, BlockHeader, Certificate, Encode, Evidence, Hash, Level, Message, NodeId, Phase, Seal,
+    Ticket, Transaction, Vote,
+};
+
+use state::{Candidate, HeightState, Mempool};
+
+/// Most rounds ahead of the current one for which tickets and blocks are kept.
+const MAX_ROUNDS_AHEAD: u32 = 64;
+
+/// One member's consensus state machine.
+pub struct Node {
+    key: SigningKey,
+    vrf: VrfSecretKey,
+    id: NodeId,
+    level: Level,
+    members: Membership,
+    params: Params,
+    config: NodeConfig,
+    epoch: Instant,
+    tip: Verified,
+    finalized: VecDeque<Block>,
+    mempool: Mempool,
+    /// Next admissible nonce per sender (committed nonces are below it).
+    nonce_floor: BTreeMap<NodeId, u64>,
+    h: HeightState,
+    round: u32,
+    candidacy_at: Option<Instant>,
+    round_deadline: Option<Instant>,
+    evidence_seen: BTreeSet<Hash>,
+    outputs: VecDeque<Output>,
+    events: VecDeque<NodeEvent>,
+    loopback: VecDeque<Message>,
+    rejects: Rejects,
+    cache_drops: u64,
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("level", &self.level)
+            .field("height", &self.tip.height)
+            .field("round", &self.round)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node with its keys, the membership and parameters, starting on the final block
+    /// `genesis` at `now`. Level-1 nodes start round 0 of the next height at once.
+    pub fn new(
+        now: Instant,
+        key: SigningKey,
+        vrf: VrfSecretKey,
+        members: Membership,
+        params: Params,
+        genesis: Verified,
+        config: NodeConfig,
+    ) -> Result<Self, NodeError> {
+        let id = key.node_id();
+        let level = members
+            .iter()
+            .find(|(m, _)| **m == id)
+            .map(|(_, m)| m.level)
+            .ok_or(NodeError::NotMember)?;
+        let mut node = Self {
+            key,
+            vrf,
+            id,
+            level,
+            members,
+            params,
+            config,
+            epoch: now,
+            tip: genesis,
+            finalized: VecDeque::new(),
+            mempool: Mempool::default(),
+            nonce_floor: BTreeMap::new(),
+            h: HeightState::default(),
+            round: 0,
+            candidacy_at: None,
+            round_deadline: None,
+            evidence_seen: BTreeSet::new(),
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            loopback: VecDeque::new(),
+            rejects: Rejects::default(),
+            cache_drops: 0,
+        };
+        node.enter_round(now, 0)?;
+        node.drain(now);
+        Ok(node)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's level.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+
+    /// The final tip.
+    pub fn tip(&self) -> &Verified {
+        &self.tip
+    }
+
+    /// The current spin round at the next height.
+    pub fn round(&self) -> u32 {
+        self.round
+    }
+
+    /// The finalized blocks held in memory, oldest first (at most
+    /// [`NodeConfig::keep_blocks`]).
+    pub fn finalized(&self) -> impl Iterator<Item = &Block> {
+        self.finalized.iter()
+    }
+
+    /// Sizes of bounded structures and rejection counters.
+    pub fn stats(&self) -> NodeStats {
+        NodeStats {
+            height: self.tip.height,
+            round: self.round,
+            mempool_txs: self.mempool.len(),
+            mempool_bytes: self.mempool.bytes(),
+            mempool_evicted: self.mempool.evicted(),
+            tickets: self.h.tickets.len(),
+            blocks: self.h.blocks.len(),
+            votes: self.h.votes.len(),
+            evidence_seen: self.evidence_seen.len(),
+            finalized_blocks: self.finalized.len(),
+            rejects: self.rejects,
+            cache_drops: self.cache_drops,
+        }
+    }
+
+    /// The next thing to transmit.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<NodeEvent> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.candidacy_at, self.round_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A local transaction: admitted to the mempool and broadcast.
+    pub fn submit_tx(&mut self, now: Instant, tx: Transaction) -> Result<(), NodeError> {
+        self.admit_tx(&tx)?;
+        self.outputs.push_back(Output::Broadcast(Message::Tx(tx)));
+        self.drain(now);
+        Ok(())
+    }
+
+    /// Timers: the end of the candidacy window (the clerk builds) and of the round (spin).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.candidacy_at.is_some_and(|t| t <= now) {
+            self.candidacy_at = None;
+            self.build_if_clerk(now);
+        }
+        if self.round_deadline.is_some_and(|t| t <= now) {
+            let next = self.round.saturating_add(1);
+            // A key that cannot prove cannot be a candidate; it still votes.
+            let _ = self.enter_round(now, next);
+        }
+        self.drain(now);
+    }
+
+    /// A decoded message from a peer (`from` is the transmitting member, informational: every
+    /// message is checked on its own signatures and proofs).
+    pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
+        let _ = from;
+        self.dispatch(now, msg);
+        self.drain(now);
+    }
+
+    fn drain(&mut self, now: Instant) {
+        while let Some(m) = self.loopback.pop_front() {
+            self.dispatch(now, m);
+        }
+    }
+
+    fn dispatch(&mut self, now: Instant, msg: Message) {
+        let result = match msg {
+            Message::Ticket(t) => self.on_ticket(t).map_err(|e| (e, Kind::Ticket)),
+            Message::Tx(tx) => self.admit_tx(&tx).map_err(|e| (Reject::Tx(e), Kind::Tx)),
+            Message::Block(b) => self.on_block(now, b).map_err(|e| (e, Kind::Block)),
+            Message::Seal { block_id, seal } => {
+                self.on_seal(block_id, seal).map_err(|e| (e, Kind::Seal))
+            }
+            Message::Vote(v) => self.on_vote(v).map_err(|e| (e, Kind::Vote)),
+            Message::Certificate(c) => self
+                .on_certificate(now, c)
+                .map_err(|e| (e, Kind::Certificate)),
+            Message::Evidence(e) => self.on_evidence(e).map_err(|e| (e, Kind::Evidence)),
+        };
+        if let Err((e, kind)) = result {
+            self.count_reject(&e, kind);
+        }
+    }
+
+    fn count_reject(&mut self, e: &Reject, kind: Kind) {
+        let r = &mut self.rejects;
+        let c = match (e, kind) {
+            (Reject::Stale | Reject::Unexpected, _) => &mut r.stale,
+            (_, Kind::Ticket) => &mut r.ticket,
+            (_, Kind::Tx) => &mut r.tx,
+            (_, Kind::Block) => &mut r.block,
+            (_, Kind::Seal) => &mut r.seal,
+            (_, Kind::Vote) => &mut r.vote,
+            (_, Kind::Certificate) => &mut r.certificate,
+            (_, Kind::Evidence) => &mut r.evidence,
+        };
+        *c += 1;
+    }
+
+    fn broadcast(&mut self, msg: Message) {
+        self.outputs.push_back(Output::Broadcast(msg.clone()));
+        self.loopback.push_back(msg);
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        if to == self.id {
+            self.loopback.push_back(msg);
+        } else {
+            self.outputs.push_back(Output::Send(to, msg));
+        }
+    }
+
+    fn next_height(&self) -> u64 {
+        self.tip.height + 1
+    }
+
+    // ---- rounds ----------------------------------------------------------------------------
+
+    fn enter_round(&mut self, now: Instant, round: u32) -> Result<(), NodeError> {
+        if round != self.round || self.round_deadline.is_none() {
+            if round != self.round {
+                self.events.push_back(NodeEvent::Spin {
+                    height: self.next_height(),
+                    round,
+                });
+            }
+            self.round = round;
+        }
+        if self.level != Level::One {
+            return Ok(());
+        }
+        self.candidacy_at = Some(now + self.config.candidacy_window);
+        self.round_deadline = Some(now + self.config.round_timeout);
+        let height = self.next_height();
+        let alpha = lottery::ticket_alpha(height, &self.tip.block_id, round);
+        let proof = self.vrf.prove(&alpha).map_err(|_| NodeError::Vrf)?;
+        let beta = vrf::proof_to_hash(&proof);
+        let needed =
+            lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
+        if lottery::qualifies(&beta, needed) {
+            let t = Ticket {
+                node: self.id,
+                height,
+                prev_hash: self.tip.block_id,
+                round,
+                proof,
+            };
+            self.broadcast(Message::Ticket(t));
+        }
+        // Blocks and certificates of this round that arrived early.
+        self.try_vote_prepare();
+        self.try_vote_commit();
+        Ok(())
+    }
+
+    /// Jumps to a later round proven by a sealed block or a prepare certificate.
+    fn catch_up_round(&mut self, now: Instant, round: u32) {
+        if round > self.round {
+            // A VRF failure only stops this node from being a candidate.
+            let _ = self.enter_round(now, round);
+        }
+    }
+
+    fn build_if_clerk(&mut self, now: Instant) {
+        let round = self.round;
+        let Some((_, best)) = self.h.tickets.get(&round) else {
+            return;
+        };
+        if best.node != self.id || self.h.built.contains_key(&round) {
+            return;
+        }
+        let ticket = best.clone();
+        let txs = self.mempool.select(self.config.max_block_txs);
+        let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
+        let Ok(tx_count) = u32::try_from(txs.len()) else {
+            return;
+        };
+        let elapsed = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX);
+        let header = BlockHeader {
+            height: self.next_height(),
+            prev_hash: self.tip.block_id,
+            tx_root: merkle::root(&leaves),
+            tx_count,
+            time_ms: self.tip.time_ms.saturating_add(1).max(elapsed),
+            ticket,
+            seal: None,
+            commit: None,
+        };
+        self.h.built.insert(round, header.block_id());
+        self.broadcast(Message::Block(Block { header, txs }));
+    }
+
+    // ---- tickets ---------------------------------------------------------------------------
+
+    fn on_ticket(&mut self, t: Ticket) -> Result<(), Reject> {
+        if self.level != Level::One {
+            return Err(Reject::Unexpected);
+        }
+        if t.height != self.next_height()
+            || t.prev_hash != self.tip.block_id
+            || t.round > self.round.saturating_add(MAX_ROUNDS_AHEAD)
+        {
+            return Err(Reject::Stale);
+        }
+        if self.h.tickets.get(&t.round).is_some_and(|(_, b)| *b == t) {
+            return Ok(());
+        }
+        let rank = verify::ticket(&t, &self.members, &self.params)?;
+        self.note_ticket(rank, t);
+        Ok(())
+    }
+
+    fn note_ticket(&mut self, rank: Rank, t: Ticket) {
+        match self.h.tickets.get(&t.round) {
+            Some((r, _)) if *r <= rank => {}
+            Some(_) => {
+                self.h.tickets.insert(t.round, (rank, t));
+            }
+            None if self.h.tickets.len() >= self.config.cache_limit => self.cache_drops += 1,
+            None => {
+                self.h.tickets.insert(t.round, (rank, t));
+            }
+        }
+    }
+
+    // ---- transactions ----------------------------------------------------------------------
+
+    fn check_tx(&self, tx: &Transaction) -> Result<usize, TxReject> {
+        let (member, _) = self
+            .members
+            .get(&tx.sender, Level::One)
+            .or_else(|_| self.members.get(&tx.sender, Level::Two))
+            .map_err(|_| TxReject::NotMember)?;
+        let len = tx.to_bytes().len();
+        if len > self.config.max_tx_bytes {
+            return Err(TxReject::TooLarge);
+        }
+        if tx.nonce < self.nonce_floor.get(&tx.sender).copied().unwrap_or(0) {
+            return Err(TxReject::OldNonce);
+        }
+        sig::verify(&member.ed25519, &[], &[&tx.signing_bytes()], &tx.signature)
+            .map_err(|_| TxReject::BadSignature)?;
+        Ok(len)
+    }
+
+    fn admit_tx(&mut self, tx: &Transaction) -> Result<(), TxReject> {
+        if self.mempool.contains(tx) {
+            return Err(TxReject::Duplicate);
+        }
+        if self.mempool.has_nonce(&tx.sender, tx.nonce) {
+            return Err(TxReject::OldNonce);
+        }
+        let len = self.check_tx(tx)?;
+        self.mempool.insert(
+            tx.clone(),
+            len,
+            self.config.mempool_max_txs,
+            self.config.mempool_max_bytes,
+        );
+        Ok(())
+    }
+
+    /// Checks a block's body against its header and every transaction against the chain.
+    fn check_body(&self, b: &Block) -> Result<(), Reject> {
+        if b.txs.len() > self.config.max_block_txs
+            || u32::try_from(b.txs.len()).ok() != Some(b.header.tx_count)
+        {
+            return Err(Reject::BadBody);
+        }
+        let leaves: Vec<Vec<u8>> = b.txs.iter().map(|t| t.to_bytes()).collect();
+        if merkle::root(&leaves) != b.header.tx_root {
+            return Err(Reject::BadBody);
+        }
+        let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
+        for tx in &b.txs {
+            self.check_tx(tx)?;
+            if last.get(&tx.sender).is_some_and(|n| *n >= tx.nonce) {
+                return Err(Reject::Tx(TxReject::OldNonce));
+            }
+            last.insert(tx.sender, tx.nonce);
+        }
+        Ok(())
+    }
+
+    // ---- blocks ----------------------------------------------------------------------------
+
+    fn on_block(&mut self, now: Instant, b: Block) -> Result<(), Reject> {
+        let hd = &b.header;
+        if hd.height != self.next_height() || hd.prev_hash != self.tip.block_id {
+            return Err(Reject::Stale);
+        }
+        if hd.commit.is_some() {
+            return self.on_final(now, b);
+        }
+        if hd.ticket.round > self.round.saturating_add(MAX_ROUNDS_AHEAD) {
+            return Err(Reject::Stale);
+        }
+        let id = hd.block_id();
+        let known = self.h.blocks.get(&id).map(|c| c.sealed);
+        let sealed = hd.seal.is_some();
+        match known {
+            Some(true) => return Ok(()),
+            Some(false) if !sealed => return Ok(()),
+            Some(false) => {}
+            None => {
+                if hd.ticket.height != hd.height || hd.ticket.prev_hash != hd.prev_hash {
+                    return Err(Reject::Verify(VerifyError::TicketMismatch));
+                }
+                let rank = verify::ticket(&hd.ticket, &self.members, &self.params)?;
+                self.check_body(&b)?;
+                self.check_double_block(hd, &id);
+                if self.level == Level::One {
+                    self.note_ticket(rank, hd.ticket.clone());
+                }
+                if self.h.blocks.len() >= self.config.cache_limit {
+                    self.cache_drops += 1;
+                    return Ok(());
+                }
+                self.h.blocks.insert(
+                    id,
+                    Candidate {
+                        block: b.clone(),
+                        rank,
+                        sealed: false,
+                    },
+                );
+            }
+        }
+        if let Some(s) = &b.header.seal {
+            verify::seal(s, &id, &self.members, &self.params)?;
+            if let Some(c) = self.h.blocks.get_mut(&id) {
+                c.sealed = true;
+                c.block.header.seal = Some(s.clone());
+            }
+            if self.level == Level::One {
+                self.catch_up_round(now, b.header.ticket.round);
+                self.try_vote_prepare();
+                self.try_vote_commit();
+            }
+        } else if self.level == Level::Two {
+            self.try_seal(&id, b.header.ticket.node);
+        }
+        Ok(())
+    }
+
+    fn check_double_block(&mut self, hd: &BlockHeader, id: &Hash) {
+        let key = (hd.ticket.round, hd.ticket.node);
+        match self.h.clerk_blocks.get(&key) {
+            Some(other) if other.block_id() != *id => {
+                let mut a = other.clone();
+                let mut b = hd.clone();
+                a.seal = None;
+                a.commit = None;
+                b.seal = None;
+                b.commit = None;
+                self.raise_evidence(Evidence::DoubleBlock(a, b));
+            }
+            Some(_) => {}
+            None if self.h.clerk_blocks.len() >= self.config.cache_limit => self.cache_drops += 1,
+            None => {
+                self.h.clerk_blocks.insert(key, hd.clone());
+            }
+        }
+    }
+
+    fn try_seal(&mut self, id: &Hash, clerk: NodeId) {
+        if !self.h.sealed_by_me.insert(*id) {
+            return;
+        }
+        let Ok(proof) = self.vrf.prove(&lottery::seal_alpha(id)) else {
+            return;
+        };
+        let zeros = lottery::leading_zeros(&vrf::proof_to_hash(&proof));
+        let needed = lottery::threshold(self.members.level2_count(), self.params.expected_sealers);
+        if zeros >= needed {
+            let seal = Seal {
+                node: self.id,
+                proof,
+            };
+            self.send(
+                clerk,
+                Message::Seal {
+                    block_id: *id,
+                    seal,
+                },
+            );
+        }
+    }
+
+    fn on_seal(&mut self, block_id: Hash, seal: Seal) -> Result<(), Reject> {
+        if !self.h.built.values().any(|id| *id == block_id) {
+            return Err(Reject::Unexpected);
+        }
+        let Some(c) = self.h.blocks.get(&block_id) else {
+            return Err(Reject::Unexpected);
+        };
+        if c.sealed || self.h.seal_sent.contains(&block_id) {
+            return Ok(());
+        }
+        verify::seal(&seal, &block_id, &self.members, &self.params)?;
+        let mut block = c.block.clone();
+        block.header.seal = Some(seal);
+        self.h.seal_sent.insert(block_id);
+        self.broadcast(Message::Block(block));
+        Ok(())
+    }
+
+    fn on_final(&mut self, now: Instant, b: Block) -> Result<(), Reject> {
+        let v = verify::header(
+            &b.header,
+            &self.tip,
+            &self.members,
+            &self.params,
+            Depth::Full,
+        )?;
+        self.check_body(&b)?;
+        let round = b.header.ticket.round;
+        for tx in &b.txs {
+            let floor = self.nonce_floor.entry(tx.sender).or_insert(0);
+            *floor = (*floor).max(tx.nonce.saturating_add(1));
+        }
+        self.mempool.remove_committed(&b.txs, &self.nonce_floor);
+        self.tip = v;
+        self.finalized.push_back(b);
+        while self.finalized.len() > self.config.keep_blocks.max(1) {
+            self.finalized.pop_front();
+        }
+        self.events.push_back(NodeEvent::Finalized {
+            height: v.height,
+            block_id: v.block_id,
+            round,
+        });
+        self.h = HeightState::default();
+        self.round = 0;
+        self.candidacy_at = None;
+        self.round_deadline = None;
+        // A VRF failure only stops this node from being a candidate.
+        let _ = self.enter_round(now, 0);
+        Ok(())
+    }
+
+    // ---- votes -----------------------------------------------------------------------------
+
+    fn vote(&mut self, phase: Phase, round: u32, block_id: Hash, clerk: NodeId) {
+        if !self.h.voted.insert((phase, round)) {
+            return;
+        }
+        let mut v = Vote {
+            voter: self.id,
+            phase,
+            height: self.next_height(),
+            round,
+            block_id,
+            signature: [0; 64],
+        };
+        v.signature = self.key.sign(&[], &[&v.signing_bytes()]);
+        self.send(clerk, Message::Vote(v));
+    }
+
+    /// PREPARE for the best sealed candidate of the current round, unless a better ticket is
+    /// known whose block has not arrived, or this node is locked on another block.
+    fn try_vote_prepare(&mut self) {
+        if self.level != Level::One || self.h.voted.contains(&(Phase::Prepare, self.round)) {
+            return;
+        }
+        let round = self.round;
+        let best = self
+            .h
+            .blocks
+            .iter()
+            .filter(|(_, c)| c.sealed && c.block.header.ticket.round == round)
+            .min_by_key(|(_, c)| c.rank)
+            .map(|(id, c)| (*id, c.rank, c.block.header.ticket.node));
+        let Some((id, rank, clerk)) = best else {
+            return;
+        };
+        if self.h.tickets.get(&round).is_some_and(|(r, _)| *r < rank) {
+            return;
+        }
+        if self.h.lock.is_some_and(|(_, locked)| locked != id) {
+            return;
+        }
+        self.vote(Phase::Prepare, round, id, clerk);
+    }
+
+    /// COMMIT for the block of the highest prepare certificate, if it is of the current round.
+    fn try_vote_commit(&mut self) {
+        if self.level != Level::One {
+            return;
+        }
+        let Some((round, id)) = self.h.lock else {
+            return;
+        };
+        if round != self.round {
+            return;
+        }
+        let Some(c) = self.h.blocks.get(&id) else {
+            return;
+        };
+        let clerk = c.block.header.ticket.node;
+        self.vote(Phase::Commit, round, id, clerk);
+    }
+
+    fn on_vote(&mut self, v: Vote) -> Result<(), Reject> {
+        if v.height != self.next_height() {
+            return Err(Reject::Stale);
+        }
+        let (member, _) = self
+            .members
+            .get(&v.voter, Level::One)
+            .map_err(|_| Reject::BadVote)?;
+        sig::verify(&member.ed25519, &[], &[&v.signing_bytes()], &v.signature)
+            .map_err(|_| Reject::BadVote)?;
+        let key = (v.phase, v.round, v.voter);
+        match self.h.votes.get(&key) {
+            Some(old) if old.block_id != v.block_id => {
+                let e = Evidence::DoubleVote(old.clone(), v);
+                self.raise_evidence(e);
+                return Ok(());
+            }
+            Some(_) => return Ok(()),
+            None if self.h.votes.len() >= self.config.cache_limit => {
+                self.cache_drops += 1;
+                return Ok(());
+            }
+            None => {
+                self.h.votes.insert(key, v.clone());
+            }
+        }
+        if self.h.built.get(&v.round) != Some(&v.block_id) {
+            return Err(Reject::Unexpected);
+        }
+        self.aggregate(v.phase, v.round, v.block_id);
+        Ok(())
+    }
+
+    /// The clerk: a quorum of votes for its block gives a certificate.
+    fn aggregate(&mut self, phase: Phase, round: u32, block_id: Hash) {
+        if self.h.cert_sent.contains(&(phase, round)) {
+            return;
+        }
+        let votes: Vec<Vote> = self
+            .h
+            .votes
+            .range((phase, round, NodeId([0; 32]))..=(phase, round, NodeId([0xff; 32])))
+            .filter(|(_, v)| v.block_id == block_id)
+            .map(|(_, v)| v.clone())
+            .collect();
+        if votes.len() < self.members.quorum() {
+            return;
+        }
+        let Ok(cert) = Certificate::from_votes(&votes) else {
+            return;
+        };
+        self.h.cert_sent.insert((phase, round));
+        match phase {
+            Phase::Prepare => self.broadcast(Message::Certificate(cert)),
+            Phase::Commit => {
+                let Some(c) = self.h.blocks.get(&block_id) else {
+                    return;
+                };
+                let mut block = c.block.clone();
+                block.header.commit = Some(cert);
+                self.broadcast(Message::Block(block));
+            }
+        }
+    }
+
+    fn on_certificate(&mut self, now: Instant, c: Certificate) -> Result<(), Reject> {
+        if self.level != Level::One {
+            return Err(Reject::Unexpected);
+        }
+        if c.height != self.next_height() || c.phase != Phase::Prepare {
+            return Err(Reject::Stale);
+        }
+        if self
+            .h
+            .lock
+            .is_some_and(|(r, id)| r > c.round || (r == c.round && id == c.block_id))
+        {
+            return Ok(());
+        }
+        verify::certificate(
+            &c,
+            Phase::Prepare,
+            c.height,
+            c.round,
+            &c.block_id,
+            &self.members,
+        )?;
+        self.h.lock = Some((c.round, c.block_id));
+        self.catch_up_round(now, c.round);
+        self.try_vote_commit();
+        Ok(())
+    }
+
+    // ---- evidence --------------------------------------------------------------------------
+
+    fn raise_evidence(&mut self, e: Evidence) {
+        let fp = crate::hash::sha256(&e.to_bytes());
+        if self.evidence_seen.contains(&fp) {
+            return;
+        }
+        if self.evidence_seen.len() >= self.config.cache_limit {
+            self.cache_drops += 1;
+        } else {
+            self.evidence_seen.insert(fp);
+        }
+        self.events.push_back(NodeEvent::Evidence(e.clone()));
+        self.outputs
+            .push_back(Output::Broadcast(Message::Evidence(e)));
+    }
+
+    fn on_evidence(&mut self, e: Evidence) -> Result<(), Reject> {
+        let fp = crate::hash::sha256(&e.to_bytes());
+        if self.evidence_seen.contains(&fp) {
+            return Ok(());
+        }
+        match &e {
+            Evidence::DoubleVote(a, b) => {
+                if a.voter != b.voter
+                    || (a.phase, a.height, a.round) != (b.phase, b.height, b.round)
+                    || a.block_id == b.block_id
+                {
+                    return Err(Reject::BadEvidence);
+                }
+                let (member, _) = self
+                    .members
+                    .get(&a.voter, Level::One)
+                    .map_err(|_| Reject::BadEvidence)?;
+                for v in [a, b] {
+                    sig::verify(&member.ed25519, &[], &[&v.signing_bytes()], &v.signature)
+                        .map_err(|_| Reject::BadEvidence)?;
+                }
+            }
+            Evidence::DoubleBlock(a, b) => {
+                if a.ticket != b.ticket || a.block_id() == b.block_id() {
+                    return Err(Reject::BadEvidence);
+                }
+                verify::ticket(&a.ticket, &self.members, &self.params)?;
+            }
+        }
+        if self.evidence_seen.len() >= self.config.cache_limit {
+            self.cache_drops += 1;
+        } else {
+            self.evidence_seen.insert(fp);
+        }
+        self.events.push_back(NodeEvent::Evidence(e));
+        Ok(())
+    }
+}
+
+/// Which counter a rejection goes to.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Ticket,
+    Tx,
+    Block,
+    Seal,
+    Vote,
+    Certificate,
+    Evidence,
+}

@@ -1,0 +1,189 @@
+//! The node's configuration, outputs, events, errors and counters.
+
+use core::time::Duration;
+
+use crate::verify::VerifyError;
+use crate::wire::{Evidence, Hash, Message, NodeId};
+
+/// Tunables of a [`super::Node`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// How long level-1 nodes collect tickets after a round starts before the best one heard is
+    /// the clerk.
+    pub candidacy_window: Duration,
+    /// How long a round may last before every level-1 node spins to the next round.
+    pub round_timeout: Duration,
+    /// Most transactions in the mempool.
+    pub mempool_max_txs: usize,
+    /// Most encoded bytes in the mempool.
+    pub mempool_max_bytes: usize,
+    /// Largest encoded transaction admitted.
+    pub max_tx_bytes: usize,
+    /// Most transactions a clerk puts in one block (and accepts in a received one).
+    pub max_block_txs: usize,
+    /// Most entries in each per-height cache (tickets, blocks, votes, seen evidence).
+    pub cache_limit: usize,
+    /// Most finalized blocks kept in memory (the oldest are dropped; the tip is always kept).
+    pub keep_blocks: usize,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            candidacy_window: Duration::from_millis(200),
+            round_timeout: Duration::from_secs(2),
+            mempool_max_txs: 10_000,
+            mempool_max_bytes: 8 * 1024 * 1024,
+            max_tx_bytes: 16 * 1024,
+            max_block_txs: 1_000,
+            cache_limit: 4_096,
+            keep_blocks: 1_024,
+        }
+    }
+}
+
+/// Something the driver must transmit.
+// Outputs are drained one at a time, not stored in bulk.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// To every member (through gossip or directly).
+    Broadcast(Message),
+    /// To one member (votes and seals to the clerk).
+    Send(NodeId, Message),
+}
+
+/// Something that happened, for the application.
+// Evidence is rare and handed over once; boxing it would only complicate matching.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A block became final and was appended to the chain.
+    Finalized {
+        /// Its height.
+        height: u64,
+        /// Its `block_id`.
+        block_id: Hash,
+        /// The spin round it was built in.
+        round: u32,
+    },
+    /// Proof that a member equivocated.
+    Evidence(Evidence),
+    /// The node moved to a new spin round at the current height.
+    Spin {
+        /// Height.
+        height: u64,
+        /// The new round.
+        round: u32,
+    },
+}
+
+/// Why a node could not be created or a transaction was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// The node's own key is not in the membership.
+    #[error("this node is not a member")]
+    NotMember,
+    /// The VRF key could not prove (the key is broken).
+    #[error("VRF proof failed")]
+    Vrf,
+    /// A transaction was refused.
+    #[error("transaction rejected: {0}")]
+    Tx(#[from] TxReject),
+}
+
+/// Why a transaction was not admitted to the mempool (or makes a block invalid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TxReject {
+    /// The sender is not a member.
+    #[error("sender is not a member")]
+    NotMember,
+    /// The signature does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// The nonce was already used (committed or pending).
+    #[error("nonce already used")]
+    OldNonce,
+    /// Larger than [`NodeConfig::max_tx_bytes`].
+    #[error("transaction too large")]
+    TooLarge,
+    /// Already in the mempool.
+    #[error("duplicate")]
+    Duplicate,
+}
+
+/// Why a received message was rejected (each has a counter in [`Rejects`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    /// A ticket, seal or certificate did not verify.
+    #[error("verification: {0}")]
+    Verify(#[from] VerifyError),
+    /// A transaction in a block or from a peer is invalid.
+    #[error("transaction: {0}")]
+    Tx(#[from] TxReject),
+    /// Not for the height this node works on (or the previous block is not its tip).
+    #[error("wrong height or parent")]
+    Stale,
+    /// The vote's signature does not verify or the voter is not a level-1 member.
+    #[error("bad vote")]
+    BadVote,
+    /// The block's Merkle root or count does not match its transactions, or it has too many.
+    #[error("block body does not match its header")]
+    BadBody,
+    /// The message is not meant for this node's role (e.g. a vote to a non-clerk).
+    #[error("not for this node")]
+    Unexpected,
+    /// Evidence that does not prove anything.
+    #[error("bad evidence")]
+    BadEvidence,
+}
+
+/// Counters of rejected messages, per kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejects {
+    /// Tickets that did not verify.
+    pub ticket: u64,
+    /// Seals that did not verify.
+    pub seal: u64,
+    /// Votes with a bad signature or a non-member voter.
+    pub vote: u64,
+    /// Certificates that did not verify.
+    pub certificate: u64,
+    /// Blocks that did not verify (ticket, seal, certificate, body or transactions).
+    pub block: u64,
+    /// Transactions refused by the mempool.
+    pub tx: u64,
+    /// Evidence that proved nothing.
+    pub evidence: u64,
+    /// Messages for another height or parent, or not for this node's role (not an attack).
+    pub stale: u64,
+}
+
+/// Sizes of the node's bounded structures and its counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Height of the final tip.
+    pub height: u64,
+    /// Current spin round.
+    pub round: u32,
+    /// Transactions in the mempool.
+    pub mempool_txs: usize,
+    /// Encoded bytes in the mempool.
+    pub mempool_bytes: usize,
+    /// Transactions dropped because the mempool was full (oldest evicted).
+    pub mempool_evicted: u64,
+    /// Tickets held for the current height.
+    pub tickets: usize,
+    /// Candidate blocks held for the current height.
+    pub blocks: usize,
+    /// Votes held for the current height.
+    pub votes: usize,
+    /// Evidence fingerprints remembered.
+    pub evidence_seen: usize,
+    /// Finalized blocks held in memory.
+    pub finalized_blocks: usize,
+    /// Rejections by kind.
+    pub rejects: Rejects,
+    /// Messages dropped because a cache was full.
+    pub cache_drops: u64,
+}
