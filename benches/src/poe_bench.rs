@@ -12,7 +12,8 @@
 //!   headers in its window.
 //!
 //! The network figures of the issue (finality in RTTs, broadcasts per block over `sim-netem`
-//! with 100 level-1 and 1,000 level-2 nodes) need the consensus node, which is not built yet:
+//! with 100 level-1 and 1,000 level-2 nodes) need the consensus node (`poe::node`) run over
+//! `sim-netem` at that scale, which is not built yet:
 //! they are reported as `null`, never estimated.
 
 use std::path::Path;
@@ -61,7 +62,7 @@ pub struct PoeReport {
     pub lc_headers_per_s_full: f64,
     /// Bytes the light client's window takes for 1,000 headers.
     pub lc_bytes_per_1000_headers: usize,
-    /// Finality latency in network RTTs (needs the consensus node over sim-netem: not yet).
+    /// Finality latency in network RTTs (needs the consensus node run over sim-netem: not yet).
     pub finality_rtts: Option<f64>,
     /// Network-wide broadcasts per block (same).
     pub broadcasts_per_block: Option<f64>,
@@ -329,7 +330,7 @@ pub fn report(r: &PoeReport, json: Option<&Path>) -> anyhow::Result<()> {
         target(r.lc_bytes_per_1000_headers <= 256 * 1024)
     );
     println!(
-        "finality_rtts, broadcasts_per_block: not measured (the consensus node over sim-netem is not built yet)"
+        "finality_rtts, broadcasts_per_block: not measured (the consensus node is not yet run over sim-netem at scale)"
     );
     if let Some(path) = json {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {

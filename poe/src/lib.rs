@@ -14,6 +14,7 @@ extern crate std;
 pub mod hash;
 pub mod lottery;
 pub mod merkle;
+mod montgomery;
 pub mod sig;
 pub mod verify;
 pub mod vrf;

@@ -29,6 +29,7 @@ use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::hash::{Hash, sha256_parts};
+use crate::montgomery::Modulus;
 
 /// RFC 9381 §4: `suite_string` of RSA-FDH-VRF-SHA256.
 pub const SUITE_STRING: u8 = 0x01;
@@ -105,6 +106,8 @@ pub struct VrfPublicKey {
     key: RsaPublicKey,
     /// `I2OSP(n, k)`, part of the RFC 9381 §4.1 `mgf_salt`.
     n_octets: Vec<u8>,
+    /// Montgomery form of `n` when `e = 65537` (every POE key): the fast RSAVP1.
+    mont: Option<Modulus>,
 }
 
 impl VrfPublicKey {
@@ -152,12 +155,20 @@ impl VrfPublicKey {
         if &s >= self.key.n() {
             return Err(VrfError::ProofOutOfRange);
         }
-        let m = s.modpow(self.key.e(), self.key.n());
         // Steps 3-5: EM' = MGF1(suite_string || mgf_domain_separator || mgf_salt || alpha,
         // k - 1); m' = OS2IP(EM').
-        let m_prime = BigUint::from_bytes_be(&self.encode(alpha));
-        // Step 6: "VALID" and beta if m = m' (public values: no constant-time need).
-        if m != m_prime {
+        let em = self.encode(alpha);
+        // Step 6: "VALID" and beta if m = m' (public values: no constant-time need). With
+        // e = 65537, m is computed by 17 Montgomery steps; as k bytes it equals m' exactly when
+        // its first byte is 0 and the rest is EM'.
+        let valid = match &self.mont {
+            Some(mont) => {
+                let m = mont.pow_65537(proof, k);
+                m.first() == Some(&0) && m.get(1..) == Some(&em[..])
+            }
+            None => s.modpow(self.key.e(), self.key.n()) == BigUint::from_bytes_be(&em),
+        };
+        if !valid {
             return Err(VrfError::InvalidProof);
         }
         Ok(proof_to_hash(proof))
@@ -169,7 +180,18 @@ impl VrfPublicKey {
             return Err(VrfError::ModulusSize { len: k });
         }
         let n_octets = i2osp(key.n(), k).ok_or(VrfError::ModulusSize { len: k })?;
-        Ok(Self { key, n_octets })
+        let mont = (key.e() == &BigUint::from(PUBLIC_EXPONENT))
+            .then(|| {
+                let limbs = k.div_ceil(8);
+                let r2 = (BigUint::from(1u8) << (128 * limbs)) % key.n();
+                Modulus::new(&n_octets, &r2.to_bytes_be())
+            })
+            .flatten();
+        Ok(Self {
+            key,
+            n_octets,
+            mont,
+        })
     }
 
     /// RFC 9381 §4.1 steps 1-2 (and §4.3 steps 3-4):
