@@ -779,6 +779,12 @@ fn final_blocks_above_the_tip_are_fetched_and_forged_ones_rejected() {
     }
     node.handle_message(t0, peer, Message::Block(bad_sig));
     assert_eq!(node.stats().rejects.block, 2);
+    // A genuine header with a body that does not match it is not kept.
+    let mut bad_body = chain[2].clone();
+    bad_body.txs.clear();
+    node.handle_message(t0, peer, Message::Block(bad_body));
+    assert_eq!(node.stats().rejects.block, 3);
+    assert!(node.poll_output().is_none());
 
     // The genuine block 3: kept, and heights 1..=2 asked of its sender.
     node.handle_message(t0, peer, Message::Block(chain[2].clone()));
@@ -796,7 +802,7 @@ fn final_blocks_above_the_tip_are_fetched_and_forged_ones_rejected() {
     bad1.txs.clear();
     node.handle_message(t0, peer, Message::Block(bad1));
     assert_eq!(node.tip().height, 0);
-    assert_eq!(node.stats().rejects.block, 3);
+    assert_eq!(node.stats().rejects.block, 4);
     for b in &chain[..2] {
         node.handle_message(t0, peer, Message::Block(b.clone()));
     }

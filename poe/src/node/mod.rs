@@ -483,8 +483,8 @@ impl Node {
         Ok(())
     }
 
-    /// Checks a block's body against its header and every transaction against the chain.
-    fn check_body(&self, b: &Block) -> Result<(), Reject> {
+    /// Checks a block's size and Merkle root against its header.
+    fn check_root(&self, b: &Block) -> Result<(), Reject> {
         if b.txs.len() > self.config.max_block_txs
             || u32::try_from(b.txs.len()).ok() != Some(b.header.tx_count)
         {
@@ -494,6 +494,12 @@ impl Node {
         if merkle::root(&leaves) != b.header.tx_root {
             return Err(Reject::BadBody);
         }
+        Ok(())
+    }
+
+    /// Checks a block's body against its header and every transaction against the chain.
+    fn check_body(&self, b: &Block) -> Result<(), Reject> {
+        self.check_root(b)?;
         let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
         for tx in &b.txs {
             self.check_tx(tx)?;
@@ -693,6 +699,8 @@ impl Node {
                 &self.members,
             )?;
             if height < window && !self.pending.contains_key(&height) {
+                // Kept blocks are bounded in number and, by this check, in size.
+                self.check_root(&b)?;
                 self.pending.insert(height, b);
             }
         }
