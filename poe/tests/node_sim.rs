@@ -6,7 +6,9 @@
 //! What they show: 10 heights become final with identical chains on every node (safety), with
 //! the messages per block and the finality latency in link RTTs printed; a double vote gives
 //! `Evidence`; a clerk that withholds its block makes the height spin and finalize at a later
-//! round; forged tickets, seals and votes are rejected and counted.
+//! round; forged tickets, seals and votes are rejected and counted; a node cut off for several
+//! heights catches up with `GetBlocks` to the identical chain, and a forged final block above
+//! its tip is rejected, counted and not fetched for.
 #![cfg(feature = "std")]
 
 use std::cmp::Reverse;
@@ -90,6 +92,8 @@ struct Net {
     rng: ChaCha8Rng,
     /// Drop `Block` broadcasts of this node while the chain is below `mute_until`.
     mute: Option<(usize, u64)>,
+    /// A node cut off: everything it sends and everything sent to it is dropped.
+    offline: Option<usize>,
     broadcasts: u64,
     unicasts: u64,
     deliveries: u64,
@@ -123,6 +127,7 @@ impl Net {
             timer_at: vec![None; n],
             latency,
             mute: None,
+            offline: None,
             jitter: 0,
             rng,
             broadcasts: 0,
@@ -172,6 +177,9 @@ impl Net {
 
     fn flush(&mut self, i: usize) {
         while let Some(out) = self.nodes[i].poll_output() {
+            if self.offline == Some(i) {
+                continue;
+            }
             match out {
                 Output::Broadcast(msg) => {
                     if let (Some((m, until)), Message::Block(_)) = (self.mute, &msg)
@@ -182,7 +190,7 @@ impl Net {
                     }
                     self.broadcasts += 1;
                     for to in 0..self.nodes.len() {
-                        if to != i {
+                        if to != i && self.offline != Some(to) {
                             let t = self.now + self.latency[i][to] + self.jitter();
                             self.push(
                                 t,
@@ -197,7 +205,9 @@ impl Net {
                 }
                 Output::Send(id, msg) => {
                     self.unicasts += 1;
-                    if let Some(&to) = self.index.get(&id) {
+                    if let Some(&to) = self.index.get(&id)
+                        && self.offline != Some(to)
+                    {
                         let t = self.now + self.latency[i][to] + self.jitter();
                         self.push(
                             t,
@@ -231,10 +241,17 @@ impl Net {
         }
     }
 
-    /// Runs until every node has `height` final blocks or `limit_ns` passes.
+    /// Runs until every node (but an offline one) has `height` final blocks or `limit_ns`
+    /// passes.
     fn run_until(&mut self, height: u64, limit_ns: u64) {
         while let Some(Reverse((t, seq))) = self.heap.pop() {
-            if t > limit_ns || self.nodes.iter().all(|n| n.tip().height >= height) {
+            let done = self
+                .nodes
+                .iter()
+                .enumerate()
+                .all(|(i, n)| self.offline == Some(i) || n.tip().height >= height);
+            if t > limit_ns || done {
+                self.heap.push(Reverse((t, seq)));
                 break;
             }
             self.now = t;
@@ -699,4 +716,121 @@ fn locked_node_votes_only_for_its_block_until_a_higher_certificate() {
         .expect("cert");
     node.handle_message(t1, t_a.node, Message::Certificate(old));
     assert_eq!(sent_votes(&mut node), vec![]);
+}
+
+#[test]
+fn disconnected_node_catches_up_to_the_identical_chain() {
+    // A level-1 node and a level-2 node miss heights 1..=4 entirely.
+    for lost in [5, N1 + 1] {
+        let mut net_lost = Net::new(21 + lost as u64);
+        net_lost.offline = Some(lost);
+        net_lost.run_until(4, 60_000_000_000);
+        assert_eq!(net_lost.nodes[lost].tip().height, 0);
+        assert!(net_lost.nodes[0].tip().height >= 4);
+        net_lost.offline = None;
+        let target = net_lost.nodes[0].tip().height + 3;
+        let limit = net_lost.now + 60_000_000_000;
+        net_lost.run_until(target, limit);
+        let n = &net_lost.nodes[lost];
+        assert!(n.tip().height >= target, "node {lost} caught up");
+        // The same blocks, in order, on every node up to `target`.
+        let reference: Vec<(u64, Hash)> = net_lost.finals[0][..target as usize]
+            .iter()
+            .map(|f| (f.0, f.1))
+            .collect();
+        for (i, f) in net_lost.finals.iter().enumerate() {
+            let chain: Vec<(u64, Hash)> = f[..target as usize].iter().map(|f| (f.0, f.1)).collect();
+            assert_eq!(chain, reference, "node {i} diverged");
+            let stored: Vec<Hash> = net_lost.nodes[i]
+                .finalized()
+                .take(target as usize)
+                .map(|b| b.header.block_id())
+                .collect();
+            assert_eq!(stored, reference.iter().map(|r| r.1).collect::<Vec<_>>());
+        }
+        let r = net_lost.nodes[lost].stats().rejects;
+        assert_eq!((r.block, r.certificate), (0, 0));
+    }
+}
+
+#[test]
+fn final_blocks_above_the_tip_are_fetched_and_forged_ones_rejected() {
+    let d = devnet();
+    let chain = d.chain(&d.genesis, 4, 1).expect("chain");
+    let t0 = Instant::now();
+    let mut node = make_node(N1, t0);
+    let peer = d.level1[0].id();
+
+    // A forged "final" block 3: a commit certificate for another block.
+    let mut forged = chain[2].clone();
+    forged.header.time_ms += 1;
+    node.handle_message(t0, peer, Message::Block(forged.clone()));
+    assert_eq!(node.stats().rejects.block, 1);
+    assert_eq!(node.tip().height, 0);
+    assert!(!node.is_catching_up());
+    assert!(
+        node.poll_output().is_none(),
+        "no request for a forged block"
+    );
+    // A certificate with a flipped signature.
+    let mut bad_sig = chain[2].clone();
+    if let Some(c) = bad_sig.header.commit.as_mut() {
+        c.votes[0].1[0] ^= 1;
+    }
+    node.handle_message(t0, peer, Message::Block(bad_sig));
+    assert_eq!(node.stats().rejects.block, 2);
+    // A genuine header with a body that does not match it is not kept.
+    let mut bad_body = chain[2].clone();
+    bad_body.txs.clear();
+    node.handle_message(t0, peer, Message::Block(bad_body));
+    assert_eq!(node.stats().rejects.block, 3);
+    assert!(node.poll_output().is_none());
+
+    // The genuine block 3: kept, and heights 1..=2 asked of its sender.
+    node.handle_message(t0, peer, Message::Block(chain[2].clone()));
+    assert!(node.is_catching_up());
+    let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert_eq!(
+        outs,
+        vec![Output::Send(peer, Message::GetBlocks { from: 1, count: 2 })]
+    );
+    // Asked once while the request is outstanding.
+    node.handle_message(t0, peer, Message::Block(chain[2].clone()));
+    assert!(node.poll_output().is_none());
+    // A forged block 1 in the answer is rejected; the genuine ones are appended with block 3.
+    let mut bad1 = chain[0].clone();
+    bad1.txs.clear();
+    node.handle_message(t0, peer, Message::Block(bad1));
+    assert_eq!(node.tip().height, 0);
+    assert_eq!(node.stats().rejects.block, 4);
+    for b in &chain[..2] {
+        node.handle_message(t0, peer, Message::Block(b.clone()));
+    }
+    assert_eq!(node.tip().height, 3);
+    assert_eq!(node.tip().block_id, chain[2].header.block_id());
+    assert!(!node.is_catching_up());
+
+    // Answering: a bounded range from the blocks held.
+    let asker = d.level1[1].id();
+    let _ = std::iter::from_fn(|| node.poll_output()).count();
+    node.handle_message(t0, asker, Message::GetBlocks { from: 2, count: 64 });
+    let sent: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
+    assert_eq!(
+        sent,
+        vec![
+            Output::Send(asker, Message::Block(chain[1].clone())),
+            Output::Send(asker, Message::Block(chain[2].clone())),
+        ]
+    );
+    node.handle_message(t0, asker, Message::GetBlocks { from: 0, count: 1 });
+    node.handle_message(t0, asker, Message::GetBlocks { from: 9, count: 3 });
+    node.handle_message(
+        t0,
+        asker,
+        Message::GetBlocks {
+            from: u64::MAX,
+            count: u32::MAX,
+        },
+    );
+    assert!(node.poll_output().is_none());
 }

@@ -389,8 +389,8 @@ fn unknown_tags_rejected() {
     tx[41] = 4;
     assert_eq!(Transaction::decode(&tx).err(), bad("TxBody", 4));
     let mut msg = Message::Tx(small_tx()).to_bytes();
-    msg[1] = 7;
-    assert_eq!(Message::decode(&msg).err(), bad("Message", 7));
+    msg[1] = 8;
+    assert_eq!(Message::decode(&msg).err(), bad("Message", 8));
     let ev = Evidence::DoubleVote(
         Vote::decode(&hex("01 32*77 01 0000000000000005 00000003 32*66 64*88")).expect("vote"),
         Vote::decode(&hex("01 32*77 01 0000000000000005 00000003 32*67 64*88")).expect("vote"),
@@ -526,4 +526,53 @@ fn from_votes_rejects_what_is_not_one_certificate() {
     );
     let cert = Certificate::from_votes(&many[..4096]).expect("4,096 votes fit");
     assert_eq!(Certificate::decode(&cert.to_bytes()), Ok(cert));
+}
+
+#[test]
+fn get_blocks_golden_and_bounded() {
+    let max = poe::wire::codec::MAX_GET_BLOCKS;
+    let m = Message::GetBlocks {
+        from: 5,
+        count: max,
+    };
+    let golden = hex("01 07 0000000000000005 00000040");
+    assert_eq!(m.to_bytes(), golden);
+    assert_eq!(Message::decode(&golden), Ok(m));
+    // One more than the limit, and the largest count.
+    for count in [max + 1, u32::MAX] {
+        let mut bytes = hex("01 07 0000000000000005");
+        bytes.extend_from_slice(&count.to_be_bytes());
+        assert_eq!(
+            Message::decode(&bytes),
+            Err(WireError::TooLong {
+                field: "Message::GetBlocks.count",
+                len: count,
+                max
+            })
+        );
+    }
+    // Truncated in each field, and a trailing byte.
+    assert!(matches!(
+        Message::decode(&golden[..6]),
+        Err(WireError::Truncated {
+            field: "Message::GetBlocks.from",
+            ..
+        })
+    ));
+    assert!(matches!(
+        Message::decode(&golden[..12]),
+        Err(WireError::Truncated {
+            field: "Message::GetBlocks.count",
+            ..
+        })
+    ));
+    let mut long = golden.clone();
+    long.push(0);
+    assert_eq!(
+        Message::decode(&long),
+        Err(WireError::TrailingBytes {
+            message: "Message",
+            count: 1
+        })
+    );
 }

@@ -181,6 +181,8 @@ fn message() -> impl Strategy<Value = Message> {
         vote().prop_map(Message::Vote),
         certificate().prop_map(Message::Certificate),
         evidence().prop_map(Message::Evidence),
+        (any::<u64>(), 0u32..=poe::wire::codec::MAX_GET_BLOCKS)
+            .prop_map(|(from, count)| Message::GetBlocks { from, count }),
     ]
 }
 

@@ -28,6 +28,14 @@
 //! certificate (safety holds; liveness after such a round needs the unlock-by-proposal
 //! extension).
 //!
+//! Catch-up: a final block above `tip + 1` whose commit certificate verifies (or a verified
+//! certificate of a later height) shows that this node missed final blocks. It keeps such a
+//! block (at most [`MAX_GET_BLOCKS`] ahead), asks the sender for the missing heights with
+//! [`Message::GetBlocks`] (at most [`MAX_GET_BLOCKS`] per request, one request outstanding,
+//! retried after [`NodeConfig::round_timeout`]) and appends the answers in height order, each
+//! verified with [`verify::header`] (`Depth::Full`) against the tip. A node answers a
+//! `GetBlocks` from the finalized blocks it holds ([`NodeConfig::keep_blocks`]).
+//!
 //! Time: the node has no wall clock; a clerk stamps its header with the milliseconds since the
 //! node was created (the `now` given to [`Node::new`]), at least the parent's time + 1.
 //!
@@ -51,6 +59,7 @@ use crate::merkle;
 use crate::sig::{self, SigningKey};
 use crate::verify::{self, Depth, Membership, Params, Verified, VerifyError};
 use crate::vrf::{self, VrfSecretKey};
+use crate::wire::codec::MAX_GET_BLOCKS;
 use crate::wire::{
     Block, BlockHeader, Certificate, Encode, Evidence, Hash, Level, Message, NodeId, Phase, Seal,
     Ticket, Transaction, Vote,
@@ -60,6 +69,19 @@ use state::{Candidate, HeightState, Mempool};
 
 /// Most rounds ahead of the current one for which tickets and blocks are kept.
 const MAX_ROUNDS_AHEAD: u32 = 64;
+
+/// A catch-up in progress: the highest height known to be final and the last request.
+#[derive(Debug, Clone, Copy)]
+struct Sync {
+    /// Highest height to fetch.
+    target: u64,
+    /// Who showed it (asked next).
+    peer: NodeId,
+    /// Last height of the outstanding request (0: none).
+    asked: u64,
+    /// When it was sent.
+    at: Option<Instant>,
+}
 
 /// One member's consensus state machine.
 pub struct Node {
@@ -73,6 +95,9 @@ pub struct Node {
     epoch: Instant,
     tip: Verified,
     finalized: VecDeque<Block>,
+    /// Final blocks above the next height whose commit certificate verified, by height.
+    pending: BTreeMap<u64, Block>,
+    sync: Option<Sync>,
     mempool: Mempool,
     /// Next admissible nonce per sender (committed nonces are below it).
     nonce_floor: BTreeMap<NodeId, u64>,
@@ -128,6 +153,8 @@ impl Node {
             epoch: now,
             tip: genesis,
             finalized: VecDeque::new(),
+            pending: BTreeMap::new(),
+            sync: None,
             mempool: Mempool::default(),
             nonce_floor: BTreeMap::new(),
             h: HeightState::default(),
@@ -202,10 +229,19 @@ impl Node {
 
     /// When [`handle_timeout`](Self::handle_timeout) should be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.candidacy_at, self.round_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let sync = self
+            .sync
+            .and_then(|s| s.at)
+            .map(|t| t + self.config.round_timeout);
+        [self.candidacy_at, self.round_deadline, sync]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Whether this node is fetching final blocks it missed.
+    pub fn is_catching_up(&self) -> bool {
+        self.sync.is_some()
     }
 
     /// A local transaction: admitted to the mempool and broadcast.
@@ -227,36 +263,41 @@ impl Node {
             // A key that cannot prove cannot be a candidate; it still votes.
             let _ = self.enter_round(now, next);
         }
+        self.request_blocks(now);
         self.drain(now);
     }
 
     /// A decoded message from a peer (`from` is the transmitting member, informational: every
-    /// message is checked on its own signatures and proofs).
+    /// message is checked on its own signatures and proofs; catch-up requests go to it and
+    /// [`Message::GetBlocks`] is answered to it).
     pub fn handle_message(&mut self, now: Instant, from: NodeId, msg: Message) {
-        let _ = from;
-        self.dispatch(now, msg);
+        self.dispatch(now, from, msg);
         self.drain(now);
     }
 
     fn drain(&mut self, now: Instant) {
         while let Some(m) = self.loopback.pop_front() {
-            self.dispatch(now, m);
+            self.dispatch(now, self.id, m);
         }
     }
 
-    fn dispatch(&mut self, now: Instant, msg: Message) {
+    fn dispatch(&mut self, now: Instant, from: NodeId, msg: Message) {
         let result = match msg {
             Message::Ticket(t) => self.on_ticket(t).map_err(|e| (e, Kind::Ticket)),
             Message::Tx(tx) => self.admit_tx(&tx).map_err(|e| (Reject::Tx(e), Kind::Tx)),
-            Message::Block(b) => self.on_block(now, b).map_err(|e| (e, Kind::Block)),
+            Message::Block(b) => self.on_block(now, from, b).map_err(|e| (e, Kind::Block)),
             Message::Seal { block_id, seal } => {
                 self.on_seal(block_id, seal).map_err(|e| (e, Kind::Seal))
             }
             Message::Vote(v) => self.on_vote(v).map_err(|e| (e, Kind::Vote)),
             Message::Certificate(c) => self
-                .on_certificate(now, c)
+                .on_certificate(now, from, c)
                 .map_err(|e| (e, Kind::Certificate)),
             Message::Evidence(e) => self.on_evidence(e).map_err(|e| (e, Kind::Evidence)),
+            Message::GetBlocks { from: start, count } => {
+                self.on_get_blocks(from, start, count);
+                Ok(())
+            }
         };
         if let Err((e, kind)) = result {
             self.count_reject(&e, kind);
@@ -442,8 +483,8 @@ impl Node {
         Ok(())
     }
 
-    /// Checks a block's body against its header and every transaction against the chain.
-    fn check_body(&self, b: &Block) -> Result<(), Reject> {
+    /// Checks a block's size and Merkle root against its header.
+    fn check_root(&self, b: &Block) -> Result<(), Reject> {
         if b.txs.len() > self.config.max_block_txs
             || u32::try_from(b.txs.len()).ok() != Some(b.header.tx_count)
         {
@@ -453,6 +494,12 @@ impl Node {
         if merkle::root(&leaves) != b.header.tx_root {
             return Err(Reject::BadBody);
         }
+        Ok(())
+    }
+
+    /// Checks a block's body against its header and every transaction against the chain.
+    fn check_body(&self, b: &Block) -> Result<(), Reject> {
+        self.check_root(b)?;
         let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
         for tx in &b.txs {
             self.check_tx(tx)?;
@@ -466,13 +513,19 @@ impl Node {
 
     // ---- blocks ----------------------------------------------------------------------------
 
-    fn on_block(&mut self, now: Instant, b: Block) -> Result<(), Reject> {
+    fn on_block(&mut self, now: Instant, from: NodeId, b: Block) -> Result<(), Reject> {
         let hd = &b.header;
+        if hd.height > self.next_height() && hd.commit.is_some() {
+            return self.on_future_final(now, from, b);
+        }
         if hd.height != self.next_height() || hd.prev_hash != self.tip.block_id {
             return Err(Reject::Stale);
         }
         if hd.commit.is_some() {
-            return self.on_final(now, b);
+            self.on_final(now, b)?;
+            self.apply_pending(now);
+            self.request_blocks(now);
+            return Ok(());
         }
         if hd.ticket.round > self.round.saturating_add(MAX_ROUNDS_AHEAD) {
             return Err(Reject::Stale);
@@ -621,6 +674,134 @@ impl Node {
         Ok(())
     }
 
+    // ---- catch-up --------------------------------------------------------------------------
+
+    /// A final block above the next height: if its commit certificate verifies, keep it (when
+    /// near enough) and fetch the heights before it.
+    fn on_future_final(&mut self, now: Instant, from: NodeId, b: Block) -> Result<(), Reject> {
+        let hd = &b.header;
+        let height = hd.height;
+        let window = self.next_height().saturating_add(u64::from(MAX_GET_BLOCKS));
+        let kept = self
+            .pending
+            .get(&height)
+            .is_some_and(|p| p.header.block_id() == hd.block_id());
+        if !kept {
+            let Some(c) = &hd.commit else {
+                return Err(Reject::Stale);
+            };
+            verify::certificate(
+                c,
+                Phase::Commit,
+                height,
+                hd.ticket.round,
+                &hd.block_id(),
+                &self.members,
+            )?;
+            if height < window && !self.pending.contains_key(&height) {
+                // Kept blocks are bounded in number and, by this check, in size.
+                self.check_root(&b)?;
+                self.pending.insert(height, b);
+            }
+        }
+        let target = if self.pending.contains_key(&height) {
+            height - 1
+        } else {
+            height
+        };
+        self.want_blocks(now, from, target);
+        Ok(())
+    }
+
+    /// Heights up to `target` are final somewhere; `peer` showed it.
+    fn want_blocks(&mut self, now: Instant, peer: NodeId, target: u64) {
+        if peer == self.id || target < self.next_height() {
+            return;
+        }
+        match &mut self.sync {
+            Some(s) => {
+                s.peer = peer;
+                s.target = s.target.max(target);
+            }
+            None => {
+                self.sync = Some(Sync {
+                    target,
+                    peer,
+                    asked: 0,
+                    at: None,
+                })
+            }
+        }
+        self.request_blocks(now);
+    }
+
+    /// Sends the next [`Message::GetBlocks`] unless one is outstanding and not timed out.
+    fn request_blocks(&mut self, now: Instant) {
+        let next = self.next_height();
+        let Some(mut s) = self.sync else {
+            return;
+        };
+        if s.target < next {
+            self.sync = None;
+            return;
+        }
+        let waiting = s.at.is_some_and(|t| now < t + self.config.round_timeout);
+        if next <= s.asked && waiting {
+            return;
+        }
+        let count = (s.target - next + 1).min(u64::from(MAX_GET_BLOCKS));
+        s.asked = next + count - 1;
+        s.at = Some(now);
+        self.sync = Some(s);
+        self.send(
+            s.peer,
+            Message::GetBlocks {
+                from: next,
+                // At most MAX_GET_BLOCKS, so it fits.
+                count: u32::try_from(count).unwrap_or(MAX_GET_BLOCKS),
+            },
+        );
+    }
+
+    /// Appends kept final blocks that now follow the tip.
+    fn apply_pending(&mut self, now: Instant) {
+        while let Some(b) = self.pending.remove(&self.next_height()) {
+            if let Err(e) = self.on_final(now, b) {
+                self.count_reject(&e, Kind::Block);
+                break;
+            }
+        }
+        let next = self.next_height();
+        self.pending.retain(|h, _| *h >= next);
+    }
+
+    /// Answers a [`Message::GetBlocks`] from the finalized blocks held (at most
+    /// [`MAX_GET_BLOCKS`]).
+    fn on_get_blocks(&mut self, peer: NodeId, start: u64, count: u32) {
+        if peer == self.id {
+            return;
+        }
+        let Some(first) = self.finalized.front().map(|b| b.header.height) else {
+            return;
+        };
+        let count = u64::from(count.min(MAX_GET_BLOCKS));
+        let end = start.saturating_add(count);
+        let from = start.max(first);
+        let Ok(skip) = usize::try_from(from - first) else {
+            return;
+        };
+        let blocks: Vec<Block> = self
+            .finalized
+            .iter()
+            .skip(skip)
+            .take_while(|b| b.header.height < end)
+            .cloned()
+            .collect();
+        for b in blocks {
+            self.send(peer, Message::Block(b));
+        }
+    }
+
     // ---- votes -----------------------------------------------------------------------------
 
     fn vote(&mut self, phase: Phase, round: u32, block_id: Hash, clerk: NodeId) {
@@ -748,9 +929,15 @@ impl Node {
         }
     }
 
-    fn on_certificate(&mut self, now: Instant, c: Certificate) -> Result<(), Reject> {
+    fn on_certificate(&mut self, now: Instant, from: NodeId, c: Certificate) -> Result<(), Reject> {
         if self.level != Level::One {
             return Err(Reject::Unexpected);
+        }
+        if c.height > self.next_height() {
+            // A certificate of a later height: the blocks below it are final somewhere.
+            verify::certificate(&c, c.phase, c.height, c.round, &c.block_id, &self.members)?;
+            self.want_blocks(now, from, c.height - 1);
+            return Ok(());
         }
         if c.height != self.next_height() || c.phase != Phase::Prepare {
             return Err(Reject::Stale);

@@ -30,6 +30,8 @@ pub const MAX_VOTES: u32 = 4_096;
 pub const MAX_READINGS: u32 = 4_096;
 /// Most approvals in one membership transaction (one per level-1 member, like votes).
 pub const MAX_APPROVALS: u32 = 4_096;
+/// Most blocks asked for in one [`Message::GetBlocks`].
+pub const MAX_GET_BLOCKS: u32 = 64;
 
 /// Encoded length of a [`Reading`].
 const READING_LEN: usize = 8 + 8 + 2 + 8;
@@ -737,6 +739,7 @@ mod message_tag {
     pub const VOTE: u8 = 4;
     pub const CERTIFICATE: u8 = 5;
     pub const EVIDENCE: u8 = 6;
+    pub const GET_BLOCKS: u8 = 7;
 }
 
 impl Encode for Message {
@@ -772,6 +775,11 @@ impl Encode for Message {
                 out.push(message_tag::EVIDENCE);
                 e.encode(out);
             }
+            Message::GetBlocks { from, count } => {
+                out.push(message_tag::GET_BLOCKS);
+                put_u64(out, *from);
+                put_u32(out, *count);
+            }
         }
     }
 }
@@ -792,6 +800,18 @@ impl Decode for Message {
             message_tag::VOTE => Vote::decode_from(r).map(Message::Vote),
             message_tag::CERTIFICATE => Certificate::decode_from(r).map(Message::Certificate),
             message_tag::EVIDENCE => Evidence::decode_from(r).map(Message::Evidence),
+            message_tag::GET_BLOCKS => {
+                let from = r.u64("Message::GetBlocks.from")?;
+                let count = r.u32("Message::GetBlocks.count")?;
+                if count > MAX_GET_BLOCKS {
+                    return Err(WireError::TooLong {
+                        field: "Message::GetBlocks.count",
+                        len: count,
+                        max: MAX_GET_BLOCKS,
+                    });
+                }
+                Ok(Message::GetBlocks { from, count })
+            }
             tag => Err(WireError::BadTag {
                 field: Self::NAME,
                 tag,

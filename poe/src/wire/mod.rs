@@ -15,7 +15,8 @@
 //! - Enums: a tag byte then the variant's fields. `Level`: 1, 2 (the level's number).
 //!   `Phase`: `Prepare` 1, `Commit` 2. `TxBody`: `SensorBatch` 0, `FirmwareAnchor` 1,
 //!   `Membership` 2, `Evidence` 3. `Evidence`: `DoubleVote` 0, `DoubleBlock` 1. `Message`:
-//!   `Ticket` 0, `Tx` 1, `Block` 2, `Seal` 3, `Vote` 4, `Certificate` 5, `Evidence` 6.
+//!   `Ticket` 0, `Tx` 1, `Block` 2, `Seal` 3, `Vote` 4, `Certificate` 5, `Evidence` 6,
+//!   `GetBlocks` 7 (`from` u64, `count` u32 at most [`codec::MAX_GET_BLOCKS`]).
 //! - Structs: their fields in declaration order.
 //! - The top-level messages ([`Transaction`], [`BlockHeader`], [`Block`], [`Vote`],
 //!   [`Certificate`], [`Ticket`], [`Seal`], [`Evidence`], [`Message`]) start with the version

@@ -220,4 +220,13 @@ pub enum Message {
     Certificate(Certificate),
     /// Equivocation evidence.
     Evidence(Evidence),
+    /// A request for the final blocks at heights `from .. from + count` (catch-up of a node
+    /// that missed some), answered with one [`Message::Block`] per block the peer holds.
+    /// `count` is at most [`super::codec::MAX_GET_BLOCKS`].
+    GetBlocks {
+        /// First height wanted.
+        from: u64,
+        /// How many consecutive heights (at most [`super::codec::MAX_GET_BLOCKS`]).
+        count: u32,
+    },
 }
