@@ -9,13 +9,15 @@
 //! messages older than the mcache gossip window — see the `poe::gossip` module docs).
 #![cfg(feature = "std")]
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
 
 use poe::gossip::{Gossip, GossipConfig, GossipEvent, MessageId, PeerId};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+
+mod common;
+use common::Clock;
 
 const TOPIC: &str = "poe/blocks";
 const N: usize = 50;
@@ -34,12 +36,7 @@ enum Ev {
 
 /// N gossip nodes, their links and an event queue on a virtual clock.
 struct Net {
-    epoch: Instant,
-    /// Virtual time, nanoseconds since `epoch`.
-    now: u64,
-    seq: u64,
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    events: BTreeMap<u64, Ev>,
+    clock: Clock<Ev>,
     nodes: Vec<Gossip>,
     /// Armed timer per node (virtual ns), to ignore stale timer events.
     timer_at: Vec<Option<u64>>,
@@ -72,11 +69,7 @@ impl Net {
             ..GossipConfig::default()
         };
         let mut net = Net {
-            epoch: Instant::now(),
-            now: 0,
-            seq: 0,
-            heap: BinaryHeap::new(),
-            events: BTreeMap::new(),
+            clock: Clock::new(Instant::now()),
             nodes: Vec::new(),
             timer_at: Vec::new(),
             links: BTreeSet::new(),
@@ -110,16 +103,6 @@ impl Net {
         self.rng.next_u64() % n
     }
 
-    fn at(&self, ns: u64) -> Instant {
-        self.epoch + Duration::from_nanos(ns)
-    }
-
-    fn schedule(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Reverse((t, self.seq)));
-        self.events.insert(self.seq, ev);
-    }
-
     /// A new node; its heartbeat clock starts at a random offset within one interval.
     fn add_node(&mut self) -> usize {
         let i = self.nodes.len();
@@ -128,9 +111,9 @@ impl Net {
         self.timer_at.push(None);
         self.got.push(BTreeMap::new());
         self.side.push(false);
-        let start = self.now + self.uniform(1_000_000_000);
+        let start = self.clock.now() + self.uniform(1_000_000_000);
         self.timer_at[i] = Some(start);
-        self.schedule(start, Ev::Timer { node: i });
+        self.clock.schedule(start, Ev::Timer { node: i });
         i
     }
 
@@ -151,7 +134,7 @@ impl Net {
     }
 
     fn publish(&mut self, i: usize, data: &[u8]) -> MessageId {
-        let now = self.at(self.now);
+        let now = self.clock.at(self.clock.now());
         let id = self.nodes[i]
             .publish(now, TOPIC, data)
             .expect("publish accepted");
@@ -169,8 +152,8 @@ impl Net {
                 continue;
             }
             let latency = 5_000_000 + self.uniform(45_000_000);
-            let t = self.now + latency;
-            self.schedule(
+            let t = self.clock.now() + latency;
+            self.clock.schedule(
                 t,
                 Ev::Deliver {
                     to: j,
@@ -185,26 +168,18 @@ impl Net {
                 .or_insert(0) += 1;
         }
         if let Some(t) = self.nodes[i].poll_timeout() {
-            let t = t.saturating_duration_since(self.epoch).as_nanos() as u64;
+            let t = self.clock.ns(t);
             if self.timer_at[i] != Some(t) {
                 self.timer_at[i] = Some(t);
-                self.schedule(t, Ev::Timer { node: i });
+                self.clock.schedule(t, Ev::Timer { node: i });
             }
         }
     }
 
     fn run_until(&mut self, secs: f64) {
         let end = (secs * 1e9) as u64;
-        while let Some(&Reverse((t, seq))) = self.heap.peek() {
-            if t > end {
-                break;
-            }
-            self.heap.pop();
-            self.now = t;
-            let Some(ev) = self.events.remove(&seq) else {
-                continue;
-            };
-            let now = self.at(t);
+        while let Some((t, ev)) = self.clock.next_until(end) {
+            let now = self.clock.at(t);
             match ev {
                 Ev::Deliver { to, from, bytes } => {
                     // Frames from honest peers always decode.
@@ -222,7 +197,7 @@ impl Net {
                 }
             }
         }
-        self.now = self.now.max(end);
+        self.clock.advance_to(end);
     }
 
     fn total(&self, f: impl Fn(&poe::gossip::GossipStats) -> u64) -> u64 {

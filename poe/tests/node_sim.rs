@@ -11,8 +11,7 @@
 //! its tip is rejected, counted and not fetched for.
 #![cfg(feature = "std")]
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -22,6 +21,9 @@ use poe::verify::Params;
 use poe::wire::{Block, Encode, Evidence, Hash, Message, NodeId, Phase, Seal, TxBody};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
+
+mod common;
+use common::Clock;
 
 const N1: usize = 7;
 const N2: usize = 4;
@@ -77,11 +79,7 @@ enum Ev {
 }
 
 struct Net {
-    epoch: Instant,
-    now: u64,
-    seq: u64,
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    events: BTreeMap<u64, Ev>,
+    clock: Clock<Ev>,
     nodes: Vec<Node>,
     index: BTreeMap<NodeId, usize>,
     timer_at: Vec<Option<u64>>,
@@ -117,11 +115,7 @@ impl Net {
         let nodes: Vec<Node> = (0..n).map(|i| make_node(i, epoch)).collect();
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
         let mut net = Self {
-            epoch,
-            now: 0,
-            seq: 0,
-            heap: BinaryHeap::new(),
-            events: BTreeMap::new(),
+            clock: Clock::new(epoch),
             nodes,
             index,
             timer_at: vec![None; n],
@@ -165,16 +159,6 @@ impl Net {
         }
     }
 
-    fn at(&self, t: u64) -> Instant {
-        self.epoch + Duration::from_nanos(t)
-    }
-
-    fn push(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.heap.push(Reverse((t, self.seq)));
-        self.events.insert(self.seq, ev);
-    }
-
     fn flush(&mut self, i: usize) {
         while let Some(out) = self.nodes[i].poll_output() {
             if self.offline == Some(i) {
@@ -191,8 +175,8 @@ impl Net {
                     self.broadcasts += 1;
                     for to in 0..self.nodes.len() {
                         if to != i && self.offline != Some(to) {
-                            let t = self.now + self.latency[i][to] + self.jitter();
-                            self.push(
+                            let t = self.clock.now() + self.latency[i][to] + self.jitter();
+                            self.clock.schedule(
                                 t,
                                 Ev::Deliver {
                                     to,
@@ -208,8 +192,8 @@ impl Net {
                     if let Some(&to) = self.index.get(&id)
                         && self.offline != Some(to)
                     {
-                        let t = self.now + self.latency[i][to] + self.jitter();
-                        self.push(
+                        let t = self.clock.now() + self.latency[i][to] + self.jitter();
+                        self.clock.schedule(
                             t,
                             Ev::Deliver {
                                 to,
@@ -227,16 +211,16 @@ impl Net {
                     height,
                     block_id,
                     round,
-                } => self.finals[i].push((height, block_id, round, self.now)),
+                } => self.finals[i].push((height, block_id, round, self.clock.now())),
                 NodeEvent::Evidence(e) => self.evidence[i].push(e),
                 NodeEvent::Spin { .. } => {}
             }
         }
         if let Some(t) = self.nodes[i].poll_timeout() {
-            let ns = t.saturating_duration_since(self.epoch).as_nanos() as u64;
+            let ns = self.clock.ns(t);
             if self.timer_at[i] != Some(ns) {
                 self.timer_at[i] = Some(ns);
-                self.push(ns, Ev::Timer { node: i });
+                self.clock.schedule(ns, Ev::Timer { node: i });
             }
         }
     }
@@ -244,31 +228,32 @@ impl Net {
     /// Runs until every node (but an offline one) has `height` final blocks or `limit_ns`
     /// passes.
     fn run_until(&mut self, height: u64, limit_ns: u64) {
-        while let Some(Reverse((t, seq))) = self.heap.pop() {
+        loop {
             let done = self
                 .nodes
                 .iter()
                 .enumerate()
                 .all(|(i, n)| self.offline == Some(i) || n.tip().height >= height);
-            if t > limit_ns || done {
-                self.heap.push(Reverse((t, seq)));
+            if done {
                 break;
             }
-            self.now = t;
-            let now = self.at(t);
-            match self.events.remove(&seq) {
-                Some(Ev::Deliver { to, from, msg }) => {
+            let Some((t, ev)) = self.clock.next_until(limit_ns) else {
+                break;
+            };
+            let now = self.clock.at(t);
+            match ev {
+                Ev::Deliver { to, from, msg } => {
                     self.deliveries += 1;
                     let from_id = self.nodes[from].id();
                     self.nodes[to].handle_message(now, from_id, *msg);
                     self.flush(to);
                 }
-                Some(Ev::Timer { node }) if self.timer_at[node] == Some(t) => {
+                Ev::Timer { node } if self.timer_at[node] == Some(t) => {
                     self.timer_at[node] = None;
                     self.nodes[node].handle_timeout(now);
                     self.flush(node);
                 }
-                _ => {}
+                Ev::Timer { .. } => {}
             }
         }
     }
@@ -299,7 +284,7 @@ fn ten_heights_final_and_identical_everywhere() {
     let d = devnet();
     for (j, g) in d.level2.iter().enumerate() {
         let tx = g.transaction(j as u64, TxBody::SensorBatch(Vec::new()));
-        let now = net.at(0);
+        let now = net.clock.at(0);
         net.nodes[0].submit_tx(now, tx).expect("admitted");
         net.flush(0);
     }
@@ -353,7 +338,7 @@ fn ten_heights_final_and_identical_everywhere() {
     assert!(net.evidence.iter().all(|e| e.is_empty()));
     // A committed transaction cannot be replayed.
     let replay = d.level2[0].transaction(0, TxBody::SensorBatch(Vec::new()));
-    let now = net.at(net.now);
+    let now = net.clock.at(net.clock.now());
     assert_eq!(
         net.nodes[1].submit_tx(now, replay),
         Err(NodeError::Tx(TxReject::OldNonce))
@@ -729,7 +714,7 @@ fn disconnected_node_catches_up_to_the_identical_chain() {
         assert!(net_lost.nodes[0].tip().height >= 4);
         net_lost.offline = None;
         let target = net_lost.nodes[0].tip().height + 3;
-        let limit = net_lost.now + 60_000_000_000;
+        let limit = net_lost.clock.now() + 60_000_000_000;
         net_lost.run_until(target, limit);
         let n = &net_lost.nodes[lost];
         assert!(n.tip().height >= target, "node {lost} caught up");
