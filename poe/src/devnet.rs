@@ -318,13 +318,7 @@ impl Devnet {
                 })
                 .collect();
             let b = self.next_block(&p, txs, 1_700_000_000_000 + i as u64 * 1000)?;
-            p = Verified {
-                height: b.header.height,
-                block_id: b.header.block_id(),
-                tx_root: b.header.tx_root,
-                tx_count: b.header.tx_count,
-                time_ms: b.header.time_ms,
-            };
+            p = Verified::of(&b.header, b.header.block_id());
             out.push(b);
         }
         Ok(out)

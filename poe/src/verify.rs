@@ -166,24 +166,38 @@ impl Membership {
     }
 }
 
-/// Verifies a lottery ticket: the clerk is a level-1 member, its VRF proof over
-/// (height, prev, round) verifies, and the output passes the level-1 threshold. Returns its
-/// [`Rank`].
-pub fn ticket(t: &Ticket, members: &Membership, params: &Params) -> Result<Rank, VerifyError> {
-    let (_, key) = members.get(&t.node, Level::One)?;
-    let alpha = lottery::ticket_alpha(t.height, &t.prev_hash, t.round);
+/// The VRF output of `node` (a member of `level`) for `alpha`, once its proof verifies and the
+/// output has at least `needed` leading zero bits.
+fn vrf_output(
+    members: &Membership,
+    node: &NodeId,
+    level: Level,
+    alpha: &[u8],
+    proof: &[u8],
+    needed: u32,
+) -> Result<Hash, VerifyError> {
+    let (_, key) = members.get(node, level)?;
     let beta = key
-        .verify(&alpha, &t.proof)
-        .map_err(|_| VerifyError::BadProof(t.node))?;
+        .verify(alpha, proof)
+        .map_err(|_| VerifyError::BadProof(*node))?;
     let zeros = lottery::leading_zeros(&beta);
-    let needed = lottery::threshold(members.level1_count(), params.expected_candidates);
     if zeros < needed {
         return Err(VerifyError::BelowThreshold {
-            node: t.node,
+            node: *node,
             zeros,
             needed,
         });
     }
+    Ok(beta)
+}
+
+/// Verifies a lottery ticket: the clerk is a level-1 member, its VRF proof over
+/// (height, prev, round) verifies, and the output passes the level-1 threshold. Returns its
+/// [`Rank`].
+pub fn ticket(t: &Ticket, members: &Membership, params: &Params) -> Result<Rank, VerifyError> {
+    let needed = lottery::threshold(members.level1_count(), params.expected_candidates);
+    let alpha = lottery::ticket_alpha(t.height, &t.prev_hash, t.round);
+    let beta = vrf_output(members, &t.node, Level::One, &alpha, &t.proof, needed)?;
     Ok(Rank::new(t.round, beta))
 }
 
@@ -194,20 +208,10 @@ pub fn seal(
     members: &Membership,
     params: &Params,
 ) -> Result<u32, VerifyError> {
-    let (_, key) = members.get(&s.node, Level::Two)?;
-    let beta = key
-        .verify(&lottery::seal_alpha(block_id), &s.proof)
-        .map_err(|_| VerifyError::BadProof(s.node))?;
-    let zeros = lottery::leading_zeros(&beta);
     let needed = lottery::threshold(members.level2_count(), params.expected_sealers);
-    if zeros < needed {
-        return Err(VerifyError::BelowThreshold {
-            node: s.node,
-            zeros,
-            needed,
-        });
-    }
-    Ok(zeros)
+    let alpha = lottery::seal_alpha(block_id);
+    let beta = vrf_output(members, &s.node, Level::Two, &alpha, &s.proof, needed)?;
+    Ok(lottery::leading_zeros(&beta))
 }
 
 /// Verifies a certificate: the phase, height, round and block match, voters are distinct
@@ -262,6 +266,20 @@ pub struct Verified {
     pub time_ms: u64,
 }
 
+impl Verified {
+    /// The compact form of header `h` whose `block_id` is `id` (computed by the caller, who
+    /// usually needed it already).
+    pub fn of(h: &BlockHeader, id: Hash) -> Self {
+        Self {
+            height: h.height,
+            block_id: id,
+            tx_root: h.tx_root,
+            tx_count: h.tx_count,
+            time_ms: h.time_ms,
+        }
+    }
+}
+
 /// How much of a header to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
@@ -297,11 +315,5 @@ pub fn header(
         let c = h.commit.as_ref().ok_or(VerifyError::NoCertificate)?;
         certificate(c, Phase::Commit, h.height, h.ticket.round, &id, members)?;
     }
-    Ok(Verified {
-        height: h.height,
-        block_id: id,
-        tx_root: h.tx_root,
-        tx_count: h.tx_count,
-        time_ms: h.time_ms,
-    })
+    Ok(Verified::of(h, id))
 }
