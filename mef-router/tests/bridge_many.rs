@@ -344,7 +344,7 @@ fn run(wl: Workload) -> Outcome {
 /// Kernel-bench-like uploads (client sends a Pareto-sized body, half-closes, the server answers
 /// 17 bytes and closes) at 300 new connections per second, 200 ms RTT, 100 Mbit/s WAN: every
 /// flow completes quickly, no flow is reset, and TIME-WAIT sockets do not pile up to the
-/// splitters' connection limit (each held socket costs work on every packet).
+/// splitters' connection limit.
 #[test]
 fn short_uploads_all_complete() {
     let o = run(Workload {

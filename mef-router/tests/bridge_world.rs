@@ -15,7 +15,6 @@ use mef_router::{MefQdisc, MefQdiscConfig};
 use mef_transport::StaticKeypair;
 use sha2::{Digest, Sha256};
 use sim_netem::{Datagram, Enqueue, Qdisc};
-use smoltcp::iface::SocketHandle;
 use smoltcp::wire::Ipv4Address;
 
 // ---------------------------------------------------------------------------------------------
@@ -23,61 +22,9 @@ use smoltcp::wire::Ipv4Address;
 
 #[path = "common/smol_host.rs"]
 mod smol_host;
-pub(crate) use smol_host::Host;
-
-// ---------------------------------------------------------------------------------------------
-// A bulk application on one socket: sends `out`, closes, hashes what it receives.
-
-pub(crate) struct App {
-    pub(crate) handle: SocketHandle,
-    pub(crate) out: Vec<u8>,
-    pub(crate) sent: usize,
-    pub(crate) closed: bool,
-    pub(crate) hasher: Sha256,
-    pub(crate) received: usize,
-    pub(crate) first_byte: Option<Duration>,
-    pub(crate) last_byte: Option<Duration>,
-}
-
-impl App {
-    pub(crate) fn new(handle: SocketHandle, out: Vec<u8>) -> Self {
-        Self {
-            handle,
-            out,
-            sent: 0,
-            closed: false,
-            hasher: Sha256::new(),
-            received: 0,
-            first_byte: None,
-            last_byte: None,
-        }
-    }
-
-    pub(crate) fn run(&mut self, host: &mut Host, t: Duration) {
-        let s = host.tcp(self.handle);
-        if s.can_send() && self.sent < self.out.len() {
-            self.sent += s.send_slice(&self.out[self.sent..]).expect("send");
-        }
-        if self.sent == self.out.len() && !self.closed && s.may_send() {
-            s.close();
-            self.closed = true;
-        }
-        while s.can_recv() {
-            let mut buf = [0u8; 16384];
-            let n = s.recv_slice(&mut buf).expect("recv");
-            self.hasher.update(&buf[..n]);
-            self.received += n;
-            if n > 0 {
-                self.first_byte.get_or_insert(t);
-                self.last_byte = Some(t);
-            }
-        }
-    }
-
-    pub(crate) fn digest(&self) -> Vec<u8> {
-        self.hasher.clone().finalize().to_vec()
-    }
-}
+// Not every user of this world drives an `App`.
+#[allow(unused_imports)]
+pub(crate) use smol_host::{App, Host};
 
 pub(crate) fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;

@@ -14,7 +14,6 @@ use mef_router::split::{
 };
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{IpAddress, Ipv4Address};
 
@@ -23,7 +22,7 @@ use smoltcp::wire::{IpAddress, Ipv4Address};
 
 #[path = "common/smol_host.rs"]
 mod smol_host;
-use smol_host::Host;
+use smol_host::{App, Host};
 
 // ---------------------------------------------------------------------------------------------
 // An in-memory bounded duplex byte pipe standing in for a MEF transport stream.
@@ -294,46 +293,6 @@ impl World {
     }
 }
 
-/// A bulk sender/receiver on one smoltcp socket.
-struct App {
-    handle: SocketHandle,
-    out: Vec<u8>,
-    sent: usize,
-    closed: bool,
-    hasher: Sha256,
-    received: usize,
-}
-
-impl App {
-    fn new(handle: SocketHandle, out: Vec<u8>) -> Self {
-        Self {
-            handle,
-            out,
-            sent: 0,
-            closed: false,
-            hasher: Sha256::new(),
-            received: 0,
-        }
-    }
-
-    fn run(&mut self, host: &mut Host) {
-        let s = host.tcp(self.handle);
-        if s.can_send() && self.sent < self.out.len() {
-            self.sent += s.send_slice(&self.out[self.sent..]).expect("send");
-        }
-        if self.sent == self.out.len() && !self.closed && s.may_send() {
-            s.close();
-            self.closed = true;
-        }
-        while s.can_recv() {
-            let mut buf = [0u8; 8192];
-            let n = s.recv_slice(&mut buf).expect("recv");
-            self.hasher.update(&buf[..n]);
-            self.received += n;
-        }
-    }
-}
-
 #[test]
 fn split_relays_one_megabyte_each_way_and_closes_cleanly() {
     transfer(0);
@@ -373,8 +332,8 @@ fn transfer(drop_every: usize) {
     let mut server_peer = None;
     for _ in 0..120_000 {
         w.step();
-        client_app.run(&mut w.client);
-        server_app.run(&mut w.server);
+        client_app.run(&mut w.client, w.t);
+        server_app.run(&mut w.server, w.t);
         if server_peer.is_none() {
             server_peer = w.server.tcp(srv).remote_endpoint();
         }
@@ -401,14 +360,8 @@ fn transfer(drop_every: usize) {
 
     assert_eq!(client_app.received, LEN, "client received everything");
     assert_eq!(server_app.received, LEN, "server received everything");
-    assert_eq!(
-        client_app.hasher.finalize()[..],
-        Sha256::digest(&server_data)[..]
-    );
-    assert_eq!(
-        server_app.hasher.finalize()[..],
-        Sha256::digest(&client_data)[..]
-    );
+    assert_eq!(client_app.digest(), Sha256::digest(&server_data).to_vec());
+    assert_eq!(server_app.digest(), Sha256::digest(&client_data).to_vec());
     for (name, events, splitter) in [
         ("ingress", &w.ingress_events, &w.ingress),
         ("egress", &w.egress_events, &w.egress),

@@ -351,36 +351,23 @@ impl Routers {
             Ok(p)
         };
         let (pa, pb) = (ka.public_key().to_base64(), kb.public_key().to_base64());
-        let cfg_a = write(
-            "a",
+        // The two sites differ only in whose key, LAN and peer endpoint they hold.
+        let site = |key, peer_pub, lan, remote, endpoint| {
             SiteConfig {
-                key: &ka,
-                peer_pub: &pb,
-                lan: &lan_a,
-                remote: &lan_b,
-                endpoint: ep(b_wan),
+                key,
+                peer_pub,
+                lan,
+                remote,
+                endpoint,
                 capacity_mbps,
                 split,
                 buffer_bytes,
                 split_window,
             }
-            .to_toml(),
-        )?;
-        let cfg_b = write(
-            "b",
-            SiteConfig {
-                key: &kb,
-                peer_pub: &pa,
-                lan: &lan_b,
-                remote: &lan_a,
-                endpoint: ep(a_wan),
-                capacity_mbps,
-                split,
-                buffer_bytes,
-                split_window,
-            }
-            .to_toml(),
-        )?;
+            .to_toml()
+        };
+        let cfg_a = write("a", site(&ka, &pb, &lan_a, &lan_b, ep(b_wan)))?;
+        let cfg_b = write("b", site(&kb, &pa, &lan_b, &lan_a, ep(a_wan)))?;
         let a = start(tb, bin, Node::RouterA, &cfg_a)?;
         let b = start(tb, bin, Node::RouterB, &cfg_b)?;
         let r = Self {

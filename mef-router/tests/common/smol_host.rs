@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -120,5 +121,61 @@ impl Host {
 
     pub(crate) fn tcp(&mut self, h: SocketHandle) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(h)
+    }
+}
+
+/// A bulk application on one socket: sends `out`, closes, hashes what it receives, and notes
+/// when the first and last bytes arrived.
+pub struct App {
+    pub handle: SocketHandle,
+    pub out: Vec<u8>,
+    pub sent: usize,
+    pub closed: bool,
+    pub hasher: Sha256,
+    pub received: usize,
+    pub first_byte: Option<Duration>,
+    pub last_byte: Option<Duration>,
+}
+
+impl App {
+    /// An application that will send `out` on `handle`.
+    pub fn new(handle: SocketHandle, out: Vec<u8>) -> Self {
+        Self {
+            handle,
+            out,
+            sent: 0,
+            closed: false,
+            hasher: Sha256::new(),
+            received: 0,
+            first_byte: None,
+            last_byte: None,
+        }
+    }
+
+    /// Sends what the socket takes, closes once all is sent, reads what arrived (at `t`).
+    pub fn run(&mut self, host: &mut Host, t: Duration) {
+        let s = host.tcp(self.handle);
+        if s.can_send() && self.sent < self.out.len() {
+            self.sent += s.send_slice(&self.out[self.sent..]).expect("send");
+        }
+        if self.sent == self.out.len() && !self.closed && s.may_send() {
+            s.close();
+            self.closed = true;
+        }
+        while s.can_recv() {
+            let mut buf = [0u8; 16384];
+            let n = s.recv_slice(&mut buf).expect("recv");
+            self.hasher.update(&buf[..n]);
+            self.received += n;
+            if n > 0 {
+                self.first_byte.get_or_insert(t);
+                self.last_byte = Some(t);
+            }
+        }
+    }
+
+    /// SHA-256 of everything received.
+    pub fn digest(&self) -> Vec<u8> {
+        self.hasher.clone().finalize().to_vec()
     }
 }
