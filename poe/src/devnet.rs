@@ -6,7 +6,6 @@
 //! element is the only thing a rejection test changes.
 
 use alloc::vec::Vec;
-use std::string::String;
 
 use crate::hash::sha256_parts;
 use crate::lottery::{self, Rank};
@@ -15,8 +14,8 @@ use crate::sig::SigningKey;
 use crate::verify::{Membership, Params, Verified, VerifyError};
 use crate::vrf::{VrfError, VrfSecretKey};
 use crate::wire::{
-    Block, BlockHeader, Certificate, Encode, Level, Member, NodeId, Phase, Seal, Ticket,
-    Transaction, TxBody, Vote,
+    Block, BlockHeader, Certificate, CertificateError, Encode, Level, Member, NodeId, Phase, Seal,
+    Ticket, Transaction, TxBody, Vote,
 };
 
 /// Why the dealer could not build something.
@@ -34,9 +33,15 @@ pub enum DevnetError {
     /// No level-2 member's seal passed the threshold.
     #[error("no level-2 seal passed the threshold")]
     NoSealer,
-    /// Not enough level-1 members to form a quorum.
+    /// The votes did not form a certificate (e.g. no level-1 members).
     #[error("certificate: {0}")]
-    Certificate(String),
+    Certificate(#[from] CertificateError),
+    /// More transactions than a header can count.
+    #[error("{0} transactions do not fit in a block")]
+    TooManyTransactions(usize),
+    /// No member to send the chain's transactions.
+    #[error("the devnet has no members")]
+    NoMembers,
 }
 
 /// One member with its secret keys.
@@ -121,10 +126,15 @@ pub struct Devnet {
     pub members: Membership,
     /// The genesis block's compact header.
     pub genesis: Verified,
-    /// Take the first qualifying ticket and seal in member order instead of the best (every
-    /// such block is valid; honest clerks and voters prefer the best). Builds long chains for
-    /// benchmarks with far fewer RSA private-key operations.
-    pub first_qualifying: bool,
+}
+
+/// Which qualifying ticket or seal the dealer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pick {
+    /// The best, as the protocol ranks them.
+    Best,
+    /// The first in member order: still valid, and far fewer RSA private-key operations.
+    First,
 }
 
 /// Most spin rounds the dealer tries before giving up.
@@ -160,7 +170,6 @@ impl Devnet {
             params,
             members,
             genesis,
-            first_qualifying: false,
         })
     }
 
@@ -172,6 +181,10 @@ impl Devnet {
 
     /// [`best_ticket`](Self::best_ticket), spinning from round `first`.
     pub fn best_ticket_from(&self, parent: &Verified, first: u32) -> Result<Ticket, DevnetError> {
+        self.ticket(parent, first, Pick::Best)
+    }
+
+    fn ticket(&self, parent: &Verified, first: u32, pick: Pick) -> Result<Ticket, DevnetError> {
         let height = parent.height + 1;
         let needed =
             lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
@@ -194,7 +207,7 @@ impl Devnet {
                         proof,
                     };
                     best = Some((rank, t));
-                    if self.first_qualifying {
+                    if pick == Pick::First {
                         break;
                     }
                 }
@@ -208,6 +221,10 @@ impl Devnet {
 
     /// A level-2 seal over `block_id` that passes the seal threshold (the best one).
     pub fn seal(&self, block_id: &[u8; 32]) -> Result<Seal, DevnetError> {
+        self.pick_seal(block_id, Pick::Best)
+    }
+
+    fn pick_seal(&self, block_id: &[u8; 32], pick: Pick) -> Result<Seal, DevnetError> {
         let needed = lottery::threshold(self.members.level2_count(), self.params.expected_sealers);
         let alpha = lottery::seal_alpha(block_id);
         let mut best: Option<(u32, Seal)> = None;
@@ -222,7 +239,7 @@ impl Devnet {
                         proof,
                     },
                 ));
-                if self.first_qualifying {
+                if pick == Pick::First {
                     break;
                 }
             }
@@ -244,24 +261,35 @@ impl Devnet {
             .take(self.members.quorum())
             .map(|n| n.vote(phase, height, round, block_id))
             .collect();
-        Certificate::from_votes(&votes).map_err(|e| DevnetError::Certificate(alloc::format!("{e}")))
+        Ok(Certificate::from_votes(&votes)?)
     }
 
-    /// The final block after `parent` with `txs`: ticket, seal and commit certificate.
+    /// The final block after `parent` with `txs`: the best ticket and seal, and a commit
+    /// certificate.
     pub fn next_block(
         &self,
         parent: &Verified,
         txs: Vec<Transaction>,
         time_ms: u64,
     ) -> Result<Block, DevnetError> {
+        self.block(parent, txs, time_ms, Pick::Best)
+    }
+
+    fn block(
+        &self,
+        parent: &Verified,
+        txs: Vec<Transaction>,
+        time_ms: u64,
+        pick: Pick,
+    ) -> Result<Block, DevnetError> {
         let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
-        let tx_count = u32::try_from(txs.len())
-            .map_err(|_| DevnetError::Certificate("too many transactions".into()))?;
+        let tx_count =
+            u32::try_from(txs.len()).map_err(|_| DevnetError::TooManyTransactions(txs.len()))?;
         // A block no level-2 node seals never reaches state 2: the round fails and the lottery
         // spins to the next round (a new clerk, a new block, new seal chances).
         let mut first = 0;
         let header = loop {
-            let ticket = self.best_ticket_from(parent, first)?;
+            let ticket = self.ticket(parent, first, pick)?;
             let round = ticket.round;
             let mut header = BlockHeader {
                 height: parent.height + 1,
@@ -274,7 +302,7 @@ impl Devnet {
                 commit: None,
             };
             let id = header.block_id();
-            match self.seal(&id) {
+            match self.pick_seal(&id, pick) {
                 Ok(seal) => {
                     header.seal = Some(seal);
                     header.commit =
@@ -289,6 +317,8 @@ impl Devnet {
     }
 
     /// `n` consecutive final blocks after `parent`, each with `txs_per_block` sensor batches.
+    /// Each takes the first qualifying ticket and seal in member order rather than the best:
+    /// just as valid, and long chains cost far fewer RSA private-key operations.
     pub fn chain(
         &self,
         parent: &Verified,
@@ -301,9 +331,7 @@ impl Devnet {
             &self.level2
         };
         if senders.is_empty() && txs_per_block > 0 {
-            return Err(DevnetError::Certificate(
-                "no members to send transactions".into(),
-            ));
+            return Err(DevnetError::NoMembers);
         }
         let mut out = Vec::with_capacity(n);
         let mut p = *parent;
@@ -317,7 +345,7 @@ impl Devnet {
                     )
                 })
                 .collect();
-            let b = self.next_block(&p, txs, 1_700_000_000_000 + i as u64 * 1000)?;
+            let b = self.block(&p, txs, 1_700_000_000_000 + i as u64 * 1000, Pick::First)?;
             p = Verified::of(&b.header, b.header.block_id());
             out.push(b);
         }
