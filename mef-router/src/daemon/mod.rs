@@ -15,6 +15,7 @@ pub mod egress;
 pub mod metrics;
 pub mod router;
 pub mod run;
+pub mod sockbuf;
 
 pub use config::{Config, ConfigFileError, Prefix};
 pub use router::{Output, Router};

@@ -138,11 +138,13 @@ pub async fn run(
     let udp = UdpSocket::bind(cfg.listen)
         .await
         .map_err(io(format!("binding UDP {}", cfg.listen)))?;
+    super::sockbuf::size_and_log(&udp, cfg.wan.socket_buffer_bytes, "tunnel");
     let split_udp = if cfg.split.enabled {
         let addr = SocketAddr::new(cfg.listen.ip(), cfg.split.port);
         let s = UdpSocket::bind(addr)
             .await
             .map_err(io(format!("binding split UDP {addr}")))?;
+        super::sockbuf::size_and_log(&s, cfg.wan.socket_buffer_bytes, "split");
         tracing::info!(%addr, "TCP splitting on (MEF transport)");
         Some(s)
     } else {
