@@ -28,10 +28,10 @@ pub struct FlowResult {
     pub rtt_ms: u64,
     /// Goodput at the receiver, Mbit/s.
     pub goodput_mbps: f64,
-    /// Retransmitted segments (TCP: the sender namespace's `RetransSegs`; MEF: packets that
-    /// carried retransmitted data).
+    /// Retransmitted segments (TCP: the sender socket's `TCP_INFO` `tcpi_total_retrans`; MEF:
+    /// packets that carried retransmitted data).
     pub retransmits: u64,
-    /// The sender's smoothed RTT in ms, where the sender reports it (MEF).
+    /// The sender's smoothed RTT in ms (TCP: `TCP_INFO` `tcpi_rtt`; MEF: its own estimate).
     pub srtt_ms: Option<f64>,
     /// The receiver's first-byte-to-EOF time in seconds.
     pub seconds: f64,
@@ -136,7 +136,7 @@ pub fn run_tcp(
         rtt_ms,
         goodput_mbps: b.goodput_mbps,
         retransmits: b.retransmits,
-        srtt_ms: None,
+        srtt_ms: b.srtt_ms,
         seconds: b.report.elapsed.as_secs_f64(),
         mef_rate_mode: None,
     };

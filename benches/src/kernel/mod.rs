@@ -63,6 +63,7 @@ pub mod netns;
 pub mod report;
 pub mod routers;
 pub mod tcp;
+pub mod tcpinfo;
 pub mod tunnel;
 
 use tcp::Cc;
@@ -119,7 +120,9 @@ pub struct KernelRecord {
     /// Short flows completed (content checked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flows_completed: Option<u64>,
-    /// Mean smoothed RTT the sender's kernel measured (iperf3, `TCP_INFO`), in ms.
+    /// Smoothed RTT the sender measured, in ms: the kernel's `TCP_INFO` for TCP (iperf3 and the
+    /// built-in generator; short flows: the mean over completed flows), the transport's own for
+    /// `mef-native`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub srtt_ms: Option<f64>,
     /// Measurement length in seconds.
@@ -411,10 +414,12 @@ pub fn run_case(
                     tcp::bulk(addr, cc, dur)
                 })?;
                 let b = netns::join(h)?;
-                Ok(mk(
+                let mut k = mk(
                     goodput_record(spec, protocol, seed, b.goodput_mbps, b.retransmits),
                     b.report.elapsed.as_secs_f64(),
-                ))
+                );
+                k.srtt_ms = b.srtt_ms;
+                Ok(k)
             } else {
                 let trace: Vec<(Duration, u64)> =
                     crate::scenarios::short_flows::trace(seed, t.arrivals)
@@ -461,6 +466,9 @@ fn short_record(
     let mut k = mk(r, secs);
     k.fct_p99_ms = crate::metrics::quantile(&fcts, 0.99);
     k.flows_completed = Some(s.completed.len() as u64);
+    if s.mean_srtt_ms.is_some() {
+        k.srtt_ms = s.mean_srtt_ms;
+    }
     k
 }
 

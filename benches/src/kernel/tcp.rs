@@ -116,6 +116,9 @@ pub struct FlowReport {
     pub bytes: u64,
     /// Time from the first payload byte to EOF at the server.
     pub elapsed: Duration,
+    /// The sender socket's `TCP_INFO` after the transfer (`None` for MEF streams, or when the
+    /// kernel refused it).
+    pub tcp: Option<super::tcpinfo::TcpStats>,
 }
 
 /// A generator server inside a namespace thread; stopped and joined on drop.
@@ -278,11 +281,16 @@ async fn client_flow(
 ) -> anyhow::Result<FlowReport> {
     let sock = TcpSocket::new_v4().context("socket")?;
     set_congestion(&sock, cc)?;
-    let s = tokio::time::timeout(IO_TIMEOUT, sock.connect(server))
+    let mut s = tokio::time::timeout(IO_TIMEOUT, sock.connect(server))
         .await
         .context("connect timed out")?
         .with_context(|| format!("connecting to {server}"))?;
-    send_flow(s, id, amount, pat).await
+    let mut report = send_flow(&mut s, id, amount, pat).await?;
+    // Read after the server's answer: every payload segment has been acknowledged by then.
+    report.tcp = super::tcpinfo::tcp_info(&s)
+        .map_err(|e| tracing::debug!("TCP_INFO: {e}"))
+        .ok();
+    Ok(report)
 }
 
 /// The client side of one flow of the generator protocol on `s` (a TCP connection or a MEF
@@ -335,6 +343,7 @@ where
         content_ok: ans[0] == 1 && bytes == off,
         bytes,
         elapsed: Duration::from_nanos(nanos),
+        tcp: None,
     })
 }
 
@@ -352,8 +361,11 @@ pub struct BulkResult {
     pub report: FlowReport,
     /// Goodput in Mbit/s (`bytes·8 / elapsed` at the server).
     pub goodput_mbps: f64,
-    /// TCP segments retransmitted in the client's namespace during the transfer.
+    /// Segments the sender retransmitted: its `TCP_INFO` `tcpi_total_retrans`, or the client
+    /// namespace's `RetransSegs` delta when `TCP_INFO` was not available.
     pub retransmits: u64,
+    /// The sender's smoothed RTT at the end (`TCP_INFO` `tcpi_rtt`), milliseconds.
+    pub srtt_ms: Option<f64>,
 }
 
 /// A bulk flow's goodput in Mbit/s, once the server confirmed the content (an error names
@@ -378,12 +390,13 @@ pub fn bulk(server: SocketAddr, cc: Cc, dur: Duration) -> anyhow::Result<BulkRes
     let before = super::netns::retrans_segs()?;
     let pat = pattern();
     let report = runtime()?.block_on(client_flow(server, cc, 1, Amount::For(dur), &pat))?;
-    let retransmits = super::netns::retrans_segs()?.saturating_sub(before);
+    let ns_retransmits = super::netns::retrans_segs()?.saturating_sub(before);
     let goodput_mbps = checked_goodput(&report, "bulk flow")?;
     Ok(BulkResult {
+        retransmits: report.tcp.map_or(ns_retransmits, |t| t.total_retrans),
+        srtt_ms: report.tcp.map(|t| t.srtt_ms()),
         report,
         goodput_mbps,
-        retransmits,
     })
 }
 
@@ -402,6 +415,9 @@ pub struct ShortResult {
     pub span: Duration,
     /// TCP segments retransmitted in the client's namespace during the run.
     pub retransmits: u64,
+    /// Mean of the completed flows' final smoothed RTT from their sender sockets' `TCP_INFO`
+    /// (`None` when no flow had one, as for MEF streams), milliseconds.
+    pub mean_srtt_ms: Option<f64>,
 }
 
 /// Opens one flow per `(arrival offset, bytes)` at its time, from the calling thread's
@@ -505,10 +521,16 @@ impl ArrivalRun {
             bytes: 0,
             span: self.span,
             retransmits,
+            mean_srtt_ms: None,
         };
+        let (mut rtt_sum, mut rtt_n) = (0.0, 0u32);
         for (size, at, r) in self.done {
             match r {
                 Ok((rep, fct)) if rep.content_ok => {
+                    if let Some(t) = rep.tcp {
+                        rtt_sum += t.srtt_ms();
+                        rtt_n += 1;
+                    }
                     res.bytes += rep.bytes;
                     res.completed.push((size, at, fct));
                 }
@@ -525,6 +547,9 @@ impl ArrivalRun {
         }
         if res.corrupted > 0 {
             bail!("{} short flow(s) arrived with wrong content", res.corrupted);
+        }
+        if rtt_n > 0 {
+            res.mean_srtt_ms = Some(rtt_sum / f64::from(rtt_n));
         }
         Ok(res)
     }
