@@ -23,6 +23,8 @@ pub mod mef_flow;
 pub mod metrics;
 pub mod plot;
 pub mod poe_bench;
+pub mod poe_net;
+pub mod poe_scale;
 pub mod protocol;
 pub mod quinn_flow;
 pub mod record;

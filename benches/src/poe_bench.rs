@@ -11,10 +11,10 @@
 //!   link, the certificate of the last; and fully verified one by one) and bytes per 1,000
 //!   headers in its window.
 //!
-//! The network figures of the issue (finality in RTTs, broadcasts per block over `sim-netem`
-//! with 100 level-1 and 1,000 level-2 nodes) need the consensus node (`poe::node`) run over
-//! `sim-netem` at that scale, which is not built yet:
-//! they are reported as `null`, never estimated.
+//! - **The network** ([`crate::poe_scale`]): every member's consensus node and gossip engine
+//!   over `sim-netem`, 50 ms between members — 100 level-1 and 1,000 level-2 members (quick:
+//!   16 + 8) — measured per final block: finality after build in RTTs, broadcasts, datagrams
+//!   and bytes, blocks per minute.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -62,10 +62,13 @@ pub struct PoeReport {
     pub lc_headers_per_s_full: f64,
     /// Bytes the light client's window takes for 1,000 headers.
     pub lc_bytes_per_1000_headers: usize,
-    /// Finality latency in network RTTs (needs the consensus node run over sim-netem: not yet).
+    /// Finality latency after build in network RTTs, mean over the level-1 members
+    /// (`network.finality_rtts`).
     pub finality_rtts: Option<f64>,
-    /// Network-wide broadcasts per block (same).
+    /// Network-wide broadcasts per block, transactions excluded (`network`).
     pub broadcasts_per_block: Option<f64>,
+    /// The network run over sim-netem.
+    pub network: Option<crate::poe_scale::NetFigures>,
 }
 
 fn time<F: FnMut()>(n: usize, mut f: F) -> Duration {
@@ -278,6 +281,25 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
+    // The network: every member's node over sim-netem.
+    let (m1, m2, warmup, measured) = if quick {
+        (16, 8, 2, 5)
+    } else {
+        (100, 1000, 3, 20)
+    };
+    eprintln!(
+        "generating {} RSA-2048 keys for the network run ...",
+        m1 + m2
+    );
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let nd = crate::poe_scale::devnet_parallel(7, m1, m2, Params::default(), 2048, threads)?;
+    eprintln!(
+        "running {m1} + {m2} members over sim-netem for {} blocks ...",
+        warmup + measured
+    );
+    let cfg = crate::poe_net::PoeNetConfig::new(1);
+    let net = crate::poe_scale::run(&nd, &cfg, warmup, measured, 200, Duration::from_secs(600))?;
+
     Ok(PoeReport {
         level1: n1,
         level2: n2,
@@ -288,8 +310,9 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         lc_headers_per_s: sync_rate,
         lc_headers_per_s_full: full_rate,
         lc_bytes_per_1000_headers: window,
-        finality_rtts: None,
-        broadcasts_per_block: None,
+        finality_rtts: Some(net.finality_rtts),
+        broadcasts_per_block: Some(net.broadcasts_per_block),
+        network: Some(net),
     })
 }
 
@@ -328,9 +351,44 @@ pub fn report(r: &PoeReport, json: Option<&Path>) -> anyhow::Result<()> {
         HEADER_BYTES,
         target(r.lc_bytes_per_1000_headers <= 256 * 1024)
     );
-    println!(
-        "finality_rtts, broadcasts_per_block: not measured (the consensus node is not yet run over sim-netem at scale)"
-    );
+    if let Some(n) = &r.network {
+        println!();
+        println!(
+            "network over sim-netem: {} level-1 + {} level-2 members, RTT {:.0} ms, loss {:.1} %, {} blocks measured ({:.0} s simulated, {:.0} s wall)",
+            n.level1,
+            n.level2,
+            n.rtt_ms,
+            n.loss * 100.0,
+            n.blocks,
+            n.sim_seconds,
+            n.wall_seconds
+        );
+        println!(
+            "finality after build: {:.2} RTT at level-1 (mean), {:.2} RTT all members, worst member {:.2} (target <= 3: {})",
+            n.finality_rtts,
+            n.finality_rtts_all,
+            n.finality_rtts_max,
+            target(n.finality_rtts <= 3.0)
+        );
+        println!(
+            "blocks: {:.1}/min, one every {:.2} RTT; heights that spun {}; txs included {}",
+            n.blocks_per_min, n.block_interval_rtts, n.spun_heights, n.txs_included
+        );
+        let kinds: Vec<String> = n
+            .broadcasts_by_kind
+            .iter()
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        println!(
+            "per block: {:.1} broadcasts without txs (seed: about 2) [{}], {:.1} direct messages, {:.0} datagrams, {:.0} KB",
+            n.broadcasts_per_block,
+            kinds.join(", "),
+            n.unicasts_per_block,
+            n.datagrams_per_block,
+            n.bytes_per_block / 1e3
+        );
+    }
     if let Some(path) = json {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -39,12 +39,16 @@ pub enum DevnetError {
     /// More transactions than a header can count.
     #[error("{0} transactions do not fit in a block")]
     TooManyTransactions(usize),
+    /// A member was given in the list of the other level.
+    #[error("member {0} is in the wrong level's list")]
+    WrongLevel(usize),
     /// No member to send the chain's transactions.
     #[error("the devnet has no members")]
     NoMembers,
 }
 
 /// One member with its secret keys.
+#[derive(Clone)]
 pub struct DevNode {
     /// ed25519 key (transactions, votes).
     pub sig: SigningKey,
@@ -155,6 +159,29 @@ impl Devnet {
         let level2 = (0..n2)
             .map(|_| DevNode::generate(rng, Level::Two, rsa_bits))
             .collect::<Result<Vec<_>, _>>()?;
+        Self::from_nodes(level1, level2, params)
+    }
+
+    /// A devnet of members generated elsewhere (for example on several threads); their
+    /// `member.level` must match the list they are in.
+    pub fn from_nodes(
+        level1: Vec<DevNode>,
+        level2: Vec<DevNode>,
+        params: Params,
+    ) -> Result<Self, DevnetError> {
+        let n1 = level1.len();
+        let wrong = level1
+            .iter()
+            .position(|n| n.member.level != Level::One)
+            .or_else(|| {
+                level2
+                    .iter()
+                    .position(|n| n.member.level != Level::Two)
+                    .map(|i| n1 + i)
+            });
+        if let Some(i) = wrong {
+            return Err(DevnetError::WrongLevel(i));
+        }
         let members =
             Membership::new(level1.iter().chain(level2.iter()).map(|n| n.member.clone()))?;
         let genesis = Verified {

@@ -3,6 +3,7 @@
 //! very same code as the nodes.
 
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 
 use crate::lottery::{self, Rank};
 use crate::sig;
@@ -87,10 +88,11 @@ impl Default for Params {
     }
 }
 
-/// The registered members with their parsed keys, as of one block.
+/// The registered members with their parsed keys, as of one block. Cloning is cheap (the set
+/// is shared until one clone changes it), so every node of a simulation can hold its own.
 #[derive(Debug, Clone, Default)]
 pub struct Membership {
-    members: BTreeMap<NodeId, (Member, VrfPublicKey)>,
+    members: Arc<BTreeMap<NodeId, (Member, VrfPublicKey)>>,
     level1: usize,
     level2: usize,
 }
@@ -111,7 +113,7 @@ impl Membership {
         let id = sig::node_id(&member.ed25519);
         let key =
             VrfPublicKey::from_pkcs1_der(&member.rsa_der).map_err(|_| VerifyError::BadKey(id))?;
-        if let Some((old, _)) = self.members.insert(id, (member.clone(), key)) {
+        if let Some((old, _)) = Arc::make_mut(&mut self.members).insert(id, (member.clone(), key)) {
             self.count(old.level, false);
         }
         self.count(member.level, true);
@@ -120,7 +122,7 @@ impl Membership {
 
     /// Removes a member.
     pub fn remove(&mut self, id: &NodeId) {
-        if let Some((old, _)) = self.members.remove(id) {
+        if let Some((old, _)) = Arc::make_mut(&mut self.members).remove(id) {
             self.count(old.level, false);
         }
     }
