@@ -12,8 +12,11 @@
 //! - **Datagrams**: one byte of kind, then either a gossip frame ([`KIND_GOSSIP`]) or a POE
 //!   message sent directly ([`KIND_DIRECT`]: votes and seals to the clerk, catch-up). A
 //!   datagram carries a whole message (the simulator has no MTU; sizes are counted as sent).
-//! - **Broadcasts**: [`Output::Broadcast`] is published on one gossip topic; the gossip layer
-//!   de-duplicates, so a block published by its clerk and re-published by nobody counts once.
+//! - **Broadcasts**: [`Output::Broadcast`] is published on one gossip topic, which reaches
+//!   every member in a few hops; with [`PoeNetConfig::l1_direct`] (the default) a level-1 member
+//!   also sends it straight to every other level-1 member, so consensus among the routers waits
+//!   for one one-way delay, not for gossip hops. Gossip de-duplicates what it carries; a node
+//!   ignores a message it already has.
 //!
 //! Byzantine members are honest nodes whose outputs pass through a [`Fault`] filter
 //! (withholding, muting) or which are given forged inputs by the test; see `tests/poe_net.rs`.
@@ -153,6 +156,10 @@ pub struct PoeEndpoint {
     fault: Fault,
     /// This member's own keys, which a faulty member uses outside the protocol.
     keys: Arc<DevNode>,
+    /// Level-1 members in the network (indices `0..n1`).
+    n1: usize,
+    /// Whether level-1 members send their broadcasts to every other level-1 member directly.
+    l1_direct: bool,
     /// What it saw.
     pub log: MemberLog,
 }
@@ -316,8 +323,17 @@ impl PoeEndpoint {
                             }
                             self.log.broadcasts += 1;
                             self.log.broadcasts_by_kind[kind_index(&msg)] += 1;
+                            let bytes = msg.to_bytes();
+                            // Level-1 members reach each other directly (a full mesh of router
+                            // tunnels); gossip carries it to everyone, level-2 included.
+                            if self.l1_direct && self.index < self.n1 {
+                                let me = self.index;
+                                for to in (0..self.n1).filter(|&j| j != me) {
+                                    self.send(to, KIND_DIRECT, &bytes);
+                                }
+                            }
                             // A duplicate (the same bytes published twice) is not an error.
-                            let _ = self.gossip.publish(now, TOPIC, &msg.to_bytes());
+                            let _ = self.gossip.publish(now, TOPIC, &bytes);
                         }
                         Output::Send(id, msg) => {
                             if let Some(&to) = self.dir.by_id.get(&id) {
@@ -406,6 +422,9 @@ pub struct PoeNetConfig {
     pub loss: f64,
     /// Gossip peers of each level-2 member.
     pub l2_peers: usize,
+    /// Level-1 members also send each broadcast straight to every other level-1 member (routers
+    /// between data centres hold a full mesh of tunnels); otherwise gossip alone carries it.
+    pub l1_direct: bool,
     /// Sites: member `i` sits behind router `i % sites`; the site routers are joined by
     /// zero-delay trunk links, which [`PoeNet::partition`] cuts (1: a single star).
     pub sites: usize,
@@ -428,6 +447,7 @@ impl PoeNetConfig {
             loss: 0.0,
             l2_peers: 8,
             sites: 1,
+            l1_direct: true,
             node: NodeConfig {
                 candidacy_window: rtt,
                 round_timeout: rtt * 20,
@@ -569,6 +589,8 @@ impl PoeNet {
                 out: VecDeque::new(),
                 fault: Fault::Honest,
                 keys: keys[i].clone(),
+                n1,
+                l1_direct: cfg.l1_direct,
                 log: MemberLog::default(),
             };
             ep.pump(epoch);
