@@ -298,7 +298,7 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         warmup + measured
     );
     let cfg = crate::poe_net::PoeNetConfig::new(1);
-    let net = crate::poe_scale::run(&nd, &cfg, warmup, measured, 200, Duration::from_secs(600))?;
+    let net = crate::poe_scale::run(&nd, &cfg, warmup, measured, 100, Duration::from_secs(600))?;
 
     Ok(PoeReport {
         level1: n1,

@@ -176,8 +176,17 @@ pub fn run(
     let mut next_sender = 0usize;
     let end = net.sim.elapsed() + limit;
     let mut before: Option<(Counters, Instant)> = None;
+    let mut shown = 0;
     loop {
         let h = net.min_height(l1.iter().copied());
+        if h > shown {
+            shown = h;
+            eprintln!(
+                "  height {h} final at every level-1 member ({:.1} s simulated, {:.0} s wall)",
+                net.sim.elapsed().as_secs_f64(),
+                wall.elapsed().as_secs_f64()
+            );
+        }
         if before.is_none() && h >= warmup {
             before = Some((counters(&net), net.sim.now()));
         }
