@@ -45,12 +45,16 @@
 //! signature, only its ticket (a VRF proof anyone can copy), so a double block is evidence of
 //! two blocks under one ticket, not a signature by the clerk.
 
+mod catchup;
+mod persist;
 mod state;
 mod types;
 
+pub use persist::{PersistError, ResumeError};
 pub use types::{NodeConfig, NodeError, NodeEvent, NodeStats, Output, Reject, Rejects, TxReject};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 use std::vec::Vec;
 
@@ -94,7 +98,11 @@ pub struct Node {
     config: NodeConfig,
     epoch: Instant,
     tip: Verified,
-    finalized: VecDeque<Block>,
+    /// Height of the genesis block the chain starts from (never served).
+    base: u64,
+    finalized: VecDeque<Arc<Block>>,
+    /// [`Message::GetBlocks`] answered per peer: (window start, requests in the window).
+    answers: BTreeMap<NodeId, (Instant, u32)>,
     /// Final blocks above the next height whose commit certificate verified, by height.
     pending: BTreeMap<u64, Block>,
     sync: Option<Sync>,
@@ -136,13 +144,29 @@ impl Node {
         genesis: Verified,
         config: NodeConfig,
     ) -> Result<Self, NodeError> {
+        let mut node = Self::init(now, key, vrf, members, params, genesis, config)?;
+        node.enter_round(now, 0)?;
+        node.drain(now);
+        Ok(node)
+    }
+
+    /// The state of [`Node::new`] before it enters round 0.
+    fn init(
+        now: Instant,
+        key: SigningKey,
+        vrf: VrfSecretKey,
+        members: Membership,
+        params: Params,
+        genesis: Verified,
+        config: NodeConfig,
+    ) -> Result<Self, NodeError> {
         let id = key.node_id();
         let level = members
             .iter()
             .find(|(m, _)| **m == id)
             .map(|(_, m)| m.level)
             .ok_or(NodeError::NotMember)?;
-        let mut node = Self {
+        Ok(Self {
             key,
             vrf,
             id,
@@ -152,7 +176,9 @@ impl Node {
             config,
             epoch: now,
             tip: genesis,
+            base: genesis.height,
             finalized: VecDeque::new(),
+            answers: BTreeMap::new(),
             pending: BTreeMap::new(),
             sync: None,
             mempool: Mempool::default(),
@@ -167,10 +193,7 @@ impl Node {
             loopback: VecDeque::new(),
             rejects: Rejects::default(),
             cache_drops: 0,
-        };
-        node.enter_round(now, 0)?;
-        node.drain(now);
-        Ok(node)
+        })
     }
 
     /// This node's id.
@@ -196,7 +219,14 @@ impl Node {
     /// The finalized blocks held in memory, oldest first (at most
     /// [`NodeConfig::keep_blocks`]).
     pub fn finalized(&self) -> impl Iterator<Item = &Block> {
-        self.finalized.iter()
+        self.finalized.iter().map(|b| &**b)
+    }
+
+    /// The finalized block at `height`, if it is held in memory.
+    pub fn final_block(&self, height: u64) -> Option<&Block> {
+        let first = self.finalized.front()?.header.height;
+        let i = usize::try_from(height.checked_sub(first)?).ok()?;
+        self.finalized.get(i).map(|b| &**b)
     }
 
     /// Sizes of bounded structures and rejection counters.
@@ -212,6 +242,7 @@ impl Node {
             votes: self.h.votes.len(),
             evidence_seen: self.evidence_seen.len(),
             finalized_blocks: self.finalized.len(),
+            get_blocks_peers: self.answers.len(),
             rejects: self.rejects,
             cache_drops: self.cache_drops,
         }
@@ -295,7 +326,7 @@ impl Node {
                 .map_err(|e| (e, Kind::Certificate)),
             Message::Evidence(e) => self.on_evidence(e).map_err(|e| (e, Kind::Evidence)),
             Message::GetBlocks { from: start, count } => {
-                self.on_get_blocks(from, start, count);
+                self.on_get_blocks(now, from, start, count);
                 Ok(())
             }
         };
@@ -656,14 +687,13 @@ impl Node {
         }
         self.mempool.remove_committed(&b.txs, &self.nonce_floor);
         self.tip = v;
-        self.finalized.push_back(b);
-        while self.finalized.len() > self.config.keep_blocks.max(1) {
-            self.finalized.pop_front();
-        }
+        let block = Arc::new(b);
+        self.keep_final(Arc::clone(&block));
         self.events.push_back(NodeEvent::Finalized {
             height: v.height,
             block_id: v.block_id,
             round,
+            block,
         });
         self.h = HeightState::default();
         self.round = 0;
@@ -672,6 +702,15 @@ impl Node {
         // A VRF failure only stops this node from being a candidate.
         let _ = self.enter_round(now, 0);
         Ok(())
+    }
+
+    /// Appends a final block to the in-memory window, dropping the oldest beyond
+    /// [`NodeConfig::keep_blocks`].
+    fn keep_final(&mut self, b: Arc<Block>) {
+        self.finalized.push_back(b);
+        while self.finalized.len() > self.config.keep_blocks.max(1) {
+            self.finalized.pop_front();
+        }
     }
 
     // ---- catch-up --------------------------------------------------------------------------
@@ -773,33 +812,6 @@ impl Node {
         }
         let next = self.next_height();
         self.pending.retain(|h, _| *h >= next);
-    }
-
-    /// Answers a [`Message::GetBlocks`] from the finalized blocks held (at most
-    /// [`MAX_GET_BLOCKS`]).
-    fn on_get_blocks(&mut self, peer: NodeId, start: u64, count: u32) {
-        if peer == self.id {
-            return;
-        }
-        let Some(first) = self.finalized.front().map(|b| b.header.height) else {
-            return;
-        };
-        let count = u64::from(count.min(MAX_GET_BLOCKS));
-        let end = start.saturating_add(count);
-        let from = start.max(first);
-        let Ok(skip) = usize::try_from(from - first) else {
-            return;
-        };
-        let blocks: Vec<Block> = self
-            .finalized
-            .iter()
-            .skip(skip)
-            .take_while(|b| b.header.height < end)
-            .cloned()
-            .collect();
-        for b in blocks {
-            self.send(peer, Message::Block(b));
-        }
     }
 
     // ---- votes -----------------------------------------------------------------------------
