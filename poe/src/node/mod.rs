@@ -34,7 +34,24 @@
 //! [`Message::GetBlocks`] (at most [`MAX_GET_BLOCKS`] per request, one request outstanding,
 //! retried after [`NodeConfig::round_timeout`]) and appends the answers in height order, each
 //! verified with [`verify::header`] (`Depth::Full`) against the tip. A node answers a
-//! `GetBlocks` from the finalized blocks it holds ([`NodeConfig::keep_blocks`]).
+//! `GetBlocks` from the finalized blocks it holds ([`NodeConfig::keep_blocks`]); heights below
+//! them (above genesis) are handed to the driver as [`NodeEvent::BlocksWanted`], to be answered
+//! from its store. Each peer has at most [`NodeConfig::get_blocks_per_peer`] requests answered
+//! per [`NodeConfig::round_timeout`]; more are dropped and counted in
+//! [`Rejects::rate_limited`] (the table of peers is bounded by [`NodeConfig::cache_limit`]).
+//!
+//! Persistence (module `persist`): the node never touches a file. [`NodeEvent::Finalized`]
+//! carries the final block, which the driver writes with [`crate::store::Store::append_final`];
+//! after a crash it reads the chain back with [`crate::store::Store::final_blocks`] and
+//! restarts with [`Node::resume`], which verifies the stored chain (see its docs for the depth)
+//! and refuses a damaged or forged one with a [`ResumeError`]. A driver loop:
+//!
+//! ```text
+//! on NodeEvent::Finalized { block, .. }       => store.append_final(&block)?
+//! on NodeEvent::BlocksWanted { peer, from, count } =>
+//!     for b in store.final_blocks(from, count)? { send(peer, Message::Block(b)) }
+//! on restart => Node::resume(now, .., store.final_blocks(genesis.height + 1, tip)?)
+//! ```
 //!
 //! Time: the node has no wall clock; a clerk stamps its header with the milliseconds since the
 //! node was created (the `now` given to [`Node::new`]), at least the parent's time + 1.
