@@ -350,9 +350,13 @@ impl PoeEndpoint {
                         height,
                         block_id,
                         round,
+                        ..
                     } => self.log.finals.push((height, block_id, round, now)),
                     NodeEvent::Evidence(e) => self.log.evidence.push(e),
                     NodeEvent::Spin { .. } => self.log.spins += 1,
+                    // The simulated members have no store: heights below `keep_blocks` (1,024
+                    // by default) are not served.
+                    NodeEvent::BlocksWanted { .. } => {}
                 }
             }
             while let Some((peer, bytes)) = self.gossip.poll_transmit() {

@@ -211,9 +211,10 @@ impl Net {
                     height,
                     block_id,
                     round,
+                    ..
                 } => self.finals[i].push((height, block_id, round, self.clock.now())),
                 NodeEvent::Evidence(e) => self.evidence[i].push(e),
-                NodeEvent::Spin { .. } => {}
+                NodeEvent::Spin { .. } | NodeEvent::BlocksWanted { .. } => {}
             }
         }
         if let Some(t) = self.nodes[i].poll_timeout() {

@@ -34,7 +34,24 @@
 //! [`Message::GetBlocks`] (at most [`MAX_GET_BLOCKS`] per request, one request outstanding,
 //! retried after [`NodeConfig::round_timeout`]) and appends the answers in height order, each
 //! verified with [`verify::header`] (`Depth::Full`) against the tip. A node answers a
-//! `GetBlocks` from the finalized blocks it holds ([`NodeConfig::keep_blocks`]).
+//! `GetBlocks` from the finalized blocks it holds ([`NodeConfig::keep_blocks`]); heights below
+//! them (above genesis) are handed to the driver as [`NodeEvent::BlocksWanted`], to be answered
+//! from its store. Each peer has at most [`NodeConfig::get_blocks_per_peer`] requests answered
+//! per [`NodeConfig::round_timeout`]; more are dropped and counted in
+//! [`Rejects::rate_limited`] (the table of peers is bounded by [`NodeConfig::cache_limit`]).
+//!
+//! Persistence (module `persist`): the node never touches a file. [`NodeEvent::Finalized`]
+//! carries the final block, which the driver writes with [`crate::store::Store::append_final`];
+//! after a crash it reads the chain back with [`crate::store::Store::final_blocks`] and
+//! restarts with [`Node::resume`], which verifies the stored chain (see its docs for the depth)
+//! and refuses a damaged or forged one with a [`ResumeError`]. A driver loop:
+//!
+//! ```text
+//! on NodeEvent::Finalized { block, .. }       => store.append_final(&block)?
+//! on NodeEvent::BlocksWanted { peer, from, count } =>
+//!     for b in store.final_blocks(from, count)? { send(peer, Message::Block(b)) }
+//! on restart => Node::resume(now, .., store.final_blocks(genesis.height + 1, tip)?)
+//! ```
 //!
 //! Time: the node has no wall clock; a clerk stamps its header with the milliseconds since the
 //! node was created (the `now` given to [`Node::new`]), at least the parent's time + 1.
@@ -45,12 +62,16 @@
 //! signature, only its ticket (a VRF proof anyone can copy), so a double block is evidence of
 //! two blocks under one ticket, not a signature by the clerk.
 
+mod catchup;
+mod persist;
 mod state;
 mod types;
 
+pub use persist::{PersistError, ResumeError};
 pub use types::{NodeConfig, NodeError, NodeEvent, NodeStats, Output, Reject, Rejects, TxReject};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Instant;
 use std::vec::Vec;
 
@@ -94,7 +115,11 @@ pub struct Node {
     config: NodeConfig,
     epoch: Instant,
     tip: Verified,
-    finalized: VecDeque<Block>,
+    /// Height of the genesis block the chain starts from (never served).
+    base: u64,
+    finalized: VecDeque<Arc<Block>>,
+    /// [`Message::GetBlocks`] answered per peer: (window start, requests in the window).
+    answers: BTreeMap<NodeId, (Instant, u32)>,
     /// Final blocks above the next height whose commit certificate verified, by height.
     pending: BTreeMap<u64, Block>,
     sync: Option<Sync>,
@@ -136,13 +161,29 @@ impl Node {
         genesis: Verified,
         config: NodeConfig,
     ) -> Result<Self, NodeError> {
+        let mut node = Self::init(now, key, vrf, members, params, genesis, config)?;
+        node.enter_round(now, 0)?;
+        node.drain(now);
+        Ok(node)
+    }
+
+    /// The state of [`Node::new`] before it enters round 0.
+    fn init(
+        now: Instant,
+        key: SigningKey,
+        vrf: VrfSecretKey,
+        members: Membership,
+        params: Params,
+        genesis: Verified,
+        config: NodeConfig,
+    ) -> Result<Self, NodeError> {
         let id = key.node_id();
         let level = members
             .iter()
             .find(|(m, _)| **m == id)
             .map(|(_, m)| m.level)
             .ok_or(NodeError::NotMember)?;
-        let mut node = Self {
+        Ok(Self {
             key,
             vrf,
             id,
@@ -152,7 +193,9 @@ impl Node {
             config,
             epoch: now,
             tip: genesis,
+            base: genesis.height,
             finalized: VecDeque::new(),
+            answers: BTreeMap::new(),
             pending: BTreeMap::new(),
             sync: None,
             mempool: Mempool::default(),
@@ -167,10 +210,7 @@ impl Node {
             loopback: VecDeque::new(),
             rejects: Rejects::default(),
             cache_drops: 0,
-        };
-        node.enter_round(now, 0)?;
-        node.drain(now);
-        Ok(node)
+        })
     }
 
     /// This node's id.
@@ -196,7 +236,14 @@ impl Node {
     /// The finalized blocks held in memory, oldest first (at most
     /// [`NodeConfig::keep_blocks`]).
     pub fn finalized(&self) -> impl Iterator<Item = &Block> {
-        self.finalized.iter()
+        self.finalized.iter().map(|b| &**b)
+    }
+
+    /// The finalized block at `height`, if it is held in memory.
+    pub fn final_block(&self, height: u64) -> Option<&Block> {
+        let first = self.finalized.front()?.header.height;
+        let i = usize::try_from(height.checked_sub(first)?).ok()?;
+        self.finalized.get(i).map(|b| &**b)
     }
 
     /// Sizes of bounded structures and rejection counters.
@@ -212,6 +259,7 @@ impl Node {
             votes: self.h.votes.len(),
             evidence_seen: self.evidence_seen.len(),
             finalized_blocks: self.finalized.len(),
+            get_blocks_peers: self.answers.len(),
             rejects: self.rejects,
             cache_drops: self.cache_drops,
         }
@@ -295,7 +343,7 @@ impl Node {
                 .map_err(|e| (e, Kind::Certificate)),
             Message::Evidence(e) => self.on_evidence(e).map_err(|e| (e, Kind::Evidence)),
             Message::GetBlocks { from: start, count } => {
-                self.on_get_blocks(from, start, count);
+                self.on_get_blocks(now, from, start, count);
                 Ok(())
             }
         };
@@ -656,14 +704,13 @@ impl Node {
         }
         self.mempool.remove_committed(&b.txs, &self.nonce_floor);
         self.tip = v;
-        self.finalized.push_back(b);
-        while self.finalized.len() > self.config.keep_blocks.max(1) {
-            self.finalized.pop_front();
-        }
+        let block = Arc::new(b);
+        self.keep_final(Arc::clone(&block));
         self.events.push_back(NodeEvent::Finalized {
             height: v.height,
             block_id: v.block_id,
             round,
+            block,
         });
         self.h = HeightState::default();
         self.round = 0;
@@ -672,6 +719,15 @@ impl Node {
         // A VRF failure only stops this node from being a candidate.
         let _ = self.enter_round(now, 0);
         Ok(())
+    }
+
+    /// Appends a final block to the in-memory window, dropping the oldest beyond
+    /// [`NodeConfig::keep_blocks`].
+    fn keep_final(&mut self, b: Arc<Block>) {
+        self.finalized.push_back(b);
+        while self.finalized.len() > self.config.keep_blocks.max(1) {
+            self.finalized.pop_front();
+        }
     }
 
     // ---- catch-up --------------------------------------------------------------------------
@@ -773,33 +829,6 @@ impl Node {
         }
         let next = self.next_height();
         self.pending.retain(|h, _| *h >= next);
-    }
-
-    /// Answers a [`Message::GetBlocks`] from the finalized blocks held (at most
-    /// [`MAX_GET_BLOCKS`]).
-    fn on_get_blocks(&mut self, peer: NodeId, start: u64, count: u32) {
-        if peer == self.id {
-            return;
-        }
-        let Some(first) = self.finalized.front().map(|b| b.header.height) else {
-            return;
-        };
-        let count = u64::from(count.min(MAX_GET_BLOCKS));
-        let end = start.saturating_add(count);
-        let from = start.max(first);
-        let Ok(skip) = usize::try_from(from - first) else {
-            return;
-        };
-        let blocks: Vec<Block> = self
-            .finalized
-            .iter()
-            .skip(skip)
-            .take_while(|b| b.header.height < end)
-            .cloned()
-            .collect();
-        for b in blocks {
-            self.send(peer, Message::Block(b));
-        }
     }
 
     // ---- votes -----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
 //! The node's configuration, outputs, events, errors and counters.
 
 use core::time::Duration;
+use std::sync::Arc;
 
 use crate::verify::VerifyError;
-use crate::wire::{Evidence, Hash, Message, NodeId};
+use crate::wire::{Block, Evidence, Hash, Message, NodeId};
 
 /// Tunables of a [`super::Node`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,13 @@ pub struct NodeConfig {
     /// Most entries in each per-height cache (tickets, blocks, votes, seen evidence).
     pub cache_limit: usize,
     /// Most finalized blocks kept in memory (the oldest are dropped; the tip is always kept).
+    /// Older heights asked for with [`Message::GetBlocks`] are handed to the driver as
+    /// [`NodeEvent::BlocksWanted`].
     pub keep_blocks: usize,
+    /// Most [`Message::GetBlocks`] requests answered per peer per
+    /// [`round_timeout`](Self::round_timeout) window; more are dropped and counted in
+    /// [`Rejects::rate_limited`]. At most [`cache_limit`](Self::cache_limit) peers are tracked.
+    pub get_blocks_per_peer: u32,
 }
 
 impl Default for NodeConfig {
@@ -38,6 +45,7 @@ impl Default for NodeConfig {
             max_block_txs: 1_000,
             cache_limit: 4_096,
             keep_blocks: 1_024,
+            get_blocks_per_peer: 8,
         }
     }
 }
@@ -58,7 +66,9 @@ pub enum Output {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    /// A block became final and was appended to the chain.
+    /// A block became final and was appended to the chain. A driver with a store writes
+    /// `block` durably here (e.g. [`crate::store::Store::append_final`]) so that
+    /// [`super::Node::resume`] can restart from it.
     Finalized {
         /// Its height.
         height: u64,
@@ -66,9 +76,24 @@ pub enum NodeEvent {
         block_id: Hash,
         /// The spin round it was built in.
         round: u32,
+        /// The block with its commit certificate (shared with the node's in-memory window).
+        block: Arc<Block>,
     },
     /// Proof that a member equivocated.
     Evidence(Evidence),
+    /// A peer asked with [`Message::GetBlocks`] for final heights below the blocks this node
+    /// holds in memory: the driver answers from its store, sending `peer` a
+    /// [`Message::Block`] for each final block of `from..from + count` it has (e.g. from
+    /// [`crate::store::Store::final_blocks`]). `count` is at most
+    /// [`crate::wire::codec::MAX_GET_BLOCKS`]; the heights are all at or below the tip.
+    BlocksWanted {
+        /// Who asked (the request passed the per-peer limit).
+        peer: NodeId,
+        /// First height.
+        from: u64,
+        /// Number of heights.
+        count: u32,
+    },
     /// The node moved to a new spin round at the current height.
     Spin {
         /// Height.
@@ -157,6 +182,9 @@ pub struct Rejects {
     pub evidence: u64,
     /// Messages for another height or parent, or not for this node's role (not an attack).
     pub stale: u64,
+    /// [`Message::GetBlocks`] requests dropped by the per-peer limit
+    /// ([`NodeConfig::get_blocks_per_peer`]) or because the table of peers was full.
+    pub rate_limited: u64,
 }
 
 /// Sizes of the node's bounded structures and its counters.
@@ -182,6 +210,9 @@ pub struct NodeStats {
     pub evidence_seen: usize,
     /// Finalized blocks held in memory.
     pub finalized_blocks: usize,
+    /// Peers in the [`Message::GetBlocks`] rate-limit table (at most
+    /// [`NodeConfig::cache_limit`]).
+    pub get_blocks_peers: usize,
     /// Rejections by kind.
     pub rejects: Rejects,
     /// Messages dropped because a cache was full.
