@@ -42,7 +42,7 @@ pub const TOPIC: &str = "poe/1";
 pub const PORT: u16 = 7000;
 
 /// Number of [`Message`] kinds.
-pub const KINDS: usize = 8;
+pub const KINDS: usize = 9;
 /// Names of the message kinds, by [`kind_index`].
 pub const KIND_NAMES: [&str; KINDS] = [
     "ticket",
@@ -53,6 +53,7 @@ pub const KIND_NAMES: [&str; KINDS] = [
     "certificate",
     "evidence",
     "get_blocks",
+    "repropose",
 ];
 
 /// Index of a message's kind in [`KIND_NAMES`].
@@ -66,6 +67,7 @@ pub fn kind_index(m: &Message) -> usize {
         Message::Certificate(_) => 5,
         Message::Evidence(_) => 6,
         Message::GetBlocks { .. } => 7,
+        Message::Repropose(_) => 8,
     }
 }
 
