@@ -317,7 +317,7 @@ fn crashed_clerk_after_prepare(seed: u64, locked: usize) {
     assert_eq!(b1.header.ticket.round, 0);
     let commit = b1.header.commit.as_ref().expect("commit");
     assert!(round > 0 && commit.round == round, "final in round {round}");
-    assert!(net.reproposals.iter().any(|r| *r == (round, id)));
+    assert!(net.reproposals.contains(&(round, id)));
     println!(
         "node_relock: {locked} of {} live level-1 members locked; height 1 final in round \
          {round} by re-proposal ({} re-proposals broadcast)",
