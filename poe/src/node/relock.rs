@@ -215,6 +215,7 @@ impl Node {
         let seal = hd.seal.as_ref().ok_or(VerifyError::Unsealed)?;
         verify::seal(seal, &id, &self.members, &self.params)?;
         self.check_body(b)?;
+        self.check_double_block(hd, &id);
         if let Some(c) = self.h.blocks.get_mut(&id) {
             c.sealed = true;
             c.block.header.seal = Some(seal.clone());
