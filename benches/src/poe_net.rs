@@ -45,7 +45,7 @@ pub const TOPIC: &str = "poe/1";
 pub const PORT: u16 = 7000;
 
 /// Number of [`Message`] kinds.
-pub const KINDS: usize = 8;
+pub const KINDS: usize = 9;
 /// Names of the message kinds, by [`kind_index`].
 pub const KIND_NAMES: [&str; KINDS] = [
     "ticket",
@@ -56,6 +56,7 @@ pub const KIND_NAMES: [&str; KINDS] = [
     "certificate",
     "evidence",
     "get_blocks",
+    "repropose",
 ];
 
 /// Index of a message's kind in [`KIND_NAMES`].
@@ -69,6 +70,7 @@ pub fn kind_index(m: &Message) -> usize {
         Message::Certificate(_) => 5,
         Message::Evidence(_) => 6,
         Message::GetBlocks { .. } => 7,
+        Message::Repropose(_) => 8,
     }
 }
 

@@ -176,6 +176,52 @@ fn forgeries() -> Vec<(&'static str, BlockHeader)> {
     out
 }
 
+/// A block re-proposed in a later round (docs/POE.md, "Locks and re-proposal") is final with
+/// a commit certificate of a round after its ticket's: accepted; one of a round before its
+/// ticket's is refused.
+#[test]
+fn a_commit_certificate_of_a_later_round_than_the_ticket_is_accepted() {
+    let (d, _) = net();
+    let good = headers();
+    let mut c = client(32);
+    c.push(&good[0]).expect("h1");
+    c.push(&good[1]).expect("h2");
+    let parent = *c.tip();
+    let mut h = good[2].clone();
+    h.ticket = d.best_ticket_from(&parent, 2).expect("ticket");
+    h.seal = None;
+    h.commit = None;
+    let id = h.block_id();
+    h.seal = Some(d.seal(&id).expect("seal"));
+    let round = h.ticket.round;
+    assert!(round >= 2);
+    let mut early = h.clone();
+    early.commit = Some(
+        d.certificate(Phase::Commit, h.height, round - 1, &id)
+            .expect("cert"),
+    );
+    assert!(
+        matches!(
+            c.push(&early),
+            Err(LightError::Header {
+                source: VerifyError::CommitBeforeTicket { .. },
+                ..
+            })
+        ),
+        "commit round before the ticket's"
+    );
+    assert_eq!(*c.tip(), parent);
+    h.commit = Some(
+        d.certificate(Phase::Commit, h.height, round + 3, &id)
+            .expect("cert"),
+    );
+    c.push(&h).expect("re-proposed header");
+    assert_eq!(c.tip().block_id, id);
+    // And in a catch-up batch, where the certificate is checked on the newest header only.
+    let mut batch = client(32);
+    assert_eq!(batch.sync(&[good[0].clone(), good[1].clone(), h]), Ok(3));
+}
+
 #[test]
 fn every_forged_element_is_refused_and_changes_nothing() {
     let good = headers();

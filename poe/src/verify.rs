@@ -54,6 +54,17 @@ pub enum VerifyError {
     /// The certificate is for another block, height, round or phase.
     #[error("certificate does not match the header")]
     CertificateMismatch,
+    /// The commit certificate is of a round before the block's ticket round (no honest member
+    /// votes for a block before the round it was built in).
+    #[error(
+        "commit certificate of round {commit_round} is before the ticket's round {ticket_round}"
+    )]
+    CommitBeforeTicket {
+        /// Round of the block's ticket.
+        ticket_round: u32,
+        /// Round of the certificate.
+        commit_round: u32,
+    },
     /// Voters must be strictly increasing (no duplicates).
     #[error("certificate voters are not strictly increasing")]
     UnorderedVoters,
@@ -253,6 +264,26 @@ pub fn certificate(
     Ok(())
 }
 
+/// Verifies the commit certificate `c` of the header `h` whose `block_id` is `id`: a
+/// [`certificate`] for (COMMIT, `h.height`, `c.round`, `id`) whose round is at least the round
+/// of the block's ticket. The round may be later than the ticket's: a block with a prepare
+/// certificate is re-proposed unchanged in later rounds until it is final (docs/POE.md,
+/// "Finality"); at most one block per height gets commit certificates, whatever their rounds.
+pub fn commit(
+    c: &Certificate,
+    h: &BlockHeader,
+    id: &Hash,
+    members: &Membership,
+) -> Result<(), VerifyError> {
+    if c.round < h.ticket.round {
+        return Err(VerifyError::CommitBeforeTicket {
+            ticket_round: h.ticket.round,
+            commit_round: c.round,
+        });
+    }
+    certificate(c, Phase::Commit, h.height, c.round, id, members)
+}
+
 /// What a verified final header leaves behind for the next one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verified {
@@ -292,7 +323,8 @@ pub enum Depth {
 }
 
 /// Verifies a final header extending `parent` (height + 1 and `prev_hash` = parent's
-/// `block_id`).
+/// `block_id`): its ticket, its seal and (with [`Depth::Full`]) its commit certificate, which
+/// may be of the ticket's round or a later one ([`commit`]).
 pub fn header(
     h: &BlockHeader,
     parent: &Verified,
@@ -315,7 +347,7 @@ pub fn header(
     seal(s, &id, members, params)?;
     if depth == Depth::Full {
         let c = h.commit.as_ref().ok_or(VerifyError::NoCertificate)?;
-        certificate(c, Phase::Commit, h.height, h.ticket.round, &id, members)?;
+        commit(c, h, &id, members)?;
     }
     Ok(Verified::of(h, id))
 }

@@ -687,14 +687,18 @@ fn locked_node_votes_only_for_its_block_until_a_higher_certificate() {
         sent_votes(&mut fresh),
         vec![(t_b.node, Phase::Prepare, t_b.round, id_b)]
     );
-    // A prepare certificate of the later round moves the lock: COMMIT for B.
+    // A prepare certificate of the later round moves the lock: B is now the locked block, so
+    // PREPARE (not sent yet in that round) and COMMIT for B.
     let cert_b = d
         .certificate(Phase::Prepare, 1, t_b.round, &id_b)
         .expect("cert");
     node.handle_message(t1, t_b.node, Message::Certificate(cert_b));
     assert_eq!(
         sent_votes(&mut node),
-        vec![(t_b.node, Phase::Commit, t_b.round, id_b)]
+        vec![
+            (t_b.node, Phase::Prepare, t_b.round, id_b),
+            (t_b.node, Phase::Commit, t_b.round, id_b)
+        ]
     );
     // An older certificate does not move it back.
     let old = d

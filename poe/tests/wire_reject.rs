@@ -389,8 +389,8 @@ fn unknown_tags_rejected() {
     tx[41] = 4;
     assert_eq!(Transaction::decode(&tx).err(), bad("TxBody", 4));
     let mut msg = Message::Tx(small_tx()).to_bytes();
-    msg[1] = 8;
-    assert_eq!(Message::decode(&msg).err(), bad("Message", 8));
+    msg[1] = 9;
+    assert_eq!(Message::decode(&msg).err(), bad("Message", 9));
     let ev = Evidence::DoubleVote(
         Vote::decode(&hex("01 32*77 01 0000000000000005 00000003 32*66 64*88")).expect("vote"),
         Vote::decode(&hex("01 32*77 01 0000000000000005 00000003 32*67 64*88")).expect("vote"),

@@ -5,7 +5,8 @@
 
 use poe::wire::{
     Block, BlockHeader, Certificate, CertificateError, Decode, Encode, Evidence, Level, Member,
-    Message, NodeId, Phase, Reading, Seal, Ticket, Transaction, TxBody, Vote, WireError,
+    Message, NodeId, Phase, Reading, Reproposal, Seal, Ticket, Transaction, TxBody, Vote,
+    WireError,
 };
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
@@ -183,6 +184,13 @@ fn message() -> impl Strategy<Value = Message> {
         evidence().prop_map(Message::Evidence),
         (any::<u64>(), 0u32..=poe::wire::codec::MAX_GET_BLOCKS)
             .prop_map(|(from, count)| Message::GetBlocks { from, count }),
+        (ticket(), block(), certificate()).prop_map(|(ticket, block, justify)| {
+            Message::Repropose(Reproposal {
+                ticket,
+                block,
+                justify,
+            })
+        }),
     ]
 }
 

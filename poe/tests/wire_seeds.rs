@@ -40,4 +40,8 @@ fn message_seeds_decode() {
         include_bytes!("../../fuzz/seeds/poe_message/evidence"),
     );
     valid::<Message>("seal", include_bytes!("../../fuzz/seeds/poe_message/seal"));
+    valid::<Message>(
+        "repropose",
+        include_bytes!("../../fuzz/seeds/poe_message/repropose"),
+    );
 }

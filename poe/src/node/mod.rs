@@ -12,21 +12,23 @@
 //!    builds a block from its mempool and broadcasts it (state 1);
 //! 3. level-2 nodes that validate it and whose seal passes `z2` send a [`Message::Seal`] to the
 //!    clerk, which broadcasts the first sealed block (state 2);
-//! 4. level-1 nodes send a PREPARE vote to the clerk for the best sealed block of `(h, r)`
-//!    unless locked on another block; with a quorum the clerk broadcasts the prepare
-//!    certificate; nodes lock on it and send COMMIT votes; with a quorum the clerk broadcasts
-//!    the final block (state 3), which every node verifies with
-//!    [`verify::header`] (`Depth::Full`), appends and reports;
+//! 4. level-1 nodes send a PREPARE vote to the clerk for the best sealed proposal of
+//!    `(h, r)` (a new block or a re-proposal) unless locked on another block; with a quorum
+//!    the clerk broadcasts the prepare certificate; nodes lock on it and send COMMIT votes;
+//!    with a quorum the clerk broadcasts the final block (state 3), which every node verifies
+//!    with [`verify::header`] (`Depth::Full`), appends and reports;
 //! 5. if nothing is final within [`NodeConfig::round_timeout`] every level-1 node moves to
 //!    round `r + 1` (spin).
 //!
-//! Locks: a node that saw a prepare certificate for block `B` at round `r` is locked on `B`
-//! and votes PREPARE only for `B`; a valid prepare certificate of a higher round moves the
-//! lock. Known limitation: a block's id covers its clerk's ticket (and so its round), and a
-//! proposal does not carry the certificate that would justify unlocking, so a node locked in a
-//! round that did not finish votes PREPARE at that height only after it sees a higher prepare
-//! certificate (safety holds; liveness after such a round needs the unlock-by-proposal
-//! extension).
+//! Locks and re-proposal (docs/POE.md, "Finality"; logic in `relock.rs`): a node's lock is
+//! the prepare certificate of the highest round it saw at the height, and it votes PREPARE
+//! only for its locked block; a valid prepare certificate of a higher round, for any block,
+//! moves the lock. On a spin a locked node broadcasts its locked block and certificate; the
+//! clerk of a later round that is locked on a block it holds re-proposes it unchanged with a
+//! [`Message::Repropose`] carrying the certificate, and the round's votes and certificates
+//! are for that block, so a block prepared in a round that did not finish is finalized in a
+//! later one (its commit certificate's round is then above its ticket's, which
+//! [`verify::header`] accepts).
 //!
 //! Catch-up: a final block above `tip + 1` whose commit certificate verifies (or a verified
 //! certificate of a later height) shows that this node missed final blocks. It keeps such a
@@ -64,6 +66,7 @@
 
 mod catchup;
 mod persist;
+mod relock;
 mod state;
 mod types;
 
@@ -346,6 +349,7 @@ impl Node {
                 self.on_get_blocks(now, from, start, count);
                 Ok(())
             }
+            Message::Repropose(p) => self.on_reproposal(now, p).map_err(|e| (e, Kind::Block)),
         };
         if let Err((e, kind)) = result {
             self.count_reject(&e, kind);
@@ -387,6 +391,7 @@ impl Node {
     // ---- rounds ----------------------------------------------------------------------------
 
     fn enter_round(&mut self, now: Instant, round: u32) -> Result<(), NodeError> {
+        let spin = round != self.round;
         if round != self.round || self.round_deadline.is_none() {
             if round != self.round {
                 self.events.push_back(NodeEvent::Spin {
@@ -417,6 +422,9 @@ impl Node {
             };
             self.broadcast(Message::Ticket(t));
         }
+        if spin {
+            self.announce_lock();
+        }
         // Blocks and certificates of this round that arrived early.
         self.try_vote_prepare();
         self.try_vote_commit();
@@ -440,6 +448,9 @@ impl Node {
             return;
         }
         let ticket = best.clone();
+        if self.try_repropose(&ticket) {
+            return;
+        }
         let txs = self.mempool.select(self.config.max_block_txs);
         let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
         let Ok(tx_count) = u32::try_from(txs.len()) else {
@@ -697,7 +708,11 @@ impl Node {
             Depth::Full,
         )?;
         self.check_body(&b)?;
-        let round = b.header.ticket.round;
+        let round = b
+            .header
+            .commit
+            .as_ref()
+            .map_or(b.header.ticket.round, |c| c.round);
         for tx in &b.txs {
             let floor = self.nonce_floor.entry(tx.sender).or_insert(0);
             *floor = (*floor).max(tx.nonce.saturating_add(1));
@@ -746,14 +761,7 @@ impl Node {
             let Some(c) = &hd.commit else {
                 return Err(Reject::Stale);
             };
-            verify::certificate(
-                c,
-                Phase::Commit,
-                height,
-                hd.ticket.round,
-                &hd.block_id(),
-                &self.members,
-            )?;
+            verify::commit(c, hd, &hd.block_id(), &self.members)?;
             if height < window && !self.pending.contains_key(&height) {
                 // Kept blocks are bounded in number and, by this check, in size.
                 self.check_root(&b)?;
@@ -849,27 +857,21 @@ impl Node {
         self.send(clerk, Message::Vote(v));
     }
 
-    /// PREPARE for the best sealed candidate of the current round, unless a better ticket is
-    /// known whose block has not arrived, or this node is locked on another block.
+    /// PREPARE for the best sealed proposal of the current round (a new block or a justified
+    /// re-proposal), unless a better ticket is known whose proposal has not arrived, or this
+    /// node is locked on another block.
     fn try_vote_prepare(&mut self) {
         if self.level != Level::One || self.h.voted.contains(&(Phase::Prepare, self.round)) {
             return;
         }
         let round = self.round;
-        let best = self
-            .h
-            .blocks
-            .iter()
-            .filter(|(_, c)| c.sealed && c.block.header.ticket.round == round)
-            .min_by_key(|(_, c)| c.rank)
-            .map(|(id, c)| (*id, c.rank, c.block.header.ticket.node));
-        let Some((id, rank, clerk)) = best else {
+        let Some((rank, id, clerk)) = self.best_proposal(round) else {
             return;
         };
         if self.h.tickets.get(&round).is_some_and(|(r, _)| *r < rank) {
             return;
         }
-        if self.h.lock.is_some_and(|(_, locked)| locked != id) {
+        if self.lock_key().is_some_and(|(_, locked)| locked != id) {
             return;
         }
         self.vote(Phase::Prepare, round, id, clerk);
@@ -880,16 +882,15 @@ impl Node {
         if self.level != Level::One {
             return;
         }
-        let Some((round, id)) = self.h.lock else {
+        let Some((round, id)) = self.lock_key() else {
             return;
         };
-        if round != self.round {
+        if round != self.round || !self.h.blocks.contains_key(&id) {
             return;
         }
-        let Some(c) = self.h.blocks.get(&id) else {
+        let Some(clerk) = self.clerk_for(round, &id) else {
             return;
         };
-        let clerk = c.block.header.ticket.node;
         self.vote(Phase::Commit, round, id, clerk);
     }
 
@@ -971,23 +972,11 @@ impl Node {
         if c.height != self.next_height() || c.phase != Phase::Prepare {
             return Err(Reject::Stale);
         }
-        if self
-            .h
-            .lock
-            .is_some_and(|(r, id)| r > c.round || (r == c.round && id == c.block_id))
-        {
+        if !self.raise_lock(&c)? {
             return Ok(());
         }
-        verify::certificate(
-            &c,
-            Phase::Prepare,
-            c.height,
-            c.round,
-            &c.block_id,
-            &self.members,
-        )?;
-        self.h.lock = Some((c.round, c.block_id));
         self.catch_up_round(now, c.round);
+        self.try_vote_prepare();
         self.try_vote_commit();
         Ok(())
     }

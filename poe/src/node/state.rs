@@ -4,7 +4,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::vec::Vec;
 
 use crate::lottery::Rank;
-use crate::wire::{Block, BlockHeader, Hash, NodeId, Phase, Ticket, Transaction, Vote};
+use crate::wire::{
+    Block, BlockHeader, Certificate, Hash, NodeId, Phase, Ticket, Transaction, Vote,
+};
 
 /// A validated candidate block of the current height.
 #[derive(Debug, Clone)]
@@ -15,6 +17,17 @@ pub(super) struct Candidate {
     pub rank: Rank,
     /// Whether a valid seal was seen.
     pub sealed: bool,
+}
+
+/// A verified re-proposal of a prepared block for one round (docs/POE.md, "Finality").
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Proposal {
+    /// Rank of the proposing clerk's ticket for the round.
+    pub rank: Rank,
+    /// The re-proposed block.
+    pub block_id: Hash,
+    /// The proposing clerk (votes go to it).
+    pub clerk: NodeId,
 }
 
 /// What a node holds for the height it works on; reset when a block is final.
@@ -36,8 +49,11 @@ pub(super) struct HeightState {
     pub seal_sent: BTreeSet<Hash>,
     /// Certificates this clerk formed, per (phase, round).
     pub cert_sent: BTreeSet<(Phase, u32)>,
-    /// Lock: the highest prepare certificate seen (round, block).
-    pub lock: Option<(u32, Hash)>,
+    /// Lock: the highest prepare certificate seen (its round and block are the lock; the
+    /// certificate is what justifies re-proposing the block and is announced on spins).
+    pub lock: Option<Certificate>,
+    /// The best re-proposal per round.
+    pub reproposals: BTreeMap<u32, Proposal>,
     /// Blocks this level-2 node tried to seal.
     pub sealed_by_me: BTreeSet<Hash>,
 }

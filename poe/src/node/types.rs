@@ -74,7 +74,8 @@ pub enum NodeEvent {
         height: u64,
         /// Its `block_id`.
         block_id: Hash,
-        /// The spin round it was built in.
+        /// The round it became final in (its commit certificate's): the round it was built in,
+        /// or a later one if it was re-proposed.
         round: u32,
         /// The block with its commit certificate (shared with the node's in-memory window).
         block: Arc<Block>,
@@ -161,6 +162,10 @@ pub enum Reject {
     /// Evidence that does not prove anything.
     #[error("bad evidence")]
     BadEvidence,
+    /// A re-proposal whose certificate does not justify it (another phase, height or block,
+    /// a round outside `[block's ticket round, proposal round)`), or of a final block.
+    #[error("re-proposal not justified")]
+    Unjustified,
 }
 
 /// Counters of rejected messages, per kind.
@@ -174,7 +179,8 @@ pub struct Rejects {
     pub vote: u64,
     /// Certificates that did not verify.
     pub certificate: u64,
-    /// Blocks that did not verify (ticket, seal, certificate, body or transactions).
+    /// Blocks and re-proposals that did not verify (ticket, seal, certificate, body,
+    /// transactions, or a re-proposal's justification).
     pub block: u64,
     /// Transactions refused by the mempool.
     pub tx: u64,

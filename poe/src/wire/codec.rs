@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use super::error::WireError;
 use super::types::{
     Block, BlockHeader, Certificate, Evidence, Hash, Level, Member, Message, NodeId, Phase,
-    Reading, Seal, Ticket, Transaction, TxBody, Vote,
+    Reading, Reproposal, Seal, Ticket, Transaction, TxBody, Vote,
 };
 
 /// The version byte in front of every top-level message.
@@ -740,6 +740,28 @@ mod message_tag {
     pub const CERTIFICATE: u8 = 5;
     pub const EVIDENCE: u8 = 6;
     pub const GET_BLOCKS: u8 = 7;
+    pub const REPROPOSE: u8 = 8;
+}
+
+impl Encode for Reproposal {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(VERSION);
+        self.ticket.encode(out);
+        self.block.encode(out);
+        self.justify.encode(out);
+    }
+}
+
+impl Decode for Reproposal {
+    const NAME: &'static str = "Reproposal";
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        r.version(Self::NAME)?;
+        Ok(Reproposal {
+            ticket: Ticket::decode_from(r)?,
+            block: Block::decode_from(r)?,
+            justify: Certificate::decode_from(r)?,
+        })
+    }
 }
 
 impl Encode for Message {
@@ -780,6 +802,10 @@ impl Encode for Message {
                 put_u64(out, *from);
                 put_u32(out, *count);
             }
+            Message::Repropose(p) => {
+                out.push(message_tag::REPROPOSE);
+                p.encode(out);
+            }
         }
     }
 }
@@ -812,6 +838,7 @@ impl Decode for Message {
                 }
                 Ok(Message::GetBlocks { from, count })
             }
+            message_tag::REPROPOSE => Reproposal::decode_from(r).map(Message::Repropose),
             tag => Err(WireError::BadTag {
                 field: Self::NAME,
                 tag,

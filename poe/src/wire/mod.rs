@@ -16,10 +16,11 @@
 //!   `Phase`: `Prepare` 1, `Commit` 2. `TxBody`: `SensorBatch` 0, `FirmwareAnchor` 1,
 //!   `Membership` 2, `Evidence` 3. `Evidence`: `DoubleVote` 0, `DoubleBlock` 1. `Message`:
 //!   `Ticket` 0, `Tx` 1, `Block` 2, `Seal` 3, `Vote` 4, `Certificate` 5, `Evidence` 6,
-//!   `GetBlocks` 7 (`from` u64, `count` u32 at most [`codec::MAX_GET_BLOCKS`]).
+//!   `GetBlocks` 7 (`from` u64, `count` u32 at most [`codec::MAX_GET_BLOCKS`]), `Repropose` 8
+//!   (a [`Reproposal`]: ticket, block, certificate).
 //! - Structs: their fields in declaration order.
 //! - The top-level messages ([`Transaction`], [`BlockHeader`], [`Block`], [`Vote`],
-//!   [`Certificate`], [`Ticket`], [`Seal`], [`Evidence`], [`Message`]) start with the version
+//!   [`Certificate`], [`Ticket`], [`Seal`], [`Evidence`], [`Reproposal`], [`Message`]) start with the version
 //!   byte [`codec::VERSION`] = 1, also where they are nested in another message: a value has
 //!   the same bytes wherever it appears (a block's transactions are their own encodings, the
 //!   Merkle leaves of `tx_root`).

@@ -196,6 +196,22 @@ pub struct Block {
     pub txs: Vec<Transaction>,
 }
 
+/// A clerk's re-proposal of a block that already has a prepare certificate (docs/POE.md,
+/// "Finality", re-proposal): the clerk of round `ticket.round` proposes `block` (built and
+/// sealed in an earlier round, so its `block_id` is unchanged) instead of building a new one,
+/// justified by a prepare certificate for it of a round in `[block's ticket round,
+/// ticket.round)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reproposal {
+    /// The proposing clerk's ticket for the round of the re-proposal (height and parent as the
+    /// block's).
+    pub ticket: Ticket,
+    /// The re-proposed block, sealed, without a commit certificate.
+    pub block: Block,
+    /// A prepare certificate for `block` (the justification: the highest the clerk saw).
+    pub justify: Certificate,
+}
+
 /// What nodes gossip.
 // Messages are decoded and matched on once, not stored in bulk: variant sizes do not matter.
 #[allow(clippy::large_enum_variant)]
@@ -229,4 +245,6 @@ pub enum Message {
         /// How many consecutive heights (at most [`super::codec::MAX_GET_BLOCKS`]).
         count: u32,
     },
+    /// A clerk's re-proposal of a prepared block in a later round.
+    Repropose(Reproposal),
 }
