@@ -39,6 +39,9 @@ use sim_netem::{Datagram, Endpoint, EndpointId, LinkConfig, LossModel, Sim};
 pub const KIND_GOSSIP: u8 = 0;
 /// Datagram kind: an encoded [`Message`] sent to this member directly follows.
 pub const KIND_DIRECT: u8 = 1;
+/// Datagram kind: a level-1 member's broadcast sent straight to another level-1 member, which
+/// relays it to the level-2 members attached to it (see [`PoeNetConfig::l1_direct`]).
+pub const KIND_L1_BROADCAST: u8 = 2;
 /// The gossip topic every member subscribes to.
 pub const TOPIC: &str = "poe/1";
 /// UDP port of every member.
@@ -162,6 +165,9 @@ pub struct PoeEndpoint {
     n1: usize,
     /// Whether level-1 members send their broadcasts to every other level-1 member directly.
     l1_direct: bool,
+    /// Level-2 members attached to this level-1 member (their first peer), which it relays
+    /// level-1 broadcasts to.
+    children: std::sync::Arc<[usize]>,
     /// What it saw.
     pub log: MemberLog,
 }
@@ -239,6 +245,13 @@ impl PoeEndpoint {
                 self.node.handle_message(now, self.dir.ids[from], msg)
             }
             Err(_) => self.log.undecodable += 1,
+        }
+    }
+
+    /// A level-1 broadcast, straight to the level-2 members attached to this one.
+    fn relay_to_children(&mut self, bytes: &[u8]) {
+        for to in self.children.clone().iter() {
+            self.send(*to, KIND_DIRECT, bytes);
         }
     }
 
@@ -331,8 +344,9 @@ impl PoeEndpoint {
                             if self.l1_direct && self.index < self.n1 {
                                 let me = self.index;
                                 for to in (0..self.n1).filter(|&j| j != me) {
-                                    self.send(to, KIND_DIRECT, &bytes);
+                                    self.send(to, KIND_L1_BROADCAST, &bytes);
                                 }
+                                self.relay_to_children(&bytes);
                             }
                             // A duplicate (the same bytes published twice) is not an error.
                             let _ = self.gossip.publish(now, TOPIC, &bytes);
@@ -390,6 +404,11 @@ impl Endpoint for PoeEndpoint {
                 }
             }
             Some((&KIND_DIRECT, body)) => self.deliver(now, from, body),
+            Some((&KIND_L1_BROADCAST, body)) if from < self.n1 && self.index < self.n1 => {
+                let body = body.to_vec();
+                self.relay_to_children(&body);
+                self.deliver(now, from, &body);
+            }
             _ => self.log.undecodable += 1,
         }
         self.pump(now);
@@ -429,7 +448,10 @@ pub struct PoeNetConfig {
     /// Gossip peers of each level-2 member.
     pub l2_peers: usize,
     /// Level-1 members also send each broadcast straight to every other level-1 member (routers
-    /// between data centres hold a full mesh of tunnels); otherwise gossip alone carries it.
+    /// between data centres hold a full mesh of tunnels), and each level-1 member relays those
+    /// to the level-2 members attached to it (a gateway's first peer is a level-1 member):
+    /// two one-way delays to every gateway. Gossip carries everything as well (and alone when
+    /// this is off).
     pub l1_direct: bool,
     /// Sites: member `i` sits behind router `i % sites`; the site routers are joined by
     /// zero-delay trunk links, which [`PoeNet::partition`] cuts (1: a single star).
@@ -551,8 +573,12 @@ impl PoeNet {
             set.extend((0..n1).filter(|&b| b != a));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x0e_e1);
+        let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
         for a in n1..n {
-            let l1 = (rng.next_u64() % n1 as u64) as usize;
+            let l1 = (rng.next_u64() % n1.max(1) as u64) as usize;
+            if n1 > 0 {
+                children[l1].push(a);
+            }
             peers[a].insert(l1);
             peers[l1].insert(a);
             let mut guard = 0;
@@ -597,6 +623,7 @@ impl PoeNet {
                 keys: keys[i].clone(),
                 n1,
                 l1_direct: cfg.l1_direct,
+                children: children[i].clone().into(),
                 log: MemberLog::default(),
             };
             ep.pump(epoch);
