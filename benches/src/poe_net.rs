@@ -86,7 +86,8 @@ pub enum Fault {
     /// the same height, round and phase (equivocation).
     DoubleVote,
     /// As clerk it adds a transaction with a bad signature to every block it builds (a block
-    /// with bad transactions; the header is otherwise well formed, the Merkle root matches).
+    /// with bad transactions; the header is otherwise well formed, the Merkle root matches and
+    /// the clerk re-signs the header, so only the transaction is wrong).
     BadTxBlocks,
     /// Level-2: seals every block it receives, valid or not, whether its seal passes the
     /// threshold or not, and sends the seal to the block's clerk.
@@ -283,6 +284,8 @@ impl PoeEndpoint {
                 let leaves: Vec<Vec<u8>> = b.txs.iter().map(|t| t.to_bytes()).collect();
                 b.header.tx_root = poe::merkle::root(&leaves);
                 b.header.tx_count = b.txs.len() as u32;
+                // Re-signed: the header is the clerk's own, only its transactions are bad.
+                self.keys.sign_header(&mut b.header);
                 vec![Output::Broadcast(Message::Block(b))]
             }
             (_, out) => vec![out],

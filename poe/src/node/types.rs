@@ -115,7 +115,7 @@ pub enum TxReject {
 /// Why a received message was rejected (each has a counter in [`Rejects`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
-    /// A ticket, seal or certificate did not verify.
+    /// A ticket, clerk signature, seal or certificate did not verify.
     #[error("verification: {0}")]
     Verify(#[from] VerifyError),
     /// A transaction in a block or from a peer is invalid.
@@ -149,7 +149,8 @@ pub struct Rejects {
     pub vote: u64,
     /// Certificates that did not verify.
     pub certificate: u64,
-    /// Blocks that did not verify (ticket, seal, certificate, body or transactions).
+    /// Blocks that did not verify (ticket, clerk signature, seal, certificate, body or
+    /// transactions).
     pub block: u64,
     /// Transactions refused by the mempool.
     pub tx: u64,
