@@ -1,9 +1,9 @@
 //! A development network without a network: a set of level-1 and level-2 members with real
 //! keys, and a dealer that builds *valid* final blocks the way the protocol would (best
 //! qualifying ticket after spinning, the header signed by the ticket's holder, a passing
-//! level-2 seal, a commit certificate of a quorum of level-1 votes). Tests of the verifier and the light client, and `mef bench poe`'s
-//! micro-benchmarks, use it to get chains whose every element is genuine, so that forging one
-//! element is the only thing a rejection test changes.
+//! level-2 seal, a commit certificate of a quorum of level-1 votes). Tests of the verifier and
+//! the light client, and `mef bench poe`'s micro-benchmarks, use it to get chains whose every
+//! element is genuine, so that forging one element is the only thing a rejection test changes.
 
 use alloc::vec::Vec;
 

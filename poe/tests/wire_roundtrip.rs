@@ -348,7 +348,8 @@ proptest! {
         let mut other = h.clone();
         other.clerk_sig[i] ^= 1;
         prop_assert_ne!(h.to_bytes(), other.to_bytes());
-        prop_assert_eq!(BlockHeader::decode(&other.to_bytes()).map(|d| d.clerk_sig), Ok(other.clerk_sig));
+        let decoded = BlockHeader::decode(&other.to_bytes()).map(|d| d.clerk_sig);
+        prop_assert_eq!(decoded, Ok(other.clerk_sig));
     }
 
     #[test]
