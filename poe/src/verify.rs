@@ -1,7 +1,6 @@
 //! Verification of what a header claims (docs/POE.md): the clerk's lottery ticket and its
 //! signature on the header, the level-2 seal, the commit certificate and the link to the
-//! parent. `no_std`: the light client runs the
-//! very same code as the nodes.
+//! parent. `no_std`: the light client runs the very same code as the nodes.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
