@@ -8,8 +8,9 @@
 //! - **Safety** (never two different final blocks at one height, at any member) is asserted in
 //!   every test, with byzantine members present.
 //! - **Liveness**: the honest members keep finalizing, within a bound, with a withholding clerk,
-//!   with forged tickets, double votes, blocks with bad transactions and a level-2 member that
-//!   seals anything; and after a partition (no side has a quorum) heals.
+//!   with forged tickets, double votes, blocks with bad transactions, blocks under copied
+//!   tickets (refused: not signed by the clerk) and a level-2 member that seals anything; and
+//!   after a partition (no side has a quorum) heals.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -174,6 +175,51 @@ fn withholding_clerk_spins_and_forged_tickets_are_refused() {
     }
     // (Member 1's own node still holds its genuine ticket: the blocks it builds carry that one,
     // which verifies, so they may be final. Only the forged broadcasts are refused.)
+}
+
+/// A member that copies every clerk's ticket and broadcasts a block of its own under it (signed
+/// with its own key): the copies are refused (the clerk signature does not verify), none
+/// becomes final, no clerk is framed with double-block evidence, and the chain goes on.
+#[test]
+fn blocks_under_copied_tickets_are_refused_and_frame_nobody() {
+    let mut net = net(5, 0.0, 1);
+    net.with_member(0, |ep, _| ep.set_fault(Fault::StealTickets));
+    let honest: Vec<usize> = (1..N1 + N2).collect();
+    let done = net.run_until_height(
+        &honest,
+        8,
+        Duration::from_millis(100),
+        Duration::from_secs(120),
+    );
+    assert_safe(&net);
+    assert!(
+        done,
+        "honest members stalled at {}",
+        net.min_height(honest.clone())
+    );
+    let stolen = net.member(0).log.stolen.clone();
+    assert!(!stolen.is_empty(), "member 0 copied no ticket");
+    for &i in &honest {
+        let m = net.member(i);
+        for b in m.node().finalized() {
+            assert!(
+                !stolen.contains(&b.header.block_id()),
+                "a block under a copied ticket became final at member {i}"
+            );
+        }
+        assert!(
+            !m.log
+                .evidence
+                .iter()
+                .any(|e| matches!(e, Evidence::DoubleBlock(..))),
+            "member {i} has double-block evidence against an honest clerk"
+        );
+    }
+    let refused: u64 = honest
+        .iter()
+        .map(|&i| net.member(i).node().stats().rejects.block)
+        .sum();
+    assert!(refused > 0, "nobody refused a block under a copied ticket");
 }
 
 /// Two sites (4 + 3 level-1 members): cut apart, neither side has a quorum of 5, so nothing

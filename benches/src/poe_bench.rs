@@ -2,14 +2,14 @@
 //!
 //! - **Micro-benchmarks** on one core: RSA-FDH-VRF prove and verify (RFC 9381 §4, 2048-bit),
 //!   a lottery ticket check, an ed25519 transaction signature check, an RFC 6962 inclusion
-//!   proof check, and a header check (full: ticket, seal, commit certificate of a level-1 quorum;
-//!   chained: ticket, seal and link, as in catch-up sync).
+//!   proof check, and a header check (full: ticket, clerk signature, seal, commit certificate
+//!   of a level-1 quorum; chained: ticket, clerk signature, seal and link, as in catch-up sync).
 //! - **Transactions per second per node**: decode, signature check, id, Merkle root and a
 //!   durable SQLite write of the block (`poe::store`, WAL, `synchronous = FULL`), on one core and
 //!   with the signature checks spread over both cores.
-//! - **Light client**: headers per second (catch-up sync of 1,000 headers: every ticket, seal and
-//!   link, the certificate of the last; and fully verified one by one) and bytes per 1,000
-//!   headers in its window.
+//! - **Light client**: headers per second (catch-up sync of 1,000 headers: every ticket, clerk
+//!   signature, seal and link, the certificate of the last; and fully verified one by one) and
+//!   bytes per 1,000 headers in its window.
 //!
 //! - **The network** ([`crate::poe_scale`]): every member's consensus node and gossip engine
 //!   over `sim-netem`, 50 ms between members — 100 level-1 and 1,000 level-2 members (quick:

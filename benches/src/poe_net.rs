@@ -94,11 +94,16 @@ pub enum Fault {
     /// the same height, round and phase (equivocation).
     DoubleVote,
     /// As clerk it adds a transaction with a bad signature to every block it builds (a block
-    /// with bad transactions; the header is otherwise well formed, the Merkle root matches).
+    /// with bad transactions; the header is otherwise well formed, the Merkle root matches and
+    /// the clerk re-signs the header, so only the transaction is wrong).
     BadTxBlocks,
     /// Level-2: seals every block it receives, valid or not, whether its seal passes the
     /// threshold or not, and sends the seal to the block's clerk.
     SealAnything,
+    /// For every block another clerk builds, broadcasts a second block under the same (copied)
+    /// ticket, without transactions, signed with its own key: it can neither get such a block
+    /// accepted nor frame the clerk with double-block evidence.
+    StealTickets,
 }
 
 /// What one member saw, for the benchmark and the tests.
@@ -125,6 +130,9 @@ pub struct MemberLog {
     pub bytes_sent: u64,
     /// Datagrams it could not decode.
     pub undecodable: u64,
+    /// `block_id`s of the blocks it built under another clerk's ticket
+    /// ([`Fault::StealTickets`]).
+    pub stolen: Vec<Hash>,
 }
 
 /// Addresses and ids of every member, shared by all endpoints.
@@ -242,6 +250,14 @@ impl PoeEndpoint {
                 {
                     self.seal_anyway(b);
                 }
+                if self.fault == Fault::StealTickets
+                    && let Message::Block(b) = &msg
+                    && b.header.seal.is_none()
+                    && b.header.commit.is_none()
+                    && b.header.ticket.node != self.keys.id()
+                {
+                    self.steal_ticket(now, b);
+                }
                 self.node.handle_message(now, self.dir.ids[from], msg)
             }
             Err(_) => self.log.undecodable += 1,
@@ -253,6 +269,25 @@ impl PoeEndpoint {
         for to in self.children.clone().iter() {
             self.send(*to, KIND_DIRECT, bytes);
         }
+    }
+
+    /// [`Fault::StealTickets`]: another block under `b`'s ticket (no transactions, a later
+    /// time), signed with this member's key instead of the clerk's, broadcast.
+    fn steal_ticket(&mut self, now: Instant, b: &Block) {
+        let mut header = b.header.clone();
+        header.tx_root = poe::merkle::root::<&[u8]>(&[]);
+        header.tx_count = 0;
+        header.time_ms = header.time_ms.saturating_add(1);
+        self.keys.sign_header(&mut header);
+        self.log.stolen.push(header.block_id());
+        let msg = Message::Block(Block {
+            header,
+            txs: Vec::new(),
+        });
+        self.log.broadcasts += 1;
+        self.log.broadcasts_by_kind[kind_index(&msg)] += 1;
+        // A duplicate (the same bytes published twice) is not an error.
+        let _ = self.gossip.publish(now, TOPIC, &msg.to_bytes());
     }
 
     /// [`Fault::SealAnything`]: a seal for `b` sent to its clerk, threshold or not.
@@ -305,6 +340,8 @@ impl PoeEndpoint {
                 let leaves: Vec<Vec<u8>> = b.txs.iter().map(|t| t.to_bytes()).collect();
                 b.header.tx_root = poe::merkle::root(&leaves);
                 b.header.tx_count = b.txs.len() as u32;
+                // Re-signed: the header is the clerk's own, only its transactions are bad.
+                self.keys.sign_header(&mut b.header);
                 vec![Output::Broadcast(Message::Block(b))]
             }
             (_, out) => vec![out],

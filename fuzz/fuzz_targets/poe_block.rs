@@ -1,5 +1,6 @@
 //! Arbitrary bytes decoded as a POE `Block` never panic; an accepted block re-encodes to the
-//! same bytes (one encoding per value), and its ids and signing bytes can be computed.
+//! same bytes (one encoding per value), its `block_id` ignores the clerk signature, seal and
+//! commit, and its ids and signing bytes can be computed.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,6 +14,10 @@ fuzz_target!(|data: &[u8]| {
         unsealed.seal = None;
         unsealed.commit = None;
         assert_eq!(unsealed.block_id(), id, "block_id depends on seal or commit");
+        unsealed.clerk_sig = [!block.header.clerk_sig[0]; 64];
+        assert_eq!(unsealed.block_id(), id, "block_id depends on clerk_sig");
+        let signed = block.header.signing_bytes();
+        assert!(signed.starts_with(b"POE1-block") && signed.ends_with(&id));
         assert_eq!(BlockHeader::decode(&block.header.to_bytes()).as_ref(), Ok(&block.header));
         if let Some(cert) = &block.header.commit {
             for vote in cert.iter_votes() {

@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(cert.iter_votes().count(), cert.votes.len());
             }
             Message::Block(block) => {
-                let _ = block.header.block_id();
+                let _ = (block.header.block_id(), block.header.signing_bytes());
+            }
+            Message::Evidence(poe::wire::Evidence::DoubleBlock(a, b)) => {
+                let _ = (a.signing_bytes(), b.signing_bytes());
             }
             _ => {}
         }

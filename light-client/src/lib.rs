@@ -80,12 +80,14 @@ impl LightClient {
         &self.window[self.window.len() - 1]
     }
 
-    /// Verifies a new final header fully (ticket, seal, commit certificate, link) and adds it.
+    /// Verifies a new final header fully (ticket, clerk signature, seal, commit certificate,
+    /// link) and adds it.
     pub fn push(&mut self, h: &BlockHeader) -> Result<&Verified, LightError> {
         self.push_at(h, Depth::Full)
     }
 
-    /// Catch-up: verifies a run of consecutive headers, each one's ticket, seal and link, and
+    /// Catch-up: verifies a run of consecutive headers, each one's ticket, clerk signature,
+    /// seal and link, and
     /// the commit certificate of the last one only (an honest level-1 member commits only to
     /// a block that extends its final chain, so a quorum on the last covers its ancestors).
     /// Nothing is added unless the whole run verifies. Returns how many were added.

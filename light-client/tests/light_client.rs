@@ -1,7 +1,7 @@
 //! The light client against chains built by `poe::devnet` (every element genuine): a valid
 //! chain from a checkpoint is accepted (one by one and in a catch-up batch), transactions are
-//! proven by RFC 6962 inclusion proofs, and a chain with any single forged element is refused
-//! without changing the client's state.
+//! proven by RFC 6962 inclusion proofs, and a chain with any single forged element (a clerk
+//! signature included) is refused without changing the client's state.
 
 use std::sync::OnceLock;
 
@@ -160,6 +160,7 @@ fn forgeries() -> Vec<(&'static str, BlockHeader)> {
     let mut h = good.clone();
     h.commit = None;
     out.push(("no certificate", h));
+    out.extend(clerk_forgeries());
     let outsider = {
         let mut rng = ChaCha20Rng::seed_from_u64(99);
         DevNode::generate(&mut rng, Level::One, 2048).expect("outsider")
@@ -191,6 +192,9 @@ fn a_commit_certificate_of_a_later_round_than_the_ticket_is_accepted() {
     h.ticket = d.best_ticket_from(&parent, 2).expect("ticket");
     h.seal = None;
     h.commit = None;
+    d.level1_node(&h.ticket.node)
+        .expect("ticket holder")
+        .sign_header(&mut h);
     let id = h.block_id();
     h.seal = Some(d.seal(&id).expect("seal"));
     let round = h.ticket.round;
@@ -220,6 +224,71 @@ fn a_commit_certificate_of_a_later_round_than_the_ticket_is_accepted() {
     // And in a catch-up batch, where the certificate is checked on the newest header only.
     let mut batch = client(32);
     assert_eq!(batch.sync(&[good[0].clone(), good[1].clone(), h]), Ok(3));
+}
+
+/// Forgeries of header 3's clerk signature, each otherwise genuine: the header's own
+/// signature bit-flipped, another header's signature, a signature by another level-1 member,
+/// and a block built under the copied ticket by another member (new transactions, signed by
+/// that member, with a genuine seal and commit certificate for the new `block_id`: only the
+/// clerk signature can tell).
+fn clerk_forgeries() -> Vec<(&'static str, BlockHeader)> {
+    let (d, chain) = net();
+    let good = chain[2].header.clone();
+    let clerk = good.ticket.node;
+    let thief = d
+        .level1
+        .iter()
+        .find(|n| n.id() != clerk)
+        .expect("another level-1 member");
+    let mut out = Vec::new();
+    let mut h = good.clone();
+    h.clerk_sig[17] ^= 0x04;
+    out.push(("forged clerk signature", h));
+    let mut h = good.clone();
+    h.clerk_sig = chain[1].header.clerk_sig;
+    out.push(("clerk signature of another header", h));
+    let mut h = good.clone();
+    thief.sign_header(&mut h);
+    out.push(("signed by another level-1 member", h));
+    let mut h = good.clone();
+    h.tx_root = merkle::root(&[b"stolen".as_slice()]);
+    h.tx_count = 1;
+    thief.sign_header(&mut h);
+    let id = h.block_id();
+    h.seal = Some(d.seal(&id).expect("seal"));
+    h.commit = Some(
+        d.certificate(Phase::Commit, good.height, good.ticket.round, &id)
+            .expect("cert"),
+    );
+    out.push(("block built under a copied ticket", h));
+    out
+}
+
+#[test]
+fn forged_clerk_signatures_are_refused_as_such() {
+    let good = headers();
+    let clerk = good[2].ticket.node;
+    for (what, forged) in clerk_forgeries() {
+        for depth_full in [true, false] {
+            let mut c = client(32);
+            c.push(&good[0]).expect("h1");
+            c.push(&good[1]).expect("h2");
+            let err = if depth_full {
+                c.push(&forged).map(|_| ())
+            } else {
+                c.sync(&[forged.clone(), good[3].clone()]).map(|_| ())
+            };
+            assert_eq!(
+                err,
+                Err(LightError::Header {
+                    height: 3,
+                    source: VerifyError::BadClerkSignature(clerk)
+                }),
+                "{what} (full: {depth_full})"
+            );
+            assert_eq!(c.tip().height, 2, "{what}: state changed");
+        }
+    }
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! A development network without a network: a set of level-1 and level-2 members with real
 //! keys, and a dealer that builds *valid* final blocks the way the protocol would (best
-//! qualifying ticket after spinning, a passing level-2 seal, a commit certificate of a quorum of
-//! level-1 votes). Tests of the verifier and the light client, and `mef bench poe`'s
-//! micro-benchmarks, use it to get chains whose every element is genuine, so that forging one
-//! element is the only thing a rejection test changes.
+//! qualifying ticket after spinning, the header signed by the ticket's holder, a passing
+//! level-2 seal, a commit certificate of a quorum of level-1 votes). Tests of the verifier and
+//! the light client, and `mef bench poe`'s micro-benchmarks, use it to get chains whose every
+//! element is genuine, so that forging one element is the only thing a rejection test changes.
 
 use alloc::vec::Vec;
 
@@ -100,6 +100,13 @@ impl DevNode {
         };
         tx.signature = self.sig.sign(&[], &[&tx.signing_bytes()]);
         tx
+    }
+
+    /// Signs `header` as its clerk: sets `clerk_sig` to this node's signature over
+    /// `"POE1-block" || block_id` ([`BlockHeader::signing_bytes`]). Only valid if this node
+    /// holds the header's ticket.
+    pub fn sign_header(&self, header: &mut BlockHeader) {
+        header.clerk_sig = self.sig.sign(&[], &[&header.signing_bytes()]);
     }
 
     /// This node's signed vote.
@@ -208,16 +215,27 @@ impl Devnet {
 
     /// [`best_ticket`](Self::best_ticket), spinning from round `first`.
     pub fn best_ticket_from(&self, parent: &Verified, first: u32) -> Result<Ticket, DevnetError> {
-        self.ticket(parent, first, Pick::Best)
+        self.ticket(parent, first, Pick::Best).map(|(t, _)| t)
     }
 
-    fn ticket(&self, parent: &Verified, first: u32, pick: Pick) -> Result<Ticket, DevnetError> {
+    /// The level-1 member with this `NodeId` (the holder of a ticket, to sign as clerk).
+    pub fn level1_node(&self, id: &NodeId) -> Option<&DevNode> {
+        self.level1.iter().find(|n| n.id() == *id)
+    }
+
+    /// A qualifying ticket and the member holding it.
+    fn ticket(
+        &self,
+        parent: &Verified,
+        first: u32,
+        pick: Pick,
+    ) -> Result<(Ticket, &DevNode), DevnetError> {
         let height = parent.height + 1;
         let needed =
             lottery::threshold(self.members.level1_count(), self.params.expected_candidates);
         for round in first..MAX_SPIN {
             let alpha = lottery::ticket_alpha(height, &parent.block_id, round);
-            let mut best: Option<(Rank, Ticket)> = None;
+            let mut best: Option<(Rank, Ticket, &DevNode)> = None;
             for n in &self.level1 {
                 let proof = n.vrf.prove(&alpha)?;
                 let beta = crate::vrf::proof_to_hash(&proof);
@@ -225,7 +243,7 @@ impl Devnet {
                     continue;
                 }
                 let rank = Rank::new(round, beta);
-                if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                if best.as_ref().is_none_or(|(r, _, _)| rank < *r) {
                     let t = Ticket {
                         node: n.id(),
                         height,
@@ -233,14 +251,14 @@ impl Devnet {
                         round,
                         proof,
                     };
-                    best = Some((rank, t));
+                    best = Some((rank, t, n));
                     if pick == Pick::First {
                         break;
                     }
                 }
             }
-            if let Some((_, t)) = best {
-                return Ok(t);
+            if let Some((_, t, n)) = best {
+                return Ok((t, n));
             }
         }
         Err(DevnetError::NoCandidate(MAX_SPIN))
@@ -291,8 +309,8 @@ impl Devnet {
         Ok(Certificate::from_votes(&votes)?)
     }
 
-    /// The final block after `parent` with `txs`: the best ticket and seal, and a commit
-    /// certificate.
+    /// The final block after `parent` with `txs`: the best ticket, signed by its holder, the
+    /// best seal, and a commit certificate.
     pub fn next_block(
         &self,
         parent: &Verified,
@@ -316,7 +334,7 @@ impl Devnet {
         // spins to the next round (a new clerk, a new block, new seal chances).
         let mut first = 0;
         let header = loop {
-            let ticket = self.ticket(parent, first, pick)?;
+            let (ticket, clerk) = self.ticket(parent, first, pick)?;
             let round = ticket.round;
             let mut header = BlockHeader {
                 height: parent.height + 1,
@@ -325,9 +343,11 @@ impl Devnet {
                 tx_count,
                 time_ms,
                 ticket,
+                clerk_sig: [0; 64],
                 seal: None,
                 commit: None,
             };
+            clerk.sign_header(&mut header);
             let id = header.block_id();
             match self.pick_seal(&id, pick) {
                 Ok(seal) => {

@@ -2,9 +2,9 @@
 //!
 //! The core (hashing, RFC 6962 Merkle trees, RSA-FDH-VRF of RFC 9381 §4, ed25519 signatures,
 //! the lottery, the wire format) is `no_std` + `alloc`, so the `light-client` crate shares it.
-//! [`verify`] checks what a header claims (ticket, seal, certificate, link) with the same
-//! code in nodes and in the light client. The `std` feature (default) adds the SQLite store and
-//! the gossip core and the consensus [`node`].
+//! [`verify`] checks what a header claims (ticket, clerk signature, seal, certificate, link)
+//! with the same code in nodes and in the light client. The `std` feature (default) adds the
+//! SQLite store and the gossip core and the consensus [`node`].
 #![no_std]
 
 extern crate alloc;

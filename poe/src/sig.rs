@@ -2,7 +2,8 @@
 //! `NodeId`s (docs/POE.md, "Identities").
 //!
 //! A message is signed as `domain || parts[0] || parts[1] || ...` (plain concatenation). The
-//! domains in use ([`TX_DOMAIN`], [`VOTE_DOMAIN`]) are prefix-free, so a signature made for one
+//! domains in use ([`TX_DOMAIN`], [`VOTE_DOMAIN`], [`BLOCK_DOMAIN`], and `"POE1-member"`) are
+//! prefix-free, so a signature made for one
 //! domain never verifies under another; callers make the parts themselves unambiguous (fixed
 //! sizes or the length-prefixed wire encoding).
 //!
@@ -23,6 +24,8 @@ use crate::wire::NodeId;
 pub const TX_DOMAIN: &[u8] = b"POE1-tx";
 /// Domain of vote signatures (docs/POE.md, "Identities").
 pub const VOTE_DOMAIN: &[u8] = b"POE1-vote";
+/// Domain of the clerk's signature on a block header (docs/POE.md, "Blocks").
+pub const BLOCK_DOMAIN: &[u8] = crate::wire::ids::BLOCK_DOMAIN;
 
 /// Why a signature was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

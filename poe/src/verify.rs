@@ -1,6 +1,6 @@
-//! Verification of what a header claims (docs/POE.md): the clerk's lottery ticket, the level-2
-//! seal, the commit certificate and the link to the parent. `no_std`: the light client runs the
-//! very same code as the nodes.
+//! Verification of what a header claims (docs/POE.md): the clerk's lottery ticket and its
+//! signature on the header, the level-2 seal, the commit certificate and the link to the
+//! parent. `no_std`: the light client runs the very same code as the nodes.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -8,7 +8,9 @@ use alloc::sync::Arc;
 use crate::lottery::{self, Rank};
 use crate::sig;
 use crate::vrf::VrfPublicKey;
-use crate::wire::{BlockHeader, Certificate, Hash, Level, Member, NodeId, Phase, Seal, Ticket};
+use crate::wire::{
+    BlockHeader, Certificate, Hash, Level, Member, NodeId, Phase, Seal, Ticket, block_signing_bytes,
+};
 
 /// Why a header (or one of its parts) was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +47,10 @@ pub enum VerifyError {
         /// Zeros needed.
         needed: u32,
     },
+    /// The header's `clerk_sig` is not a valid signature of its ticket's node over
+    /// `"POE1-block" || block_id` (someone else built a block under the clerk's ticket).
+    #[error("clerk signature of {0:?} does not verify")]
+    BadClerkSignature(NodeId),
     /// The header has no seal.
     #[error("header is not sealed")]
     Unsealed,
@@ -214,6 +220,25 @@ pub fn ticket(t: &Ticket, members: &Membership, params: &Params) -> Result<Rank,
     Ok(Rank::new(t.round, beta))
 }
 
+/// Verifies the clerk's signature on header `h` whose `block_id` is `block_id` (computed by
+/// the caller): `h.clerk_sig` is an ed25519 signature over `"POE1-block" || block_id` by the
+/// key of `h.ticket.node`, a level-1 member. The ticket itself is checked by [`ticket`].
+pub fn clerk_signature(
+    h: &BlockHeader,
+    block_id: &Hash,
+    members: &Membership,
+) -> Result<(), VerifyError> {
+    let clerk = h.ticket.node;
+    let (member, _) = members.get(&clerk, Level::One)?;
+    sig::verify(
+        &member.ed25519,
+        &[],
+        &[&block_signing_bytes(block_id)],
+        &h.clerk_sig,
+    )
+    .map_err(|_| VerifyError::BadClerkSignature(clerk))
+}
+
 /// Verifies a level-2 seal over `block_id`; returns the seal's leading zeros.
 pub fn seal(
     s: &Seal,
@@ -316,15 +341,17 @@ impl Verified {
 /// How much of a header to check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
-    /// Ticket, seal, certificate and link.
+    /// Ticket, clerk signature, seal, certificate and link.
     Full,
-    /// Ticket, seal and link; the certificate is covered by a descendant's (catch-up sync).
+    /// Ticket, clerk signature, seal and link; the certificate is covered by a descendant's
+    /// (catch-up sync).
     Chained,
 }
 
 /// Verifies a final header extending `parent` (height + 1 and `prev_hash` = parent's
-/// `block_id`): its ticket, its seal and (with [`Depth::Full`]) its commit certificate, which
-/// may be of the ticket's round or a later one ([`commit`]).
+/// `block_id`): the link, the clerk's ticket, the clerk's signature (at every [`Depth`]: one
+/// ed25519 verification), the seal and, at [`Depth::Full`], the commit certificate, which may
+/// be of the ticket's round or a later one ([`commit`]).
 pub fn header(
     h: &BlockHeader,
     parent: &Verified,
@@ -343,6 +370,7 @@ pub fn header(
     }
     ticket(&h.ticket, members, params)?;
     let id = h.block_id();
+    clerk_signature(h, &id, members)?;
     let s = h.seal.as_ref().ok_or(VerifyError::Unsealed)?;
     seal(s, &id, members, params)?;
     if depth == Depth::Full {

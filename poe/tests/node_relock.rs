@@ -381,9 +381,13 @@ fn sealed_block(ticket: &Ticket, time_ms: u64) -> Block {
         tx_count: 0,
         time_ms,
         ticket: ticket.clone(),
+        clerk_sig: [0; 64],
         seal: None,
         commit: None,
     };
+    d.level1_node(&ticket.node)
+        .expect("the ticket's holder is a level-1 member")
+        .sign_header(&mut header);
     header.seal = Some(
         d.seal(&header.block_id())
             .expect("a seal passes with this seed"),

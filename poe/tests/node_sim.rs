@@ -4,11 +4,13 @@
 //! delivered directly to every other member.
 //!
 //! What they show: 10 heights become final with identical chains on every node (safety), with
-//! the messages per block and the finality latency in link RTTs printed; a double vote gives
-//! `Evidence`; a clerk that withholds its block makes the height spin and finalize at a later
-//! round; forged tickets, seals and votes are rejected and counted; a node cut off for several
-//! heights catches up with `GetBlocks` to the identical chain, and a forged final block above
-//! its tip is rejected, counted and not fetched for.
+//! the messages per block and the finality latency in link RTTs printed; a double vote and two
+//! blocks signed by one clerk for one round give `Evidence`, while blocks under a copied ticket
+//! and double-block evidence the clerk did not sign are rejected and counted; a clerk that
+//! withholds its block makes the height spin and finalize at a later round; forged tickets,
+//! seals and votes are rejected and counted; a node cut off for several heights catches up with
+//! `GetBlocks` to the identical chain, and a forged final block above its tip (including one
+//! whose clerk signature was replaced) is rejected, counted and not fetched for.
 #![cfg(feature = "std")]
 
 use std::collections::BTreeMap;
@@ -346,10 +348,45 @@ fn ten_heights_final_and_identical_everywhere() {
     );
 }
 
+/// A header of height 1 on `ticket` over `txs`, signed by `signer` (the ticket's holder, or
+/// someone else to forge).
+fn header_on(
+    ticket: &poe::wire::Ticket,
+    txs: &[poe::wire::Transaction],
+    time_ms: u64,
+    signer: &poe::devnet::DevNode,
+) -> poe::wire::BlockHeader {
+    let d = devnet();
+    let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
+    let mut h = poe::wire::BlockHeader {
+        height: 1,
+        prev_hash: d.genesis.block_id,
+        tx_root: poe::merkle::root(&leaves),
+        tx_count: txs.len() as u32,
+        time_ms,
+        ticket: ticket.clone(),
+        clerk_sig: [0; 64],
+        seal: None,
+        commit: None,
+    };
+    signer.sign_header(&mut h);
+    h
+}
+
+fn evidence_events(node: &mut Node) -> Vec<Evidence> {
+    std::iter::from_fn(|| node.poll_event())
+        .filter_map(|e| match e {
+            NodeEvent::Evidence(e) => Some(e),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
-fn two_blocks_under_one_ticket_give_evidence() {
+fn two_blocks_signed_by_one_clerk_give_evidence() {
     let d = devnet();
     let first = d.best_ticket(&d.genesis).expect("ticket");
+    let clerk = d.level1_node(&first.node).expect("clerk");
     let now = Instant::now();
     let observer = d
         .level1
@@ -357,46 +394,129 @@ fn two_blocks_under_one_ticket_give_evidence() {
         .position(|n| n.id() != first.node)
         .expect("observer");
     let mut node = make_node(observer, now);
-    let header = |txs: &[poe::wire::Transaction]| {
-        let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
-        poe::wire::BlockHeader {
-            height: 1,
-            prev_hash: d.genesis.block_id,
-            tx_root: poe::merkle::root(&leaves),
-            tx_count: txs.len() as u32,
-            time_ms: 1,
-            ticket: first.clone(),
-            seal: None,
-            commit: None,
-        }
-    };
     let tx = d.level2[1].transaction(5, TxBody::SensorBatch(Vec::new()));
     let a = Block {
-        header: header(&[]),
+        header: header_on(&first, &[], 1, clerk),
         txs: Vec::new(),
     };
     let b = Block {
-        header: header(std::slice::from_ref(&tx)),
-        txs: vec![tx],
+        header: header_on(&first, std::slice::from_ref(&tx), 1, clerk),
+        txs: vec![tx.clone()],
     };
     node.handle_message(now, first.node, Message::Block(a.clone()));
-    assert!(!std::iter::from_fn(|| node.poll_event()).any(|e| matches!(e, NodeEvent::Evidence(_))));
+    assert_eq!(evidence_events(&mut node), vec![]);
     node.handle_message(now, first.node, Message::Block(b.clone()));
-    let ev: Vec<NodeEvent> = std::iter::from_fn(|| node.poll_event()).collect();
-    assert_eq!(
-        ev,
-        vec![NodeEvent::Evidence(Evidence::DoubleBlock(
-            a.header,
-            b.header.clone()
-        ))]
+    let real = Evidence::DoubleBlock(a.header.clone(), b.header.clone());
+    assert_eq!(evidence_events(&mut node), vec![real.clone()]);
+    assert!(
+        std::iter::from_fn(|| node.poll_output())
+            .any(|o| o == Output::Broadcast(Message::Evidence(real.clone())))
     );
-    // A block whose body does not match its header is rejected and counted (a block whose
-    // header is already known keeps its first, valid body).
+    assert_eq!(node.stats().rejects.block, 0);
+
+    // A block whose body does not match its (clerk-signed) header is rejected and counted (a
+    // block whose header is already known keeps its first, valid body).
     let mut bad = b.clone();
     bad.header.time_ms = 2;
+    clerk.sign_header(&mut bad.header);
     bad.txs.clear();
     node.handle_message(now, first.node, Message::Block(bad));
     assert_eq!(node.stats().rejects.block, 1);
+
+    // Another node accepts the real evidence once.
+    let mut other = make_node((observer + 1) % N1, now);
+    let _ = evidence_events(&mut other);
+    other.handle_message(now, node.id(), Message::Evidence(real.clone()));
+    assert_eq!(evidence_events(&mut other), vec![real.clone()]);
+    other.handle_message(now, node.id(), Message::Evidence(real));
+    assert_eq!(evidence_events(&mut other), vec![]);
+    assert_eq!(other.stats().rejects.evidence, 0);
+}
+
+#[test]
+fn blocks_under_a_copied_ticket_and_forged_double_block_evidence_are_rejected() {
+    let d = devnet();
+    let first = d.best_ticket(&d.genesis).expect("ticket");
+    let clerk = d.level1_node(&first.node).expect("clerk");
+    let now = Instant::now();
+    let observer = d
+        .level1
+        .iter()
+        .position(|n| n.id() != first.node)
+        .expect("observer");
+    let thief = &d.level1[observer];
+    let mut node = make_node((observer + 1) % N1, now);
+    let _ = evidence_events(&mut node);
+    let tx = d.level2[1].transaction(5, TxBody::SensorBatch(Vec::new()));
+    let genuine = header_on(&first, &[], 1, clerk);
+
+    // Someone who heard the ticket builds a block under it: signed with their own key, with
+    // the genuine block's signature, or with none. Each is rejected and counted, and none
+    // gives evidence against the clerk.
+    let stolen = header_on(&first, std::slice::from_ref(&tx), 1, thief);
+    let mut copied_sig = stolen.clone();
+    copied_sig.clerk_sig = genuine.clerk_sig;
+    let mut unsigned = stolen.clone();
+    unsigned.clerk_sig = [0; 64];
+    for (i, h) in [stolen.clone(), copied_sig, unsigned]
+        .into_iter()
+        .enumerate()
+    {
+        let block = Block {
+            header: h,
+            txs: vec![tx.clone()],
+        };
+        node.handle_message(now, thief.id(), Message::Block(block));
+        assert_eq!(node.stats().rejects.block, i as u64 + 1);
+    }
+    assert_eq!(node.stats().blocks, 0, "no candidate kept");
+    // The genuine block is still accepted, and the forgeries after it frame nobody.
+    node.handle_message(
+        now,
+        first.node,
+        Message::Block(Block {
+            header: genuine.clone(),
+            txs: Vec::new(),
+        }),
+    );
+    assert_eq!(node.stats().blocks, 1);
+    let stolen_block = Block {
+        header: stolen.clone(),
+        txs: vec![tx.clone()],
+    };
+    node.handle_message(now, thief.id(), Message::Block(stolen_block));
+    assert_eq!(node.stats().rejects.block, 4);
+    assert_eq!(evidence_events(&mut node), vec![]);
+
+    // Forged evidence: the second header is not signed by the clerk (signed by another member,
+    // carrying the first header's signature, or the first header's signature bit-flipped).
+    let mut flipped = header_on(&first, std::slice::from_ref(&tx), 1, clerk);
+    flipped.clerk_sig[3] ^= 1;
+    let mut reused = stolen.clone();
+    reused.clerk_sig = genuine.clerk_sig;
+    let second = header_on(&first, std::slice::from_ref(&tx), 1, clerk);
+    let mut other_round = first.clone();
+    other_round.round += 1;
+    let later = header_on(&other_round, &[], 1, clerk);
+    let forged = [
+        Evidence::DoubleBlock(genuine.clone(), stolen.clone()),
+        Evidence::DoubleBlock(stolen.clone(), genuine.clone()),
+        Evidence::DoubleBlock(genuine.clone(), reused),
+        Evidence::DoubleBlock(genuine.clone(), flipped),
+        // The same block twice, and two blocks of different rounds: no equivocation.
+        Evidence::DoubleBlock(genuine.clone(), genuine.clone()),
+        Evidence::DoubleBlock(genuine.clone(), later),
+    ];
+    for (i, e) in forged.into_iter().enumerate() {
+        node.handle_message(now, thief.id(), Message::Evidence(e));
+        assert_eq!(node.stats().rejects.evidence, i as u64 + 1, "forgery {i}");
+    }
+    assert_eq!(evidence_events(&mut node), vec![]);
+    // Real evidence (two blocks the clerk signed) is still accepted.
+    let real = Evidence::DoubleBlock(genuine, second);
+    node.handle_message(now, thief.id(), Message::Evidence(real.clone()));
+    assert_eq!(evidence_events(&mut node), vec![real]);
+    assert_eq!(node.stats().rejects.evidence, 6);
 }
 
 #[test]
@@ -606,16 +726,8 @@ fn forged_tickets_seals_and_votes_are_rejected_and_counted() {
 /// A sealed block of height 1 on `ticket` (empty), with the best passing seal.
 fn sealed_block(ticket: &poe::wire::Ticket) -> Block {
     let d = devnet();
-    let mut header = poe::wire::BlockHeader {
-        height: 1,
-        prev_hash: d.genesis.block_id,
-        tx_root: poe::merkle::root::<&[u8]>(&[]),
-        tx_count: 0,
-        time_ms: 1,
-        ticket: ticket.clone(),
-        seal: None,
-        commit: None,
-    };
+    let clerk = d.level1_node(&ticket.node).expect("the ticket's holder");
+    let mut header = header_on(ticket, &[], 1, clerk);
     header.seal = Some(
         d.seal(&header.block_id())
             .expect("a seal passes with this seed"),
@@ -774,6 +886,12 @@ fn final_blocks_above_the_tip_are_fetched_and_forged_ones_rejected() {
     bad_body.txs.clear();
     node.handle_message(t0, peer, Message::Block(bad_body));
     assert_eq!(node.stats().rejects.block, 3);
+    // A genuine block whose clerk signature was replaced: its certificate still verifies (it
+    // covers `block_id`, not the signature), the signature does not.
+    let mut bad_clerk = chain[2].clone();
+    bad_clerk.header.clerk_sig[0] ^= 1;
+    node.handle_message(t0, peer, Message::Block(bad_clerk));
+    assert_eq!(node.stats().rejects.block, 4);
     assert!(node.poll_output().is_none());
 
     // The genuine block 3: kept, and heights 1..=2 asked of its sender.
@@ -792,7 +910,13 @@ fn final_blocks_above_the_tip_are_fetched_and_forged_ones_rejected() {
     bad1.txs.clear();
     node.handle_message(t0, peer, Message::Block(bad1));
     assert_eq!(node.tip().height, 0);
-    assert_eq!(node.stats().rejects.block, 4);
+    assert_eq!(node.stats().rejects.block, 5);
+    // A block 1 whose clerk signature was replaced is rejected by `verify::header`.
+    let mut bad_sig1 = chain[0].clone();
+    bad_sig1.header.clerk_sig = chain[1].header.clerk_sig;
+    node.handle_message(t0, peer, Message::Block(bad_sig1));
+    assert_eq!(node.tip().height, 0);
+    assert_eq!(node.stats().rejects.block, 6);
     for b in &chain[..2] {
         node.handle_message(t0, peer, Message::Block(b.clone()));
     }

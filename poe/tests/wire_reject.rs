@@ -5,7 +5,7 @@
 use poe::wire::{
     Block, BlockHeader, Certificate, CertificateError, Decode, Encode, Evidence, Level, Member,
     Message, NodeId, Phase, Seal, Ticket, Transaction, TxBody, Vote, WireError,
-    membership_signing_bytes,
+    block_signing_bytes, membership_signing_bytes,
 };
 
 /// Bytes from hex, ignoring spaces; `n*XX` repeats byte `XX` n times.
@@ -42,12 +42,19 @@ fn small_header() -> BlockHeader {
             round: 2,
             proof: vec![0xaa, 0xbb],
         },
+        clerk_sig: [0x5a; 64],
         seal: None,
         commit: None,
     }
 }
 
 const SMALL_HEADER: &str = "01 0000000000000001 32*11 32*22 00000003 0000018bcfe56800 \
+     01 32*33 0000000000000001 32*11 00000002 00000002 aabb \
+     64*5a \
+     00 00";
+
+/// [`SMALL_HEADER`] without `clerk_sig`: the bytes `block_id` hashes.
+const SMALL_HEADER_UNSIGNED: &str = "01 0000000000000001 32*11 32*22 00000003 0000018bcfe56800 \
      01 32*33 0000000000000001 32*11 00000002 00000002 aabb \
      00 00";
 
@@ -80,10 +87,55 @@ fn golden_header() {
     let h = small_header();
     assert_eq!(h.to_bytes(), hex(SMALL_HEADER));
     assert_eq!(BlockHeader::decode(&hex(SMALL_HEADER)), Ok(h.clone()));
-    // `sha256sum` of the bytes above.
+    // `sha256sum` of the bytes above without the signature (the same id as before headers
+    // carried one: `block_id` does not cover `clerk_sig`).
+    let id = hex("ed8dc86ef57aaa10334326d4de0fc57811c44e89d4bfb67673408243076e2f08");
+    assert_eq!(h.block_id().to_vec(), id);
+    assert_eq!(poe::hash::sha256(&hex(SMALL_HEADER_UNSIGNED)).to_vec(), id);
+    // The clerk signs `"POE1-block" || block_id`.
+    let signed = [b"POE1-block".as_slice(), &id].concat();
+    assert_eq!(h.signing_bytes(), signed);
+    assert_eq!(block_signing_bytes(&h.block_id()), signed);
+    let mut resigned = h.clone();
+    resigned.clerk_sig = [0x5b; 64];
+    assert_eq!(resigned.block_id(), h.block_id());
+    assert_eq!(resigned.signing_bytes(), signed);
+    assert_ne!(resigned.to_bytes(), h.to_bytes());
+}
+
+#[test]
+fn header_clerk_sig_is_exactly_64_bytes() {
+    // The signature has no length prefix: 63 bytes then the options are read as a shorter
+    // signature followed by a truncated header; one byte too many is an unknown seal tag.
+    let bytes = hex(SMALL_HEADER);
+    let sig_at = 168;
+    assert_eq!(&bytes[sig_at..sig_at + 64], &[0x5a; 64]);
+    let mut short = bytes.clone();
+    short.remove(sig_at);
     assert_eq!(
-        h.block_id().to_vec(),
-        hex("ed8dc86ef57aaa10334326d4de0fc57811c44e89d4bfb67673408243076e2f08")
+        BlockHeader::decode(&short),
+        Err(WireError::Truncated {
+            field: "BlockHeader.commit",
+            needed: 1,
+            remaining: 0
+        })
+    );
+    let mut long = bytes.clone();
+    long.insert(sig_at, 0x5a);
+    assert_eq!(
+        BlockHeader::decode(&long),
+        Err(WireError::BadTag {
+            field: "BlockHeader.seal",
+            tag: 0x5a
+        })
+    );
+    assert_eq!(
+        BlockHeader::decode(&bytes[..sig_at + 10]),
+        Err(WireError::Truncated {
+            field: "BlockHeader.clerk_sig",
+            needed: 64,
+            remaining: 10
+        })
     );
 }
 
@@ -204,11 +256,12 @@ fn header_truncated_at_each_field() {
         (126, "Ticket.prev_hash"),
         (158, "Ticket.round"),
         (162, "Ticket.proof"),
-        (168, "BlockHeader.seal"),
-        (169, "BlockHeader.commit"),
+        (168, "BlockHeader.clerk_sig"),
+        (232, "BlockHeader.seal"),
+        (233, "BlockHeader.commit"),
     ];
     let bytes = hex(SMALL_HEADER);
-    assert_eq!(bytes.len(), 170);
+    assert_eq!(bytes.len(), 234);
     for cut in 0..bytes.len() {
         let expected = fields
             .iter()
@@ -399,13 +452,13 @@ fn unknown_tags_rejected() {
     ev[1] = 2;
     assert_eq!(Evidence::decode(&ev).err(), bad("Evidence", 2));
     let mut header = hex(SMALL_HEADER);
-    header[168] = 2;
+    header[232] = 2;
     assert_eq!(
         BlockHeader::decode(&header).err(),
         bad("BlockHeader.seal", 2)
     );
     let mut header = hex(SMALL_HEADER);
-    header[169] = 0xff;
+    header[233] = 0xff;
     assert_eq!(
         BlockHeader::decode(&header).err(),
         bad("BlockHeader.commit", 0xff)
@@ -465,6 +518,9 @@ fn sealed_and_final_header_keeps_block_id() {
     });
     final_.commit = Some(certificate(&[1, 2, 3]));
     assert_ne!(built.to_bytes(), final_.to_bytes());
+    assert_eq!(built.block_id(), final_.block_id());
+    // Re-signing (a clerk's second signature, or garbage) does not change the id either.
+    final_.clerk_sig = [0x01; 64];
     assert_eq!(built.block_id(), final_.block_id());
     let block = Block {
         header: final_.clone(),

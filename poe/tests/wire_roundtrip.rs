@@ -104,19 +104,23 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         any::<u32>(),
         any::<u64>(),
         ticket(),
+        any::<[u8; 64]>(),
         proptest::option::of(seal()),
         proptest::option::of(certificate()),
     )
         .prop_map(
-            |(height, prev_hash, tx_root, tx_count, time_ms, ticket, seal, commit)| BlockHeader {
-                height,
-                prev_hash,
-                tx_root,
-                tx_count,
-                time_ms,
-                ticket,
-                seal,
-                commit,
+            |(height, prev_hash, tx_root, tx_count, time_ms, ticket, clerk_sig, seal, commit)| {
+                BlockHeader {
+                    height,
+                    prev_hash,
+                    tx_root,
+                    tx_count,
+                    time_ms,
+                    ticket,
+                    clerk_sig,
+                    seal,
+                    commit,
+                }
             },
         )
 }
@@ -318,15 +322,42 @@ proptest! {
     }
 
     #[test]
-    fn block_id_ignores_seal_and_commit(
+    fn block_id_ignores_clerk_sig_seal_and_commit(
         h in header(),
+        clerk_sig in any::<[u8; 64]>(),
         seal in proptest::option::of(seal()),
         commit in proptest::option::of(certificate()),
     ) {
         let mut other = h.clone();
+        other.clerk_sig = clerk_sig;
         other.seal = seal;
         other.commit = commit;
         prop_assert_eq!(h.block_id(), other.block_id());
+        prop_assert_eq!(h.signing_bytes(), other.signing_bytes());
+        // The clerk signs `"POE1-block" || block_id`; `block_id` hashes the encoding without
+        // the signature's 64 bytes (they follow the ticket) and with both options absent.
+        let mut expected = b"POE1-block".to_vec();
+        expected.extend_from_slice(&h.block_id());
+        prop_assert_eq!(h.signing_bytes(), expected);
+        let mut unsigned = h.clone();
+        unsigned.seal = None;
+        unsigned.commit = None;
+        let mut bytes = unsigned.to_bytes();
+        let sig_at = bytes.len() - 2 - 64;
+        prop_assert_eq!(&bytes[sig_at..sig_at + 64], &h.clerk_sig[..]);
+        bytes.drain(sig_at..sig_at + 64);
+        prop_assert_eq!(poe::hash::sha256(&bytes), h.block_id());
+    }
+
+    /// A header's encoding carries its signature: changing it changes the bytes, and the
+    /// decoded header has the same signature.
+    #[test]
+    fn header_encoding_carries_clerk_sig(h in header(), i in 0usize..64) {
+        let mut other = h.clone();
+        other.clerk_sig[i] ^= 1;
+        prop_assert_ne!(h.to_bytes(), other.to_bytes());
+        let decoded = BlockHeader::decode(&other.to_bytes()).map(|d| d.clerk_sig);
+        prop_assert_eq!(decoded, Ok(other.clerk_sig));
     }
 
     #[test]

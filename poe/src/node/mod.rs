@@ -9,7 +9,7 @@
 //!
 //! 1. a level-1 node whose ticket for `(h, prev, r)` qualifies broadcasts it;
 //! 2. after [`NodeConfig::candidacy_window`] the holder of the best ticket heard (the clerk)
-//!    builds a block from its mempool and broadcasts it (state 1);
+//!    builds a block from its mempool, signs its header and broadcasts it (state 1);
 //! 3. level-2 nodes that validate it and whose seal passes `z2` send a [`Message::Seal`] to the
 //!    clerk, which broadcasts the first sealed block (state 2);
 //! 4. level-1 nodes send a PREPARE vote to the clerk for the best sealed proposal of
@@ -58,11 +58,18 @@
 //! Time: the node has no wall clock; a clerk stamps its header with the milliseconds since the
 //! node was created (the `now` given to [`Node::new`]), at least the parent's time + 1.
 //!
+//! Clerk signatures: a header carries its clerk's ed25519 signature over `"POE1-block" ||
+//! block_id` (`clerk_sig`), checked with [`verify::clerk_signature`] before a block is
+//! considered (and by [`verify::header`] for final blocks). The ticket alone is a VRF proof
+//! anyone who heard it can copy; without the signature a block built under a copied ticket is
+//! rejected and counted.
+//!
 //! Equivocation: two valid votes by one voter for one `(phase, height, round)` with different
-//! blocks, or two blocks with one clerk ticket for one `(height, round)`, give a
-//! [`NodeEvent::Evidence`] and a [`Message::Evidence`] broadcast. Block headers carry no clerk
-//! signature, only its ticket (a VRF proof anyone can copy), so a double block is evidence of
-//! two blocks under one ticket, not a signature by the clerk.
+//! blocks, or two blocks with different `block_id`s for one `(height, round)` both signed by
+//! the same clerk (the holder of their tickets), give a [`NodeEvent::Evidence`] and a
+//! [`Message::Evidence`] broadcast. Received [`Evidence::DoubleBlock`] is accepted only if
+//! both clerk signatures verify under that clerk's key: it cannot be forged from the ticket,
+//! and an honest clerk, which signs one block per `(height, round)`, cannot be framed.
 
 mod catchup;
 mod persist;
@@ -86,7 +93,7 @@ use crate::vrf::{self, VrfSecretKey};
 use crate::wire::codec::MAX_GET_BLOCKS;
 use crate::wire::{
     Block, BlockHeader, Certificate, Encode, Evidence, Hash, Level, Message, NodeId, Phase, Seal,
-    Ticket, Transaction, Vote,
+    Ticket, Transaction, Vote, block_signing_bytes,
 };
 
 use state::{Candidate, HeightState, Mempool};
@@ -458,17 +465,20 @@ impl Node {
         };
         let elapsed = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
             .unwrap_or(u64::MAX);
-        let header = BlockHeader {
+        let mut header = BlockHeader {
             height: self.next_height(),
             prev_hash: self.tip.block_id,
             tx_root: merkle::root(&leaves),
             tx_count,
             time_ms: self.tip.time_ms.saturating_add(1).max(elapsed),
             ticket,
+            clerk_sig: [0; 64],
             seal: None,
             commit: None,
         };
-        self.h.built.insert(round, header.block_id());
+        let id = header.block_id();
+        header.clerk_sig = self.key.sign(&[], &[&block_signing_bytes(&id)]);
+        self.h.built.insert(round, id);
         self.broadcast(Message::Block(Block { header, txs }));
     }
 
@@ -601,6 +611,9 @@ impl Node {
                     return Err(Reject::Verify(VerifyError::TicketMismatch));
                 }
                 let rank = verify::ticket(&hd.ticket, &self.members, &self.params)?;
+                // A copied ticket is not enough: the ticket's holder must have signed the
+                // header (and a double block is then evidence signed twice by the clerk).
+                verify::clerk_signature(hd, &id, &self.members)?;
                 self.check_body(&b)?;
                 self.check_double_block(hd, &id);
                 if self.level == Level::One {
@@ -761,7 +774,11 @@ impl Node {
             let Some(c) = &hd.commit else {
                 return Err(Reject::Stale);
             };
-            verify::commit(c, hd, &hd.block_id(), &self.members)?;
+            let id = hd.block_id();
+            // One signature before the quorum's: a block with a replaced clerk signature is
+            // not kept (its certificate would verify, as it does not cover the signature).
+            verify::clerk_signature(hd, &id, &self.members)?;
+            verify::commit(c, hd, &id, &self.members)?;
             if height < window && !self.pending.contains_key(&height) {
                 // Kept blocks are bounded in number and, by this check, in size.
                 self.check_root(&b)?;
@@ -1021,10 +1038,24 @@ impl Node {
                 }
             }
             Evidence::DoubleBlock(a, b) => {
-                if a.ticket != b.ticket || a.block_id() == b.block_id() {
+                // One clerk, one (height, round), two different blocks, both signed by the
+                // clerk. The tickets' VRF proofs are not needed: an honest clerk signs one
+                // block per (height, round) whatever its ticket, so the two signatures are
+                // the proof.
+                if a.ticket.node != b.ticket.node
+                    || a.height != b.height
+                    || a.ticket.round != b.ticket.round
+                {
                     return Err(Reject::BadEvidence);
                 }
-                verify::ticket(&a.ticket, &self.members, &self.params)?;
+                let (id_a, id_b) = (a.block_id(), b.block_id());
+                if id_a == id_b {
+                    return Err(Reject::BadEvidence);
+                }
+                for (h, id) in [(a, &id_a), (b, &id_b)] {
+                    verify::clerk_signature(h, id, &self.members)
+                        .map_err(|_| Reject::BadEvidence)?;
+                }
             }
         }
         if self.evidence_seen.len() >= self.config.cache_limit {

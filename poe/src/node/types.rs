@@ -141,7 +141,7 @@ pub enum TxReject {
 /// Why a received message was rejected (each has a counter in [`Rejects`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Reject {
-    /// A ticket, seal or certificate did not verify.
+    /// A ticket, clerk signature, seal or certificate did not verify.
     #[error("verification: {0}")]
     Verify(#[from] VerifyError),
     /// A transaction in a block or from a peer is invalid.
@@ -179,8 +179,8 @@ pub struct Rejects {
     pub vote: u64,
     /// Certificates that did not verify.
     pub certificate: u64,
-    /// Blocks and re-proposals that did not verify (ticket, seal, certificate, body,
-    /// transactions, or a re-proposal's justification).
+    /// Blocks and re-proposals that did not verify (ticket, clerk signature, seal, certificate,
+    /// body, transactions, or a re-proposal's justification).
     pub block: u64,
     /// Transactions refused by the mempool.
     pub tx: u64,

@@ -515,11 +515,13 @@ impl Decode for Certificate {
 }
 
 impl BlockHeader {
-    /// Encodes the header with `seal` and `commit` given explicitly (for `block_id`, which
-    /// hashes it with both absent, without cloning).
+    /// Encodes the header with `clerk_sig`, `seal` and `commit` given explicitly (for
+    /// `block_id`, which hashes it without the signature and with seal and commit absent,
+    /// without cloning). `clerk_sig: None` leaves the 64 signature bytes out entirely.
     pub(crate) fn encode_with(
         &self,
         out: &mut Vec<u8>,
+        clerk_sig: Option<&[u8; 64]>,
         seal: Option<&Seal>,
         commit: Option<&Certificate>,
     ) {
@@ -530,6 +532,9 @@ impl BlockHeader {
         put_u32(out, self.tx_count);
         put_u64(out, self.time_ms);
         self.ticket.encode(out);
+        if let Some(sig) = clerk_sig {
+            out.extend_from_slice(sig);
+        }
         put_option(out, seal);
         put_option(out, commit);
     }
@@ -537,7 +542,12 @@ impl BlockHeader {
 
 impl Encode for BlockHeader {
     fn encode(&self, out: &mut Vec<u8>) {
-        self.encode_with(out, self.seal.as_ref(), self.commit.as_ref());
+        self.encode_with(
+            out,
+            Some(&self.clerk_sig),
+            self.seal.as_ref(),
+            self.commit.as_ref(),
+        );
     }
 }
 
@@ -552,6 +562,7 @@ impl Decode for BlockHeader {
             tx_count: r.u32("BlockHeader.tx_count")?,
             time_ms: r.u64("BlockHeader.time_ms")?,
             ticket: Ticket::decode_from(r)?,
+            clerk_sig: r.array("BlockHeader.clerk_sig")?,
             seal: r.option("BlockHeader.seal")?,
             commit: r.option("BlockHeader.commit")?,
         })

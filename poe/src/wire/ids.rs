@@ -19,20 +19,38 @@ pub const TX_DOMAIN: &[u8] = b"POE1-tx";
 pub const VOTE_DOMAIN: &[u8] = b"POE1-vote";
 /// Domain prefix of membership approvals.
 pub const MEMBER_DOMAIN: &[u8] = b"POE1-member";
+/// Domain prefix of the clerk's signature on a block header (`BlockHeader::clerk_sig`).
+pub const BLOCK_DOMAIN: &[u8] = b"POE1-block";
 
 fn sha256(bytes: &[u8]) -> Hash {
     Sha256::digest(bytes).into()
 }
 
 impl BlockHeader {
-    /// SHA-256 of the header's encoding with `seal` and `commit` set to `None`: what sealers
-    /// and voters sign, and the next lottery's `prev_hash`. Sealing or certifying a header
-    /// does not change it.
+    /// SHA-256 of the header's encoding without `clerk_sig` (its 64 bytes left out) and with
+    /// `seal` and `commit` set to `None`: `version || height || prev_hash || tx_root ||
+    /// tx_count || time_ms || ticket || 0x00 || 0x00`. What the clerk, sealers and voters
+    /// sign, and the next lottery's `prev_hash`. Signing, sealing or certifying a header does
+    /// not change it.
     pub fn block_id(&self) -> Hash {
         let mut out = Vec::new();
-        self.encode_with(&mut out, None, None);
+        self.encode_with(&mut out, None, None, None);
         sha256(&out)
     }
+
+    /// The bytes the clerk signs into `clerk_sig`: `"POE1-block" || block_id` (42 bytes).
+    pub fn signing_bytes(&self) -> Vec<u8> {
+        block_signing_bytes(&self.block_id())
+    }
+}
+
+/// The bytes a clerk signs for the header whose `block_id` is `block_id`: `"POE1-block" ||
+/// block_id` ([`BlockHeader::signing_bytes`], for a caller that has the id already).
+pub fn block_signing_bytes(block_id: &Hash) -> Vec<u8> {
+    let mut out = Vec::with_capacity(BLOCK_DOMAIN.len() + 32);
+    out.extend_from_slice(BLOCK_DOMAIN);
+    out.extend_from_slice(block_id);
+    out
 }
 
 impl Transaction {

@@ -18,7 +18,12 @@
 //!   `Ticket` 0, `Tx` 1, `Block` 2, `Seal` 3, `Vote` 4, `Certificate` 5, `Evidence` 6,
 //!   `GetBlocks` 7 (`from` u64, `count` u32 at most [`codec::MAX_GET_BLOCKS`]), `Repropose` 8
 //!   (a [`Reproposal`]: ticket, block, certificate).
-//! - Structs: their fields in declaration order.
+//! - Structs: their fields in declaration order. A [`BlockHeader`] is `version || height ||
+//!   prev_hash || tx_root || tx_count || time_ms || ticket || clerk_sig (64 bytes) || seal
+//!   (Option) || commit (Option)`; its `block_id` is the SHA-256 of the same bytes without
+//!   `clerk_sig` and with both options `None` (tag 0), and `clerk_sig` is the ed25519
+//!   signature of the ticket's node over `"POE1-block" || block_id`
+//!   ([`BlockHeader::signing_bytes`]).
 //! - The top-level messages ([`Transaction`], [`BlockHeader`], [`Block`], [`Vote`],
 //!   [`Certificate`], [`Ticket`], [`Seal`], [`Evidence`], [`Reproposal`], [`Message`]) start with the version
 //!   byte [`codec::VERSION`] = 1, also where they are nested in another message: a value has
@@ -37,5 +42,5 @@ pub mod types;
 
 pub use codec::{Decode, Encode, Reader};
 pub use error::{CertificateError, WireError};
-pub use ids::membership_signing_bytes;
+pub use ids::{block_signing_bytes, membership_signing_bytes};
 pub use types::*;

@@ -115,6 +115,11 @@ pub struct BlockHeader {
     pub time_ms: u64,
     /// The clerk's winning ticket.
     pub ticket: Ticket,
+    /// The clerk's ed25519 signature (by the key of `ticket.node`) over
+    /// `"POE1-block" || block_id` ([`BlockHeader::signing_bytes`]): the ticket is a VRF proof
+    /// anyone can copy, the signature shows that its holder built this block. Not covered by
+    /// `block_id` (it signs it).
+    pub clerk_sig: [u8; 64],
     /// The level-2 seal (state 2), if any.
     pub seal: Option<Seal>,
     /// The commit certificate (state 3), if any.
@@ -183,7 +188,8 @@ pub struct Transaction {
 pub enum Evidence {
     /// Two votes for one (phase, height, round) with different blocks.
     DoubleVote(Vote, Vote),
-    /// Two headers built by one clerk for one (height, round).
+    /// Two different headers (different `block_id`s) signed by one clerk for one
+    /// (height, round): both `clerk_sig`s verify under the key of the same `ticket.node`.
     DoubleBlock(BlockHeader, BlockHeader),
 }
 
