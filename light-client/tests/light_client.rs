@@ -269,14 +269,16 @@ fn forged_clerk_signatures_are_refused_as_such() {
     let good = headers();
     let clerk = good[2].ticket.node;
     for (what, forged) in clerk_forgeries() {
-        for depth_full in [true, false] {
+        // Pushed (full check) or as the newest header of a catch-up batch (its certificate and
+        // clerk signature are checked): refused as a bad clerk signature, nothing changes.
+        for as_tip_of_batch in [false, true] {
             let mut c = client(32);
             c.push(&good[0]).expect("h1");
             c.push(&good[1]).expect("h2");
-            let err = if depth_full {
-                c.push(&forged).map(|_| ())
+            let err = if as_tip_of_batch {
+                c.sync(std::slice::from_ref(&forged)).map(|_| ())
             } else {
-                c.sync(&[forged.clone(), good[3].clone()]).map(|_| ())
+                c.push(&forged).map(|_| ())
             };
             assert_eq!(
                 err,
@@ -284,9 +286,30 @@ fn forged_clerk_signatures_are_refused_as_such() {
                     height: 3,
                     source: VerifyError::BadClerkSignature(clerk)
                 }),
-                "{what} (full: {depth_full})"
+                "{what} (batch tip: {as_tip_of_batch})"
             );
             assert_eq!(c.tip().height, 2, "{what}: state changed");
+        }
+        // Inside a batch, below a certified newest header: a header under a copied ticket has
+        // another `block_id`, so the next header's link refuses it; a replaced signature on
+        // the genuine header changes nothing kept (the compact header has no signature), and
+        // the client ends on the genuine chain.
+        let mut c = client(32);
+        c.push(&good[0]).expect("h1");
+        c.push(&good[1]).expect("h2");
+        match c.sync(&[forged.clone(), good[3].clone()]) {
+            Ok(2) => {
+                assert_eq!(forged.block_id(), good[2].block_id(), "{what}");
+                assert_eq!(c.tip().block_id, good[3].block_id(), "{what}");
+            }
+            Err(LightError::Header {
+                height: 4,
+                source: VerifyError::BadLink { .. },
+            }) => {
+                assert_ne!(forged.block_id(), good[2].block_id(), "{what}");
+                assert_eq!(c.tip().height, 2, "{what}: state changed");
+            }
+            other => panic!("{what}: {other:?}"),
         }
     }
 }
@@ -313,11 +336,18 @@ fn every_forged_element_is_refused_and_changes_nothing() {
 fn catch_up_refuses_a_run_with_a_forged_ticket_or_seal_and_keeps_state() {
     let mut run = headers();
     for (what, forged) in forgeries() {
-        // `sync` skips certificates of all but the last header; ticket, seal and link forgeries
-        // are still caught anywhere in the run.
+        // `sync` skips certificates and clerk signatures of all but the last header (covered by
+        // its certificate: see `forged_clerk_signatures_are_refused_as_such`); ticket, seal and
+        // link forgeries are still caught anywhere in the run.
+        let genuine = &headers()[2];
+        let signature_only = {
+            let mut f = forged.clone();
+            f.clerk_sig = genuine.clerk_sig;
+            f == *genuine
+        };
         let certificate_only =
             what.contains("certificate") || what.contains("vote") || what.contains("voter");
-        if certificate_only {
+        if certificate_only || signature_only {
             continue;
         }
         run[2] = forged;

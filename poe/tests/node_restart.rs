@@ -499,8 +499,8 @@ fn tampered_stored_chains_are_refused_with_typed_errors() {
     node.submit_tx(t0, sender.transaction(6, TxBody::SensorBatch(Vec::new())))
         .expect("next nonce admitted");
 
-    // A changed header (time) of block 3: its clerk signature (checked before the seal) no
-    // longer verifies.
+    // A changed header (time) of block 3: its seal no longer verifies (every stored header is
+    // first checked at `Depth::Chained`, which does not look at the clerk signature).
     let mut blocks = chain.clone();
     blocks[2].header.time_ms += 1;
     let err = resume(0, t0, config(4), stored("header", &blocks)).expect_err("refused");
@@ -509,7 +509,7 @@ fn tampered_stored_chains_are_refused_with_typed_errors() {
             err,
             ResumeError::Header {
                 height: 3,
-                source: VerifyError::BadClerkSignature(_)
+                source: VerifyError::BadProof(_)
             }
         ),
         "{err:?}"
