@@ -275,3 +275,33 @@ fn partition_stops_finality_safely_and_heal_resumes_it() {
         net.sim.elapsed() - healed_at
     );
 }
+
+/// Seals and votes to every level-1 member (`Fanout::AllLevel1`, the network's default) against
+/// the clerk-aggregated flow (`Fanout::Clerk`) on the same seeded network: both finalize the
+/// same number of heights safely; the direct fan-out saves at least one RTT of finality after
+/// the build (simulated time, so the comparison is exact and repeatable).
+#[test]
+fn fanout_to_every_level1_member_finalizes_sooner_than_through_the_clerk() {
+    use mef_benches::poe_scale;
+    use poe::node::Fanout;
+    let mut figures = Vec::new();
+    for fanout in [Fanout::Clerk, Fanout::AllLevel1] {
+        let mut cfg = PoeNetConfig::new(5);
+        cfg.l2_peers = 4;
+        cfg.node.fanout = fanout;
+        let f = poe_scale::run(devnet(), &cfg, 1, 6, 50, Duration::from_secs(120))
+            .expect("network run");
+        println!(
+            "{fanout:?}: finality after build {:.2} RTT (level-1), {:.2} (all); {:.0} direct messages per block",
+            f.finality_rtts, f.finality_rtts_all, f.unicasts_per_block
+        );
+        figures.push(f);
+    }
+    assert!(
+        figures[1].finality_rtts + 1.0 <= figures[0].finality_rtts,
+        "all-level-1 fanout {:.2} RTT vs clerk {:.2}",
+        figures[1].finality_rtts,
+        figures[0].finality_rtts
+    );
+    assert!(figures[1].unicasts_per_block > figures[0].unicasts_per_block);
+}

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use poe::devnet::{DevNode, Devnet};
 use poe::gossip::{Gossip, GossipConfig, GossipEvent, PeerId};
-use poe::node::{Node, NodeConfig, NodeEvent, Output};
+use poe::node::{Fanout, Node, NodeConfig, NodeEvent, Output};
 use poe::wire::{Block, Decode, Encode, Evidence, Hash, Message, NodeId, Seal};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -503,7 +503,8 @@ pub struct PoeNetConfig {
 
 impl PoeNetConfig {
     /// 50 ms RTT, 1 Gbit/s access links, no loss, 8 gossip peers per gateway, candidacy window
-    /// of one RTT and a round timeout of 20 RTTs.
+    /// of one RTT, a round timeout of 20 RTTs, seals and votes to every level-1 member
+    /// ([`Fanout::AllLevel1`]).
     pub fn new(seed: u64) -> Self {
         let rtt = Duration::from_millis(50);
         Self {
@@ -516,6 +517,7 @@ impl PoeNetConfig {
             node: NodeConfig {
                 candidacy_window: rtt,
                 round_timeout: rtt * 20,
+                fanout: Fanout::AllLevel1,
                 ..NodeConfig::default()
             },
             gossip: GossipConfig {

@@ -78,7 +78,9 @@ mod state;
 mod types;
 
 pub use persist::{PersistError, ResumeError};
-pub use types::{NodeConfig, NodeError, NodeEvent, NodeStats, Output, Reject, Rejects, TxReject};
+pub use types::{
+    Fanout, NodeConfig, NodeError, NodeEvent, NodeStats, Output, Reject, Rejects, TxReject,
+};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -344,9 +346,9 @@ impl Node {
             Message::Ticket(t) => self.on_ticket(t).map_err(|e| (e, Kind::Ticket)),
             Message::Tx(tx) => self.admit_tx(&tx).map_err(|e| (Reject::Tx(e), Kind::Tx)),
             Message::Block(b) => self.on_block(now, from, b).map_err(|e| (e, Kind::Block)),
-            Message::Seal { block_id, seal } => {
-                self.on_seal(block_id, seal).map_err(|e| (e, Kind::Seal))
-            }
+            Message::Seal { block_id, seal } => self
+                .on_seal(now, block_id, seal)
+                .map_err(|e| (e, Kind::Seal)),
             Message::Vote(v) => self.on_vote(v).map_err(|e| (e, Kind::Vote)),
             Message::Certificate(c) => self
                 .on_certificate(now, from, c)
@@ -680,23 +682,36 @@ impl Node {
         let zeros = lottery::leading_zeros(&vrf::proof_to_hash(&proof));
         let needed = lottery::threshold(self.members.level2_count(), self.params.expected_sealers);
         if zeros >= needed {
-            let seal = Seal {
-                node: self.id,
-                proof,
-            };
-            self.send(
-                clerk,
-                Message::Seal {
-                    block_id: *id,
-                    seal,
+            let msg = Message::Seal {
+                block_id: *id,
+                seal: Seal {
+                    node: self.id,
+                    proof,
                 },
-            );
+            };
+            match self.config.fanout {
+                Fanout::Clerk => self.send(clerk, msg),
+                Fanout::AllLevel1 => {
+                    for to in self.level1_ids() {
+                        self.send(to, msg.clone());
+                    }
+                }
+            }
         }
     }
 
-    fn on_seal(&mut self, block_id: Hash, seal: Seal) -> Result<(), Reject> {
+    /// Every level-1 member but this node.
+    fn level1_ids(&self) -> Vec<NodeId> {
+        self.members
+            .iter()
+            .filter(|(id, m)| m.level == Level::One && **id != self.id)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn on_seal(&mut self, now: Instant, block_id: Hash, seal: Seal) -> Result<(), Reject> {
         if !self.h.built.values().any(|id| *id == block_id) {
-            return Err(Reject::Unexpected);
+            return self.on_seal_of_another(now, block_id, seal);
         }
         let Some(c) = self.h.blocks.get(&block_id) else {
             return Err(Reject::Unexpected);
@@ -709,6 +724,36 @@ impl Node {
         block.header.seal = Some(seal);
         self.h.seal_sent.insert(block_id);
         self.broadcast(Message::Block(block));
+        Ok(())
+    }
+
+    /// [`Fanout::AllLevel1`]: a seal for a candidate this level-1 node holds (not its own)
+    /// makes the candidate sealed here, without waiting for its clerk's sealed broadcast.
+    fn on_seal_of_another(
+        &mut self,
+        now: Instant,
+        block_id: Hash,
+        seal: Seal,
+    ) -> Result<(), Reject> {
+        if self.config.fanout != Fanout::AllLevel1 || self.level != Level::One {
+            return Err(Reject::Unexpected);
+        }
+        let Some(c) = self.h.blocks.get(&block_id) else {
+            // Before the block itself: its clerk's sealed broadcast will bring both.
+            return Err(Reject::Stale);
+        };
+        if c.sealed {
+            return Ok(());
+        }
+        verify::seal(&seal, &block_id, &self.members, &self.params)?;
+        let round = c.block.header.ticket.round;
+        if let Some(c) = self.h.blocks.get_mut(&block_id) {
+            c.sealed = true;
+            c.block.header.seal = Some(seal);
+        }
+        self.catch_up_round(now, round);
+        self.try_vote_prepare();
+        self.try_vote_commit();
         Ok(())
     }
 
@@ -871,7 +916,15 @@ impl Node {
             signature: [0; 64],
         };
         v.signature = self.key.sign(&[], &[&v.signing_bytes()]);
-        self.send(clerk, Message::Vote(v));
+        match self.config.fanout {
+            Fanout::Clerk => self.send(clerk, Message::Vote(v)),
+            Fanout::AllLevel1 => {
+                for to in self.level1_ids() {
+                    self.send(to, Message::Vote(v.clone()));
+                }
+                self.loopback.push_back(Message::Vote(v));
+            }
+        }
     }
 
     /// PREPARE for the best sealed proposal of the current round (a new block or a justified
@@ -937,14 +990,16 @@ impl Node {
                 self.h.votes.insert(key, v.clone());
             }
         }
-        if self.h.built.get(&v.round) != Some(&v.block_id) {
+        let mine = self.h.built.get(&v.round) == Some(&v.block_id);
+        if !mine && (self.config.fanout == Fanout::Clerk || self.level != Level::One) {
             return Err(Reject::Unexpected);
         }
         self.aggregate(v.phase, v.round, v.block_id);
         Ok(())
     }
 
-    /// The clerk: a quorum of votes for its block gives a certificate.
+    /// A quorum of votes for a block gives a certificate (at its clerk; with
+    /// [`Fanout::AllLevel1`] at every level-1 member).
     fn aggregate(&mut self, phase: Phase, round: u32, block_id: Hash) {
         if self.h.cert_sent.contains(&(phase, round)) {
             return;
@@ -963,16 +1018,24 @@ impl Node {
             return;
         };
         self.h.cert_sent.insert((phase, round));
-        match phase {
-            Phase::Prepare => self.broadcast(Message::Certificate(cert)),
+        // The clerk broadcasts what it forms; with `Fanout::AllLevel1` every other level-1
+        // member forms the same certificate from the votes it received and uses it itself.
+        let mine = self.h.built.get(&round) == Some(&block_id);
+        let msg = match phase {
+            Phase::Prepare => Message::Certificate(cert),
             Phase::Commit => {
                 let Some(c) = self.h.blocks.get(&block_id) else {
                     return;
                 };
                 let mut block = c.block.clone();
                 block.header.commit = Some(cert);
-                self.broadcast(Message::Block(block));
+                Message::Block(block)
             }
+        };
+        if mine {
+            self.broadcast(msg);
+        } else {
+            self.loopback.push_back(msg);
         }
     }
 

@@ -6,6 +6,21 @@ use std::sync::Arc;
 use crate::verify::VerifyError;
 use crate::wire::{Block, Evidence, Hash, Message, NodeId};
 
+/// Where level-2 seals and level-1 votes go (docs/POE.md, "Finality").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fanout {
+    /// To the clerk only, which aggregates the certificates and broadcasts them: O(n)
+    /// messages per phase, and each phase costs a round trip through the clerk.
+    #[default]
+    Clerk,
+    /// To every level-1 member, each of which forms the certificates itself (the clerk still
+    /// broadcasts them, for the level-2 members and anyone who missed votes): O(n²) messages
+    /// per phase among level-1 members, one one-way delay per phase instead of a round trip,
+    /// which saves about 1.5 RTT of finality (a seal reaches the committee directly, and
+    /// each of the two vote phases completes at every member, not at the clerk).
+    AllLevel1,
+}
+
 /// Tunables of a [`super::Node`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -32,6 +47,8 @@ pub struct NodeConfig {
     /// [`round_timeout`](Self::round_timeout) window; more are dropped and counted in
     /// [`Rejects::rate_limited`]. At most [`cache_limit`](Self::cache_limit) peers are tracked.
     pub get_blocks_per_peer: u32,
+    /// Where seals and votes go.
+    pub fanout: Fanout,
 }
 
 impl Default for NodeConfig {
@@ -45,6 +62,7 @@ impl Default for NodeConfig {
             max_block_txs: 1_000,
             cache_limit: 4_096,
             keep_blocks: 1_024,
+            fanout: Fanout::Clerk,
             get_blocks_per_peer: 8,
         }
     }
