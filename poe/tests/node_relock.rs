@@ -610,3 +610,75 @@ fn header_commit_certificate_of_a_later_round_verifies_and_of_an_earlier_does_no
     b.header.commit = Some(prepare(t[1].round + 1, &id));
     assert!(verify::header(&b.header, &d.genesis, &d.members, &d.params, Depth::Full).is_err());
 }
+
+/// A level-1 member that crashes after voting PREPARE and COMMIT (locked) in a round and
+/// restarts with its saved `VoteRecord` neither votes again in that round (for the same or
+/// another block) nor forgets its lock. The same restart without the record votes PREPARE
+/// again: what the record is for.
+#[test]
+fn a_restarted_member_keeps_its_votes_and_lock_from_its_vote_record() {
+    use poe::node::VoteRecord;
+    let t = tickets();
+    let a = sealed_block(&t[1], 2);
+    let id_a = a.header.block_id();
+    let i = bystander(&t);
+    let t0 = Instant::now();
+    let mut node = make_node(i, t0);
+    let _ = sent_votes(&mut node);
+    node.handle_message(t0, t[1].node, Message::Block(a.clone()));
+    node.handle_message(
+        t0,
+        t[1].node,
+        Message::Certificate(prepare(t[1].round, &id_a)),
+    );
+    assert_eq!(
+        sent_votes(&mut node),
+        vec![
+            (t[1].node, Phase::Prepare, t[1].round, id_a),
+            (t[1].node, Phase::Commit, t[1].round, id_a)
+        ]
+    );
+    // What the driver saved before sending those votes, through its byte encoding.
+    let saved = node.vote_record().to_bytes();
+    let record = VoteRecord::decode(&saved).expect("decodes");
+    assert_eq!(record, node.vote_record());
+    assert!(VoteRecord::decode(&saved[..saved.len() - 1]).is_err());
+
+    // Without the record, a restarted member votes again in the round.
+    let mut amnesiac = make_node(i, t0);
+    let _ = sent_votes(&mut amnesiac);
+    amnesiac.handle_message(t0, t[1].node, Message::Block(a.clone()));
+    assert_eq!(
+        sent_votes(&mut amnesiac),
+        vec![(t[1].node, Phase::Prepare, t[1].round, id_a)]
+    );
+    // And, unlocked, it votes for a new block of a later round.
+    let fresh = sealed_block(&t[2], 3);
+    let id_fresh = fresh.header.block_id();
+    amnesiac.handle_message(t0, t[2].node, Message::Block(fresh.clone()));
+    assert_eq!(
+        sent_votes(&mut amnesiac),
+        vec![(t[2].node, Phase::Prepare, t[2].round, id_fresh)]
+    );
+
+    // With it: no vote in that round, for this block or another one under the same ticket,
+    // and still locked on A against a new block of a later round.
+    let mut restarted = make_node(i, t0);
+    let _ = sent_votes(&mut restarted);
+    restarted.restore_votes(t0, &record).expect("restore");
+    restarted.handle_message(t0, t[1].node, Message::Block(a.clone()));
+    restarted.handle_message(
+        t0,
+        t[1].node,
+        Message::Certificate(prepare(t[1].round, &id_a)),
+    );
+    let other = sealed_block(&t[1], 7);
+    restarted.handle_message(t0, t[1].node, Message::Block(other));
+    assert_eq!(
+        sent_votes(&mut restarted),
+        vec![],
+        "voted again after restart"
+    );
+    restarted.handle_message(t0, t[2].node, Message::Block(fresh));
+    assert_eq!(sent_votes(&mut restarted), vec![], "lock forgotten");
+}

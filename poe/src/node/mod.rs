@@ -77,7 +77,7 @@ mod relock;
 mod state;
 mod types;
 
-pub use persist::{PersistError, ResumeError};
+pub use persist::{PersistError, ResumeError, VoteRecord};
 pub use types::{
     Fanout, NodeConfig, NodeError, NodeEvent, NodeStats, Output, Reject, Rejects, TxReject,
 };

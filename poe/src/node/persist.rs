@@ -260,3 +260,90 @@ impl Node {
         Ok(())
     }
 }
+
+/// Most `(phase, round)` entries a [`VoteRecord`] decodes (two phases for each round a height
+/// can spin through before a node gives up is far below this).
+const MAX_RECORDED_VOTES: usize = 4_096;
+
+/// What a level-1 member has committed to at the height in progress: the `(phase, round)`s it
+/// voted in and its lock. A member that crashes and is [resumed](Node::resume) must not vote
+/// again in a round it voted in (that would be equivocation), nor forget its lock (safety
+/// rests on it: docs/POE.md, "Locks and re-proposal"). The driver stores
+/// [`Node::vote_record`] durably (e.g. with [`Store::put_meta`]) **before** it transmits any
+/// vote the node output, and after a restart hands it back with [`Node::restore_votes`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoteRecord {
+    /// The height in progress.
+    pub height: u64,
+    /// `(phase, round)` this member voted in at that height.
+    pub voted: Vec<(Phase, u32)>,
+    /// Its lock: the highest prepare certificate it saw at that height.
+    pub lock: Option<crate::wire::Certificate>,
+}
+
+impl VoteRecord {
+    /// `height (u64) || n (u32) || n × (phase || round u32) || lock (Option<Certificate>)`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&self.height.to_be_bytes());
+        out.extend_from_slice(&(self.voted.len() as u32).to_be_bytes());
+        for (phase, round) in &self.voted {
+            phase.encode(&mut out);
+            out.extend_from_slice(&round.to_be_bytes());
+        }
+        match &self.lock {
+            None => out.push(0),
+            Some(c) => {
+                out.push(1);
+                c.encode(&mut out);
+            }
+        }
+        out
+    }
+
+    /// Decodes [`to_bytes`](Self::to_bytes) strictly (a damaged record is an error, never a
+    /// panic; at most 4,096 entries).
+    pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = crate::wire::codec::Reader::new(bytes);
+        let height = r.u64("VoteRecord.height")?;
+        let n = r.count("VoteRecord.voted", MAX_RECORDED_VOTES as u32, 5)?;
+        let mut voted = r.list(n);
+        for _ in 0..n {
+            let phase = Phase::decode_from(&mut r)?;
+            voted.push((phase, r.u32("VoteRecord.round")?));
+        }
+        let lock = r.option("VoteRecord.lock")?;
+        r.finish("VoteRecord")?;
+        Ok(Self {
+            height,
+            voted,
+            lock,
+        })
+    }
+}
+
+impl Node {
+    /// What this member has voted and locked at the height in progress (see [`VoteRecord`]).
+    pub fn vote_record(&self) -> VoteRecord {
+        VoteRecord {
+            height: self.next_height(),
+            voted: self.h.voted.iter().copied().collect(),
+            lock: self.h.lock.clone(),
+        }
+    }
+
+    /// Takes back a [`VoteRecord`] saved before a crash: if it is for the height this node is
+    /// at, the rounds it voted in are not voted in again and its lock (verified) is restored.
+    /// A record of another height is ignored (that height is final).
+    pub fn restore_votes(&mut self, now: Instant, record: &VoteRecord) -> Result<(), Reject> {
+        if record.height != self.next_height() {
+            return Ok(());
+        }
+        self.h.voted.extend(record.voted.iter().copied());
+        if let Some(c) = &record.lock {
+            self.raise_lock(c)?;
+            self.catch_up_round(now, c.round);
+        }
+        Ok(())
+    }
+}
