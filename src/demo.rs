@@ -85,7 +85,7 @@ pub fn run(seed: u64) -> anyhow::Result<()> {
         println!("note: quinn's BBR seeds its own RNG, so its figures can differ between runs.");
     }
     println!(
-        "demo finished in {:.1} s wall time",
+        "transport simulations finished in {:.1} s wall time",
         wall.elapsed().as_secs_f64()
     );
     Ok(())

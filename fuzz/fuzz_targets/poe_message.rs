@@ -1,11 +1,15 @@
-//! Arbitrary bytes decoded as a gossiped POE `Message` never panic; an accepted message
-//! re-encodes to the same bytes.
+//! Arbitrary bytes decoded as a gossiped POE `Message`, or as a stored `VoteRecord` (read back
+//! from a node's store after a crash), never panic; an accepted one re-encodes to the same
+//! bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use poe::wire::{Decode, Encode, Message};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(record) = poe::node::VoteRecord::decode(data) {
+        assert_eq!(record.to_bytes(), data, "VoteRecord re-encodes differently");
+    }
     if let Ok(message) = Message::decode(data) {
         assert_eq!(message.to_bytes(), data, "Message re-encodes differently");
         match &message {
