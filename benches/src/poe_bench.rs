@@ -380,10 +380,19 @@ pub fn report(r: &PoeReport, json: Option<&Path>) -> anyhow::Result<()> {
             .filter(|(_, v)| *v > 0.0)
             .map(|(k, v)| format!("{k} {v:.1}"))
             .collect();
+        let committee: Vec<String> = n
+            .committee_by_kind
+            .iter()
+            .filter(|(_, v)| *v > 0.0)
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
         println!(
-            "per block: {:.1} broadcasts without txs (seed: about 2) [{}], {:.1} direct messages, {:.0} datagrams, {:.0} KB",
+            "per block: {:.1} network-wide broadcasts without txs [{}] (seed: about 2: {}), {:.1} to the level-1 committee [{}], {:.1} direct messages, {:.0} datagrams, {:.0} KB",
             n.broadcasts_per_block,
             kinds.join(", "),
+            target(n.broadcasts_per_block <= 2.5),
+            n.committee_per_block,
+            committee.join(", "),
             n.unicasts_per_block,
             n.datagrams_per_block,
             n.bytes_per_block / 1e3

@@ -15,7 +15,9 @@
 //! - **Broadcasts**: [`Output::Broadcast`] is published on one gossip topic, which reaches
 //!   every member in a few hops; with [`PoeNetConfig::l1_direct`] (the default) a level-1 member
 //!   also sends it straight to every other level-1 member, so consensus among the routers waits
-//!   for one one-way delay, not for gossip hops. Gossip de-duplicates what it carries; a node
+//!   for one one-way delay, not for gossip hops. [`Output::Committee`] messages (tickets, sealed
+//!   blocks, prepare certificates) go straight to the level-1 members only (or on a gossip topic
+//!   only they subscribe to, without `l1_direct`). Gossip de-duplicates what it carries; a node
 //!   ignores a message it already has.
 //!
 //! Byzantine members are honest nodes whose outputs pass through a [`Fault`] filter
@@ -44,6 +46,9 @@ pub const KIND_DIRECT: u8 = 1;
 pub const KIND_L1_BROADCAST: u8 = 2;
 /// The gossip topic every member subscribes to.
 pub const TOPIC: &str = "poe/1";
+/// The gossip topic only level-1 members subscribe to ([`Output::Committee`] messages, when
+/// they are not sent directly).
+pub const COMMITTEE_TOPIC: &str = "poe/1/committee";
 /// UDP port of every member.
 pub const PORT: u16 = 7000;
 
@@ -122,6 +127,10 @@ pub struct MemberLog {
     pub broadcasts: u64,
     /// The same per message kind (index: [`kind_index`]).
     pub broadcasts_by_kind: [u64; KINDS],
+    /// Committee messages it originated ([`Output::Committee`]: to the level-1 members only).
+    pub committee: u64,
+    /// The same per message kind.
+    pub committee_by_kind: [u64; KINDS],
     /// Direct messages it sent.
     pub unicasts: u64,
     /// Datagrams and payload bytes it sent (gossip frames and direct messages).
@@ -312,11 +321,11 @@ impl PoeEndpoint {
     /// What a faulty member does to one output of its honest node (`None`: drop it).
     fn corrupt(&self, out: Output) -> Vec<Output> {
         match (self.fault, out) {
-            (Fault::ForgeTickets, Output::Broadcast(Message::Ticket(mut t))) => {
+            (Fault::ForgeTickets, Output::Committee(Message::Ticket(mut t))) => {
                 if let Some(b) = t.proof.last_mut() {
                     *b ^= 0x01;
                 }
-                vec![Output::Broadcast(Message::Ticket(t))]
+                vec![Output::Committee(Message::Ticket(t))]
             }
             (Fault::DoubleVote, Output::Send(to, Message::Vote(v))) => {
                 let other = poe::hash::sha256_parts(&[b"other", &v.block_id]);
@@ -387,6 +396,22 @@ impl PoeEndpoint {
                             }
                             // A duplicate (the same bytes published twice) is not an error.
                             let _ = self.gossip.publish(now, TOPIC, &bytes);
+                        }
+                        Output::Committee(msg) => {
+                            if self.fault == Fault::Silent {
+                                continue;
+                            }
+                            self.log.committee += 1;
+                            self.log.committee_by_kind[kind_index(&msg)] += 1;
+                            let bytes = msg.to_bytes();
+                            if self.l1_direct {
+                                let me = self.index;
+                                for to in (0..self.n1).filter(|&j| j != me) {
+                                    self.send(to, KIND_DIRECT, &bytes);
+                                }
+                            } else {
+                                let _ = self.gossip.publish(now, COMMITTEE_TOPIC, &bytes);
+                            }
                         }
                         Output::Send(id, msg) => {
                             if let Some(&to) = self.dir.by_id.get(&id) {
@@ -651,6 +676,9 @@ impl PoeNet {
                 gossip.add_peer(PeerId::from_u64(p as u64));
             }
             gossip.subscribe(TOPIC).context("subscribe")?;
+            if i < n1 {
+                gossip.subscribe(COMMITTEE_TOPIC).context("subscribe")?;
+            }
             gossip.handle_timeout(epoch);
             let mut ep = PoeEndpoint {
                 index: i,

@@ -7,8 +7,9 @@
 //!   broadcast of the block that became final (state 1, "built") to the moment a member
 //!   appended it as final, in units of the configured member-to-member RTT; the mean over the
 //!   level-1 members (`finality_rtts`) and over every member (`finality_rtts_all`);
-//! - **broadcasts per block** — gossip publications originated by any member per final block,
-//!   in total and per message kind (transactions counted apart: they are not per block);
+//! - **broadcasts per block** — network-wide broadcasts (gossip publications to every member)
+//!   originated per final block, in total and per message kind (transactions counted apart:
+//!   they are not per block); committee messages (to the level-1 members only) apart;
 //! - **datagrams and bytes per block** — everything every member sent (gossip frames, control
 //!   traffic and direct messages), per final block.
 
@@ -91,10 +92,16 @@ pub struct NetFigures {
     pub finality_rtts_max: f64,
     /// Mean time from one final block to the next at the level-1 members, in RTTs.
     pub block_interval_rtts: f64,
-    /// Gossip publications per final block, transactions excluded.
+    /// Network-wide broadcasts (to every member, level-2 included) per final block,
+    /// transactions excluded.
     pub broadcasts_per_block: f64,
     /// Per message kind (transactions included), per final block.
     pub broadcasts_by_kind: Vec<(String, f64)>,
+    /// Committee messages (to the level-1 members only: tickets, sealed blocks, prepare
+    /// certificates) originated per final block.
+    pub committee_per_block: f64,
+    /// Per message kind, per final block.
+    pub committee_by_kind: Vec<(String, f64)>,
     /// Direct messages (votes and seals to the clerk, catch-up) per final block.
     pub unicasts_per_block: f64,
     /// Datagrams sent by all members per final block.
@@ -117,6 +124,7 @@ pub struct NetFigures {
 #[derive(Default, Clone)]
 struct Counters {
     broadcasts: [u64; KINDS],
+    committee: [u64; KINDS],
     unicasts: u64,
     datagrams: u64,
     bytes: u64,
@@ -129,6 +137,7 @@ fn counters(net: &PoeNet) -> Counters {
         let l = &net.member(i).log;
         for k in 0..KINDS {
             c.broadcasts[k] += l.broadcasts_by_kind[k];
+            c.committee[k] += l.committee_by_kind[k];
         }
         c.unicasts += l.unicasts;
         c.datagrams += l.datagrams_sent;
@@ -281,6 +290,15 @@ pub fn run(
             )
         })
         .collect();
+    let committee_by_kind: Vec<(String, f64)> = (0..KINDS)
+        .map(|k| {
+            (
+                KIND_NAMES[k].to_string(),
+                per(c1.committee[k], c0.committee[k]),
+            )
+        })
+        .collect();
+    let committee_per_block = committee_by_kind.iter().map(|(_, v)| v).sum();
     let broadcasts_per_block = by_kind
         .iter()
         .filter(|(k, _)| k != "tx")
@@ -307,6 +325,8 @@ pub fn run(
         },
         broadcasts_per_block,
         broadcasts_by_kind: by_kind,
+        committee_per_block,
+        committee_by_kind,
         unicasts_per_block: per(c1.unicasts, c0.unicasts),
         datagrams_per_block: per(c1.datagrams, c0.datagrams),
         bytes_per_block: per(c1.bytes, c0.bytes),

@@ -156,7 +156,7 @@ impl Net {
                 continue;
             }
             match out {
-                Output::Broadcast(msg) => {
+                Output::Broadcast(msg) | Output::Committee(msg) => {
                     if let Message::Repropose(p) = &msg {
                         self.reproposals
                             .push((p.ticket.round, p.block.header.block_id()));
@@ -543,8 +543,8 @@ fn reproposal_of_the_locked_block_is_voted_and_finalized() {
     let t1 = t0 + config().round_timeout;
     node.handle_timeout(t1);
     let outs: Vec<Output> = std::iter::from_fn(|| node.poll_output()).collect();
-    assert!(outs.contains(&Output::Broadcast(Message::Block(a.clone()))));
-    assert!(outs.contains(&Output::Broadcast(Message::Certificate(cert.clone()))));
+    assert!(outs.contains(&Output::Committee(Message::Block(a.clone()))));
+    assert!(outs.contains(&Output::Committee(Message::Certificate(cert.clone()))));
 
     // The clerk of a later round re-proposes A: PREPARE for A in that round, to that clerk,
     // from the locked node and from a node that never saw A.

@@ -204,7 +204,7 @@ impl Net {
         let timeout = node.poll_timeout();
         for out in outs {
             match out {
-                Output::Broadcast(msg) => {
+                Output::Broadcast(msg) | Output::Committee(msg) => {
                     for to in 0..self.nodes.len() {
                         if to != i {
                             self.deliver(i, to, msg.clone());

@@ -167,7 +167,7 @@ impl Net {
                 continue;
             }
             match out {
-                Output::Broadcast(msg) => {
+                Output::Broadcast(msg) | Output::Committee(msg) => {
                     if let (Some((m, until)), Message::Block(_)) = (self.mute, &msg)
                         && m == i
                         && self.nodes[i].tip().height < until
@@ -716,7 +716,7 @@ fn forged_tickets_seals_and_votes_are_rejected_and_counted() {
         if let Ok(seal) = d.seal(&id) {
             clerk.handle_message(t1, seal.node, Message::Seal { block_id: id, seal });
             let sealed = std::iter::from_fn(|| clerk.poll_output()).any(
-                |o| matches!(o, Output::Broadcast(Message::Block(b)) if b.header.seal.is_some()),
+                |o| matches!(o, Output::Committee(Message::Block(b)) if b.header.seal.is_some()),
             );
             assert!(sealed);
         }

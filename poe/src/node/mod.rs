@@ -385,6 +385,12 @@ impl Node {
         self.loopback.push_back(msg);
     }
 
+    /// Like [`Self::broadcast`], to the level-1 members only ([`Output::Committee`]).
+    fn to_committee(&mut self, msg: Message) {
+        self.outputs.push_back(Output::Committee(msg.clone()));
+        self.loopback.push_back(msg);
+    }
+
     fn send(&mut self, to: NodeId, msg: Message) {
         if to == self.id {
             self.loopback.push_back(msg);
@@ -429,7 +435,7 @@ impl Node {
                 round,
                 proof,
             };
-            self.broadcast(Message::Ticket(t));
+            self.to_committee(Message::Ticket(t));
         }
         if spin {
             self.announce_lock();
@@ -723,7 +729,7 @@ impl Node {
         let mut block = c.block.clone();
         block.header.seal = Some(seal);
         self.h.seal_sent.insert(block_id);
-        self.broadcast(Message::Block(block));
+        self.to_committee(Message::Block(block));
         Ok(())
     }
 
@@ -1032,10 +1038,10 @@ impl Node {
                 Message::Block(block)
             }
         };
-        if mine {
-            self.broadcast(msg);
-        } else {
-            self.loopback.push_back(msg);
+        match (mine, phase) {
+            (true, Phase::Prepare) => self.to_committee(msg),
+            (true, Phase::Commit) => self.broadcast(msg),
+            (false, _) => self.loopback.push_back(msg),
         }
     }
 

@@ -79,10 +79,10 @@ impl Node {
         {
             let block = c.block.clone();
             self.outputs
-                .push_back(Output::Broadcast(Message::Block(block)));
+                .push_back(Output::Committee(Message::Block(block)));
         }
         self.outputs
-            .push_back(Output::Broadcast(Message::Certificate(cert)));
+            .push_back(Output::Committee(Message::Certificate(cert)));
     }
 
     /// The clerk holding `ticket`: if locked on a sealed block it holds from an earlier round,
@@ -103,7 +103,7 @@ impl Node {
         let mut block = c.block.clone();
         block.header.commit = None;
         self.h.built.insert(ticket.round, cert.block_id);
-        self.broadcast(Message::Repropose(Reproposal {
+        self.to_committee(Message::Repropose(Reproposal {
             ticket: ticket.clone(),
             block,
             justify: cert,

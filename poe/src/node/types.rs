@@ -73,8 +73,14 @@ impl Default for NodeConfig {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// To every member (through gossip or directly).
+    /// To every member, level-2 included (through gossip or directly): transactions, built
+    /// and final blocks, evidence.
     Broadcast(Message),
+    /// To every level-1 member (the committee), which alone uses it: tickets, the sealed
+    /// block, the prepare certificate, lock announcements and re-proposals. Level-2 members
+    /// never need these (a block's header carries its own ticket and seal), so a driver need
+    /// not carry them network-wide.
+    Committee(Message),
     /// To one member (votes and seals to the clerk).
     Send(NodeId, Message),
 }
