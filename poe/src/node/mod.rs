@@ -386,7 +386,7 @@ impl Node {
     }
 
     /// Like [`Self::broadcast`], to the level-1 members only ([`Output::Committee`]).
-    fn to_committee(&mut self, msg: Message) {
+    fn committee(&mut self, msg: Message) {
         self.outputs.push_back(Output::Committee(msg.clone()));
         self.loopback.push_back(msg);
     }
@@ -435,7 +435,7 @@ impl Node {
                 round,
                 proof,
             };
-            self.to_committee(Message::Ticket(t));
+            self.committee(Message::Ticket(t));
         }
         if spin {
             self.announce_lock();
@@ -729,7 +729,7 @@ impl Node {
         let mut block = c.block.clone();
         block.header.seal = Some(seal);
         self.h.seal_sent.insert(block_id);
-        self.to_committee(Message::Block(block));
+        self.committee(Message::Block(block));
         Ok(())
     }
 
@@ -1039,7 +1039,7 @@ impl Node {
             }
         };
         match (mine, phase) {
-            (true, Phase::Prepare) => self.to_committee(msg),
+            (true, Phase::Prepare) => self.committee(msg),
             (true, Phase::Commit) => self.broadcast(msg),
             (false, _) => self.loopback.push_back(msg),
         }

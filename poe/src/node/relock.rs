@@ -103,7 +103,7 @@ impl Node {
         let mut block = c.block.clone();
         block.header.commit = None;
         self.h.built.insert(ticket.round, cert.block_id);
-        self.to_committee(Message::Repropose(Reproposal {
+        self.committee(Message::Repropose(Reproposal {
             ticket: ticket.clone(),
             block,
             justify: cert,
