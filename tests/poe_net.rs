@@ -18,6 +18,7 @@ use std::time::Duration;
 use mef_benches::poe_net::{Fault, PoeNet, PoeNetConfig};
 use mef_benches::poe_scale::devnet_parallel;
 use poe::devnet::Devnet;
+use poe::node::Rejects;
 use poe::verify::Params;
 use poe::wire::Evidence;
 
@@ -47,6 +48,22 @@ fn all() -> Vec<usize> {
     (0..N1 + N2).collect()
 }
 
+/// Every member's final height.
+fn heights(net: &PoeNet) -> Vec<u64> {
+    all()
+        .iter()
+        .map(|&i| net.member(i).node().tip().height)
+        .collect()
+}
+
+/// One reject counter summed over `members`.
+fn rejects(net: &PoeNet, members: &[usize], counter: impl Fn(&Rejects) -> u64) -> u64 {
+    members
+        .iter()
+        .map(|&i| counter(&net.member(i).node().stats().rejects))
+        .sum()
+}
+
 fn assert_safe(net: &PoeNet) {
     if let Some((h, a, b)) = net.conflicting_finals() {
         panic!("safety violated at height {h}: members {a} and {b} finalized different blocks");
@@ -63,14 +80,7 @@ fn honest_members_over_lossy_links_finalize_one_chain() {
         Duration::from_secs(120),
     );
     assert_safe(&net);
-    assert!(
-        done,
-        "heights: {:?}",
-        all()
-            .iter()
-            .map(|&i| net.member(i).node().tip().height)
-            .collect::<Vec<_>>()
-    );
+    assert!(done, "heights: {:?}", heights(&net));
     // Every member holds the same blocks, level-2 included.
     let reference: Vec<_> = net
         .member(0)
@@ -127,10 +137,7 @@ fn byzantine_minority_is_caught_and_cannot_stop_or_fork_the_chain() {
     });
     assert!(caught, "no member produced evidence of the double votes");
     // The bad clerk's blocks were refused where they arrived.
-    let refused: u64 = honest
-        .iter()
-        .map(|&i| net.member(i).node().stats().rejects.block)
-        .sum();
+    let refused = rejects(&net, &honest, |r| r.block);
     assert!(refused > 0, "nobody refused a block with a bad transaction");
 }
 
@@ -155,10 +162,7 @@ fn withholding_clerk_spins_and_forged_tickets_are_refused() {
         "honest members stalled at {}",
         net.min_height(honest.clone())
     );
-    let forged: u64 = honest
-        .iter()
-        .map(|&i| net.member(i).node().stats().rejects.ticket)
-        .sum();
+    let forged = rejects(&net, &honest, |r| r.ticket);
     assert!(forged > 0, "no forged ticket was refused");
     let withholder = net.dir.ids[0];
     let finals = &net.member(2).log.finals;
@@ -215,10 +219,7 @@ fn blocks_under_copied_tickets_are_refused_and_frame_nobody() {
             "member {i} has double-block evidence against an honest clerk"
         );
     }
-    let refused: u64 = honest
-        .iter()
-        .map(|&i| net.member(i).node().stats().rejects.block)
-        .sum();
+    let refused = rejects(&net, &honest, |r| r.block);
     assert!(refused > 0, "nobody refused a block under a copied ticket");
 }
 
@@ -264,10 +265,7 @@ fn partition_stops_finality_safely_and_heal_resumes_it() {
     assert!(
         done,
         "finality did not resume within 60 s of the heal (at {healed_at:?}): heights {:?}",
-        all()
-            .iter()
-            .map(|&i| net.member(i).node().tip().height)
-            .collect::<Vec<_>>()
+        heights(&net)
     );
     println!(
         "partition healed at {healed_at:?}; {} more heights final everywhere after {:?}",

@@ -20,8 +20,9 @@
 //!   only they subscribe to, without `l1_direct`). Gossip de-duplicates what it carries; a node
 //!   ignores a message it already has.
 //!
-//! Byzantine members are honest nodes whose outputs pass through a [`Fault`] filter
-//! (withholding, muting) or which are given forged inputs by the test; see `tests/poe_net.rs`.
+//! Byzantine members are honest nodes whose inputs and outputs pass through a [`Fault`]
+//! filter (muting, withholding, forging, double voting, sealing anything); see
+//! `tests/poe_net.rs`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -204,11 +205,6 @@ impl PoeEndpoint {
         &self.node
     }
 
-    /// The gossip engine.
-    pub fn gossip(&self) -> &Gossip {
-        &self.gossip
-    }
-
     /// Change how this member behaves from now on.
     pub fn set_fault(&mut self, fault: Fault) {
         self.fault = fault;
@@ -219,12 +215,6 @@ impl PoeEndpoint {
         let ok = self.node.submit_tx(now, tx).is_ok();
         self.pump(now);
         ok
-    }
-
-    /// Hand `msg` to the node as if `from` had sent it (tests inject forged messages).
-    pub fn inject(&mut self, now: Instant, from: NodeId, msg: Message) {
-        self.node.handle_message(now, from, msg);
-        self.pump(now);
     }
 
     fn peer_index(p: PeerId) -> usize {
@@ -562,8 +552,6 @@ pub struct PoeNet {
     pub members: Vec<EndpointId>,
     /// Members that are level-1.
     pub n1: usize,
-    /// Access link (up, down) of each member's host.
-    pub links: Vec<(sim_netem::LinkId, sim_netem::LinkId)>,
     /// Trunk links between site routers (both directions), with their healthy configuration.
     pub trunks: Vec<(sim_netem::LinkId, LinkConfig)>,
     /// The directory.
@@ -614,14 +602,12 @@ impl PoeNet {
         }
         let keys: Vec<Arc<DevNode>> = all.iter().map(|d| Arc::new((*d).clone())).collect();
         let mut hosts = Vec::with_capacity(n);
-        let mut links = Vec::with_capacity(n);
         for i in 0..n {
             let h = sim.add_host(member_addr(i));
             let r = routers[i % sites];
-            let up = sim.add_link_droptail(h, r, link.clone());
-            let down = sim.add_link_droptail(r, h, link.clone());
+            sim.add_link_droptail(h, r, link.clone());
+            sim.add_link_droptail(r, h, link.clone());
             hosts.push(h);
-            links.push((up, down));
         }
         sim.build_routes();
         let ids: Vec<NodeId> = all.iter().map(|d| d.id()).collect();
@@ -700,7 +686,6 @@ impl PoeNet {
             sim,
             members,
             n1,
-            links,
             trunks,
             dir,
         })
@@ -764,24 +749,6 @@ impl PoeNet {
             };
             self.sim.set_link_config(link, cfg)?;
         }
-        Ok(())
-    }
-
-    /// Cut (or restore) member `i`'s access link both ways: `loss` 1.0 drops everything.
-    pub fn set_member_loss(
-        &mut self,
-        i: usize,
-        loss: f64,
-        base: &LinkConfig,
-    ) -> anyhow::Result<()> {
-        let cfg = if loss > 0.0 {
-            base.clone().with_loss(LossModel::Bernoulli(loss))
-        } else {
-            base.clone()
-        };
-        let (up, down) = self.links[i];
-        self.sim.set_link_config(up, cfg.clone())?;
-        self.sim.set_link_config(down, cfg)?;
         Ok(())
     }
 
