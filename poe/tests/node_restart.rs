@@ -14,14 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use poe::devnet::Devnet;
 use poe::node::{
     Node, NodeConfig, NodeError, NodeEvent, Output, PersistError, Reject, ResumeError, TxReject,
 };
 use poe::store::Store;
-use poe::verify::{Params, VerifyError};
+use poe::verify::VerifyError;
 use poe::wire::{Block, Hash, Message, NodeId, TxBody};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -29,52 +29,26 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 mod common;
 use common::{Clock, TempDir};
 
-const N1: usize = 7;
-const N2: usize = 4;
+use common::members::{N1, N2};
 
 fn devnet() -> &'static Devnet {
     static NET: OnceLock<Devnet> = OnceLock::new();
-    NET.get_or_init(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(0x5e57);
-        let params = Params {
-            expected_candidates: 2,
-            expected_sealers: 2,
-        };
-        Devnet::new(&mut rng, N1, N2, params, 2048).expect("devnet")
-    })
+    common::members::devnet(&NET, 0x5e57)
 }
 
 fn config(keep_blocks: usize) -> NodeConfig {
     NodeConfig {
-        candidacy_window: Duration::from_millis(100),
-        round_timeout: Duration::from_millis(1_000),
         keep_blocks,
-        ..NodeConfig::default()
+        ..common::members::config()
     }
 }
 
 fn dev_node(i: usize) -> &'static poe::devnet::DevNode {
-    let d = devnet();
-    if i < N1 {
-        &d.level1[i]
-    } else {
-        &d.level2[i - N1]
-    }
+    common::members::dev_node(devnet(), i)
 }
 
 fn make_node(i: usize, now: Instant, config: NodeConfig) -> Node {
-    let d = devnet();
-    let dn = dev_node(i);
-    Node::new(
-        now,
-        dn.sig.clone(),
-        dn.vrf.clone(),
-        d.members.clone(),
-        d.params,
-        d.genesis,
-        config,
-    )
-    .expect("node")
+    common::members::make_node(devnet(), i, now, config)
 }
 
 fn resume(

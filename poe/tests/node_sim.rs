@@ -15,11 +15,10 @@
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use poe::devnet::Devnet;
 use poe::node::{Node, NodeConfig, NodeError, NodeEvent, Output, TxReject};
-use poe::verify::Params;
 use poe::wire::{Block, Encode, Evidence, Hash, Message, NodeId, Phase, Seal, TxBody};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
@@ -27,46 +26,20 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 mod common;
 use common::Clock;
 
-const N1: usize = 7;
-const N2: usize = 4;
+use common::members::{N1, N2};
 
+/// The devnet these simulations share (a ticket qualifies in round 0 and seals pass).
 fn devnet() -> &'static Devnet {
     static NET: OnceLock<Devnet> = OnceLock::new();
-    NET.get_or_init(|| {
-        let mut rng = ChaCha8Rng::seed_from_u64(0x90e1);
-        let params = Params {
-            expected_candidates: 2,
-            expected_sealers: 2,
-        };
-        Devnet::new(&mut rng, N1, N2, params, 2048).expect("devnet")
-    })
+    common::members::devnet(&NET, 0x90e1)
 }
 
 fn config() -> NodeConfig {
-    NodeConfig {
-        candidacy_window: Duration::from_millis(100),
-        round_timeout: Duration::from_millis(1_000),
-        ..NodeConfig::default()
-    }
+    common::members::config()
 }
 
 fn make_node(i: usize, now: Instant) -> Node {
-    let d = devnet();
-    let dn = if i < N1 {
-        &d.level1[i]
-    } else {
-        &d.level2[i - N1]
-    };
-    Node::new(
-        now,
-        dn.sig.clone(),
-        dn.vrf.clone(),
-        d.members.clone(),
-        d.params,
-        d.genesis,
-        config(),
-    )
-    .expect("node")
+    common::members::make_node(devnet(), i, now, config())
 }
 
 enum Ev {

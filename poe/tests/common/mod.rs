@@ -1,6 +1,9 @@
 //! Shared helpers of the integration tests (each test crate uses a part of them).
 #![allow(dead_code)]
 
+#[cfg(feature = "std")]
+pub mod members;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::path::PathBuf;
