@@ -25,7 +25,7 @@ use poe::devnet::Devnet;
 use poe::merkle;
 use poe::sig;
 use poe::verify::{self, Depth, Params};
-use poe::wire::{Block, Decode, Encode, Reading, Transaction, TxBody};
+use poe::wire::{Block, Decode, Encode, Transaction};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use serde::Serialize;
@@ -89,16 +89,7 @@ fn micro(name: &str, n: usize, d: Duration) -> Micro {
 }
 
 fn sensor_tx(d: &Devnet, i: usize) -> Transaction {
-    let readings = (0..4)
-        .map(|k| Reading {
-            device: [i as u8, k as u8, 0, 0, 0, 0, 0, 1],
-            time_ms: 1_700_000_000_000 + i as u64,
-            kind: 0x02,
-            value: 2150 + k as i64,
-        })
-        .collect();
-    let sender = &d.level2[i % d.level2.len()];
-    sender.transaction(i as u64, TxBody::SensorBatch(readings))
+    crate::poe_scale::reading_tx(d, i % d.level2.len(), i as u64)
 }
 
 /// A validated transaction ready for the block: its id and encoding.

@@ -149,8 +149,9 @@ fn counters(net: &PoeNet) -> Counters {
     c
 }
 
-/// A batch of four sensor readings from level-2 member `sender` with `nonce`.
-fn reading_tx(d: &Devnet, sender: usize, nonce: u64) -> poe::wire::Transaction {
+/// A batch of four sensor readings from level-2 member `sender` with `nonce` (the
+/// benchmark's transaction).
+pub fn reading_tx(d: &Devnet, sender: usize, nonce: u64) -> poe::wire::Transaction {
     let readings = (0..4)
         .map(|k| Reading {
             device: [sender as u8, (sender >> 8) as u8, k, 0, 0, 0, 0, 1],
