@@ -425,6 +425,10 @@ impl PoeEndpoint {
                     // The simulated members have no store: heights below `keep_blocks` (1,024
                     // by default) are not served.
                     NodeEvent::BlocksWanted { .. } => {}
+                    // The simulated network's directory is fixed when it is built: a member
+                    // that left is still reachable (and its messages are refused by the
+                    // nodes), and a joining one must be in it from the start as an observer.
+                    NodeEvent::MembersChanged { .. } => {}
                 }
             }
             while let Some((peer, bytes)) = self.gossip.poll_transmit() {

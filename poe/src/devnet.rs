@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use crate::hash::sha256_parts;
 use crate::lottery::{self, Rank};
+use crate::members::{ChangeError, approval_bytes};
 use crate::merkle;
 use crate::sig::SigningKey;
 use crate::verify::{Membership, Params, Verified, VerifyError};
@@ -45,6 +46,12 @@ pub enum DevnetError {
     /// No member to send the chain's transactions.
     #[error("the devnet has no members")]
     NoMembers,
+    /// A membership change in the block's transactions is invalid.
+    #[error("membership change: {0}")]
+    Change(#[from] ChangeError),
+    /// A joining member's keys were not handed to [`Devnet::apply`].
+    #[error("the keys of joining member {0:?} are missing")]
+    MissingKeys(NodeId),
 }
 
 /// One member with its secret keys.
@@ -193,9 +200,10 @@ impl Devnet {
             Membership::new(level1.iter().chain(level2.iter()).map(|n| n.member.clone()))?;
         let genesis = Verified {
             height: 0,
-            block_id: sha256_parts(&[b"POE1-genesis", &(n1 as u64).to_be_bytes()]),
+            block_id: sha256_parts(&[b"POE1-genesis", &(n1 as u64).to_be_bytes(), &members.root()]),
             tx_root: merkle::root::<&[u8]>(&[]),
             tx_count: 0,
+            members_root: members.root(),
             time_ms: 0,
         };
         Ok(Self {
@@ -330,6 +338,7 @@ impl Devnet {
         let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
         let tx_count =
             u32::try_from(txs.len()).map_err(|_| DevnetError::TooManyTransactions(txs.len()))?;
+        let members_root = self.members.successor(&txs)?.root();
         // A block no level-2 node seals never reaches state 2: the round fails and the lottery
         // spins to the next round (a new clerk, a new block, new seal chances).
         let mut first = 0;
@@ -341,6 +350,7 @@ impl Devnet {
                 prev_hash: parent.block_id,
                 tx_root: merkle::root(&leaves),
                 tx_count,
+                members_root,
                 time_ms,
                 ticket,
                 clerk_sig: [0; 64],
@@ -361,6 +371,45 @@ impl Devnet {
             }
         };
         Ok(Block { header, txs })
+    }
+
+    /// Approvals of the change (`node` joins as `member`, or leaves with `None`) by the first
+    /// quorum of level-1 members in `NodeId` order, under the current membership root.
+    pub fn approvals(&self, node: &NodeId, member: Option<&Member>) -> Vec<(NodeId, [u8; 64])> {
+        let msg = approval_bytes(&self.members.root(), node, member);
+        let mut signers: Vec<&DevNode> = self.level1.iter().collect();
+        signers.sort_by_key(|n| n.id());
+        signers
+            .into_iter()
+            .take(self.members.quorum())
+            .map(|n| (n.id(), n.sig.sign(&[], &[&msg])))
+            .collect()
+    }
+
+    /// Moves the devnet past final block `b`: its membership changes are applied to
+    /// [`Devnet::members`], leaving members are dropped from the level lists and joining ones
+    /// (whose secret keys are in `joining`) added to them.
+    pub fn apply(&mut self, b: &Block, joining: &[DevNode]) -> Result<(), DevnetError> {
+        let next = self.members.successor(&b.txs)?;
+        for tx in &b.txs {
+            let TxBody::Membership { node, member, .. } = &tx.body else {
+                continue;
+            };
+            self.level1.retain(|n| n.id() != *node);
+            self.level2.retain(|n| n.id() != *node);
+            if let Some(m) = member {
+                let keys = joining
+                    .iter()
+                    .find(|n| n.id() == *node)
+                    .ok_or(DevnetError::MissingKeys(*node))?;
+                match m.level {
+                    Level::One => self.level1.push(keys.clone()),
+                    Level::Two => self.level2.push(keys.clone()),
+                }
+            }
+        }
+        self.members = next;
+        Ok(())
     }
 
     /// `n` consecutive final blocks after `parent`, each with `txs_per_block` sensor batches.

@@ -13,6 +13,7 @@ extern crate std;
 
 pub mod hash;
 pub mod lottery;
+pub mod members;
 pub mod merkle;
 mod montgomery;
 pub mod sig;

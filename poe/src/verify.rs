@@ -2,14 +2,11 @@
 //! signature on the header, the level-2 seal, the commit certificate and the link to the
 //! parent. `no_std`: the light client runs the very same code as the nodes.
 
-use alloc::collections::BTreeMap;
-use alloc::sync::Arc;
-
 use crate::lottery::{self, Rank};
+pub use crate::members::Membership;
 use crate::sig;
-use crate::vrf::VrfPublicKey;
 use crate::wire::{
-    BlockHeader, Certificate, Hash, Level, Member, NodeId, Phase, Seal, Ticket, block_signing_bytes,
+    BlockHeader, Certificate, Hash, Level, NodeId, Phase, Seal, Ticket, block_signing_bytes,
 };
 
 /// Why a header (or one of its parts) was rejected.
@@ -102,86 +99,6 @@ impl Default for Params {
             expected_candidates: 4,
             expected_sealers: 3,
         }
-    }
-}
-
-/// The registered members with their parsed keys, as of one block. Cloning is cheap (the set
-/// is shared until one clone changes it), so every node of a simulation can hold its own.
-#[derive(Debug, Clone, Default)]
-pub struct Membership {
-    members: Arc<BTreeMap<NodeId, (Member, VrfPublicKey)>>,
-    level1: usize,
-    level2: usize,
-}
-
-impl Membership {
-    /// Builds the set, parsing every RSA key once. A member whose key does not parse is an
-    /// error (genesis files and membership transactions are validated before use).
-    pub fn new(members: impl IntoIterator<Item = Member>) -> Result<Self, VerifyError> {
-        let mut m = Self::default();
-        for member in members {
-            m.insert(member)?;
-        }
-        Ok(m)
-    }
-
-    /// Adds or replaces a member.
-    pub fn insert(&mut self, member: Member) -> Result<(), VerifyError> {
-        let id = sig::node_id(&member.ed25519);
-        let key =
-            VrfPublicKey::from_pkcs1_der(&member.rsa_der).map_err(|_| VerifyError::BadKey(id))?;
-        if let Some((old, _)) = Arc::make_mut(&mut self.members).insert(id, (member.clone(), key)) {
-            self.count(old.level, false);
-        }
-        self.count(member.level, true);
-        Ok(())
-    }
-
-    /// Removes a member.
-    pub fn remove(&mut self, id: &NodeId) {
-        if let Some((old, _)) = Arc::make_mut(&mut self.members).remove(id) {
-            self.count(old.level, false);
-        }
-    }
-
-    fn count(&mut self, level: Level, add: bool) {
-        let c = match level {
-            Level::One => &mut self.level1,
-            Level::Two => &mut self.level2,
-        };
-        if add {
-            *c += 1;
-        } else {
-            *c = c.saturating_sub(1);
-        }
-    }
-
-    /// A member of `level`.
-    pub fn get(&self, id: &NodeId, level: Level) -> Result<(&Member, &VrfPublicKey), VerifyError> {
-        match self.members.get(id) {
-            Some((m, k)) if m.level == level => Ok((m, k)),
-            _ => Err(VerifyError::NotMember(*id)),
-        }
-    }
-
-    /// Number of level-1 members.
-    pub fn level1_count(&self) -> usize {
-        self.level1
-    }
-
-    /// Number of level-2 members.
-    pub fn level2_count(&self) -> usize {
-        self.level2
-    }
-
-    /// Votes needed for a certificate: `floor(2·n1/3) + 1`.
-    pub fn quorum(&self) -> usize {
-        self.level1 * 2 / 3 + 1
-    }
-
-    /// Iterates over members.
-    pub fn iter(&self) -> impl Iterator<Item = (&NodeId, &Member)> {
-        self.members.iter().map(|(id, (m, _))| (id, m))
     }
 }
 
@@ -320,6 +237,8 @@ pub struct Verified {
     pub tx_root: Hash,
     /// Number of transactions (the tree size for inclusion proofs).
     pub tx_count: u32,
+    /// [`Membership::root`] of the members that verify the next header.
+    pub members_root: Hash,
     /// Clerk's time.
     pub time_ms: u64,
 }
@@ -333,6 +252,7 @@ impl Verified {
             block_id: id,
             tx_root: h.tx_root,
             tx_count: h.tx_count,
+            members_root: h.members_root,
             time_ms: h.time_ms,
         }
     }

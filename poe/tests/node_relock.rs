@@ -352,6 +352,7 @@ fn sealed_block(ticket: &Ticket, time_ms: u64) -> Block {
         prev_hash: d.genesis.block_id,
         tx_root: poe::merkle::root::<&[u8]>(&[]),
         tx_count: 0,
+        members_root: d.members.root(),
         time_ms,
         ticket: ticket.clone(),
         clerk_sig: [0; 64],

@@ -211,7 +211,7 @@ impl Net {
                     }
                 }
                 NodeEvent::Evidence(e) => panic!("no equivocation expected: {e:?}"),
-                NodeEvent::Spin { .. } => {}
+                NodeEvent::Spin { .. } | NodeEvent::MembersChanged { .. } => {}
             }
         }
         if let Some(t) = timeout {

@@ -73,6 +73,8 @@ struct Net {
     /// Per node: (height, block_id, round, virtual ns).
     finals: Vec<Vec<(u64, Hash, u32, u64)>>,
     evidence: Vec<Vec<Evidence>>,
+    /// Membership changes each node reported: (height, joined, left).
+    changes: Vec<Vec<(u64, Vec<NodeId>, Vec<NodeId>)>>,
 }
 
 impl Net {
@@ -104,6 +106,7 @@ impl Net {
             deliveries: 0,
             finals: vec![Vec::new(); n],
             evidence: vec![Vec::new(); n],
+            changes: vec![Vec::new(); n],
         };
         for i in 0..n {
             net.flush(i);
@@ -189,6 +192,11 @@ impl Net {
                     ..
                 } => self.finals[i].push((height, block_id, round, self.clock.now())),
                 NodeEvent::Evidence(e) => self.evidence[i].push(e),
+                NodeEvent::MembersChanged {
+                    height,
+                    joined,
+                    left,
+                } => self.changes[i].push((height, joined, left)),
                 NodeEvent::Spin { .. } | NodeEvent::BlocksWanted { .. } => {}
             }
         }
@@ -336,6 +344,7 @@ fn header_on(
         prev_hash: d.genesis.block_id,
         tx_root: poe::merkle::root(&leaves),
         tx_count: txs.len() as u32,
+        members_root: d.members.root(),
         time_ms,
         ticket: ticket.clone(),
         clerk_sig: [0; 64],

@@ -102,6 +102,7 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         any::<[u8; 32]>(),
         any::<[u8; 32]>(),
         any::<u32>(),
+        any::<[u8; 32]>(),
         any::<u64>(),
         ticket(),
         any::<[u8; 64]>(),
@@ -109,12 +110,24 @@ fn header() -> impl Strategy<Value = BlockHeader> {
         proptest::option::of(certificate()),
     )
         .prop_map(
-            |(height, prev_hash, tx_root, tx_count, time_ms, ticket, clerk_sig, seal, commit)| {
+            |(
+                height,
+                prev_hash,
+                tx_root,
+                tx_count,
+                members_root,
+                time_ms,
+                ticket,
+                clerk_sig,
+                seal,
+                commit,
+            )| {
                 BlockHeader {
                     height,
                     prev_hash,
                     tx_root,
                     tx_count,
+                    members_root,
                     time_ms,
                     ticket,
                     clerk_sig,
@@ -361,7 +374,7 @@ proptest! {
     }
 
     #[test]
-    fn block_id_covers_the_other_fields(h in header(), field in 0usize..6) {
+    fn block_id_covers_the_other_fields(h in header(), field in 0usize..7) {
         let mut other = h.clone();
         match field {
             0 => other.height ^= 1,
@@ -369,6 +382,7 @@ proptest! {
             2 => other.tx_root[31] ^= 1,
             3 => other.time_ms ^= 1,
             4 => other.tx_count ^= 1,
+            5 => other.members_root[7] ^= 1,
             _ => other.ticket.round ^= 1,
         }
         prop_assert_ne!(h.block_id(), other.block_id());

@@ -95,7 +95,7 @@ use crate::vrf::{self, VrfSecretKey};
 use crate::wire::codec::MAX_GET_BLOCKS;
 use crate::wire::{
     Block, BlockHeader, Certificate, Encode, Evidence, Hash, Level, Message, NodeId, Phase, Seal,
-    Ticket, Transaction, Vote, block_signing_bytes,
+    Ticket, Transaction, TxBody, Vote, block_signing_bytes,
 };
 
 use state::{Candidate, HeightState, Mempool};
@@ -121,7 +121,8 @@ pub struct Node {
     key: SigningKey,
     vrf: VrfSecretKey,
     id: NodeId,
-    level: Level,
+    /// `None`: not (or no longer) a member; follows the chain without taking part.
+    level: Option<Level>,
     members: Membership,
     params: Params,
     config: NodeConfig,
@@ -190,11 +191,7 @@ impl Node {
         config: NodeConfig,
     ) -> Result<Self, NodeError> {
         let id = key.node_id();
-        let level = members
-            .iter()
-            .find(|(m, _)| **m == id)
-            .map(|(_, m)| m.level)
-            .ok_or(NodeError::NotMember)?;
+        let level = members.level_of(&id);
         Ok(Self {
             key,
             vrf,
@@ -230,8 +227,9 @@ impl Node {
         self.id
     }
 
-    /// This node's level.
-    pub fn level(&self) -> Level {
+    /// This node's level; `None` while it is not a member (it follows and verifies the chain
+    /// until a membership transaction adding it is final).
+    pub fn level(&self) -> Option<Level> {
         self.level
     }
 
@@ -416,7 +414,7 @@ impl Node {
             }
             self.round = round;
         }
-        if self.level != Level::One {
+        if self.level != Some(Level::One) {
             return Ok(());
         }
         self.candidacy_at = Some(now + self.config.candidacy_window);
@@ -466,7 +464,17 @@ impl Node {
         if self.try_repropose(&ticket) {
             return;
         }
-        let txs = self.mempool.select(self.config.max_block_txs);
+        let mut txs = self.mempool.select(self.config.max_block_txs);
+        let members_root = match self.members.successor(&txs) {
+            Ok(next) => next.root(),
+            // Admission checked every change against this set and `select` takes one per
+            // node; if the set still refuses them (a leave that would empty a level), the
+            // block goes without them.
+            Err(_) => {
+                txs.retain(|t| !matches!(t.body, TxBody::Membership { .. }));
+                self.members.root()
+            }
+        };
         let leaves: Vec<Vec<u8>> = txs.iter().map(|t| t.to_bytes()).collect();
         let Ok(tx_count) = u32::try_from(txs.len()) else {
             return;
@@ -478,6 +486,7 @@ impl Node {
             prev_hash: self.tip.block_id,
             tx_root: merkle::root(&leaves),
             tx_count,
+            members_root,
             time_ms: self.tip.time_ms.saturating_add(1).max(elapsed),
             ticket,
             clerk_sig: [0; 64],
@@ -493,7 +502,7 @@ impl Node {
     // ---- tickets ---------------------------------------------------------------------------
 
     fn on_ticket(&mut self, t: Ticket) -> Result<(), Reject> {
-        if self.level != Level::One {
+        if self.level != Some(Level::One) {
             return Err(Reject::Unexpected);
         }
         if t.height != self.next_height()
@@ -551,6 +560,16 @@ impl Node {
             return Err(TxReject::OldNonce);
         }
         let len = self.check_tx(tx)?;
+        if let TxBody::Membership {
+            node,
+            member,
+            approvals,
+        } = &tx.body
+        {
+            self.members
+                .check_change(node, member.as_ref(), approvals)
+                .map_err(TxReject::Membership)?;
+        }
         self.mempool.insert(
             tx.clone(),
             len,
@@ -574,8 +593,10 @@ impl Node {
         Ok(())
     }
 
-    /// Checks a block's body against its header and every transaction against the chain.
-    fn check_body(&self, b: &Block) -> Result<(), Reject> {
+    /// Checks a block's body against its header and every transaction against the chain;
+    /// returns the membership after the block (its membership changes applied, checked
+    /// against the header's `members_root`).
+    fn check_body(&self, b: &Block) -> Result<Membership, Reject> {
         self.check_root(b)?;
         let mut last: BTreeMap<NodeId, u64> = BTreeMap::new();
         for tx in &b.txs {
@@ -585,7 +606,48 @@ impl Node {
             }
             last.insert(tx.sender, tx.nonce);
         }
-        Ok(())
+        self.successor(b)
+    }
+
+    /// The membership after block `b` (this node's set being its parent's), checked against
+    /// the header's `members_root`.
+    fn successor(&self, b: &Block) -> Result<Membership, Reject> {
+        let next = self
+            .members
+            .successor(&b.txs)
+            .map_err(|e| Reject::Tx(TxReject::Membership(e)))?;
+        if next.root() != b.header.members_root {
+            return Err(Reject::MembersRoot);
+        }
+        Ok(next)
+    }
+
+    /// Takes the membership after a final block at `height`: the level of this node may
+    /// change, pending membership transactions (approved under the old root) are dropped,
+    /// and the change is reported.
+    fn change_members(&mut self, height: u64, next: Membership) {
+        if next.root() == self.members.root() {
+            return;
+        }
+        let joined: Vec<NodeId> = next
+            .iter()
+            .filter(|(id, _)| self.members.level_of(id).is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        let left: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|(id, _)| next.level_of(id).is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        self.members = next;
+        self.level = self.members.level_of(&self.id);
+        self.mempool.drop_membership();
+        self.events.push_back(NodeEvent::MembersChanged {
+            height,
+            joined,
+            left,
+        });
     }
 
     // ---- blocks ----------------------------------------------------------------------------
@@ -624,7 +686,7 @@ impl Node {
                 verify::clerk_signature(hd, &id, &self.members)?;
                 self.check_body(&b)?;
                 self.check_double_block(hd, &id);
-                if self.level == Level::One {
+                if self.level == Some(Level::One) {
                     self.note_ticket(rank, hd.ticket.clone());
                 }
                 if self.h.blocks.len() >= self.config.cache_limit {
@@ -647,12 +709,12 @@ impl Node {
                 c.sealed = true;
                 c.block.header.seal = Some(s.clone());
             }
-            if self.level == Level::One {
+            if self.level == Some(Level::One) {
                 self.catch_up_round(now, b.header.ticket.round);
                 self.try_vote_prepare();
                 self.try_vote_commit();
             }
-        } else if self.level == Level::Two {
+        } else if self.level == Some(Level::Two) {
             self.try_seal(&id, b.header.ticket.node);
         }
         Ok(())
@@ -741,7 +803,7 @@ impl Node {
         block_id: Hash,
         seal: Seal,
     ) -> Result<(), Reject> {
-        if self.config.fanout != Fanout::AllLevel1 || self.level != Level::One {
+        if self.config.fanout != Fanout::AllLevel1 || self.level != Some(Level::One) {
             return Err(Reject::Unexpected);
         }
         let Some(c) = self.h.blocks.get(&block_id) else {
@@ -771,7 +833,7 @@ impl Node {
             &self.params,
             Depth::Full,
         )?;
-        self.check_body(&b)?;
+        let next = self.check_body(&b)?;
         let round = b
             .header
             .commit
@@ -791,6 +853,7 @@ impl Node {
             round,
             block,
         });
+        self.change_members(v.height, next);
         self.h = HeightState::default();
         self.round = 0;
         self.candidacy_at = None;
@@ -937,7 +1000,7 @@ impl Node {
     /// re-proposal), unless a better ticket is known whose proposal has not arrived, or this
     /// node is locked on another block.
     fn try_vote_prepare(&mut self) {
-        if self.level != Level::One || self.h.voted.contains(&(Phase::Prepare, self.round)) {
+        if self.level != Some(Level::One) || self.h.voted.contains(&(Phase::Prepare, self.round)) {
             return;
         }
         let round = self.round;
@@ -955,7 +1018,7 @@ impl Node {
 
     /// COMMIT for the block of the highest prepare certificate, if it is of the current round.
     fn try_vote_commit(&mut self) {
-        if self.level != Level::One {
+        if self.level != Some(Level::One) {
             return;
         }
         let Some((round, id)) = self.lock_key() else {
@@ -997,7 +1060,7 @@ impl Node {
             }
         }
         let mine = self.h.built.get(&v.round) == Some(&v.block_id);
-        if !mine && (self.config.fanout == Fanout::Clerk || self.level != Level::One) {
+        if !mine && (self.config.fanout == Fanout::Clerk || self.level != Some(Level::One)) {
             return Err(Reject::Unexpected);
         }
         self.aggregate(v.phase, v.round, v.block_id);
@@ -1046,7 +1109,7 @@ impl Node {
     }
 
     fn on_certificate(&mut self, now: Instant, from: NodeId, c: Certificate) -> Result<(), Reject> {
-        if self.level != Level::One {
+        if self.level != Some(Level::One) {
             return Err(Reject::Unexpected);
         }
         if c.height > self.next_height() {

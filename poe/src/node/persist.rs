@@ -220,8 +220,10 @@ impl Node {
             }
             *floor = tx.nonce.saturating_add(1);
         }
+        let next = self.successor(&b).map_err(body)?;
         self.tip = v;
         self.keep_final(Arc::new(b));
+        self.change_members(height, next);
         Ok(())
     }
 

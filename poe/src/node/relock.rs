@@ -137,7 +137,7 @@ impl Node {
     /// and body, the justifying certificate), recorded as a proposal of its round; the
     /// certificate may move the lock. Votes follow the usual rule.
     pub(super) fn on_reproposal(&mut self, now: Instant, p: Reproposal) -> Result<(), Reject> {
-        if self.level != Level::One {
+        if self.level != Some(Level::One) {
             return Err(Reject::Unexpected);
         }
         let Reproposal {

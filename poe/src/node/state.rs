@@ -5,7 +5,7 @@ use std::vec::Vec;
 
 use crate::lottery::Rank;
 use crate::wire::{
-    Block, BlockHeader, Certificate, Hash, NodeId, Phase, Ticket, Transaction, Vote,
+    Block, BlockHeader, Certificate, Hash, NodeId, Phase, Ticket, Transaction, TxBody, Vote,
 };
 
 /// A validated candidate block of the current height.
@@ -121,17 +121,38 @@ impl Mempool {
     }
 
     /// Up to `max` transactions, oldest first, then ordered by (sender, nonce) as blocks
-    /// require.
+    /// require; at most one membership change per node (a block may change a node once).
     pub fn select(&self, max: usize) -> Vec<Transaction> {
+        let mut changed = BTreeSet::new();
         let mut out: Vec<Transaction> = self
             .order
             .iter()
             .filter_map(|id| self.txs.get(id))
+            .filter(|(t, _)| match &t.body {
+                TxBody::Membership { node, .. } => changed.insert(*node),
+                _ => true,
+            })
             .take(max)
             .map(|(t, _)| t.clone())
             .collect();
         out.sort_by_key(|t| (t.sender, t.nonce));
         out
+    }
+
+    /// Drops every membership transaction (after the set changed: their approvals name the
+    /// old [`crate::members::Membership::root`] and no longer verify).
+    pub fn drop_membership(&mut self) {
+        let stale: Vec<Hash> = self
+            .txs
+            .iter()
+            .filter(|(_, (t, _))| matches!(t.body, TxBody::Membership { .. }))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.remove(&id);
+        }
+        let txs = &self.txs;
+        self.order.retain(|id| txs.contains_key(id));
     }
 
     /// Drops what a final block included and whatever its nonces made stale.

@@ -3,6 +3,9 @@
 use core::time::Duration;
 use std::sync::Arc;
 
+use std::vec::Vec;
+
+use crate::members::ChangeError;
 use crate::verify::VerifyError;
 use crate::wire::{Block, Evidence, Hash, Message, NodeId};
 
@@ -119,6 +122,16 @@ pub enum NodeEvent {
         /// Number of heights.
         count: u32,
     },
+    /// A final block changed the membership (joins and leaves, in `NodeId` order): the driver
+    /// updates its peers (and this node's own [`Node::level`] may have changed).
+    MembersChanged {
+        /// Height of the block.
+        height: u64,
+        /// Nodes that joined.
+        joined: Vec<NodeId>,
+        /// Nodes that left.
+        left: Vec<NodeId>,
+    },
     /// The node moved to a new spin round at the current height.
     Spin {
         /// Height.
@@ -131,9 +144,6 @@ pub enum NodeEvent {
 /// Why a node could not be created or a transaction was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
-    /// The node's own key is not in the membership.
-    #[error("this node is not a member")]
-    NotMember,
     /// The VRF key could not prove (the key is broken).
     #[error("VRF proof failed")]
     Vrf,
@@ -160,6 +170,9 @@ pub enum TxReject {
     /// Already in the mempool.
     #[error("duplicate")]
     Duplicate,
+    /// A membership change that the current set refuses (approvals, quorum, ...).
+    #[error("membership change: {0}")]
+    Membership(#[from] ChangeError),
 }
 
 /// Why a received message was rejected (each has a counter in [`Rejects`]).
@@ -186,6 +199,10 @@ pub enum Reject {
     /// Evidence that does not prove anything.
     #[error("bad evidence")]
     BadEvidence,
+    /// The header's `members_root` is not the root of the membership after the block's
+    /// changes.
+    #[error("header's members_root does not match the membership after the block")]
+    MembersRoot,
     /// A re-proposal whose certificate does not justify it (another phase, height or block,
     /// a round outside `[block's ticket round, proposal round)`), or of a final block.
     #[error("re-proposal not justified")]

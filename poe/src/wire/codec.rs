@@ -530,6 +530,7 @@ impl BlockHeader {
         out.extend_from_slice(&self.prev_hash);
         out.extend_from_slice(&self.tx_root);
         put_u32(out, self.tx_count);
+        out.extend_from_slice(&self.members_root);
         put_u64(out, self.time_ms);
         self.ticket.encode(out);
         if let Some(sig) = clerk_sig {
@@ -560,6 +561,7 @@ impl Decode for BlockHeader {
             prev_hash: r.array("BlockHeader.prev_hash")?,
             tx_root: r.array("BlockHeader.tx_root")?,
             tx_count: r.u32("BlockHeader.tx_count")?,
+            members_root: r.array("BlockHeader.members_root")?,
             time_ms: r.u64("BlockHeader.time_ms")?,
             ticket: Ticket::decode_from(r)?,
             clerk_sig: r.array("BlockHeader.clerk_sig")?,

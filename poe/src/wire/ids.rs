@@ -29,7 +29,7 @@ fn sha256(bytes: &[u8]) -> Hash {
 impl BlockHeader {
     /// SHA-256 of the header's encoding without `clerk_sig` (its 64 bytes left out) and with
     /// `seal` and `commit` set to `None`: `version || height || prev_hash || tx_root ||
-    /// tx_count || time_ms || ticket || 0x00 || 0x00`. What the clerk, sealers and voters
+    /// tx_count || members_root || time_ms || ticket || 0x00 || 0x00`. What the clerk, sealers and voters
     /// sign, and the next lottery's `prev_hash`. Signing, sealing or certifying a header does
     /// not change it.
     pub fn block_id(&self) -> Hash {

@@ -19,7 +19,7 @@
 //!   `GetBlocks` 7 (`from` u64, `count` u32 at most [`codec::MAX_GET_BLOCKS`]), `Repropose` 8
 //!   (a [`Reproposal`]: ticket, block, certificate).
 //! - Structs: their fields in declaration order. A [`BlockHeader`] is `version || height ||
-//!   prev_hash || tx_root || tx_count || time_ms || ticket || clerk_sig (64 bytes) || seal
+//!   prev_hash || tx_root || tx_count || members_root || time_ms || ticket || clerk_sig (64 bytes) || seal
 //!   (Option) || commit (Option)`; its `block_id` is the SHA-256 of the same bytes without
 //!   `clerk_sig` and with both options `None` (tag 0), and `clerk_sig` is the ed25519
 //!   signature of the ticket's node over `"POE1-block" || block_id`

@@ -111,6 +111,11 @@ pub struct BlockHeader {
     /// against it (RFC 9162 §2.1.3.2 needs the tree size from the same trusted source as the
     /// root: with a wrong size, a proof can verify for a different index).
     pub tx_count: u32,
+    /// [`crate::verify::Membership::root`] of the membership after this block's membership
+    /// transactions are applied: the members that verify the next block. A light client that
+    /// holds the parent's membership learns from it whether this block changed the set (and
+    /// needs the changes, with inclusion proofs) without trusting whoever serves it.
+    pub members_root: Hash,
     /// Milliseconds since the Unix epoch, as the clerk saw it.
     pub time_ms: u64,
     /// The clerk's winning ticket.
