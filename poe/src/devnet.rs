@@ -132,7 +132,7 @@ impl DevNode {
 }
 
 /// Members, parameters and a genesis to build on.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Devnet {
     /// Level-1 members (routers).
     pub level1: Vec<DevNode>,

@@ -17,9 +17,12 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use poe::devnet::Devnet;
+use poe::devnet::{DevNode, Devnet};
+use poe::members::ChangeError;
 use poe::node::{Node, NodeConfig, NodeError, NodeEvent, Output, TxReject};
-use poe::wire::{Block, Encode, Evidence, Hash, Message, NodeId, Phase, Seal, TxBody};
+use poe::wire::{
+    Block, Encode, Evidence, Hash, Level, Message, NodeId, Phase, Seal, Transaction, TxBody,
+};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
@@ -41,6 +44,12 @@ fn config() -> NodeConfig {
 fn make_node(i: usize, now: Instant) -> Node {
     common::members::make_node(devnet(), i, now, config())
 }
+
+/// A membership change a node reported: (height, joined, left).
+type Change = (u64, Vec<NodeId>, Vec<NodeId>);
+
+/// Approvals of a membership change: (approver, signature).
+type Approvals = Vec<(NodeId, [u8; 64])>;
 
 enum Ev {
     Deliver {
@@ -74,14 +83,20 @@ struct Net {
     finals: Vec<Vec<(u64, Hash, u32, u64)>>,
     evidence: Vec<Vec<Evidence>>,
     /// Membership changes each node reported: (height, joined, left).
-    changes: Vec<Vec<(u64, Vec<NodeId>, Vec<NodeId>)>>,
+    changes: Vec<Vec<Change>>,
 }
 
 impl Net {
     fn new(seed: u64) -> Self {
+        Self::with_observers(seed, &[])
+    }
+
+    /// The devnet's members, then one node per entry of `observers` (keys that are not in the
+    /// genesis membership: they follow the chain until a join makes them members).
+    fn with_observers(seed: u64, observers: &[DevNode]) -> Self {
         let epoch = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let n = N1 + N2;
+        let n = N1 + N2 + observers.len();
         let latency = (0..n)
             .map(|_| {
                 (0..n)
@@ -89,7 +104,22 @@ impl Net {
                     .collect()
             })
             .collect();
-        let nodes: Vec<Node> = (0..n).map(|i| make_node(i, epoch)).collect();
+        let d = devnet();
+        let mut nodes: Vec<Node> = (0..N1 + N2).map(|i| make_node(i, epoch)).collect();
+        for o in observers {
+            nodes.push(
+                Node::new(
+                    epoch,
+                    o.sig.clone(),
+                    o.vrf.clone(),
+                    d.members.clone(),
+                    d.params,
+                    d.genesis,
+                    config(),
+                )
+                .expect("observer node"),
+            );
+        }
         let index = nodes.iter().enumerate().map(|(i, n)| (n.id(), i)).collect();
         let mut net = Self {
             clock: Clock::new(epoch),
@@ -929,4 +959,228 @@ fn final_blocks_above_the_tip_are_fetched_and_forged_ones_rejected() {
         },
     );
     assert!(node.poll_output().is_none());
+}
+
+/// A membership transaction from `sender` changing `node` (join with `member`, leave with
+/// `None`), approved by `approvals`.
+fn membership_tx(
+    sender: &DevNode,
+    nonce: u64,
+    node: NodeId,
+    member: Option<poe::wire::Member>,
+    approvals: Approvals,
+) -> Transaction {
+    sender.transaction(
+        nonce,
+        TxBody::Membership {
+            node,
+            member,
+            approvals,
+        },
+    )
+}
+
+#[test]
+fn approved_join_and_leave_change_the_membership_everywhere() {
+    let d = devnet();
+    let mut rng = ChaCha8Rng::seed_from_u64(0x101);
+    let newbie = DevNode::generate(&mut rng, Level::Two, 2048).expect("keys");
+    let mut net = Net::with_observers(17, std::slice::from_ref(&newbie));
+    let observer = N1 + N2;
+    assert_eq!(net.nodes[observer].level(), None, "not a member yet");
+    let leaving = &d.level1[N1 - 1];
+    let sender = &d.level2[0];
+    let now = net.clock.at(0);
+
+    // Refused at admission: too few approvals, approvals of another change, one approval
+    // by a level-2 member, approvers out of order, and a record that is not the node's.
+    let mut approvals = d.approvals(&newbie.id(), Some(&newbie.member));
+    let quorum = d.members.quorum();
+    assert_eq!(approvals.len(), quorum);
+    let refused: Vec<(Approvals, NodeId, ChangeError)> = vec![
+        (
+            approvals[..quorum - 1].to_vec(),
+            newbie.id(),
+            ChangeError::NoQuorum {
+                approvals: quorum - 1,
+                quorum,
+            },
+        ),
+        (
+            d.approvals(&leaving.id(), None),
+            newbie.id(),
+            ChangeError::BadApproval(d.approvals(&leaving.id(), None)[0].0),
+        ),
+        (
+            {
+                let mut a = approvals.clone();
+                a.reverse();
+                a
+            },
+            newbie.id(),
+            ChangeError::UnorderedApprovals,
+        ),
+        (
+            approvals.clone(),
+            leaving.id(),
+            ChangeError::IdMismatch(leaving.id()),
+        ),
+    ];
+    for (i, (a, node, why)) in refused.into_iter().enumerate() {
+        let tx = membership_tx(sender, 100 + i as u64, node, Some(newbie.member.clone()), a);
+        assert_eq!(
+            net.nodes[0].submit_tx(now, tx),
+            Err(NodeError::Tx(TxReject::Membership(why)))
+        );
+    }
+    let l2 = &d.level2[1];
+    let mut with_l2 = approvals.clone();
+    with_l2[0] = (l2.id(), [0; 64]);
+    with_l2.sort_by_key(|(id, _)| *id);
+    let tx = membership_tx(
+        sender,
+        110,
+        newbie.id(),
+        Some(newbie.member.clone()),
+        with_l2,
+    );
+    assert_eq!(
+        net.nodes[0].submit_tx(now, tx),
+        Err(NodeError::Tx(TxReject::Membership(
+            ChangeError::NotApprover(l2.id())
+        )))
+    );
+
+    // The approved join of a new level-2 member and leave of a level-1 member.
+    let join = membership_tx(
+        sender,
+        0,
+        newbie.id(),
+        Some(newbie.member.clone()),
+        approvals.clone(),
+    );
+    let leave = membership_tx(
+        sender,
+        1,
+        leaving.id(),
+        None,
+        d.approvals(&leaving.id(), None),
+    );
+    let expected = d
+        .members
+        .successor([&join, &leave])
+        .expect("approved changes");
+    net.nodes[0]
+        .submit_tx(now, join.clone())
+        .expect("join admitted");
+    net.nodes[0]
+        .submit_tx(now, leave.clone())
+        .expect("leave admitted");
+    net.flush(0);
+    net.run_until(5, 120_000_000_000);
+    net.assert_same_chains(5);
+
+    // One block held both changes; every node (the observer too) applied them there.
+    let at = net.nodes[0]
+        .finalized()
+        .find(|b| b.txs.contains(&join))
+        .map(|b| b.header.height)
+        .expect("the join is in a final block");
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert_eq!(
+            net.changes[i],
+            vec![(at, vec![newbie.id()], vec![leaving.id()])],
+            "node {i}"
+        );
+        assert_eq!(n.tip().members_root, expected.root(), "node {i}");
+        assert_eq!(
+            n.final_block(at).map(|b| b.header.members_root),
+            Some(expected.root())
+        );
+    }
+    assert_eq!(
+        net.nodes[observer].level(),
+        Some(Level::Two),
+        "the observer joined"
+    );
+    assert_eq!(net.nodes[N1 - 1].level(), None, "the leaver left");
+    // After the change, the leaver is neither a clerk nor a voter.
+    for b in net.nodes[0].finalized().filter(|b| b.header.height > at) {
+        assert_ne!(b.header.ticket.node, leaving.id());
+        let c = b.header.commit.as_ref().expect("final");
+        assert!(c.votes.iter().all(|(v, _)| *v != leaving.id()));
+    }
+    // Replays: the join again (fresh nonce, same approvals: the node is a member now), the
+    // leave again (not a member), and a change approved under the old root (bad approvals).
+    let now = net.clock.at(net.clock.now());
+    let rejoin = membership_tx(
+        sender,
+        50,
+        newbie.id(),
+        Some(newbie.member.clone()),
+        approvals.clone(),
+    );
+    assert_eq!(
+        net.nodes[1].submit_tx(now, rejoin),
+        Err(NodeError::Tx(TxReject::Membership(
+            ChangeError::AlreadyMember(newbie.id())
+        )))
+    );
+    let releave = membership_tx(
+        sender,
+        51,
+        leaving.id(),
+        None,
+        d.approvals(&leaving.id(), None),
+    );
+    assert_eq!(
+        net.nodes[1].submit_tx(now, releave),
+        Err(NodeError::Tx(TxReject::Membership(ChangeError::NotMember(
+            leaving.id()
+        ))))
+    );
+    let other = &d.level1[0];
+    approvals = d.approvals(&other.id(), None);
+    let stale = membership_tx(sender, 52, other.id(), None, approvals);
+    assert!(matches!(
+        net.nodes[1].submit_tx(now, stale),
+        Err(NodeError::Tx(TxReject::Membership(
+            ChangeError::BadApproval(_)
+        )))
+    ));
+}
+
+#[test]
+fn a_block_whose_members_root_is_not_the_membership_after_it_gets_no_vote() {
+    let d = devnet();
+    let mut net = Net::new(5);
+    let now = net.clock.at(0);
+    // A clerk's block with a genuine ticket and signature but a members_root that claims a
+    // change the block does not hold.
+    let ticket = d.best_ticket(&d.genesis).expect("ticket");
+    let clerk = d.level1_node(&ticket.node).expect("clerk");
+    let mut header = header_on(&ticket, &[], 1, clerk);
+    header.members_root[0] ^= 1;
+    clerk.sign_header(&mut header);
+    let id = header.block_id();
+    header.seal = Some(d.seal(&id).expect("seal"));
+    let voter = (0..N1)
+        .find(|i| net.nodes[*i].id() != ticket.node)
+        .expect("a voter");
+    let before = net.nodes[voter].stats().rejects.block;
+    net.nodes[voter].handle_message(
+        now,
+        ticket.node,
+        Message::Block(Block {
+            header,
+            txs: Vec::new(),
+        }),
+    );
+    assert_eq!(net.nodes[voter].stats().rejects.block, before + 1);
+    assert!(
+        sent_votes(&mut net.nodes[voter])
+            .iter()
+            .all(|(_, _, _, b)| *b != id),
+        "no vote for the block"
+    );
 }

@@ -49,13 +49,13 @@ fn small_header() -> BlockHeader {
     }
 }
 
-const SMALL_HEADER: &str = "01 0000000000000001 32*11 32*22 00000003 0000018bcfe56800 \
+const SMALL_HEADER: &str = "01 0000000000000001 32*11 32*22 00000003 32*44 0000018bcfe56800 \
      01 32*33 0000000000000001 32*11 00000002 00000002 aabb \
      64*5a \
      00 00";
 
 /// [`SMALL_HEADER`] without `clerk_sig`: the bytes `block_id` hashes.
-const SMALL_HEADER_UNSIGNED: &str = "01 0000000000000001 32*11 32*22 00000003 0000018bcfe56800 \
+const SMALL_HEADER_UNSIGNED: &str = "01 0000000000000001 32*11 32*22 00000003 32*44 0000018bcfe56800 \
      01 32*33 0000000000000001 32*11 00000002 00000002 aabb \
      00 00";
 
@@ -88,9 +88,9 @@ fn golden_header() {
     let h = small_header();
     assert_eq!(h.to_bytes(), hex(SMALL_HEADER));
     assert_eq!(BlockHeader::decode(&hex(SMALL_HEADER)), Ok(h.clone()));
-    // `sha256sum` of the bytes above without the signature (the same id as before headers
-    // carried one: `block_id` does not cover `clerk_sig`).
-    let id = hex("ed8dc86ef57aaa10334326d4de0fc57811c44e89d4bfb67673408243076e2f08");
+    // `sha256sum` of the bytes above without the signature (`block_id` does not cover
+    // `clerk_sig`).
+    let id = hex("444b8ba8cb0cd70e0640708d547c4761afafc22ee8b1af4967643608e0af1e81");
     assert_eq!(h.block_id().to_vec(), id);
     assert_eq!(poe::hash::sha256(&hex(SMALL_HEADER_UNSIGNED)).to_vec(), id);
     // The clerk signs `"POE1-block" || block_id`.
@@ -109,7 +109,7 @@ fn header_clerk_sig_is_exactly_64_bytes() {
     // The signature has no length prefix: 63 bytes then the options are read as a shorter
     // signature followed by a truncated header; one byte too many is an unknown seal tag.
     let bytes = hex(SMALL_HEADER);
-    let sig_at = 168;
+    let sig_at = 200;
     assert_eq!(&bytes[sig_at..sig_at + 64], &[0x5a; 64]);
     let mut short = bytes.clone();
     short.remove(sig_at);
@@ -263,7 +263,7 @@ fn header_truncated_at_each_field() {
         (265, "BlockHeader.commit"),
     ];
     let bytes = hex(SMALL_HEADER);
-    assert_eq!(bytes.len(), 234);
+    assert_eq!(bytes.len(), 266);
     for cut in 0..bytes.len() {
         let expected = fields
             .iter()
@@ -418,7 +418,7 @@ fn unknown_versions_rejected() {
     }
     // A nested message's version is checked too: the header's ticket.
     let mut header = hex(SMALL_HEADER);
-    header[85] = 2;
+    header[117] = 2;
     assert_eq!(
         BlockHeader::decode(&header),
         Err(WireError::BadVersion {
@@ -454,13 +454,13 @@ fn unknown_tags_rejected() {
     ev[1] = 2;
     assert_eq!(Evidence::decode(&ev).err(), bad("Evidence", 2));
     let mut header = hex(SMALL_HEADER);
-    header[232] = 2;
+    header[264] = 2;
     assert_eq!(
         BlockHeader::decode(&header).err(),
         bad("BlockHeader.seal", 2)
     );
     let mut header = hex(SMALL_HEADER);
-    header[233] = 0xff;
+    header[265] = 0xff;
     assert_eq!(
         BlockHeader::decode(&header).err(),
         bad("BlockHeader.commit", 0xff)
