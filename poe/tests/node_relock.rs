@@ -307,6 +307,22 @@ fn crashed_clerk_after_prepare(seed: u64, locked: usize) {
             "itself"
         }
     );
+    // A node restarted from that chain (as from its store) verifies the commit certificate
+    // of the later round.
+    let d = devnet();
+    let dn = common::members::dev_node(d, live[0]);
+    let resumed = poe::node::Node::resume(
+        net.clock.at(net.clock.now()),
+        dn.sig.clone(),
+        dn.vrf.clone(),
+        d.members.clone(),
+        d.params,
+        d.genesis,
+        config(),
+        net.nodes[live[0]].finalized().cloned(),
+    )
+    .expect("resume a chain with a re-proposed block");
+    assert_eq!(resumed.tip(), net.nodes[live[0]].tip());
     // The crashed clerk comes back and catches up to the same chain, verifying the header.
     net.down = None;
     let target = net.nodes[live[0]].tip().height + 2;

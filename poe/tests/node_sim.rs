@@ -1110,6 +1110,20 @@ fn approved_join_and_leave_change_the_membership_everywhere() {
         let c = b.header.commit.as_ref().expect("final");
         assert!(c.votes.iter().all(|(v, _)| *v != leaving.id()));
     }
+    // A node restarted from the final chain (as from its store) has the changed set.
+    let resumed = Node::resume(
+        net.clock.at(net.clock.now()),
+        newbie.sig.clone(),
+        newbie.vrf.clone(),
+        d.members.clone(),
+        d.params,
+        d.genesis,
+        config(),
+        net.nodes[0].finalized().cloned(),
+    )
+    .expect("resume across the change");
+    assert_eq!(resumed.members().root(), expected.root());
+    assert_eq!(resumed.level(), Some(Level::Two));
     // Replays: the join again (fresh nonce, same approvals: the node is a member now), the
     // leave again (not a member), and a change approved under the old root (bad approvals).
     let now = net.clock.at(net.clock.now());

@@ -233,6 +233,11 @@ impl Node {
         self.level
     }
 
+    /// The membership after the final tip (what the next block is verified against).
+    pub fn members(&self) -> &Membership {
+        &self.members
+    }
+
     /// The final tip.
     pub fn tip(&self) -> &Verified {
         &self.tip
@@ -624,9 +629,14 @@ impl Node {
 
     /// Takes the membership after a final block at `height`: the level of this node may
     /// change, pending membership transactions (approved under the old root) are dropped,
-    /// and the change is reported.
-    fn change_members(&mut self, height: u64, next: Membership) {
+    /// and the change is reported (unless `quiet`: a resumed chain).
+    fn change_members(&mut self, height: u64, next: Membership, quiet: bool) {
         if next.root() == self.members.root() {
+            return;
+        }
+        if quiet {
+            self.members = next;
+            self.level = self.members.level_of(&self.id);
             return;
         }
         let joined: Vec<NodeId> = next
@@ -853,7 +863,7 @@ impl Node {
             round,
             block,
         });
-        self.change_members(v.height, next);
+        self.change_members(v.height, next, false);
         self.h = HeightState::default();
         self.round = 0;
         self.candidacy_at = None;

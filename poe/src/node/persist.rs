@@ -8,6 +8,7 @@
 //! The two [`Store`] helpers live here rather than in [`crate::store`] because they decode
 //! [`crate::wire`] types; the store itself keeps bytes only.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 use std::vec::Vec;
@@ -154,7 +155,9 @@ impl Node {
     /// mempool's nonce floors rebuilt from every transaction in the chain, and enters round 0
     /// of the next height at `now` (its clerk clock restarts at `now`; a header it builds is
     /// still stamped after the tip's time). Votes and locks of the height in progress before
-    /// the crash are not restored.
+    /// the crash are not restored. Membership changes in the chain are applied as they were
+    /// ([`Node::members`] is the set after the tip; no event reports them), and each block
+    /// is verified against the set its parent left.
     ///
     /// Verification depth: every stored header is checked against its parent with
     /// [`verify::header`] at [`Depth::Chained`] (link, ticket, seal) and every body against its
@@ -184,11 +187,19 @@ impl Node {
         chain: impl IntoIterator<Item = Block>,
     ) -> Result<Self, ResumeError> {
         let mut node = Self::init(now, key, vrf, members, params, genesis, config)?;
+        // The membership each held block is verified against (its parent's), kept alongside
+        // the in-memory window.
+        let mut held: VecDeque<Membership> = VecDeque::new();
+        let keep = node.config.keep_blocks.max(1);
         for b in chain {
+            held.push_back(node.members.clone());
+            if held.len() > keep {
+                held.pop_front();
+            }
             node.restore(b)?;
         }
-        for b in &node.finalized {
-            node.check_held(b)?;
+        for (b, members) in node.finalized.iter().zip(&held) {
+            node.check_held(b, members)?;
         }
         node.enter_round(now, 0)?;
         node.drain(now);
@@ -223,13 +234,13 @@ impl Node {
         let next = self.successor(&b).map_err(body)?;
         self.tip = v;
         self.keep_final(Arc::new(b));
-        self.change_members(height, next);
+        self.change_members(height, next, true);
         Ok(())
     }
 
     /// The [`Depth::Full`] part for a block held in memory: its commit certificate and its
     /// transactions' signatures.
-    fn check_held(&self, b: &Block) -> Result<(), ResumeError> {
+    fn check_held(&self, b: &Block, members: &Membership) -> Result<(), ResumeError> {
         let hd = &b.header;
         let height = hd.height;
         let header = |source: VerifyError| ResumeError::Header { height, source };
@@ -237,24 +248,16 @@ impl Node {
             .commit
             .as_ref()
             .ok_or(header(VerifyError::NoCertificate))?;
-        verify::certificate(
-            c,
-            Phase::Commit,
-            height,
-            hd.ticket.round,
-            &hd.block_id(),
-            &self.members,
-        )
-        .map_err(header)?;
+        // Of the ticket's round or a later one (a re-proposed block).
+        verify::commit(c, hd, &hd.block_id(), members).map_err(header)?;
         for tx in &b.txs {
             let bad = ResumeError::Body {
                 height,
                 source: Reject::Tx(TxReject::BadSignature),
             };
-            let (member, _) = self
-                .members
+            let (member, _) = members
                 .get(&tx.sender, Level::One)
-                .or_else(|_| self.members.get(&tx.sender, Level::Two))
+                .or_else(|_| members.get(&tx.sender, Level::Two))
                 .map_err(|_| bad.clone())?;
             sig::verify(&member.ed25519, &[], &[&tx.signing_bytes()], &tx.signature)
                 .map_err(|_| bad)?;
