@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use crate::hash::sha256_parts;
+use crate::genesis::Genesis;
 use crate::lottery::{self, Rank};
 use crate::members::{ChangeError, approval_bytes};
 use crate::merkle;
@@ -142,9 +142,15 @@ pub struct Devnet {
     pub params: Params,
     /// The membership with parsed keys.
     pub members: Membership,
-    /// The genesis block's compact header.
+    /// The genesis block's compact header ([`Genesis::verified`] of the genesis file).
     pub genesis: Verified,
+    /// The genesis the devnet started from (its members as built, before any change
+    /// [`Devnet::apply`] made).
+    genesis_file: Genesis,
 }
+
+/// The chain name of every devnet's genesis.
+pub const DEVNET_CHAIN: &str = "poe-devnet";
 
 /// Which qualifying ticket or seal the dealer takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,21 +204,36 @@ impl Devnet {
         }
         let members =
             Membership::new(level1.iter().chain(level2.iter()).map(|n| n.member.clone()))?;
-        let genesis = Verified {
-            height: 0,
-            block_id: sha256_parts(&[b"POE1-genesis", &(n1 as u64).to_be_bytes(), &members.root()]),
-            tx_root: merkle::root::<&[u8]>(&[]),
-            tx_count: 0,
-            members_root: members.root(),
+        // The chain id is the genesis hash (docs/POE.md, "Genesis file"). A devnet may have
+        // an empty level or zero parameters (tests of those cases), so the genesis is not
+        // validated here; `Genesis::from_toml` of `genesis_file().to_toml()` validates it.
+        let genesis_file = Genesis {
+            chain: DEVNET_CHAIN.into(),
             time_ms: 0,
+            params,
+            members: level1
+                .iter()
+                .chain(level2.iter())
+                .map(|n| n.member.clone())
+                .collect(),
         };
+        let genesis = genesis_file.verified(&members);
         Ok(Self {
             level1,
             level2,
             params,
             members,
             genesis,
+            genesis_file,
         })
+    }
+
+    /// The genesis of this devnet: chain [`DEVNET_CHAIN`], time 0, its parameters, its level-1
+    /// then level-2 members as first built. [`Devnet::genesis`] is its
+    /// [`Genesis::verified`], so `genesis_file().block_id()` is the chain id; write it with
+    /// [`Genesis::to_toml`] to start nodes from a file.
+    pub fn genesis_file(&self) -> &Genesis {
+        &self.genesis_file
     }
 
     /// The best qualifying ticket for the block after `parent`: the lowest round in which some

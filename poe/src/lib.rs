@@ -11,6 +11,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod genesis;
 pub mod hash;
 pub mod lottery;
 pub mod members;
