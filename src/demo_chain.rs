@@ -13,6 +13,7 @@ use anyhow::Context;
 use light_client::LightClient;
 use mef_benches::poe_net::{PoeNet, PoeNetConfig};
 use mef_benches::poe_scale::devnet_parallel;
+use poe::genesis::Genesis;
 use poe::verify::Params;
 use poe::wire::{Encode, Reading, TxBody};
 
@@ -89,9 +90,25 @@ pub fn run(seed: u64) -> anyhow::Result<()> {
         );
     }
 
-    // A sensor's light client: headers from genesis, then proof that its batch is on chain.
-    let mut lc = LightClient::from_checkpoint(devnet.genesis, devnet.members.clone(), params, 64)
-        .context("light client")?;
+    // A sensor's light client, provisioned with the chain's genesis file (its text, as an
+    // integrator would copy it onto the device): headers from genesis, then proof that its
+    // batch is on chain.
+    let file = devnet.genesis_file().to_toml();
+    let genesis = Genesis::from_toml(&file).context("genesis file")?;
+    let (members, start, lc_params) = genesis.start().context("genesis file")?;
+    anyhow::ensure!(
+        start == devnet.genesis,
+        "the genesis file gives another genesis block"
+    );
+    println!(
+        "genesis file: chain {:?}, {} members, {} bytes of TOML, genesis block {}…",
+        genesis.chain,
+        genesis.members.len(),
+        file.len(),
+        hex8(&start.block_id)
+    );
+    let mut lc =
+        LightClient::from_checkpoint(start, members, lc_params, 64).context("light client")?;
     let headers: Vec<_> = blocks.iter().map(|b| b.header.clone()).collect();
     lc.sync(&headers).context("light client sync")?;
     if let Some(b) = blocks.iter().find(|b| !b.txs.is_empty()) {

@@ -36,7 +36,7 @@ use crate::wire::{Level, Member};
 #[derive(Debug, thiserror::Error)]
 pub enum GenesisFileError {
     /// The file could not be read.
-    #[error("cannot read genesis file {}: {source}", path.display())]
+    #[error("cannot read genesis file {}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
