@@ -6,7 +6,7 @@
 //! `prev_hash`.
 //!
 //! This module is `no_std` + `alloc` (a light client starts from a [`Genesis`] too); the TOML
-//! file format (`genesis.toml`) is in [`file`], behind the `std` feature.
+//! file format (`genesis.toml`) is in [`mod@file`], behind the `std` feature.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;

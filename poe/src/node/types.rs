@@ -123,7 +123,7 @@ pub enum NodeEvent {
         count: u32,
     },
     /// A final block changed the membership (joins and leaves, in `NodeId` order): the driver
-    /// updates its peers (and this node's own [`Node::level`] may have changed).
+    /// updates its peers (and this node's own [`Node::level`](super::Node::level) may have changed).
     MembersChanged {
         /// Height of the block.
         height: u64,
