@@ -216,7 +216,9 @@ fn bulk(seed: u64, link: LinkConfig) -> (mesh::channel::mux::ChannelStats, mesh:
 #[test]
 fn reliable_2mb_clean_link() {
     let (sa, sb, secs) = bulk(1, link(0.0));
-    assert_eq!(sa.send.bytes_retransmitted, 0, "{sa:?}");
+    // No random loss: retransmissions only repair drops at the bottleneck queue (slow start
+    // overshoot), never spurious ones.
+    assert!(sa.send.bytes_retransmitted < sa.send.bytes_sent / 10, "{sa:?}");
     assert_eq!(sb.duplicate_segments, 0);
     println!("clean link: 2 MiB in {secs:.2} s simulated = {:.1} Mbit/s", 2.0 * 8.0 * 1.048_576 / secs);
 }
@@ -323,9 +325,8 @@ fn flow_control_slow_reader() {
     nb.read_chunk = 8 * 1024;
     let b = sim.attach(hb, PORT, Box::new(nb));
     let a = sim.attach(ha, PORT, Box::new(na));
-    let mut last_sent = 0;
-    let mut stalled = 0;
-    for _ in 0..100 {
+    let mut window_full = 0;
+    for _ in 0..30 {
         sim.run_for(Duration::from_millis(100));
         let na = sim.endpoint::<Node>(a).unwrap();
         let nb = sim.endpoint::<Node>(b).unwrap();
@@ -334,16 +335,17 @@ fn flow_control_slow_reader() {
         // The sender never runs ahead of the reader by more than the window (+ one probe).
         assert!(sent <= read + 32 * 1024 + 1200, "sent {sent}, read {read}");
         assert!(nb.mux.buffered_bytes() <= 32 * 1024);
-        if sent == last_sent {
-            stalled += 1;
+        if sent + 10 * 1024 >= read + 32 * 1024 {
+            window_full += 1; // Stopped at the window, not for lack of data.
         }
-        last_sent = sent;
     }
+    let na = sim.endpoint::<Node>(a).unwrap();
     let nb = sim.endpoint::<Node>(b).unwrap();
     let read: u64 = nb.inc.values().map(|i| i.received).sum();
-    assert!(read >= 700_000.min(TOTAL) || read == TOTAL || read > 500_000, "read {read}");
+    assert!(read < TOTAL && read >= 200_000, "read {read} in 3 s at 80 KiB/s");
+    assert!(window_full >= 20, "the sender sat at the window ({window_full} of 30 samples)");
+    assert!(na.would_block > 0, "the sender's buffer pushed back");
     assert!(!nb.inc.values().any(|i| i.corrupt));
-    let _ = stalled;
     // Finish: the reader goes on and the sender resumes to the end.
     let done = sim.run_until_condition(Duration::from_secs(60), |s| all_received(s, b, &[(40, TOTAL)]));
     assert!(done, "sender resumes after the window reopens");

@@ -315,8 +315,10 @@ impl Channels {
             return;
         }
         let window = Self::window(cfg, c);
-        let half = (cfg.max_recv_buffer / 2) as u32;
-        if c.advertised < half.max(cfg.segment_size() as u32) && window >= half {
+        // Receiver-side silly window avoidance (RFC 1122 §4.2.3.3): announce a window that
+        // grew by a quarter of the buffer or four segments, whichever is smaller.
+        let step = (cfg.max_recv_buffer / 4).min(4 * cfg.segment_size()).max(1) as u32;
+        if window >= c.advertised.saturating_add(step) {
             c.ack_due = true;
         }
     }
@@ -745,6 +747,14 @@ impl Channels {
         }
         if let State::Closing { code, reason, retries, next_at } = &mut c.state {
             if next_at.is_none() {
+                if c.local && !c.confirmed {
+                    // The peer may not know the channel yet: name it before closing it.
+                    let open = Frame::Open { id, kind: &c.kind, reliable: c.reliable };
+                    let close_len = 11 + reason.len();
+                    if buf.len() + open.len() + close_len > mtu || open.emit(buf).is_err() {
+                        return (false, false);
+                    }
+                }
                 let f = Frame::Close { id, ack: false, code: *code, reason };
                 if buf.len() + f.len() <= mtu && f.emit(buf).is_ok() {
                     let backoff = rto.saturating_mul(1u32 << (*retries).min(16));
