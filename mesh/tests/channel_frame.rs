@@ -88,7 +88,10 @@ fn several_frames_share_a_datagram() {
     assert_eq!(Frame::parse_all(&d).unwrap(), frames);
 }
 
-fn arb_frame() -> impl Strategy<Value = (u8, u32, u32, u32, bool, Vec<u8>, String, Vec<(u32, u32)>)> {
+/// Frame type, id, two numbers, a flag, a payload, a string and SACK (gap, length) pairs.
+type FrameParts = (u8, u32, u32, u32, bool, Vec<u8>, String, Vec<(u32, u32)>);
+
+fn arb_frame() -> impl Strategy<Value = FrameParts> {
     (
         0u8..5,
         any::<u32>(),

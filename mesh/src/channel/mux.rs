@@ -292,10 +292,11 @@ impl Channels {
                 out.extend_from_slice(&front[..room]);
                 front.drain(..room);
             } else {
-                if out.is_empty() && !c.reliable {
-                    if let Some(m) = c.read.pop_front() {
-                        out = m;
-                    }
+                if out.is_empty()
+                    && !c.reliable
+                    && let Some(m) = c.read.pop_front()
+                {
+                    out = m;
                 }
                 break;
             }

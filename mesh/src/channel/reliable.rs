@@ -206,7 +206,7 @@ impl Sender {
         }
         let window_ok = self.span_bytes + len <= self.peer_window as usize;
         let probe = !window_ok && self.probe;
-        if !(window_ok && cwnd_ok) && !probe {
+        if !(probe || window_ok && cwnd_ok) {
             if !window_ok && in_flight == 0 && self.timer.is_none() {
                 // Persist timer (zero-window probe).
                 self.timer = Some(now + self.rto);
@@ -253,7 +253,7 @@ impl Sender {
                 self.rttvar = r / 2;
             }
             Some(srtt) => {
-                let diff = if srtt > r { srtt - r } else { r - srtt };
+                let diff = srtt.abs_diff(r);
                 self.rttvar = (self.rttvar * 3 + diff) / 4;
                 self.srtt = Some((srtt * 7 + r) / 8);
             }
