@@ -17,8 +17,15 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(again, data, "frames re-encode differently");
     }
-    let cfg = Config { max_channels: 4, max_send_buffer: 8192, max_recv_buffer: 8192, ..Config::default() };
-    let Ok(mut mux) = Channels::new(Side::Initiator, cfg) else { return };
+    let cfg = Config {
+        max_channels: 4,
+        max_send_buffer: 8192,
+        max_recv_buffer: 8192,
+        ..Config::default()
+    };
+    let Ok(mut mux) = Channels::new(Side::Initiator, cfg) else {
+        return;
+    };
     let mut now = Instant::now();
     if let Ok(id) = mux.open("chain", true) {
         let _ = mux.send(id, &[1; 3000]);

@@ -8,14 +8,18 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use mesh::channel::{ChannelError, ChannelEvent, ChannelId, Channels, CloseError, Config, Side, codes};
+use mesh::channel::{
+    ChannelError, ChannelEvent, ChannelId, Channels, CloseError, Config, Side, codes,
+};
 use sim_netem::{Datagram, Endpoint, EndpointId, LinkConfig, LossModel, Sim};
 
 const PORT: u16 = 5000;
 
 /// Byte `i` of the test stream with seed `k` (pseudo-random so misordering shows).
 fn pattern(k: u64, i: u64) -> u8 {
-    (i.wrapping_mul(2_654_435_761).wrapping_add(k.wrapping_mul(0x9e37_79b9)) >> 13) as u8
+    (i.wrapping_mul(2_654_435_761)
+        .wrapping_add(k.wrapping_mul(0x9e37_79b9))
+        >> 13) as u8
 }
 
 /// A stream this node writes: channel, seed, total length, bytes written so far.
@@ -67,7 +71,13 @@ impl Node {
     /// Opens a reliable channel named after its stream seed and queues `total` bytes on it.
     fn stream(&mut self, seed: u64, total: u64, close_code: Option<u32>) -> ChannelId {
         let id = self.mux.open(&format!("bulk-{seed}"), true).unwrap();
-        self.out.push(Outgoing { id, seed, total, written: 0, close_code });
+        self.out.push(Outgoing {
+            id,
+            seed,
+            total,
+            written: 0,
+            close_code,
+        });
         id
     }
 
@@ -86,7 +96,13 @@ impl Node {
             match e {
                 ChannelEvent::Opened { id, kind, .. } => {
                     let seed = kind.trim_start_matches("bulk-").parse().unwrap_or(u64::MAX);
-                    self.inc.insert(id, Incoming { seed, ..Default::default() });
+                    self.inc.insert(
+                        id,
+                        Incoming {
+                            seed,
+                            ..Default::default()
+                        },
+                    );
                 }
                 ChannelEvent::Data { id, bytes } => self.accept(id, &bytes),
                 ChannelEvent::Closed { id, error } => {
@@ -109,7 +125,9 @@ impl Node {
         for o in &mut self.out {
             while o.written < o.total {
                 let n = (o.total - o.written).min(4096);
-                let chunk: Vec<u8> = (o.written..o.written + n).map(|i| pattern(o.seed, i)).collect();
+                let chunk: Vec<u8> = (o.written..o.written + n)
+                    .map(|i| pattern(o.seed, i))
+                    .collect();
                 match self.mux.send(o.id, &chunk) {
                     Ok(()) => o.written += n,
                     Err(ChannelError::WouldBlock) => {
@@ -144,8 +162,15 @@ impl Endpoint for Node {
         }
         self.pump(now);
         let payload = self.mux.poll_transmit(now)?;
-        assert!(payload.len() <= self.mux.config().mtu, "datagram over the MTU");
-        Some(Datagram { src: SocketAddr::from(([0, 0, 0, 0], 0)), dst: self.peer, payload })
+        assert!(
+            payload.len() <= self.mux.config().mtu,
+            "datagram over the MTU"
+        );
+        Some(Datagram {
+            src: SocketAddr::from(([0, 0, 0, 0], 0)),
+            dst: self.peer,
+            payload,
+        })
     }
     fn poll_timeout(&self) -> Option<Instant> {
         match (self.mux.poll_timeout(), self.next_read) {
@@ -170,7 +195,11 @@ fn net(seed: u64, link: LinkConfig, cfg: Config, setup: impl Fn(&mut Node, &mut 
     let ha = sim.add_host(A);
     let hb = sim.add_host(B);
     sim.add_duplex_droptail(ha, hb, link);
-    let mut na = Node::new(Side::Initiator, cfg.clone(), SocketAddr::new(B.into(), PORT));
+    let mut na = Node::new(
+        Side::Initiator,
+        cfg.clone(),
+        SocketAddr::new(B.into(), PORT),
+    );
     let mut nb = Node::new(Side::Responder, cfg, SocketAddr::new(A.into(), PORT));
     setup(&mut na, &mut nb);
     let b = sim.attach(hb, PORT, Box::new(nb));
@@ -184,21 +213,38 @@ fn node(n: &Net, id: EndpointId) -> &Node {
 
 fn all_received(sim: &Sim, id: EndpointId, expect: &[(u64, u64)]) -> bool {
     let n = sim.endpoint::<Node>(id).unwrap();
-    expect.iter().all(|&(seed, total)| n.inc.values().any(|i| i.seed == seed && i.received >= total))
+    expect.iter().all(|&(seed, total)| {
+        n.inc
+            .values()
+            .any(|i| i.seed == seed && i.received >= total)
+    })
 }
 
 fn link(loss: f64) -> LinkConfig {
     let cfg = LinkConfig::new(20_000_000, Duration::from_millis(10));
-    if loss > 0.0 { cfg.with_loss(LossModel::bernoulli(loss).unwrap()) } else { cfg }
+    if loss > 0.0 {
+        cfg.with_loss(LossModel::bernoulli(loss).unwrap())
+    } else {
+        cfg
+    }
 }
 
 /// Runs a one-way 2 MB transfer A → B and checks delivery; returns (sender stats, seconds).
-fn bulk(seed: u64, link: LinkConfig) -> (mesh::channel::mux::ChannelStats, mesh::channel::mux::ChannelStats, f64) {
+fn bulk(
+    seed: u64,
+    link: LinkConfig,
+) -> (
+    mesh::channel::mux::ChannelStats,
+    mesh::channel::mux::ChannelStats,
+    f64,
+) {
     const TOTAL: u64 = 2 * 1024 * 1024;
     let mut n = net(seed, link, Config::default(), |a, _| {
         a.stream(1, TOTAL, None);
     });
-    let done = n.sim.run_until_condition(Duration::from_secs(120), |s| all_received(s, n.b, &[(1, TOTAL)]));
+    let done = n.sim.run_until_condition(Duration::from_secs(120), |s| {
+        all_received(s, n.b, &[(1, TOTAL)])
+    });
     let secs = n.sim.elapsed().as_secs_f64();
     assert!(done, "transfer incomplete after {secs} s");
     let b = node(&n, n.b);
@@ -218,9 +264,15 @@ fn reliable_2mb_clean_link() {
     let (sa, sb, secs) = bulk(1, link(0.0));
     // No random loss: retransmissions only repair drops at the bottleneck queue (slow start
     // overshoot), never spurious ones.
-    assert!(sa.send.bytes_retransmitted < sa.send.bytes_sent / 10, "{sa:?}");
+    assert!(
+        sa.send.bytes_retransmitted < sa.send.bytes_sent / 10,
+        "{sa:?}"
+    );
     assert_eq!(sb.duplicate_segments, 0);
-    println!("clean link: 2 MiB in {secs:.2} s simulated = {:.1} Mbit/s", 2.0 * 8.0 * 1.048_576 / secs);
+    println!(
+        "clean link: 2 MiB in {secs:.2} s simulated = {:.1} Mbit/s",
+        2.0 * 8.0 * 1.048_576 / secs
+    );
 }
 
 #[test]
@@ -237,8 +289,14 @@ fn reliable_2mb_five_percent_loss_retransmits_only_missing() {
         sb.duplicate_segments
     );
     assert!(re > 0.0, "loss must cause retransmissions");
-    assert!(re < 0.12 * total, "retransmitted {re} of {total}: more than the missing segments");
-    assert!(sb.duplicate_segments * 1150 < (0.03 * total) as u64, "spurious retransmissions: {sb:?}");
+    assert!(
+        re < 0.12 * total,
+        "retransmitted {re} of {total}: more than the missing segments"
+    );
+    assert!(
+        sb.duplicate_segments * 1150 < (0.03 * total) as u64,
+        "spurious retransmissions: {sb:?}"
+    );
 }
 
 #[test]
@@ -246,14 +304,22 @@ fn reliable_2mb_reordering() {
     let l = link(0.0).with_reorder(0.05, Duration::from_millis(5));
     let (sa, _, _) = bulk(3, l);
     let total = sa.send.bytes_sent as f64;
-    assert!((sa.send.bytes_retransmitted as f64) < 0.10 * total, "{sa:?}");
+    assert!(
+        (sa.send.bytes_retransmitted as f64) < 0.10 * total,
+        "{sa:?}"
+    );
 }
 
 #[test]
 fn reliable_2mb_duplication_and_loss() {
-    let l = link(0.01).with_duplicate(0.05).with_reorder(0.02, Duration::from_millis(3));
+    let l = link(0.01)
+        .with_duplicate(0.05)
+        .with_reorder(0.02, Duration::from_millis(3));
     let (_, sb, _) = bulk(4, l);
-    assert!(sb.duplicate_segments > 0, "duplicates must have been seen and dropped");
+    assert!(
+        sb.duplicate_segments > 0,
+        "duplicates must have been seen and dropped"
+    );
 }
 
 #[test]
@@ -295,9 +361,15 @@ fn close_with_error_code_reaches_peer() {
     n.sim.run_for(Duration::from_secs(30));
     let b = node(&n, n.b);
     let graceful = b.inc.values().find(|i| i.seed == 30).unwrap();
-    assert_eq!(graceful.received, 50_000, "graceful close delivers everything first");
+    assert_eq!(
+        graceful.received, 50_000,
+        "graceful close delivers everything first"
+    );
     let e = graceful.closed.as_ref().unwrap();
-    assert_eq!((e.code, e.by_peer, e.reason.as_str()), (codes::NORMAL, true, "done"));
+    assert_eq!(
+        (e.code, e.by_peer, e.reason.as_str()),
+        (codes::NORMAL, true, "done")
+    );
     let aborted = b.inc.values().find(|i| i.seed == 31).unwrap();
     assert_eq!(aborted.closed.as_ref().unwrap().code, 0x1234);
     let a = node(&n, n.a);
@@ -311,13 +383,23 @@ fn close_with_error_code_reaches_peer() {
 #[test]
 fn flow_control_slow_reader() {
     const TOTAL: u64 = 400_000;
-    let cfg = Config { max_recv_buffer: 32 * 1024, ..Config::default() };
-    let rcfg = Config { data_events: false, ..cfg.clone() };
+    let cfg = Config {
+        max_recv_buffer: 32 * 1024,
+        ..Config::default()
+    };
+    let rcfg = Config {
+        data_events: false,
+        ..cfg.clone()
+    };
     let mut sim = Sim::new(7);
     let ha = sim.add_host(A);
     let hb = sim.add_host(B);
     sim.add_duplex_droptail(ha, hb, link(0.0));
-    let mut na = Node::new(Side::Initiator, cfg.clone(), SocketAddr::new(B.into(), PORT));
+    let mut na = Node::new(
+        Side::Initiator,
+        cfg.clone(),
+        SocketAddr::new(B.into(), PORT),
+    );
     let mut nb = Node::new(Side::Responder, rcfg, SocketAddr::new(A.into(), PORT));
     na.stream(40, TOTAL, None);
     // 8 KiB every 100 ms = 80 KiB/s: the 20 Mbit/s link could go 30 times faster.
@@ -342,11 +424,19 @@ fn flow_control_slow_reader() {
     let na = sim.endpoint::<Node>(a).unwrap();
     let nb = sim.endpoint::<Node>(b).unwrap();
     let read: u64 = nb.inc.values().map(|i| i.received).sum();
-    assert!((200_000..TOTAL).contains(&read), "read {read} in 3 s at 80 KiB/s");
-    assert!(window_full >= 20, "the sender sat at the window ({window_full} of 30 samples)");
+    assert!(
+        (200_000..TOTAL).contains(&read),
+        "read {read} in 3 s at 80 KiB/s"
+    );
+    assert!(
+        window_full >= 20,
+        "the sender sat at the window ({window_full} of 30 samples)"
+    );
     assert!(na.would_block > 0, "the sender's buffer pushed back");
     assert!(!nb.inc.values().any(|i| i.corrupt));
     // Finish: the reader goes on and the sender resumes to the end.
-    let done = sim.run_until_condition(Duration::from_secs(60), |s| all_received(s, b, &[(40, TOTAL)]));
+    let done = sim.run_until_condition(Duration::from_secs(60), |s| {
+        all_received(s, b, &[(40, TOTAL)])
+    });
     assert!(done, "sender resumes after the window reopens");
 }

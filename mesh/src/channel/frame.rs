@@ -200,18 +200,29 @@ impl<'a> Frame<'a> {
                     return Err(FrameError::KindLength(n));
                 }
                 let kind = r.str(n)?;
-                Frame::Open { id, kind, reliable: flags & 1 == 1 }
+                Frame::Open {
+                    id,
+                    kind,
+                    reliable: flags & 1 == 1,
+                }
             }
             TYPE_DATA => {
                 let id = r.u32()?;
                 let seq = r.u32()?;
                 let n = usize::from(r.u16()?);
-                Frame::Data { id, seq, payload: r.take(n)? }
+                Frame::Data {
+                    id,
+                    seq,
+                    payload: r.take(n)?,
+                }
             }
             TYPE_UDATA => {
                 let id = r.u32()?;
                 let n = usize::from(r.u16()?);
-                Frame::UnreliableData { id, payload: r.take(n)? }
+                Frame::UnreliableData {
+                    id,
+                    payload: r.take(n)?,
+                }
             }
             TYPE_ACK => {
                 let id = r.u32()?;
@@ -232,7 +243,12 @@ impl<'a> Frame<'a> {
                     floor = end;
                     sacks.push(SackRange { start, end });
                 }
-                Frame::Ack { id, cum, window, sacks }
+                Frame::Ack {
+                    id,
+                    cum,
+                    window,
+                    sacks,
+                }
             }
             TYPE_CLOSE => {
                 let id = r.u32()?;
@@ -246,7 +262,12 @@ impl<'a> Frame<'a> {
                     return Err(FrameError::ReasonLength(n));
                 }
                 let reason = r.str(n)?;
-                Frame::Close { id, ack: flags & 1 == 1, code, reason }
+                Frame::Close {
+                    id,
+                    ack: flags & 1 == 1,
+                    code,
+                    reason,
+                }
             }
             other => return Err(FrameError::UnknownType(other)),
         };
@@ -335,7 +356,12 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
                 out.extend_from_slice(payload);
             }
-            Frame::Ack { id, cum, window, sacks } => {
+            Frame::Ack {
+                id,
+                cum,
+                window,
+                sacks,
+            } => {
                 out.push(TYPE_ACK);
                 out.extend_from_slice(&id.to_be_bytes());
                 out.extend_from_slice(&cum.to_be_bytes());
@@ -346,7 +372,12 @@ impl<'a> Frame<'a> {
                     out.extend_from_slice(&s.end.to_be_bytes());
                 }
             }
-            Frame::Close { id, ack, code, reason } => {
+            Frame::Close {
+                id,
+                ack,
+                code,
+                reason,
+            } => {
                 out.push(TYPE_CLOSE);
                 out.extend_from_slice(&id.to_be_bytes());
                 out.push(u8::from(*ack));

@@ -71,7 +71,11 @@ pub struct ChannelId(pub u32);
 impl ChannelId {
     /// The side that opened this channel.
     pub fn opener(self) -> Side {
-        if self.0 & 1 == 0 { Side::Initiator } else { Side::Responder }
+        if self.0 & 1 == 0 {
+            Side::Initiator
+        } else {
+            Side::Responder
+        }
     }
 }
 
@@ -248,11 +252,26 @@ impl Config {
         let checks = [
             (self.max_channels == 0, "max_channels"),
             (self.max_send_buffer == 0, "max_send_buffer"),
-            (self.max_recv_buffer == 0 || self.max_recv_buffer > u32::MAX as usize, "max_recv_buffer"),
-            (self.max_out_of_order_segments == 0, "max_out_of_order_segments"),
-            (self.max_sack_ranges > frame::MAX_SACK_RANGES, "max_sack_ranges"),
-            (self.initial_cwnd == 0 || self.max_cwnd < self.initial_cwnd, "cwnd"),
-            (self.min_rto.is_zero() || self.max_rto < self.min_rto, "rto bounds"),
+            (
+                self.max_recv_buffer == 0 || self.max_recv_buffer > u32::MAX as usize,
+                "max_recv_buffer",
+            ),
+            (
+                self.max_out_of_order_segments == 0,
+                "max_out_of_order_segments",
+            ),
+            (
+                self.max_sack_ranges > frame::MAX_SACK_RANGES,
+                "max_sack_ranges",
+            ),
+            (
+                self.initial_cwnd == 0 || self.max_cwnd < self.initial_cwnd,
+                "cwnd",
+            ),
+            (
+                self.min_rto.is_zero() || self.max_rto < self.min_rto,
+                "rto bounds",
+            ),
             (self.max_queued == 0, "max_queued"),
         ];
         for (bad, what) in checks {

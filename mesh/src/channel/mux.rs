@@ -36,9 +36,17 @@ struct Control {
 enum State {
     Open,
     /// Graceful close: send everything, then CLOSE.
-    Finishing { code: u32, reason: String },
+    Finishing {
+        code: u32,
+        reason: String,
+    },
     /// CLOSE sent; waiting for its ack.
-    Closing { code: u32, reason: String, retries: u32, next_at: Option<Instant> },
+    Closing {
+        code: u32,
+        reason: String,
+        retries: u32,
+        next_at: Option<Instant>,
+    },
 }
 
 #[derive(Debug)]
@@ -153,7 +161,10 @@ impl Channels {
 
     /// Counters of one channel.
     pub fn channel_stats(&self, id: ChannelId) -> Option<ChannelStats> {
-        self.chans.get(&id.0).map(|c| ChannelStats { send: c.sender.stats, ..c.stats })
+        self.chans.get(&id.0).map(|c| ChannelStats {
+            send: c.sender.stats,
+            ..c.stats
+        })
     }
 
     /// Channels held (open, finishing or closing).
@@ -177,12 +188,18 @@ impl Channels {
     /// Free space in a channel's send buffer.
     pub fn send_capacity(&self, id: ChannelId) -> Option<usize> {
         let c = self.chans.get(&id.0)?;
-        Some(self.cfg.max_send_buffer.saturating_sub(c.sender.buffered() + c.out_bytes))
+        Some(
+            self.cfg
+                .max_send_buffer
+                .saturating_sub(c.sender.buffered() + c.out_bytes),
+        )
     }
 
     /// Everything written to a reliable channel has been acknowledged.
     pub fn is_flushed(&self, id: ChannelId) -> bool {
-        self.chans.get(&id.0).is_some_and(|c| c.sender.is_idle() && c.out_msgs.is_empty())
+        self.chans
+            .get(&id.0)
+            .is_some_and(|c| c.sender.is_idle() && c.out_msgs.is_empty())
     }
 
     fn new_chan(&self, kind: &str, reliable: bool, local: bool) -> Chan {
@@ -194,7 +211,8 @@ impl Channels {
             max_cwnd: self.cfg.max_cwnd,
         };
         // Until the peer advertises, assume a window of the initial congestion window.
-        let initial_window = (self.cfg.initial_cwnd as usize * self.cfg.segment_size()).min(u32::MAX as usize) as u32;
+        let initial_window = (self.cfg.initial_cwnd as usize * self.cfg.segment_size())
+            .min(u32::MAX as usize) as u32;
         Chan {
             kind: kind.to_owned(),
             reliable,
@@ -249,13 +267,19 @@ impl Channels {
         let max_buf = self.cfg.max_send_buffer;
         let seg = self.cfg.segment_size();
         let max_msg = self.cfg.max_unreliable_len();
-        let c = self.chans.get_mut(&id.0).ok_or(ChannelError::UnknownChannel(id))?;
+        let c = self
+            .chans
+            .get_mut(&id.0)
+            .ok_or(ChannelError::UnknownChannel(id))?;
         if !matches!(c.state, State::Open) {
             return Err(ChannelError::Closing(id));
         }
         if c.reliable {
             if data.len() > max_buf {
-                return Err(ChannelError::TooLarge { len: data.len(), max: max_buf });
+                return Err(ChannelError::TooLarge {
+                    len: data.len(),
+                    max: max_buf,
+                });
             }
             if c.sender.buffered() + data.len() > max_buf {
                 c.write_blocked = true;
@@ -266,7 +290,10 @@ impl Channels {
             }
         } else {
             if data.len() > max_msg {
-                return Err(ChannelError::TooLarge { len: data.len(), max: max_msg });
+                return Err(ChannelError::TooLarge {
+                    len: data.len(),
+                    max: max_msg,
+                });
             }
             if c.out_bytes + data.len() > max_buf {
                 c.write_blocked = true;
@@ -281,7 +308,10 @@ impl Channels {
     /// Takes up to `max` received bytes (a reliable channel's stream, or whole unreliable
     /// messages concatenated while they fit; at least one message even if larger).
     pub fn recv(&mut self, id: ChannelId, max: usize) -> Result<Vec<u8>, ChannelError> {
-        let c = self.chans.get_mut(&id.0).ok_or(ChannelError::UnknownChannel(id))?;
+        let c = self
+            .chans
+            .get_mut(&id.0)
+            .ok_or(ChannelError::UnknownChannel(id))?;
         let mut out = Vec::new();
         while let Some(front) = c.read.front_mut() {
             let room = max.saturating_sub(out.len());
@@ -325,7 +355,9 @@ impl Channels {
     }
 
     fn window(cfg: &Config, c: &Chan) -> u32 {
-        cfg.max_recv_buffer.saturating_sub(c.read_bytes).min(u32::MAX as usize) as u32
+        cfg.max_recv_buffer
+            .saturating_sub(c.read_bytes)
+            .min(u32::MAX as usize) as u32
     }
 
     /// Closes a channel with an error code and a reason (≤ 64 bytes). [`codes::NORMAL`] on a
@@ -334,12 +366,18 @@ impl Channels {
         if reason.len() > MAX_REASON_LEN {
             return Err(ChannelError::ReasonTooLong);
         }
-        let c = self.chans.get_mut(&id.0).ok_or(ChannelError::UnknownChannel(id))?;
+        let c = self
+            .chans
+            .get_mut(&id.0)
+            .ok_or(ChannelError::UnknownChannel(id))?;
         if !matches!(c.state, State::Open) {
             return Err(ChannelError::Closing(id));
         }
         if code == codes::NORMAL && c.reliable && !c.sender.is_idle() {
-            c.state = State::Finishing { code, reason: reason.to_owned() };
+            c.state = State::Finishing {
+                code,
+                reason: reason.to_owned(),
+            };
         } else {
             Self::start_closing(c, code, reason.to_owned());
         }
@@ -347,14 +385,21 @@ impl Channels {
     }
 
     fn start_closing(c: &mut Chan, code: u32, reason: String) {
-        c.state = State::Closing { code, reason, retries: 0, next_at: None };
+        c.state = State::Closing {
+            code,
+            reason,
+            retries: 0,
+            next_at: None,
+        };
         c.out_msgs.clear();
         c.out_bytes = 0;
     }
 
     /// Closes a channel after a protocol violation by the peer and reports it.
     fn violation(&mut self, id: u32, reason: &str) {
-        let Some(c) = self.chans.get_mut(&id) else { return };
+        let Some(c) = self.chans.get_mut(&id) else {
+            return;
+        };
         if matches!(c.state, State::Closing { .. }) {
             return;
         }
@@ -364,7 +409,11 @@ impl Channels {
         self.flush_data_event(id);
         self.push_event(ChannelEvent::Closed {
             id: ChannelId(id),
-            error: CloseError { code: codes::PROTOCOL, reason: reason.to_owned(), by_peer: false },
+            error: CloseError {
+                code: codes::PROTOCOL,
+                reason: reason.to_owned(),
+                by_peer: false,
+            },
         });
     }
 
@@ -389,12 +438,17 @@ impl Channels {
         if !self.cfg.data_events {
             return;
         }
-        let Some(c) = self.chans.get_mut(&id) else { return };
+        let Some(c) = self.chans.get_mut(&id) else {
+            return;
+        };
         if c.read.is_empty() {
             return;
         }
         let bytes = Self::take_all(c);
-        self.events.push_back(Pending::Event(ChannelEvent::Data { id: ChannelId(id), bytes }));
+        self.events.push_back(Pending::Event(ChannelEvent::Data {
+            id: ChannelId(id),
+            bytes,
+        }));
     }
 
     fn take_all(c: &mut Chan) -> Vec<u8> {
@@ -413,7 +467,9 @@ impl Channels {
             match p {
                 Pending::Event(e) => return Some(e),
                 Pending::DataOf(id) => {
-                    let Some(c) = self.chans.get_mut(&id) else { continue };
+                    let Some(c) = self.chans.get_mut(&id) else {
+                        continue;
+                    };
                     if c.read.is_empty() {
                         c.read_notified = false;
                         continue;
@@ -432,7 +488,10 @@ impl Channels {
                         m
                     };
                     Self::window_update(&self.cfg, c);
-                    return Some(ChannelEvent::Data { id: ChannelId(id), bytes });
+                    return Some(ChannelEvent::Data {
+                        id: ChannelId(id),
+                        bytes,
+                    });
                 }
             }
         }
@@ -440,7 +499,9 @@ impl Channels {
     }
 
     fn note_readable(&mut self, id: u32) {
-        let Some(c) = self.chans.get_mut(&id) else { return };
+        let Some(c) = self.chans.get_mut(&id) else {
+            return;
+        };
         if c.read_notified || c.read.is_empty() {
             return;
         }
@@ -448,7 +509,8 @@ impl Channels {
         if self.cfg.data_events {
             self.events.push_back(Pending::DataOf(id));
         } else {
-            self.events.push_back(Pending::Event(ChannelEvent::Readable { id: ChannelId(id) }));
+            self.events
+                .push_back(Pending::Event(ChannelEvent::Readable { id: ChannelId(id) }));
         }
     }
 
@@ -494,7 +556,10 @@ impl Channels {
 
     fn handle_frame(&mut self, now: Instant, f: Frame<'_>) {
         let id = f.channel();
-        if let Frame::Close { ack, code, reason, .. } = f {
+        if let Frame::Close {
+            ack, code, reason, ..
+        } = f
+        {
             self.handle_close(id, ack, code, reason);
             return;
         }
@@ -518,8 +583,13 @@ impl Channels {
                 }
                 let room = cfg.max_recv_buffer.saturating_sub(c.read_bytes);
                 let mut delivered = Vec::new();
-                let arrival =
-                    c.receiver.on_data(seq, payload, room, cfg.max_out_of_order_segments, &mut delivered);
+                let arrival = c.receiver.on_data(
+                    seq,
+                    payload,
+                    room,
+                    cfg.max_out_of_order_segments,
+                    &mut delivered,
+                );
                 for d in delivered {
                     c.read_bytes += d.len();
                     c.stats.bytes_received += d.len() as u64;
@@ -534,7 +604,9 @@ impl Channels {
                             c.ack_at = Some(now + cfg.ack_delay);
                         }
                     }
-                    Arrival::InOrder { filled_hole: true } | Arrival::OutOfOrder => c.ack_due = true,
+                    Arrival::InOrder { filled_hole: true } | Arrival::OutOfOrder => {
+                        c.ack_due = true
+                    }
                     Arrival::Duplicate => {
                         c.stats.duplicate_segments += 1;
                         c.ack_due = true;
@@ -559,7 +631,9 @@ impl Channels {
                 c.read.push_back(payload.to_vec());
                 self.note_readable(id);
             }
-            Frame::Ack { cum, window, sacks, .. } => {
+            Frame::Ack {
+                cum, window, sacks, ..
+            } => {
                 if !c.reliable {
                     return; // Only confirms the OPEN.
                 }
@@ -607,33 +681,60 @@ impl Channels {
         }
         let chan = self.new_chan(kind, reliable, false);
         self.chans.insert(id, chan);
-        self.push_event(ChannelEvent::Opened { id: ChannelId(id), kind: kind.to_owned(), reliable });
+        self.push_event(ChannelEvent::Opened {
+            id: ChannelId(id),
+            kind: kind.to_owned(),
+            reliable,
+        });
     }
 
     fn handle_close(&mut self, id: u32, ack: bool, code: u32, reason: &str) {
-        let known_gone = if self.is_peer_id(id) { self.peer_closed(id) } else { id < self.next_local || self.ids_exhausted };
+        let known_gone = if self.is_peer_id(id) {
+            self.peer_closed(id)
+        } else {
+            id < self.next_local || self.ids_exhausted
+        };
         match self.chans.get_mut(&id) {
             Some(c) if matches!(c.state, State::Closing { .. }) => {
                 // Our CLOSE is answered (or both closed at once).
                 if !ack {
-                    self.push_control(Control { id, ack: true, code, reason: String::new() });
+                    self.push_control(Control {
+                        id,
+                        ack: true,
+                        code,
+                        reason: String::new(),
+                    });
                 }
                 self.forget(id);
             }
             Some(_) => {
                 if !ack {
-                    self.push_control(Control { id, ack: true, code, reason: String::new() });
+                    self.push_control(Control {
+                        id,
+                        ack: true,
+                        code,
+                        reason: String::new(),
+                    });
                 }
                 self.flush_data_event(id);
                 self.forget(id);
                 self.push_event(ChannelEvent::Closed {
                     id: ChannelId(id),
-                    error: CloseError { code, reason: reason.to_owned(), by_peer: true },
+                    error: CloseError {
+                        code,
+                        reason: reason.to_owned(),
+                        by_peer: true,
+                    },
                 });
             }
             None => {
                 if !ack && known_gone {
-                    self.push_control(Control { id, ack: true, code, reason: String::new() });
+                    self.push_control(Control {
+                        id,
+                        ack: true,
+                        code,
+                        reason: String::new(),
+                    });
                 } else {
                     self.stats.unknown_channel_frames += 1;
                 }
@@ -651,7 +752,9 @@ impl Channels {
             if !c.confirmed && c.open_next_at.is_some_and(|t| t <= now) {
                 c.open_due = true;
             }
-            if let State::Closing { retries, next_at, .. } = &mut c.state
+            if let State::Closing {
+                retries, next_at, ..
+            } = &mut c.state
                 && next_at.is_some_and(|t| t <= now)
             {
                 if *retries >= self.cfg.max_close_retries {
@@ -699,7 +802,12 @@ impl Channels {
         let mtu = self.cfg.mtu;
         let mut buf = Vec::with_capacity(mtu);
         while let Some(ctl) = self.control.front() {
-            let f = Frame::Close { id: ctl.id, ack: ctl.ack, code: ctl.code, reason: &ctl.reason };
+            let f = Frame::Close {
+                id: ctl.id,
+                ack: ctl.ack,
+                code: ctl.code,
+                reason: &ctl.reason,
+            };
             if buf.len() + f.len() > mtu {
                 break;
             }
@@ -710,11 +818,26 @@ impl Channels {
         }
         // Round robin: start after the channel that last sent data.
         let start = self.rr_after.map_or(0, |r| r.wrapping_add(1));
-        let ids: Vec<u32> = self.chans.range(start..).chain(self.chans.range(..start)).map(|(&id, _)| id).collect();
+        let ids: Vec<u32> = self
+            .chans
+            .range(start..)
+            .chain(self.chans.range(..start))
+            .map(|(&id, _)| id)
+            .collect();
         let mut finished = Vec::new();
         for id in ids {
-            let Some(c) = self.chans.get_mut(&id) else { continue };
+            let Some(c) = self.chans.get_mut(&id) else {
+                continue;
+            };
             let (sent_data, done) = Self::write_channel(&self.cfg, now, id, c, &mut buf);
+            if sent_data
+                && !c.reliable
+                && c.write_blocked
+                && c.out_bytes <= self.cfg.max_send_buffer / 2
+            {
+                c.write_blocked = false;
+                self.push_event(ChannelEvent::Writable { id: ChannelId(id) });
+            }
             if sent_data {
                 self.rr_after = Some(id);
             }
@@ -737,7 +860,13 @@ impl Channels {
     }
 
     /// Writes a channel's due frames into `buf`; returns (wrote data, channel can be forgotten).
-    fn write_channel(cfg: &Config, now: Instant, id: u32, c: &mut Chan, buf: &mut Vec<u8>) -> (bool, bool) {
+    fn write_channel(
+        cfg: &Config,
+        now: Instant,
+        id: u32,
+        c: &mut Chan,
+        buf: &mut Vec<u8>,
+    ) -> (bool, bool) {
         let mtu = cfg.mtu;
         let rto = c.sender.rto();
         if matches!(c.state, State::Finishing { .. })
@@ -746,17 +875,32 @@ impl Channels {
         {
             Self::start_closing(c, code, reason);
         }
-        if let State::Closing { code, reason, retries, next_at } = &mut c.state {
+        if let State::Closing {
+            code,
+            reason,
+            retries,
+            next_at,
+        } = &mut c.state
+        {
             if next_at.is_none() {
                 if c.local && !c.confirmed {
                     // The peer may not know the channel yet: name it before closing it.
-                    let open = Frame::Open { id, kind: &c.kind, reliable: c.reliable };
+                    let open = Frame::Open {
+                        id,
+                        kind: &c.kind,
+                        reliable: c.reliable,
+                    };
                     let close_len = 11 + reason.len();
                     if buf.len() + open.len() + close_len > mtu || open.emit(buf).is_err() {
                         return (false, false);
                     }
                 }
-                let f = Frame::Close { id, ack: false, code: *code, reason };
+                let f = Frame::Close {
+                    id,
+                    ack: false,
+                    code: *code,
+                    reason,
+                };
                 if buf.len() + f.len() <= mtu && f.emit(buf).is_ok() {
                     let backoff = rto.saturating_mul(1u32 << (*retries).min(16));
                     *next_at = Some(now + backoff.min(cfg.max_rto));
@@ -769,7 +913,12 @@ impl Channels {
         if c.reliable && (c.ack_due || (c.unacked_segments > 0 && !buf.is_empty())) {
             let sacks = c.receiver.sack_ranges(cfg.max_sack_ranges);
             let window = Self::window(cfg, c);
-            let f = Frame::Ack { id, cum: c.receiver.cum(), window, sacks };
+            let f = Frame::Ack {
+                id,
+                cum: c.receiver.cum(),
+                window,
+                sacks,
+            };
             if buf.len() + f.len() <= mtu && f.emit(buf).is_ok() {
                 c.ack_due = false;
                 c.ack_at = None;
@@ -778,7 +927,12 @@ impl Channels {
                 c.stats.acks_sent += 1;
             }
         } else if !c.reliable && c.ack_due {
-            let f = Frame::Ack { id, cum: 0, window: 0, sacks: Vec::new() };
+            let f = Frame::Ack {
+                id,
+                cum: 0,
+                window: 0,
+                sacks: Vec::new(),
+            };
             if buf.len() + f.len() <= mtu && f.emit(buf).is_ok() {
                 c.ack_due = false;
                 c.stats.acks_sent += 1;
@@ -790,11 +944,19 @@ impl Channels {
             if *written {
                 return true;
             }
-            let f = Frame::Open { id, kind: &c.kind, reliable: c.reliable };
+            let f = Frame::Open {
+                id,
+                kind: &c.kind,
+                reliable: c.reliable,
+            };
             if buf.len() + f.len() <= mtu && f.emit(buf).is_ok() {
                 *written = true;
                 c.open_due = false;
-                c.open_next_at = Some(now + rto.saturating_mul(1u32 << c.open_retries.min(16)).min(cfg.max_rto));
+                c.open_next_at = Some(
+                    now + rto
+                        .saturating_mul(1u32 << c.open_retries.min(16))
+                        .min(cfg.max_rto),
+                );
                 c.open_retries += 1;
                 true
             } else {
@@ -821,8 +983,14 @@ impl Channels {
                     }
                 }
                 let room = mtu.saturating_sub(buf.len() + super::frame::DATA_HEADER_LEN);
-                let Some((seq, data)) = c.sender.next_segment(now, room) else { break };
-                let f = Frame::Data { id, seq, payload: &data };
+                let Some((seq, data)) = c.sender.next_segment(now, room) else {
+                    break;
+                };
+                let f = Frame::Data {
+                    id,
+                    seq,
+                    payload: &data,
+                };
                 if f.emit(buf).is_err() {
                     break;
                 }
@@ -836,7 +1004,9 @@ impl Channels {
                 if c.local && !c.confirmed && !write_open(c, buf, &mut open_written) {
                     break;
                 }
-                let Some(m) = c.out_msgs.pop_front() else { break };
+                let Some(m) = c.out_msgs.pop_front() else {
+                    break;
+                };
                 let f = Frame::UnreliableData { id, payload: &m };
                 if buf.len() + f.len() > mtu {
                     c.out_msgs.push_front(m);

@@ -179,12 +179,20 @@ impl Sender {
 
     /// The next segment to (re)send if it fits `max_payload`: a lost one first, else a new one
     /// the windows allow. Marks it sent at `now`.
-    pub(crate) fn next_segment(&mut self, now: Instant, max_payload: usize) -> Option<(u32, Vec<u8>)> {
+    pub(crate) fn next_segment(
+        &mut self,
+        now: Instant,
+        max_payload: usize,
+    ) -> Option<(u32, Vec<u8>)> {
         let in_flight = self.in_flight();
         let cwnd_ok = (in_flight as f64) < self.cwnd.floor().max(1.0);
         // Retransmissions first (lowest sequence first).
         if cwnd_ok
-            && let Some(i) = self.segs.iter().take(self.next_idx).position(|s| s.lost && !s.sacked)
+            && let Some(i) = self
+                .segs
+                .iter()
+                .take(self.next_idx)
+                .position(|s| s.lost && !s.sacked)
         {
             let seg = &mut self.segs[i];
             if seg.data.len() > max_payload {
@@ -236,7 +244,12 @@ impl Sender {
         if !cwnd_ok {
             return false;
         }
-        if self.segs.iter().take(self.next_idx).any(|s| s.lost && !s.sacked) {
+        if self
+            .segs
+            .iter()
+            .take(self.next_idx)
+            .any(|s| s.lost && !s.sacked)
+        {
             return true;
         }
         match self.segs.get(self.next_idx) {
@@ -284,7 +297,9 @@ impl Sender {
         let mut freed = 0usize;
         // Cumulative part.
         while self.una < cum {
-            let Some(seg) = self.segs.pop_front() else { break };
+            let Some(seg) = self.segs.pop_front() else {
+                break;
+            };
             self.una = self.una.wrapping_add(1);
             self.next_idx = self.next_idx.saturating_sub(1);
             self.span_bytes = self.span_bytes.saturating_sub(seg.data.len());
@@ -484,7 +499,10 @@ impl Receiver {
                     if out.len() == max {
                         break;
                     }
-                    out.push(SackRange { start: seq, end: seq.saturating_add(1) });
+                    out.push(SackRange {
+                        start: seq,
+                        end: seq.saturating_add(1),
+                    });
                 }
             }
         }
