@@ -341,3 +341,54 @@ fn garbage_and_random_frames_keep_memory_bounded() {
     }
     assert!(b.stats().bad_datagrams > 0);
 }
+
+#[test]
+fn lost_open_is_repeated() {
+    let mut now = Instant::now();
+    let mut a = Channels::new(Side::Initiator, Config::default()).unwrap();
+    let mut b = Channels::new(Side::Responder, Config::default()).unwrap();
+    let id = a.open("chain", true).unwrap();
+    a.send(id, b"genesis").unwrap();
+    while a.poll_transmit(now).is_some() {} // All lost.
+    // Frames of a channel whose OPEN was lost are ignored, not fatal.
+    b.handle_datagram(
+        now,
+        &dgram(&[Frame::Data {
+            id: 0,
+            seq: 1,
+            payload: b"?",
+        }]),
+    )
+    .unwrap();
+    assert_eq!(b.poll_event(), None);
+    now = a.poll_timeout().unwrap();
+    a.handle_timeout(now);
+    deliver(now, &mut a, &mut b);
+    assert_eq!(
+        events(&mut b),
+        vec![
+            ChannelEvent::Opened {
+                id,
+                kind: "chain".into(),
+                reliable: true
+            },
+            ChannelEvent::Data {
+                id,
+                bytes: b"genesis".to_vec()
+            },
+        ]
+    );
+    // B's answer confirms the channel; A stops repeating the OPEN.
+    now += Duration::from_millis(30);
+    b.handle_timeout(now);
+    deliver(now, &mut b, &mut a);
+    assert!(a.is_flushed(id));
+    a.send(id, b"block 1").unwrap();
+    let d = a.poll_transmit(now).unwrap();
+    assert!(
+        !Frame::parse_all(&d)
+            .unwrap()
+            .iter()
+            .any(|f| matches!(f, Frame::Open { .. }))
+    );
+}
