@@ -4,3 +4,9 @@
 //! Sans-IO throughout (like `quinn-proto` and boringtun's `Tunn`): every state machine takes
 //! bytes and `now` and returns bytes, events and its next deadline; the tokio driver and the
 //! `sim-netem` tests are thin loops around the same cores.
+
+pub mod hashname;
+pub mod link;
+pub mod packet;
+
+pub use hashname::{Hashname, HashnameError, Identity};

@@ -1,0 +1,1 @@
+//! Noise links (in progress).
