@@ -203,6 +203,7 @@ impl Link {
         if matches!(self.state, LinkState::Down(_)) {
             return;
         }
+        tracing::debug!(peer = ?self.peer(), ?reason, "mesh link down");
         self.state = LinkState::Down(reason);
         self.previous = None;
         self.current = None;
@@ -373,6 +374,7 @@ impl Link {
         }
         self.stats.handshakes_completed += 1;
         self.last_received = now;
+        tracing::debug!(peer = ?self.peer(), state = ?self.state, "mesh link session installed");
         match self.state {
             LinkState::Connecting => {
                 self.state = LinkState::Up;
