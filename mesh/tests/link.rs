@@ -390,3 +390,65 @@ proptest! {
         prop_assert_eq!(b.handle(now, &p), Ok(Some(b"still up".to_vec())));
     }
 }
+
+#[test]
+fn simultaneous_rekeys_resolve_to_one_session() {
+    let now = Instant::now();
+    let cfg = LinkConfig { rekey_after_packets: 3, ..LinkConfig::default() };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    // a already sent its confirmation keepalive: 2 more reach 3; b needs 3.
+    for _ in 0..2 {
+        let p = a.send(now, b"a").expect("send");
+        b.handle(now, &p).expect("data");
+    }
+    for _ in 0..3 {
+        let p = b.send(now, b"b").expect("send");
+        a.handle(now, &p).expect("data");
+    }
+    assert_eq!((a.state(), b.state()), (LinkState::Rekeying, LinkState::Rekeying));
+    let ia = a.poll_transmit().expect("a's initiation");
+    let ib = b.poll_transmit().expect("b's initiation");
+    let ra = a.handle(now, &ib);
+    let rb = b.handle(now, &ia);
+    // Exactly one initiation loses.
+    assert!(ra.is_err() != rb.is_err(), "{ra:?} {rb:?}");
+    // Pump until quiet.
+    for _ in 0..4 {
+        while let Some(p) = a.poll_transmit() {
+            let _ = b.handle(now, &p);
+        }
+        while let Some(p) = b.poll_transmit() {
+            let _ = a.handle(now, &p);
+        }
+    }
+    assert_eq!((a.state(), b.state()), (LinkState::Up, LinkState::Up));
+    assert_eq!((a.stats().rekeys, b.stats().rekeys), (1, 1));
+    let p = a.send(now, b"after").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"after".to_vec())));
+    let p = b.send(now, b"after").expect("send");
+    assert_eq!(a.handle(now, &p), Ok(Some(b"after".to_vec())));
+}
+
+#[test]
+fn retransmitted_rekey_initiation_gets_the_same_response() {
+    let now = Instant::now();
+    let cfg = LinkConfig { rekey_after_packets: 2, ..LinkConfig::default() };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    let p = a.send(now, b"x").expect("send");
+    b.handle(now, &p).expect("data");
+    let init = a.poll_transmit().expect("rekey initiation");
+    b.handle(now, &init).expect("init");
+    let r1 = b.poll_transmit().expect("response");
+    // The response is lost; a retransmits after the retry delay.
+    let t = now + Duration::from_secs(1);
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("retransmission");
+    assert_eq!(again, init);
+    b.handle(t, &again).expect("duplicate init");
+    let r2 = b.poll_transmit().expect("response again");
+    assert_eq!(r1, r2);
+    a.handle(t, &r2).expect("response");
+    let confirm = a.poll_transmit().expect("confirmation");
+    b.handle(t, &confirm).expect("confirm");
+    assert_eq!((a.stats().rekeys, b.stats().rekeys), (1, 1));
+}

@@ -56,7 +56,15 @@
 //!
 //! **Not (yet) here:** WireGuard's MAC1/MAC2 cookie reply under load (paper §5.4.4, §5.4.7)
 //! — we rate-limit instead; a replay-protected timestamp in IK message 1 (paper §5.1) — a
-//! replayed message 1 only produces an unconfirmed session that is never used.
+//! replayed message 1 only produces an unconfirmed session that is never used (at the
+//! [`Acceptor`] it yields a second, unconfirmed [`Link`] that goes Down after the give-up time;
+//! the driver should keep its confirmed link). A lost XX message 3 is not retransmitted: the
+//! initiator is Up at once, the responder never learns of it, and the initiator's link goes
+//! Down after [`LinkConfig::dead_after`]. Rekey initiations arriving at a [`Link`] are not
+//! rate-limited. Session indices come from `rand::random` and are not checked for collisions
+//! across links (the driver's routing table should). Session keys live inside `snow`'s
+//! transport state; our own copies of the static secret are zeroized
+//! (`x25519_dalek::StaticSecret`, `zeroize::Zeroizing`), and no `Debug` impl prints keys.
 
 mod acceptor;
 mod peer;
