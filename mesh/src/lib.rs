@@ -6,3 +6,8 @@
 //! `sim-netem` tests are thin loops around the same cores.
 
 pub mod channel;
+pub mod hashname;
+pub mod link;
+pub mod packet;
+
+pub use hashname::{Hashname, HashnameError, Identity};

@@ -1,0 +1,454 @@
+//! Link integration tests: handshakes, data, replay window, rekey, timers and acceptor bounds.
+
+use std::time::{Duration, Instant};
+
+use mesh::link::{
+    AcceptError, Accepted, Acceptor, AcceptorConfig, DownReason, Link, LinkConfig, LinkError,
+    LinkEvent, LinkState,
+};
+use mesh::packet::{Packet, Transport};
+use mesh::{Hashname, Identity};
+use proptest::prelude::*;
+
+fn id(n: u8) -> Identity {
+    Identity::from_bytes([n; 32])
+}
+
+fn acceptor(now: Instant, local: &Identity, link: LinkConfig) -> Acceptor {
+    Acceptor::new(now, local, AcceptorConfig { link, ..AcceptorConfig::default() }, Acceptor::allow_all())
+}
+
+/// An IK link pair (a initiated, b accepted), both Up, events drained.
+fn ik_pair(now: Instant, cfg: LinkConfig) -> (Link, Link) {
+    let (ida, idb) = (id(1), id(2));
+    let (mut a, init) = Link::connect(now, &ida, idb.public_key(), cfg.clone()).expect("connect");
+    assert_eq!(a.state(), LinkState::Connecting);
+    let mut acc = acceptor(now, &idb, cfg);
+    let Ok(Accepted::Link { link: b, reply: Some(resp) }) = acc.handle(now, &init, 7) else {
+        panic!("IK initiation not accepted")
+    };
+    let mut b = *b;
+    assert_eq!(b.state(), LinkState::Connecting, "responder waits for key confirmation");
+    assert!(matches!(b.send(now, b"early"), Err(LinkError::NotConnected)));
+    assert_eq!(a.handle(now, &resp), Ok(None));
+    assert_eq!(a.state(), LinkState::Up);
+    assert_eq!(a.poll_event(), Some(LinkEvent::Up { peer: idb.hashname() }));
+    let confirm = a.poll_transmit().expect("initiator sends a keepalive for key confirmation");
+    assert_eq!(b.handle(now, &confirm), Ok(None));
+    assert_eq!(b.state(), LinkState::Up);
+    assert_eq!(b.poll_event(), Some(LinkEvent::Up { peer: ida.hashname() }));
+    assert_eq!(b.peer(), Some(ida.hashname()));
+    (a, b)
+}
+
+#[test]
+fn ik_handshake_and_data_both_ways() {
+    let now = Instant::now();
+    let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+    let p = a.send(now, b"hello b").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"hello b".to_vec())));
+    let p = b.send(now, b"hello a").expect("send");
+    assert_eq!(a.handle(now, &p), Ok(Some(b"hello a".to_vec())));
+    assert_eq!(a.stats().packets_received, 1);
+    assert_eq!(b.stats().packets_received, 2); // keepalive + data
+    assert_eq!(b.stats().keepalives_received, 1);
+}
+
+#[test]
+fn xx_with_unknown_initiator() {
+    let now = Instant::now();
+    let (ida, idb) = (id(3), id(4));
+    let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
+    let mut acc = acceptor(now, &idb, LinkConfig::default());
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else { panic!("no XX reply") };
+    assert_eq!(acc.pending_len(), 1);
+    assert_eq!(a.handle(now, &m2), Ok(None));
+    assert_eq!(a.poll_event(), Some(LinkEvent::Up { peer: idb.hashname() }));
+    let m3 = a.poll_transmit().expect("XX message 3");
+    let Ok(Accepted::Link { link: b, reply: None }) = acc.handle(now, &m3, 1) else { panic!("no link") };
+    let mut b = *b;
+    assert_eq!(acc.pending_len(), 0);
+    assert_eq!(b.poll_event(), Some(LinkEvent::Up { peer: ida.hashname() }));
+    let p = a.send(now, b"x").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"x".to_vec())));
+    let p = b.send(now, b"y").expect("send");
+    assert_eq!(a.handle(now, &p), Ok(Some(b"y".to_vec())));
+}
+
+#[test]
+fn xx_refused_by_allow_list() {
+    let now = Instant::now();
+    let (ida, idb) = (id(3), id(4));
+    let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
+    let mut acc = Acceptor::new(
+        now,
+        &idb,
+        AcceptorConfig::default(),
+        Acceptor::allow_list([id(9).hashname()]),
+    );
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else { panic!("no XX reply") };
+    a.handle(now, &m2).expect("m2");
+    let m3 = a.poll_transmit().expect("m3");
+    assert!(matches!(acc.handle(now, &m3, 1), Err(AcceptError::Refused)));
+    assert_eq!(acc.stats().refused, 1);
+    // And an allow-listed peer gets in.
+    let mut acc = Acceptor::new(now, &idb, AcceptorConfig::default(), Acceptor::allow_list([ida.hashname()]));
+    let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else { panic!("no XX reply") };
+    a.handle(now, &m2).expect("m2");
+    let m3 = a.poll_transmit().expect("m3");
+    assert!(matches!(acc.handle(now, &m3, 1), Ok(Accepted::Link { .. })));
+}
+
+#[test]
+fn wrong_key_rejection() {
+    let now = Instant::now();
+    let (ida, idb, idc) = (id(1), id(2), id(5));
+    // a believes the peer's key is c's, but the packet reaches b.
+    let (_a, init) = Link::connect(now, &ida, idc.public_key(), LinkConfig::default()).expect("connect");
+    let mut acc = acceptor(now, &idb, LinkConfig::default());
+    assert!(matches!(acc.handle(now, &init, 1), Err(AcceptError::BadAuth)));
+    assert_eq!(acc.stats().bad_auth, 1);
+    assert_eq!(acc.stats().accepted_ik, 0);
+    // The same initiation with b's real key is accepted.
+    let (_a, init) = Link::connect(now, &ida, idb.public_key(), LinkConfig::default()).expect("connect");
+    assert!(matches!(acc.handle(now, &init, 2), Ok(Accepted::Link { .. })));
+    assert_eq!(Hashname::of_x25519(&idb.public_key()), idb.hashname());
+}
+
+#[test]
+fn replayed_packet_dropped_and_counted() {
+    let now = Instant::now();
+    let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+    let p = a.send(now, b"once").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"once".to_vec())));
+    assert_eq!(b.handle(now, &p), Err(LinkError::Replayed));
+    assert_eq!(b.handle(now, &p), Err(LinkError::Replayed));
+    assert_eq!(b.stats().replayed, 2);
+    // The link still works.
+    let p = a.send(now, b"twice").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"twice".to_vec())));
+}
+
+#[test]
+fn reordering_within_window_accepted() {
+    let now = Instant::now();
+    let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+    let pkts: Vec<Vec<u8>> = (0..1000u32).map(|i| a.send(now, &i.to_le_bytes()).expect("send")).collect();
+    // Deliver in reverse: every one is within 1984 of the highest.
+    for (i, p) in pkts.iter().enumerate().rev() {
+        assert_eq!(b.handle(now, p), Ok(Some((i as u32).to_le_bytes().to_vec())));
+    }
+    assert_eq!(b.stats().replayed + b.stats().too_old, 0);
+}
+
+#[test]
+fn too_old_rejected() {
+    let now = Instant::now();
+    let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+    let first = a.send(now, b"old").expect("send");
+    for _ in 0..2100 {
+        let p = a.send(now, b"new").expect("send");
+        b.handle(now, &p).expect("in order");
+    }
+    assert_eq!(b.handle(now, &first), Err(LinkError::TooOld));
+    assert_eq!(b.stats().too_old, 1);
+}
+
+#[test]
+fn tampered_and_garbage_packets_counted() {
+    let now = Instant::now();
+    let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+    let mut p = a.send(now, b"data").expect("send");
+    let last = p.len() - 1;
+    p[last] ^= 1;
+    assert_eq!(b.handle(now, &p), Err(LinkError::BadAuth));
+    assert!(b.handle(now, &[4, 0, 0]).is_err());
+    assert!(b.handle(now, &[99; 40]).is_err());
+    let s = b.stats();
+    assert_eq!((s.bad_auth, s.truncated, s.garbage), (1, 1, 1));
+    // Failed packets do not disturb the session: the next genuine packet is accepted.
+    let p = a.send(now, b"ok").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"ok".to_vec())));
+}
+
+#[test]
+fn rekey_after_packet_count_keeps_data_flowing() {
+    let now = Instant::now();
+    let cfg = LinkConfig { rekey_after_packets: 8, ..LinkConfig::default() };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    // a has sent 1 keepalive; 7 more packets reach the threshold.
+    let pkts: Vec<Vec<u8>> = (0..7u8).map(|i| a.send(now, &[i]).expect("send")).collect();
+    assert_eq!(a.state(), LinkState::Rekeying);
+    let init = a.poll_transmit().expect("rekey initiation");
+    // Deliver half the data now; the rest stays in flight across the rekey.
+    for (i, p) in pkts[..3].iter().enumerate() {
+        assert_eq!(b.handle(now, p), Ok(Some(vec![i as u8])));
+    }
+    // Data keeps flowing during the rekey.
+    let during = a.send(now, b"during").expect("send while rekeying");
+    assert_eq!(b.handle(now, &init), Ok(None));
+    let resp = b.poll_transmit().expect("rekey response");
+    assert_eq!(a.handle(now, &resp), Ok(None));
+    assert_eq!(a.poll_event(), Some(LinkEvent::Rekeyed));
+    assert_eq!(a.state(), LinkState::Up);
+    let confirm = a.poll_transmit().expect("confirmation keepalive");
+    assert_eq!(b.handle(now, &confirm), Ok(None));
+    assert_eq!(b.poll_event(), Some(LinkEvent::Rekeyed));
+    // Old-session packets still in flight are accepted.
+    for (i, p) in pkts[3..].iter().enumerate() {
+        assert_eq!(b.handle(now, p), Ok(Some(vec![(i + 3) as u8])));
+    }
+    assert_eq!(b.handle(now, &during), Ok(Some(b"during".to_vec())));
+    // New session both ways.
+    let p = a.send(now, b"new a").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"new a".to_vec())));
+    let p = b.send(now, b"new b").expect("send");
+    assert_eq!(a.handle(now, &p), Ok(Some(b"new b".to_vec())));
+    assert_eq!((a.stats().rekeys, b.stats().rekeys), (1, 1));
+    // After the grace period the old session is gone.
+    let late = now + Duration::from_secs(11);
+    b.handle_timeout(late);
+    assert!(matches!(b.handle(late, &pkts[0]), Err(LinkError::UnknownSession(_))));
+}
+
+#[test]
+fn rekey_after_time_by_initiator() {
+    let now = Instant::now();
+    let cfg = LinkConfig { rekey_after_time: Duration::from_secs(30), ..LinkConfig::default() };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    let t = now + Duration::from_secs(30);
+    // Keep both sides alive so the keepalive / dead timers don't interfere.
+    a.handle_timeout(t);
+    assert_eq!(a.state(), LinkState::Rekeying);
+    let mut delivered = 0;
+    while let Some(p) = a.poll_transmit() {
+        let _ = b.handle(t, &p);
+        delivered += 1;
+    }
+    assert!(delivered >= 1);
+    while let Some(p) = b.poll_transmit() {
+        let _ = a.handle(t, &p);
+    }
+    assert_eq!(a.state(), LinkState::Up);
+    assert_eq!(a.stats().rekeys, 1);
+}
+
+#[test]
+fn keepalive_emitted_when_idle() {
+    let now = Instant::now();
+    let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+    let t = a.poll_timeout().expect("timer armed");
+    assert_eq!(t, now + Duration::from_secs(10));
+    a.handle_timeout(t - Duration::from_millis(1));
+    assert!(a.poll_transmit().is_none(), "no keepalive before the interval");
+    a.handle_timeout(t);
+    let k = a.poll_transmit().expect("keepalive");
+    assert_eq!(b.handle(t, &k), Ok(None));
+    assert_eq!(a.stats().keepalives_sent, 2); // confirmation + idle
+    assert_eq!(b.stats().keepalives_received, 2);
+}
+
+#[test]
+fn dead_peer_goes_down() {
+    let now = Instant::now();
+    let (mut a, _b) = ik_pair(now, LinkConfig::default());
+    let mut t = now;
+    while a.state() != LinkState::Down(DownReason::PeerTimeout) {
+        t = a.poll_timeout().expect("timer");
+        a.handle_timeout(t);
+        while a.poll_transmit().is_some() {}
+        assert!(t <= now + Duration::from_secs(60));
+    }
+    assert_eq!(t, now + Duration::from_secs(60));
+    assert!(matches!(a.poll_event(), Some(LinkEvent::Down { reason: DownReason::PeerTimeout })));
+    assert_eq!(a.send(t, b"x"), Err(LinkError::Down));
+}
+
+#[test]
+fn handshake_retry_backoff_and_give_up() {
+    let now = Instant::now();
+    let cfg = LinkConfig {
+        handshake_retry_initial: Duration::from_secs(1),
+        handshake_retry_max: Duration::from_secs(4),
+        handshake_give_up: Duration::from_secs(20),
+        ..LinkConfig::default()
+    };
+    let (mut a, first) = Link::connect(now, &id(1), id(2).public_key(), cfg).expect("connect");
+    let mut retries = Vec::new();
+    while let Some(t) = a.poll_timeout() {
+        a.handle_timeout(t);
+        while let Some(p) = a.poll_transmit() {
+            assert_eq!(p, first, "retransmission is the same message 1");
+            retries.push(t.duration_since(now).as_secs());
+        }
+    }
+    assert_eq!(retries, vec![1, 3, 7, 11, 15, 19]);
+    assert_eq!(a.state(), LinkState::Down(DownReason::HandshakeTimeout));
+    assert_eq!(a.poll_event(), Some(LinkEvent::Down { reason: DownReason::HandshakeTimeout }));
+    assert_eq!(a.stats().handshakes_sent, 7);
+}
+
+#[test]
+fn responder_retransmitted_init_gets_a_link_that_expires() {
+    // A second copy of an IK initiation creates a second, unconfirmed link; unconfirmed links
+    // go Down after the give-up time.
+    let now = Instant::now();
+    let (_a, init) = Link::connect(now, &id(1), id(2).public_key(), LinkConfig::default()).expect("connect");
+    let mut acc = acceptor(now, &id(2), LinkConfig::default());
+    let Ok(Accepted::Link { link, .. }) = acc.handle(now, &init, 1) else { panic!("no link") };
+    let mut b = *link;
+    let t = b.poll_timeout().expect("give-up timer");
+    assert_eq!(t, now + Duration::from_secs(30));
+    b.handle_timeout(t);
+    assert_eq!(b.state(), LinkState::Down(DownReason::HandshakeTimeout));
+}
+
+#[test]
+fn pending_table_bounded_under_flood() {
+    let now = Instant::now();
+    let cfg = AcceptorConfig {
+        max_pending: 64,
+        max_sources: 128,
+        global_rate: 1_000_000,
+        global_burst: 1_000_000,
+        ..AcceptorConfig::default()
+    };
+    let server = id(2);
+    let mut acc = Acceptor::new(now, &server, cfg, Acceptor::allow_all());
+    let mut replies = 0u64;
+    for i in 0..10_000u32 {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        key[31] = 0x55;
+        let (_l, m1) = Link::connect_unknown(now, &Identity::from_bytes(key), LinkConfig::default())
+            .expect("connect");
+        // Every 100 initiations, time moves on by 1 ms; each comes from its own source.
+        let t = now + Duration::from_millis(u64::from(i / 100));
+        if let Ok(Accepted::Reply(_)) = acc.handle(t, &m1, u64::from(i)) {
+            replies += 1;
+        }
+        assert!(acc.pending_len() <= 64);
+        assert!(acc.sources_len() <= 128);
+    }
+    let s = acc.stats().clone();
+    assert_eq!(replies, 64);
+    assert_eq!(s.pending_full + s.rate_limited + replies, 10_000);
+    // After the pending timeout a legitimate XX handshake gets through again.
+    let later = now + Duration::from_secs(60);
+    acc.handle_timeout(later);
+    assert_eq!(acc.pending_len(), 0);
+    let (mut a, m1) = Link::connect_unknown(later, &id(1), LinkConfig::default()).expect("connect");
+    let Ok(Accepted::Reply(m2)) = acc.handle(later, &m1, 424_242) else { panic!("refused") };
+    a.handle(later, &m2).expect("m2");
+    let m3 = a.poll_transmit().expect("m3");
+    assert!(matches!(acc.handle(later, &m3, 424_242), Ok(Accepted::Link { .. })));
+}
+
+#[test]
+fn ik_flood_is_rate_limited_before_dh() {
+    let now = Instant::now();
+    let server = id(2);
+    let mut acc = Acceptor::new(now, &server, AcceptorConfig::default(), Acceptor::allow_list([]));
+    for i in 0..2_000u32 {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&i.to_le_bytes());
+        key[31] = 0x66;
+        let (_l, m1) =
+            Link::connect(now, &Identity::from_bytes(key), server.public_key(), LinkConfig::default())
+                .expect("connect");
+        let _ = acc.handle(now, &m1, 1);
+    }
+    let s = acc.stats();
+    // One source: its burst (5) gets as far as the policy, the rest is rate limited.
+    assert_eq!(s.refused, 5);
+    assert_eq!(s.rate_limited, 1_995);
+    assert_eq!(acc.pending_len(), 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_bytes_never_break_a_link(junk in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..120), 1..20)) {
+        let now = Instant::now();
+        let (mut a, mut b) = ik_pair(now, LinkConfig::default());
+        let mut acc = acceptor(now, &id(2), LinkConfig::default());
+        let idx = b.local_indices()[0];
+        for j in &junk {
+            let _ = b.handle(now, j);
+            let _ = acc.handle(now, j, 3);
+            // The same bytes as a transport packet for the live session must fail auth.
+            if j.len() >= 16 {
+                let p = Packet::Transport(Transport { receiver: idx, counter: 5, ciphertext: j })
+                    .to_vec().expect("emit");
+                prop_assert_eq!(b.handle(now, &p), Err(LinkError::BadAuth));
+            }
+        }
+        let p = a.send(now, b"still up").expect("send");
+        prop_assert_eq!(b.handle(now, &p), Ok(Some(b"still up".to_vec())));
+    }
+}
+
+#[test]
+fn simultaneous_rekeys_resolve_to_one_session() {
+    let now = Instant::now();
+    let cfg = LinkConfig { rekey_after_packets: 3, ..LinkConfig::default() };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    // a already sent its confirmation keepalive: 2 more reach 3; b needs 3.
+    for _ in 0..2 {
+        let p = a.send(now, b"a").expect("send");
+        b.handle(now, &p).expect("data");
+    }
+    for _ in 0..3 {
+        let p = b.send(now, b"b").expect("send");
+        a.handle(now, &p).expect("data");
+    }
+    assert_eq!((a.state(), b.state()), (LinkState::Rekeying, LinkState::Rekeying));
+    let ia = a.poll_transmit().expect("a's initiation");
+    let ib = b.poll_transmit().expect("b's initiation");
+    let ra = a.handle(now, &ib);
+    let rb = b.handle(now, &ia);
+    // Exactly one initiation loses.
+    assert!(ra.is_err() != rb.is_err(), "{ra:?} {rb:?}");
+    // Pump until quiet.
+    for _ in 0..4 {
+        while let Some(p) = a.poll_transmit() {
+            let _ = b.handle(now, &p);
+        }
+        while let Some(p) = b.poll_transmit() {
+            let _ = a.handle(now, &p);
+        }
+    }
+    assert_eq!((a.state(), b.state()), (LinkState::Up, LinkState::Up));
+    assert_eq!((a.stats().rekeys, b.stats().rekeys), (1, 1));
+    let p = a.send(now, b"after").expect("send");
+    assert_eq!(b.handle(now, &p), Ok(Some(b"after".to_vec())));
+    let p = b.send(now, b"after").expect("send");
+    assert_eq!(a.handle(now, &p), Ok(Some(b"after".to_vec())));
+}
+
+#[test]
+fn retransmitted_rekey_initiation_gets_the_same_response() {
+    let now = Instant::now();
+    let cfg = LinkConfig { rekey_after_packets: 2, ..LinkConfig::default() };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    let p = a.send(now, b"x").expect("send");
+    b.handle(now, &p).expect("data");
+    let init = a.poll_transmit().expect("rekey initiation");
+    b.handle(now, &init).expect("init");
+    let r1 = b.poll_transmit().expect("response");
+    // The response is lost; a retransmits after the retry delay.
+    let t = now + Duration::from_secs(1);
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("retransmission");
+    assert_eq!(again, init);
+    b.handle(t, &again).expect("duplicate init");
+    let r2 = b.poll_transmit().expect("response again");
+    assert_eq!(r1, r2);
+    a.handle(t, &r2).expect("response");
+    let confirm = a.poll_transmit().expect("confirmation");
+    b.handle(t, &confirm).expect("confirm");
+    assert_eq!((a.stats().rekeys, b.stats().rekeys), (1, 1));
+}
