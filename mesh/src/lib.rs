@@ -6,6 +6,7 @@
 //! `sim-netem` tests are thin loops around the same cores.
 
 pub mod channel;
+pub mod discovery;
 pub mod hashname;
 pub mod link;
 pub mod packet;
