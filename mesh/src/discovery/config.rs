@@ -147,14 +147,21 @@ impl MeshFileConfig {
         let mut seen = HashSet::new();
         let mut seeds = Vec::with_capacity(mesh.seeds.len());
         for (seed, s) in mesh.seeds.into_iter().enumerate() {
-            let hashname: Hashname =
-                s.hashname.parse().map_err(|source| ConfigError::BadHashname { seed, source })?;
-            let key = decode_key(&s.key)
-                .map_err(|e| ConfigError::BadKey { seed, reason: e.to_string() })?;
+            let hashname: Hashname = s
+                .hashname
+                .parse()
+                .map_err(|source| ConfigError::BadHashname { seed, source })?;
+            let key = decode_key(&s.key).map_err(|e| ConfigError::BadKey {
+                seed,
+                reason: e.to_string(),
+            })?;
             let addrs = s
                 .addrs
                 .into_iter()
-                .map(|addr| addr.parse().map_err(|_| ConfigError::BadAddr { seed, addr }))
+                .map(|addr| {
+                    addr.parse()
+                        .map_err(|_| ConfigError::BadAddr { seed, addr })
+                })
                 .collect::<Result<Vec<SocketAddr>, _>>()?;
             if addrs.is_empty() {
                 return Err(ConfigError::NoAddrs { seed });
@@ -166,7 +173,11 @@ impl MeshFileConfig {
             }
             seeds.push(record);
         }
-        Ok(MeshFileConfig { listen, mdns: mesh.mdns.unwrap_or(defaults.mdns), seeds })
+        Ok(MeshFileConfig {
+            listen,
+            mdns: mesh.mdns.unwrap_or(defaults.mdns),
+            seeds,
+        })
     }
 
     /// Writes this config as a TOML document with a `[mesh]` table that

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use mdns_sd::{IfKind, Receiver, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
+use mdns_sd::{
+    IfKind, Receiver, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo,
+};
 
 use crate::hashname::Hashname;
 
@@ -148,9 +150,19 @@ impl Mdns {
         let name = hashname.to_string();
         let host = format!("{name}.local.");
         let txt = txt_properties(&hashname, &static_key);
-        let info =
-            ServiceInfo::new(SERVICE_TYPE, &name, &host, &config.advertise_ips[..], port, &txt[..])?;
-        let info = if config.advertise_ips.is_empty() { info.enable_addr_auto() } else { info };
+        let info = ServiceInfo::new(
+            SERVICE_TYPE,
+            &name,
+            &host,
+            &config.advertise_ips[..],
+            port,
+            &txt[..],
+        )?;
+        let info = if config.advertise_ips.is_empty() {
+            info.enable_addr_auto()
+        } else {
+            info
+        };
         let fullname = info.get_fullname().to_owned();
         daemon.register(info)?;
         let events = daemon.browse(SERVICE_TYPE)?;

@@ -47,9 +47,16 @@ impl PeerRecord {
     ) -> Result<PeerRecord, DiscoveryError> {
         let actual = Hashname::of_x25519(&static_key);
         if actual != hashname {
-            return Err(DiscoveryError::KeyMismatch { claimed: hashname, actual });
+            return Err(DiscoveryError::KeyMismatch {
+                claimed: hashname,
+                actual,
+            });
         }
-        Ok(PeerRecord { hashname, static_key, addrs })
+        Ok(PeerRecord {
+            hashname,
+            static_key,
+            addrs,
+        })
     }
 }
 

@@ -30,7 +30,9 @@ pub fn encode_key(key: &[u8; 32]) -> String {
 pub fn decode_key(text: &str) -> Result<[u8; 32], DiscoveryError> {
     let bytes = base32_decode(text).map_err(|e| DiscoveryError::BadKey(e.to_string()))?;
     let len = bytes.len();
-    bytes.try_into().map_err(|_| DiscoveryError::BadKey(format!("{len} bytes, want 32")))
+    bytes
+        .try_into()
+        .map_err(|_| DiscoveryError::BadKey(format!("{len} bytes, want 32")))
 }
 
 /// The TXT properties a node with this hashname and key advertises, in order.
@@ -83,7 +85,10 @@ impl Advertisement {
         let key = decode_key(self.txt("key")?)?;
         let instance = self.instance()?;
         if instance != hashname.to_string() {
-            return Err(DiscoveryError::InstanceMismatch { instance: instance.to_owned(), hashname });
+            return Err(DiscoveryError::InstanceMismatch {
+                instance: instance.to_owned(),
+                hashname,
+            });
         }
         let mut addrs: Vec<SocketAddr> = self
             .ips
