@@ -1,11 +1,15 @@
 //! Discovery: TXT records (good and forged), the `[mesh]` config, and real mDNS between two
 //! nodes over multicast.
 //!
-//! The mDNS test runs over real sockets. As root it re-runs itself (the `#[ignore]`d
-//! `mdns_in_netns_inner` test) inside a fresh network namespace made with `unshare --net`,
-//! where it sets `lo` up and turns on its MULTICAST flag (`ip link set lo multicast on`): the
-//! host's interfaces are untouched and the namespace dies with the child process. Not root, it
-//! skips with a printed reason.
+//! The mDNS test runs over real sockets on `lo`. As root it re-runs itself (the `#[ignore]`d
+//! `mdns_in_netns_inner` test) inside a fresh network namespace made with `unshare --net`
+//! (util-linux) where `ip` (iproute2) sets `lo` up: the host is untouched, nothing else on the
+//! host can answer or disturb it, and the namespace dies with the child process. Linux needs no
+//! MULTICAST flag on `lo` for this (joining 224.0.0.251 on 127.0.0.1 and sending with
+//! `IP_MULTICAST_IF` = 127.0.0.1 loops back either way; checked both ways), but the namespace
+//! turns it on anyway, as a real interface would have it. Not root, the test runs on the host's
+//! `lo` with a per-process mDNS port and fresh identities, and skips with a printed reason only
+//! if no multicast gets through.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -147,6 +151,15 @@ fn forged_txt_records_are_refused() {
         };
         assert!(ad.verify().is_err());
     }
+}
+
+#[test]
+fn mdns_start_refuses_a_key_that_is_not_the_hashnames() {
+    let a = identity(1);
+    let b = identity(2);
+    let err = Mdns::start(a.hashname(), b.public_key(), 4242, &MdnsConfig::default())
+        .expect_err("mismatched key refused");
+    assert!(matches!(err, DiscoveryError::KeyMismatch { .. }), "{err}");
 }
 
 #[test]
@@ -489,4 +502,20 @@ fn two_nodes(mdns_port: u16) -> Result<(), String> {
     ma.shutdown().expect("A shutdown");
     let _ = forger.shutdown();
     Ok(())
+}
+
+proptest::proptest! {
+    /// Arbitrary advertisements and config text never panic.
+    #[test]
+    fn arbitrary_input_never_panics(
+        fullname in ".{0,80}",
+        port in proptest::prelude::any::<u16>(),
+        txt in proptest::collection::vec((".{0,4}", ".{0,60}"), 0..5),
+        config in ".{0,200}",
+    ) {
+        let ad = Advertisement { fullname, port, ips: vec![], scope_ids: vec![], txt };
+        let _ = ad.verify();
+        let _ = MeshFileConfig::from_toml(&config);
+        let _ = MeshFileConfig::from_toml(&format!("[mesh]\n{config}"));
+    }
 }
