@@ -150,8 +150,10 @@ impl Hashname {
 
     /// The hashname of a set of `(csid, public key bytes)` cipher-set keys.
     pub fn of_keys(keys: &[(u8, &[u8])]) -> Hashname {
-        let parts: Vec<(u8, [u8; 32])> =
-            keys.iter().map(|(id, k)| (*id, Self::intermediate(k))).collect();
+        let parts: Vec<(u8, [u8; 32])> = keys
+            .iter()
+            .map(|(id, k)| (*id, Self::intermediate(k)))
+            .collect();
         Self::of_intermediates(&parts)
     }
 
@@ -186,7 +188,9 @@ impl FromStr for Hashname {
             return Err(HashnameError::Length(s.len()));
         }
         let bytes = base32_decode(s)?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| HashnameError::Length(s.len()))?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| HashnameError::Length(s.len()))?;
         Ok(Hashname(arr))
     }
 }
@@ -241,7 +245,9 @@ impl Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("hashname", &self.hashname()).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("hashname", &self.hashname())
+            .finish_non_exhaustive()
     }
 }
 
@@ -258,10 +264,16 @@ mod tests {
     #[test]
     fn spec_vector_two_keys() {
         let h = Hashname::of_keys(&[
-            (0x3a, &b32("eg3fxjnjkz763cjfnhyabeftyf75m2s4gll3gvmuacegax5h6nia")),
+            (
+                0x3a,
+                &b32("eg3fxjnjkz763cjfnhyabeftyf75m2s4gll3gvmuacegax5h6nia"),
+            ),
             (0x1a, &b32("an7lbl5e6vk4ql6nblznjicn5rmf3lmzlm")),
         ]);
-        assert_eq!(h.to_string(), "27ywx5e5ylzxfzxrhptowvwntqrd3jhksyxrfkzi6jfn64d3lwxa");
+        assert_eq!(
+            h.to_string(),
+            "27ywx5e5ylzxfzxrhptowvwntqrd3jhksyxrfkzi6jfn64d3lwxa"
+        );
     }
 
     #[test]
@@ -277,11 +289,20 @@ mod tests {
             "bmxelsxgecormqjlnati6chxqua7wzipxliw5le35ifwxlge2zva"
         );
         let expect = "jvdoio6kjvf3yqnxfvck43twaibbg4pmb7y3mqnvxafb26rqllwa";
-        assert_eq!(Hashname::of_keys(&[(0x3a, &k3a), (0x1a, &k1a)]).to_string(), expect);
+        assert_eq!(
+            Hashname::of_keys(&[(0x3a, &k3a), (0x1a, &k1a)]).to_string(),
+            expect
+        );
         let im = |s: &str| -> [u8; 32] { b32(s).try_into().expect("32 bytes") };
         let h = Hashname::of_intermediates(&[
-            (0x1a, im("ym7p66flpzyncnwkzxv2qk5dtosgnnstgfhw6xj2wvbvm7oz5oaq")),
-            (0x3a, im("bmxelsxgecormqjlnati6chxqua7wzipxliw5le35ifwxlge2zva")),
+            (
+                0x1a,
+                im("ym7p66flpzyncnwkzxv2qk5dtosgnnstgfhw6xj2wvbvm7oz5oaq"),
+            ),
+            (
+                0x3a,
+                im("bmxelsxgecormqjlnati6chxqua7wzipxliw5le35ifwxlge2zva"),
+            ),
         ]);
         assert_eq!(h.to_string(), expect);
         assert_eq!(
@@ -311,6 +332,9 @@ mod tests {
         let dbg = format!("{id:?}");
         assert!(dbg.contains(&id.hashname().to_string()));
         assert!(!dbg.contains("7, 7"));
-        assert_eq!(Identity::from_bytes(id.to_bytes()).public_key(), id.public_key());
+        assert_eq!(
+            Identity::from_bytes(id.to_bytes()).public_key(),
+            id.public_key()
+        );
     }
 }

@@ -181,7 +181,10 @@ impl<'a> Packet<'a> {
             T_TRANSPORT => {
                 let need = TRANSPORT_HEADER_LEN + TAG_LEN;
                 if bytes.len() < need {
-                    return Err(PacketError::Truncated { len: bytes.len(), need });
+                    return Err(PacketError::Truncated {
+                        len: bytes.len(),
+                        need,
+                    });
                 }
                 if bytes[1..4] != [0, 0, 0] {
                     return Err(PacketError::Reserved);
@@ -195,7 +198,10 @@ impl<'a> Packet<'a> {
             other => return Err(PacketError::UnknownType(other)),
         };
         if bytes.len() < HANDSHAKE_HEADER_LEN {
-            return Err(PacketError::Truncated { len: bytes.len(), need: HANDSHAKE_HEADER_LEN });
+            return Err(PacketError::Truncated {
+                len: bytes.len(),
+                need: HANDSHAKE_HEADER_LEN,
+            });
         }
         let pattern = Pattern::from_byte(bytes[1])?;
         if bytes[2..4] != [0, 0] {
@@ -270,7 +276,11 @@ mod tests {
     #[test]
     fn transport_layout() {
         let ct = [9u8; 16];
-        let p = Packet::Transport(Transport { receiver: 0x0403_0201, counter: 5, ciphertext: &ct });
+        let p = Packet::Transport(Transport {
+            receiver: 0x0403_0201,
+            counter: 5,
+            ciphertext: &ct,
+        });
         let v = p.to_vec().expect("emit");
         assert_eq!(&v[..8], &[4, 0, 0, 0, 1, 2, 3, 4]);
         assert_eq!(&v[8..16], &[5, 0, 0, 0, 0, 0, 0, 0]);
@@ -285,9 +295,18 @@ mod tests {
     fn handshake_errors() {
         assert_eq!(Packet::parse(&[]), Err(PacketError::Empty));
         assert_eq!(Packet::parse(&[9; 20]), Err(PacketError::UnknownType(9)));
-        assert_eq!(Packet::parse(&[1, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(PacketError::UnknownPattern(3)));
-        assert_eq!(Packet::parse(&[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(PacketError::Reserved));
-        assert_eq!(Packet::parse(&[1, 1, 0]), Err(PacketError::Truncated { len: 3, need: 12 }));
+        assert_eq!(
+            Packet::parse(&[1, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(PacketError::UnknownPattern(3))
+        );
+        assert_eq!(
+            Packet::parse(&[1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+            Err(PacketError::Reserved)
+        );
+        assert_eq!(
+            Packet::parse(&[1, 1, 0]),
+            Err(PacketError::Truncated { len: 3, need: 12 })
+        );
     }
 
     proptest! {

@@ -1,8 +1,8 @@
 //! Discovery: TXT records (good and forged), the `[mesh]` config, and real mDNS between two
 //! nodes over multicast.
 //!
-//! The mDNS test runs over real sockets on `lo`. As root it re-runs itself (the `#[ignore]`d
-//! `mdns_in_netns_inner` test) inside a fresh network namespace made with `unshare --net`
+//! The mDNS test runs over real sockets on `lo`. As root it re-runs itself (the same test, told
+//! by an environment variable that it is the inner run) inside a fresh network namespace made with `unshare --net`
 //! (util-linux) where `ip` (iproute2) sets `lo` up: the host is untouched, nothing else on the
 //! host can answer or disturb it, and the namespace dies with the child process. Linux needs no
 //! MULTICAST flag on `lo` for this (joining 224.0.0.251 on 127.0.0.1 and sending with
@@ -322,7 +322,7 @@ fn config_errors() {
 // ---------------------------------------------------------------------------------------------
 // Real mDNS
 
-const INNER: &str = "mdns_in_netns_inner";
+const TEST: &str = "mdns_two_nodes_discover_each_other";
 const NETNS_ENV: &str = "MESH_MDNS_TEST_IN_NETNS";
 
 fn is_root() -> bool {
@@ -334,16 +334,24 @@ fn is_root() -> bool {
 }
 
 /// Two nodes discover each other over real multicast, refuse a forged advertisement, and see
-/// each other go. As root: in a fresh network namespace (see the module docs). Otherwise: on
-/// the host's `lo`, on a per-process mDNS port, skipping if multicast does not get through.
+/// each other go. As root: in a fresh network namespace (see the module docs), where this same
+/// test runs again as the inner run and must pass there. Otherwise: on the host's `lo`, on a
+/// per-process mDNS port, skipping if multicast does not get through.
 #[test]
 fn mdns_two_nodes_discover_each_other() {
+    if std::env::var_os(NETNS_ENV).is_some() {
+        // The inner run, inside the namespace the outer run made.
+        if let Err(why) = two_nodes(mdns_sd::MDNS_PORT) {
+            panic!("in a fresh namespace with a multicast lo: {why}");
+        }
+        return;
+    }
     if !is_root() {
         let port = 20_000 + (std::process::id() % 20_000) as u16;
         match two_nodes(port) {
             Ok(()) => {}
             Err(why) => println!(
-                "SKIP mdns_two_nodes_discover_each_other: not root (so no private network namespace) and on the host's lo {why}"
+                "SKIP {TEST}: not root (so no private network namespace) and on the host's lo {why}"
             ),
         }
         return;
@@ -353,13 +361,7 @@ fn mdns_two_nodes_discover_each_other() {
     let out = Command::new("unshare")
         .args(["--net", "--", "sh", "-c", script])
         .arg(&exe)
-        .args([
-            "--exact",
-            INNER,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
         .env(NETNS_ENV, "1")
         .output()
         .expect("run unshare (util-linux) and ip (iproute2)");
@@ -372,19 +374,6 @@ fn mdns_two_nodes_discover_each_other() {
         out.status
     );
     assert!(stdout.contains("1 passed"), "inner test did not run");
-}
-
-/// The body of [`mdns_two_nodes_discover_each_other`], run inside the namespace.
-#[test]
-#[ignore = "run by mdns_two_nodes_discover_each_other inside a network namespace"]
-fn mdns_in_netns_inner() {
-    if std::env::var_os(NETNS_ENV).is_none() {
-        println!("SKIP {INNER}: only meaningful inside the namespace its outer test creates");
-        return;
-    }
-    if let Err(why) = two_nodes(mdns_sd::MDNS_PORT) {
-        panic!("in a fresh namespace with a multicast lo: {why}");
-    }
 }
 
 fn wait_for<T>(

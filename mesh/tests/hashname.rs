@@ -13,7 +13,10 @@ fn identity_generate_and_hashname() {
     let b = Identity::generate(&mut rng);
     assert_ne!(a.public_key(), b.public_key());
     let h = a.hashname();
-    assert_eq!(h, Hashname::of_keys(&[(CSID_NOISE_X25519, &a.public_key())]));
+    assert_eq!(
+        h,
+        Hashname::of_keys(&[(CSID_NOISE_X25519, &a.public_key())])
+    );
     assert_eq!(h.to_string().len(), 52);
     assert_eq!(Identity::from_bytes(a.to_bytes()).hashname(), h);
     assert!(!format!("{a:?}").contains(&format!("{:?}", a.to_bytes())));
@@ -27,13 +30,19 @@ fn csid_order_does_not_matter_but_csid_does() {
         Hashname::of_keys(&[(0x0a, &k1), (0x3a, &k2)]),
         Hashname::of_keys(&[(0x3a, &k2), (0x0a, &k1)])
     );
-    assert_ne!(Hashname::of_keys(&[(0x0a, &k1)]), Hashname::of_keys(&[(0x3a, &k1)]));
+    assert_ne!(
+        Hashname::of_keys(&[(0x0a, &k1)]),
+        Hashname::of_keys(&[(0x3a, &k1)])
+    );
 }
 
 #[test]
 fn uppercase_is_rejected() {
     let h = Hashname([9; 32]).to_string().to_uppercase();
-    assert!(matches!(h.parse::<Hashname>(), Err(HashnameError::Alphabet { index: 0 })));
+    assert!(matches!(
+        h.parse::<Hashname>(),
+        Err(HashnameError::Alphabet { index: 0 })
+    ));
 }
 
 proptest! {

@@ -15,7 +15,15 @@ fn id(n: u8) -> Identity {
 }
 
 fn acceptor(now: Instant, local: &Identity, link: LinkConfig) -> Acceptor {
-    Acceptor::new(now, local, AcceptorConfig { link, ..AcceptorConfig::default() }, Acceptor::allow_all())
+    Acceptor::new(
+        now,
+        local,
+        AcceptorConfig {
+            link,
+            ..AcceptorConfig::default()
+        },
+        Acceptor::allow_all(),
+    )
 }
 
 /// An IK link pair (a initiated, b accepted), both Up, events drained.
@@ -24,19 +32,42 @@ fn ik_pair(now: Instant, cfg: LinkConfig) -> (Link, Link) {
     let (mut a, init) = Link::connect(now, &ida, idb.public_key(), cfg.clone()).expect("connect");
     assert_eq!(a.state(), LinkState::Connecting);
     let mut acc = acceptor(now, &idb, cfg);
-    let Ok(Accepted::Link { link: b, reply: Some(resp) }) = acc.handle(now, &init, 7) else {
+    let Ok(Accepted::Link {
+        link: b,
+        reply: Some(resp),
+    }) = acc.handle(now, &init, 7)
+    else {
         panic!("IK initiation not accepted")
     };
     let mut b = *b;
-    assert_eq!(b.state(), LinkState::Connecting, "responder waits for key confirmation");
-    assert!(matches!(b.send(now, b"early"), Err(LinkError::NotConnected)));
+    assert_eq!(
+        b.state(),
+        LinkState::Connecting,
+        "responder waits for key confirmation"
+    );
+    assert!(matches!(
+        b.send(now, b"early"),
+        Err(LinkError::NotConnected)
+    ));
     assert_eq!(a.handle(now, &resp), Ok(None));
     assert_eq!(a.state(), LinkState::Up);
-    assert_eq!(a.poll_event(), Some(LinkEvent::Up { peer: idb.hashname() }));
-    let confirm = a.poll_transmit().expect("initiator sends a keepalive for key confirmation");
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Up {
+            peer: idb.hashname()
+        })
+    );
+    let confirm = a
+        .poll_transmit()
+        .expect("initiator sends a keepalive for key confirmation");
     assert_eq!(b.handle(now, &confirm), Ok(None));
     assert_eq!(b.state(), LinkState::Up);
-    assert_eq!(b.poll_event(), Some(LinkEvent::Up { peer: ida.hashname() }));
+    assert_eq!(
+        b.poll_event(),
+        Some(LinkEvent::Up {
+            peer: ida.hashname()
+        })
+    );
     assert_eq!(b.peer(), Some(ida.hashname()));
     (a, b)
 }
@@ -60,15 +91,33 @@ fn xx_with_unknown_initiator() {
     let (ida, idb) = (id(3), id(4));
     let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
     let mut acc = acceptor(now, &idb, LinkConfig::default());
-    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else { panic!("no XX reply") };
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else {
+        panic!("no XX reply")
+    };
     assert_eq!(acc.pending_len(), 1);
     assert_eq!(a.handle(now, &m2), Ok(None));
-    assert_eq!(a.poll_event(), Some(LinkEvent::Up { peer: idb.hashname() }));
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Up {
+            peer: idb.hashname()
+        })
+    );
     let m3 = a.poll_transmit().expect("XX message 3");
-    let Ok(Accepted::Link { link: b, reply: None }) = acc.handle(now, &m3, 1) else { panic!("no link") };
+    let Ok(Accepted::Link {
+        link: b,
+        reply: None,
+    }) = acc.handle(now, &m3, 1)
+    else {
+        panic!("no link")
+    };
     let mut b = *b;
     assert_eq!(acc.pending_len(), 0);
-    assert_eq!(b.poll_event(), Some(LinkEvent::Up { peer: ida.hashname() }));
+    assert_eq!(
+        b.poll_event(),
+        Some(LinkEvent::Up {
+            peer: ida.hashname()
+        })
+    );
     let p = a.send(now, b"x").expect("send");
     assert_eq!(b.handle(now, &p), Ok(Some(b"x".to_vec())));
     let p = b.send(now, b"y").expect("send");
@@ -86,15 +135,24 @@ fn xx_refused_by_allow_list() {
         AcceptorConfig::default(),
         Acceptor::allow_list([id(9).hashname()]),
     );
-    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else { panic!("no XX reply") };
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else {
+        panic!("no XX reply")
+    };
     a.handle(now, &m2).expect("m2");
     let m3 = a.poll_transmit().expect("m3");
     assert!(matches!(acc.handle(now, &m3, 1), Err(AcceptError::Refused)));
     assert_eq!(acc.stats().refused, 1);
     // And an allow-listed peer gets in.
-    let mut acc = Acceptor::new(now, &idb, AcceptorConfig::default(), Acceptor::allow_list([ida.hashname()]));
+    let mut acc = Acceptor::new(
+        now,
+        &idb,
+        AcceptorConfig::default(),
+        Acceptor::allow_list([ida.hashname()]),
+    );
     let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
-    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else { panic!("no XX reply") };
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else {
+        panic!("no XX reply")
+    };
     a.handle(now, &m2).expect("m2");
     let m3 = a.poll_transmit().expect("m3");
     assert!(matches!(acc.handle(now, &m3, 1), Ok(Accepted::Link { .. })));
@@ -105,14 +163,22 @@ fn wrong_key_rejection() {
     let now = Instant::now();
     let (ida, idb, idc) = (id(1), id(2), id(5));
     // a believes the peer's key is c's, but the packet reaches b.
-    let (_a, init) = Link::connect(now, &ida, idc.public_key(), LinkConfig::default()).expect("connect");
+    let (_a, init) =
+        Link::connect(now, &ida, idc.public_key(), LinkConfig::default()).expect("connect");
     let mut acc = acceptor(now, &idb, LinkConfig::default());
-    assert!(matches!(acc.handle(now, &init, 1), Err(AcceptError::BadAuth)));
+    assert!(matches!(
+        acc.handle(now, &init, 1),
+        Err(AcceptError::BadAuth)
+    ));
     assert_eq!(acc.stats().bad_auth, 1);
     assert_eq!(acc.stats().accepted_ik, 0);
     // The same initiation with b's real key is accepted.
-    let (_a, init) = Link::connect(now, &ida, idb.public_key(), LinkConfig::default()).expect("connect");
-    assert!(matches!(acc.handle(now, &init, 2), Ok(Accepted::Link { .. })));
+    let (_a, init) =
+        Link::connect(now, &ida, idb.public_key(), LinkConfig::default()).expect("connect");
+    assert!(matches!(
+        acc.handle(now, &init, 2),
+        Ok(Accepted::Link { .. })
+    ));
     assert_eq!(Hashname::of_x25519(&idb.public_key()), idb.hashname());
 }
 
@@ -134,10 +200,15 @@ fn replayed_packet_dropped_and_counted() {
 fn reordering_within_window_accepted() {
     let now = Instant::now();
     let (mut a, mut b) = ik_pair(now, LinkConfig::default());
-    let pkts: Vec<Vec<u8>> = (0..1000u32).map(|i| a.send(now, &i.to_le_bytes()).expect("send")).collect();
+    let pkts: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| a.send(now, &i.to_le_bytes()).expect("send"))
+        .collect();
     // Deliver in reverse: every one is within 1984 of the highest.
     for (i, p) in pkts.iter().enumerate().rev() {
-        assert_eq!(b.handle(now, p), Ok(Some((i as u32).to_le_bytes().to_vec())));
+        assert_eq!(
+            b.handle(now, p),
+            Ok(Some((i as u32).to_le_bytes().to_vec()))
+        );
     }
     assert_eq!(b.stats().replayed + b.stats().too_old, 0);
 }
@@ -175,7 +246,10 @@ fn tampered_and_garbage_packets_counted() {
 #[test]
 fn rekey_after_packet_count_keeps_data_flowing() {
     let now = Instant::now();
-    let cfg = LinkConfig { rekey_after_packets: 8, ..LinkConfig::default() };
+    let cfg = LinkConfig {
+        rekey_after_packets: 8,
+        ..LinkConfig::default()
+    };
     let (mut a, mut b) = ik_pair(now, cfg);
     // a has sent 1 keepalive; 7 more packets reach the threshold.
     let pkts: Vec<Vec<u8>> = (0..7u8).map(|i| a.send(now, &[i]).expect("send")).collect();
@@ -209,13 +283,19 @@ fn rekey_after_packet_count_keeps_data_flowing() {
     // After the grace period the old session is gone.
     let late = now + Duration::from_secs(11);
     b.handle_timeout(late);
-    assert!(matches!(b.handle(late, &pkts[0]), Err(LinkError::UnknownSession(_))));
+    assert!(matches!(
+        b.handle(late, &pkts[0]),
+        Err(LinkError::UnknownSession(_))
+    ));
 }
 
 #[test]
 fn rekey_after_time_by_initiator() {
     let now = Instant::now();
-    let cfg = LinkConfig { rekey_after_time: Duration::from_secs(30), ..LinkConfig::default() };
+    let cfg = LinkConfig {
+        rekey_after_time: Duration::from_secs(30),
+        ..LinkConfig::default()
+    };
     let (mut a, mut b) = ik_pair(now, cfg);
     let t = now + Duration::from_secs(30);
     // Keep both sides alive so the keepalive / dead timers don't interfere.
@@ -241,7 +321,10 @@ fn keepalive_emitted_when_idle() {
     let t = a.poll_timeout().expect("timer armed");
     assert_eq!(t, now + Duration::from_secs(10));
     a.handle_timeout(t - Duration::from_millis(1));
-    assert!(a.poll_transmit().is_none(), "no keepalive before the interval");
+    assert!(
+        a.poll_transmit().is_none(),
+        "no keepalive before the interval"
+    );
     a.handle_timeout(t);
     let k = a.poll_transmit().expect("keepalive");
     assert_eq!(b.handle(t, &k), Ok(None));
@@ -261,7 +344,12 @@ fn dead_peer_goes_down() {
         assert!(t <= now + Duration::from_secs(60));
     }
     assert_eq!(t, now + Duration::from_secs(60));
-    assert!(matches!(a.poll_event(), Some(LinkEvent::Down { reason: DownReason::PeerTimeout })));
+    assert!(matches!(
+        a.poll_event(),
+        Some(LinkEvent::Down {
+            reason: DownReason::PeerTimeout
+        })
+    ));
     assert_eq!(a.send(t, b"x"), Err(LinkError::Down));
 }
 
@@ -285,7 +373,12 @@ fn handshake_retry_backoff_and_give_up() {
     }
     assert_eq!(retries, vec![1, 3, 7, 11, 15, 19]);
     assert_eq!(a.state(), LinkState::Down(DownReason::HandshakeTimeout));
-    assert_eq!(a.poll_event(), Some(LinkEvent::Down { reason: DownReason::HandshakeTimeout }));
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Down {
+            reason: DownReason::HandshakeTimeout
+        })
+    );
     assert_eq!(a.stats().handshakes_sent, 7);
 }
 
@@ -294,9 +387,12 @@ fn responder_retransmitted_init_gets_a_link_that_expires() {
     // A second copy of an IK initiation creates a second, unconfirmed link; unconfirmed links
     // go Down after the give-up time.
     let now = Instant::now();
-    let (_a, init) = Link::connect(now, &id(1), id(2).public_key(), LinkConfig::default()).expect("connect");
+    let (_a, init) =
+        Link::connect(now, &id(1), id(2).public_key(), LinkConfig::default()).expect("connect");
     let mut acc = acceptor(now, &id(2), LinkConfig::default());
-    let Ok(Accepted::Link { link, .. }) = acc.handle(now, &init, 1) else { panic!("no link") };
+    let Ok(Accepted::Link { link, .. }) = acc.handle(now, &init, 1) else {
+        panic!("no link")
+    };
     let mut b = *link;
     let t = b.poll_timeout().expect("give-up timer");
     assert_eq!(t, now + Duration::from_secs(30));
@@ -321,8 +417,9 @@ fn pending_table_bounded_under_flood() {
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(&i.to_le_bytes());
         key[31] = 0x55;
-        let (_l, m1) = Link::connect_unknown(now, &Identity::from_bytes(key), LinkConfig::default())
-            .expect("connect");
+        let (_l, m1) =
+            Link::connect_unknown(now, &Identity::from_bytes(key), LinkConfig::default())
+                .expect("connect");
         // Every 100 initiations, time moves on by 1 ms; each comes from its own source.
         let t = now + Duration::from_millis(u64::from(i / 100));
         if let Ok(Accepted::Reply(_)) = acc.handle(t, &m1, u64::from(i)) {
@@ -339,24 +436,38 @@ fn pending_table_bounded_under_flood() {
     acc.handle_timeout(later);
     assert_eq!(acc.pending_len(), 0);
     let (mut a, m1) = Link::connect_unknown(later, &id(1), LinkConfig::default()).expect("connect");
-    let Ok(Accepted::Reply(m2)) = acc.handle(later, &m1, 424_242) else { panic!("refused") };
+    let Ok(Accepted::Reply(m2)) = acc.handle(later, &m1, 424_242) else {
+        panic!("refused")
+    };
     a.handle(later, &m2).expect("m2");
     let m3 = a.poll_transmit().expect("m3");
-    assert!(matches!(acc.handle(later, &m3, 424_242), Ok(Accepted::Link { .. })));
+    assert!(matches!(
+        acc.handle(later, &m3, 424_242),
+        Ok(Accepted::Link { .. })
+    ));
 }
 
 #[test]
 fn ik_flood_is_rate_limited_before_dh() {
     let now = Instant::now();
     let server = id(2);
-    let mut acc = Acceptor::new(now, &server, AcceptorConfig::default(), Acceptor::allow_list([]));
+    let mut acc = Acceptor::new(
+        now,
+        &server,
+        AcceptorConfig::default(),
+        Acceptor::allow_list([]),
+    );
     for i in 0..2_000u32 {
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(&i.to_le_bytes());
         key[31] = 0x66;
-        let (_l, m1) =
-            Link::connect(now, &Identity::from_bytes(key), server.public_key(), LinkConfig::default())
-                .expect("connect");
+        let (_l, m1) = Link::connect(
+            now,
+            &Identity::from_bytes(key),
+            server.public_key(),
+            LinkConfig::default(),
+        )
+        .expect("connect");
         let _ = acc.handle(now, &m1, 1);
     }
     let s = acc.stats();
@@ -394,7 +505,10 @@ proptest! {
 #[test]
 fn simultaneous_rekeys_resolve_to_one_session() {
     let now = Instant::now();
-    let cfg = LinkConfig { rekey_after_packets: 3, ..LinkConfig::default() };
+    let cfg = LinkConfig {
+        rekey_after_packets: 3,
+        ..LinkConfig::default()
+    };
     let (mut a, mut b) = ik_pair(now, cfg);
     // a already sent its confirmation keepalive: 2 more reach 3; b needs 3.
     for _ in 0..2 {
@@ -405,7 +519,10 @@ fn simultaneous_rekeys_resolve_to_one_session() {
         let p = b.send(now, b"b").expect("send");
         a.handle(now, &p).expect("data");
     }
-    assert_eq!((a.state(), b.state()), (LinkState::Rekeying, LinkState::Rekeying));
+    assert_eq!(
+        (a.state(), b.state()),
+        (LinkState::Rekeying, LinkState::Rekeying)
+    );
     let ia = a.poll_transmit().expect("a's initiation");
     let ib = b.poll_transmit().expect("b's initiation");
     let ra = a.handle(now, &ib);
@@ -432,7 +549,10 @@ fn simultaneous_rekeys_resolve_to_one_session() {
 #[test]
 fn retransmitted_rekey_initiation_gets_the_same_response() {
     let now = Instant::now();
-    let cfg = LinkConfig { rekey_after_packets: 2, ..LinkConfig::default() };
+    let cfg = LinkConfig {
+        rekey_after_packets: 2,
+        ..LinkConfig::default()
+    };
     let (mut a, mut b) = ik_pair(now, cfg);
     let p = a.send(now, b"x").expect("send");
     b.handle(now, &p).expect("data");

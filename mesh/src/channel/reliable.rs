@@ -1,5 +1,5 @@
-//! The reliable channel's two halves: [`Sender`] (segmentation, retransmission, RTO, flow and
-//! congestion control) and [`Receiver`] (reassembly, cumulative + selective ACKs, delayed ACKs).
+//! The reliable channel's two halves: `Sender` (segmentation, retransmission, RTO, flow and
+//! congestion control) and `Receiver` (reassembly, cumulative + selective ACKs, delayed ACKs).
 //!
 //! - **Acknowledgements** (telehash v3 channels `ack`/`miss`; RFC 2018 SACK): every ACK carries
 //!   the cumulative ack (next segment expected), the free receive window in bytes and up to

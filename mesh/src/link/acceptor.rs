@@ -131,11 +131,15 @@ struct Bucket {
 
 impl Bucket {
     fn full(now: Instant, burst: u32) -> Bucket {
-        Bucket { milli: u64::from(burst) * 1000, last: now }
+        Bucket {
+            milli: u64::from(burst) * 1000,
+            last: now,
+        }
     }
 
     fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
-        let ms = u64::try_from(now.saturating_duration_since(self.last).as_millis()).unwrap_or(u64::MAX);
+        let ms =
+            u64::try_from(now.saturating_duration_since(self.last).as_millis()).unwrap_or(u64::MAX);
         self.milli = self
             .milli
             .saturating_add(ms.saturating_mul(u64::from(rate)))
@@ -182,7 +186,12 @@ impl std::fmt::Debug for Acceptor {
 
 impl Acceptor {
     /// An acceptor for `local` with a policy hook.
-    pub fn new(now: Instant, local: &Identity, cfg: AcceptorConfig, policy: AcceptPolicy) -> Acceptor {
+    pub fn new(
+        now: Instant,
+        local: &Identity,
+        cfg: AcceptorConfig,
+        policy: AcceptPolicy,
+    ) -> Acceptor {
         let global = Bucket::full(now, cfg.global_burst);
         Acceptor {
             local: local.clone(),
@@ -223,7 +232,10 @@ impl Acceptor {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next run (pending expiry).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.pending.values().map(|p| p.created + self.cfg.pending_timeout).min()
+        self.pending
+            .values()
+            .map(|p| p.created + self.cfg.pending_timeout)
+            .min()
     }
 
     /// Forgets expired half-open handshakes.
@@ -240,27 +252,39 @@ impl Acceptor {
             // Forget sources whose buckets have refilled: they are idle.
             let refill_ms = u64::from(burst) * 1000 / u64::from(rate.max(1));
             self.sources.retain(|_, b| {
-                u64::try_from(now.saturating_duration_since(b.last).as_millis()).unwrap_or(u64::MAX) < refill_ms
+                u64::try_from(now.saturating_duration_since(b.last).as_millis()).unwrap_or(u64::MAX)
+                    < refill_ms
             });
             if self.sources.len() >= self.cfg.max_sources {
                 return false;
             }
         }
-        let b = self.sources.entry(source).or_insert_with(|| Bucket::full(now, burst));
+        let b = self
+            .sources
+            .entry(source)
+            .or_insert_with(|| Bucket::full(now, burst));
         if !b.take(now, rate, burst) {
             return false;
         }
-        self.global.take(now, self.cfg.global_rate, self.cfg.global_burst)
+        self.global
+            .take(now, self.cfg.global_rate, self.cfg.global_burst)
     }
 
     /// Handles one inbound packet from `source` (an opaque token for the sender's address,
     /// used only for rate limiting).
-    pub fn handle(&mut self, now: Instant, bytes: &[u8], source: u64) -> Result<Accepted, AcceptError> {
+    pub fn handle(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: u64,
+    ) -> Result<Accepted, AcceptError> {
         let r = self.handle_inner(now, bytes, source);
         if let Err(e) = &r {
             let s = &mut self.stats;
             match e {
-                AcceptError::Packet(PacketError::Truncated { .. } | PacketError::Empty) => s.truncated += 1,
+                AcceptError::Packet(PacketError::Truncated { .. } | PacketError::Empty) => {
+                    s.truncated += 1
+                }
                 AcceptError::Packet(_) => s.garbage += 1,
                 AcceptError::NotForAcceptor => s.not_for_acceptor += 1,
                 AcceptError::RateLimited => s.rate_limited += 1,
@@ -273,7 +297,12 @@ impl Acceptor {
         r
     }
 
-    fn handle_inner(&mut self, now: Instant, bytes: &[u8], source: u64) -> Result<Accepted, AcceptError> {
+    fn handle_inner(
+        &mut self,
+        now: Instant,
+        bytes: &[u8],
+        source: u64,
+    ) -> Result<Accepted, AcceptError> {
         let Packet::Handshake(h) = Packet::parse(bytes)? else {
             return Err(AcceptError::NotForAcceptor);
         };
@@ -294,17 +323,27 @@ impl Acceptor {
     }
 
     fn authenticated(&self, remote: Option<&[u8]>) -> Result<[u8; 32], AcceptError> {
-        let key: [u8; 32] = remote.and_then(|r| r.try_into().ok()).ok_or(AcceptError::BadAuth)?;
-        if (self.policy)(&Hashname::of_x25519(&key), &key) { Ok(key) } else { Err(AcceptError::Refused) }
+        let key: [u8; 32] = remote
+            .and_then(|r| r.try_into().ok())
+            .ok_or(AcceptError::BadAuth)?;
+        if (self.policy)(&Hashname::of_x25519(&key), &key) {
+            Ok(key)
+        } else {
+            Err(AcceptError::Refused)
+        }
     }
 
     fn init_ik(&mut self, now: Instant, h: &Handshake<'_>) -> Result<Accepted, AcceptError> {
         let secret = self.local.secret_bytes();
-        let mut hs = build_handshake(Pattern::IK, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
+        let mut hs =
+            build_handshake(Pattern::IK, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        hs.read_message(h.noise, &mut buf).map_err(|_| AcceptError::BadAuth)?;
+        hs.read_message(h.noise, &mut buf)
+            .map_err(|_| AcceptError::BadAuth)?;
         let key = self.authenticated(hs.get_remote_static())?;
-        let n = hs.write_message(&[], &mut buf).map_err(|_| AcceptError::BadAuth)?;
+        let n = hs
+            .write_message(&[], &mut buf)
+            .map_err(|_| AcceptError::BadAuth)?;
         let local_index = new_index();
         let reply = Packet::Handshake(Handshake {
             kind: HandshakeKind::Response,
@@ -314,11 +353,16 @@ impl Acceptor {
             noise: &buf[..n],
         })
         .to_vec()?;
-        let ts = hs.into_stateless_transport_mode().map_err(|_| AcceptError::BadAuth)?;
+        let ts = hs
+            .into_stateless_transport_mode()
+            .map_err(|_| AcceptError::BadAuth)?;
         let session = Session::new(ts, local_index, h.sender, false, now);
         let link = Link::accepted(now, &self.local, key, session, false, self.cfg.link.clone());
         self.stats.accepted_ik += 1;
-        Ok(Accepted::Link { link: Box::new(link), reply: Some(reply) })
+        Ok(Accepted::Link {
+            link: Box::new(link),
+            reply: Some(reply),
+        })
     }
 
     fn init_xx(&mut self, now: Instant, h: &Handshake<'_>) -> Result<Accepted, AcceptError> {
@@ -329,10 +373,14 @@ impl Acceptor {
             return Err(AcceptError::PendingFull);
         }
         let secret = self.local.secret_bytes();
-        let mut hs = build_handshake(Pattern::XX, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
+        let mut hs =
+            build_handshake(Pattern::XX, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        hs.read_message(h.noise, &mut buf).map_err(|_| AcceptError::BadAuth)?;
-        let n = hs.write_message(&[], &mut buf).map_err(|_| AcceptError::BadAuth)?;
+        hs.read_message(h.noise, &mut buf)
+            .map_err(|_| AcceptError::BadAuth)?;
+        let n = hs
+            .write_message(&[], &mut buf)
+            .map_err(|_| AcceptError::BadAuth)?;
         let mut local_index = new_index();
         while self.pending.contains_key(&local_index) {
             local_index = new_index();
@@ -345,7 +393,14 @@ impl Acceptor {
             noise: &buf[..n],
         })
         .to_vec()?;
-        self.pending.insert(local_index, PendingXx { hs, remote_index: h.sender, created: now });
+        self.pending.insert(
+            local_index,
+            PendingXx {
+                hs,
+                remote_index: h.sender,
+                created: now,
+            },
+        );
         Ok(Accepted::Reply(reply))
     }
 
@@ -359,12 +414,18 @@ impl Acceptor {
             return Err(AcceptError::UnknownPending(h.receiver));
         };
         let mut buf = vec![0u8; NOISE_BUF];
-        p.hs.read_message(h.noise, &mut buf).map_err(|_| AcceptError::BadAuth)?;
+        p.hs.read_message(h.noise, &mut buf)
+            .map_err(|_| AcceptError::BadAuth)?;
         let key = self.authenticated(p.hs.get_remote_static())?;
-        let ts = p.hs.into_stateless_transport_mode().map_err(|_| AcceptError::BadAuth)?;
+        let ts =
+            p.hs.into_stateless_transport_mode()
+                .map_err(|_| AcceptError::BadAuth)?;
         let session = Session::new(ts, h.receiver, h.sender, false, now);
         let link = Link::accepted(now, &self.local, key, session, true, self.cfg.link.clone());
         self.stats.accepted_xx += 1;
-        Ok(Accepted::Link { link: Box::new(link), reply: None })
+        Ok(Accepted::Link {
+            link: Box::new(link),
+            reply: None,
+        })
     }
 }

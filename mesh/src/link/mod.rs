@@ -73,7 +73,7 @@ mod session;
 
 use std::time::Duration;
 
-pub use acceptor::{AcceptError, Accepted, AcceptPolicy, Acceptor, AcceptorConfig, AcceptorStats};
+pub use acceptor::{AcceptError, AcceptPolicy, Accepted, Acceptor, AcceptorConfig, AcceptorStats};
 pub use peer::Link;
 
 use crate::hashname::Hashname;
@@ -240,7 +240,11 @@ pub(crate) fn build_handshake(
     if let Some(rs) = remote_static {
         b = b.remote_public_key(rs)?;
     }
-    if initiator { b.build_initiator() } else { b.build_responder() }
+    if initiator {
+        b.build_initiator()
+    } else {
+        b.build_responder()
+    }
 }
 
 /// A fresh non-zero session index (0 means "none" on the wire).

@@ -86,7 +86,12 @@ fn noise_err(_: snow::Error) -> LinkError {
 }
 
 impl Link {
-    fn blank(now: Instant, local: &Identity, peer_static: Option<[u8; 32]>, cfg: LinkConfig) -> Link {
+    fn blank(
+        now: Instant,
+        local: &Identity,
+        peer_static: Option<[u8; 32]>,
+        cfg: LinkConfig,
+    ) -> Link {
         Link {
             cfg,
             local: local.clone(),
@@ -146,7 +151,9 @@ impl Link {
         if confirmed {
             link.current = Some(session);
             link.state = LinkState::Up;
-            link.events.push_back(LinkEvent::Up { peer: Hashname::of_x25519(&peer_static) });
+            link.events.push_back(LinkEvent::Up {
+                peer: Hashname::of_x25519(&peer_static),
+            });
         } else {
             link.next = Some(session);
         }
@@ -155,9 +162,18 @@ impl Link {
 
     /// Builds and records a handshake message 1 (also the rekey path). `hint` is the peer's
     /// current index (0 for a first handshake).
-    fn start_handshake(&mut self, now: Instant, pattern: Pattern, hint: u32) -> Result<Vec<u8>, LinkError> {
+    fn start_handshake(
+        &mut self,
+        now: Instant,
+        pattern: Pattern,
+        hint: u32,
+    ) -> Result<Vec<u8>, LinkError> {
         let secret = self.local.secret_bytes();
-        let remote = if pattern == Pattern::IK { self.peer_static.as_ref() } else { None };
+        let remote = if pattern == Pattern::IK {
+            self.peer_static.as_ref()
+        } else {
+            None
+        };
         let mut hs = build_handshake(pattern, &secret, remote, true).map_err(noise_err)?;
         let mut buf = vec![0u8; NOISE_BUF];
         let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
@@ -189,7 +205,10 @@ impl Link {
     }
 
     fn start_rekey(&mut self, now: Instant) {
-        if self.pending.is_some() || self.peer_static.is_none() || matches!(self.state, LinkState::Down(_)) {
+        if self.pending.is_some()
+            || self.peer_static.is_none()
+            || matches!(self.state, LinkState::Down(_))
+        {
             return;
         }
         let hint = self.current.as_ref().map_or(0, |s| s.remote_index);
@@ -294,7 +313,9 @@ impl Link {
             Packet::Handshake(h) => {
                 let r = match h.kind {
                     HandshakeKind::Response => self.recv_response(now, &h),
-                    HandshakeKind::Init if h.pattern == Pattern::IK => self.recv_rekey_init(now, &h),
+                    HandshakeKind::Init if h.pattern == Pattern::IK => {
+                        self.recv_rekey_init(now, &h)
+                    }
                     _ => Err(LinkError::UnexpectedHandshake),
                 };
                 match &r {
@@ -314,11 +335,23 @@ impl Link {
         counter: u64,
         ciphertext: &[u8],
     ) -> Result<Option<Vec<u8>>, LinkError> {
-        let slot = if self.current.as_ref().is_some_and(|s| s.local_index == receiver) {
+        let slot = if self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.local_index == receiver)
+        {
             Slot::Current
-        } else if self.next.as_ref().is_some_and(|s| s.local_index == receiver) {
+        } else if self
+            .next
+            .as_ref()
+            .is_some_and(|s| s.local_index == receiver)
+        {
             Slot::Next
-        } else if self.previous.as_ref().is_some_and(|(s, _)| s.local_index == receiver) {
+        } else if self
+            .previous
+            .as_ref()
+            .is_some_and(|(s, _)| s.local_index == receiver)
+        {
             Slot::Previous
         } else {
             self.stats.unknown_session += 1;
@@ -416,7 +449,8 @@ impl Link {
             return Err(LinkError::BadAuth);
         }
         let remote: Option<[u8; 32]> =
-            p.hs.get_remote_static().and_then(|r| <[u8; 32]>::try_from(r).ok());
+            p.hs.get_remote_static()
+                .and_then(|r| <[u8; 32]>::try_from(r).ok());
         let Some(remote) = remote else {
             return Err(LinkError::BadAuth);
         };
@@ -493,8 +527,11 @@ impl Link {
         .to_vec()?;
         let ts = hs.into_stateless_transport_mode().map_err(noise_err)?;
         self.next = Some(Session::new(ts, local_index, h.sender, false, now));
-        self.next_origin =
-            Some(NextOrigin { sender: h.sender, ephemeral: ephemeral.to_vec(), response: response.clone() });
+        self.next_origin = Some(NextOrigin {
+            sender: h.sender,
+            ephemeral: ephemeral.to_vec(),
+            response: response.clone(),
+        });
         self.transmit.push_back(response);
         self.stats.handshakes_sent += 1;
         Ok(())
@@ -566,14 +603,18 @@ impl Link {
                 self.last_sent = now;
             }
         }
-        if self.current.is_none() && self.pending.is_none() && now >= self.created + self.cfg.handshake_give_up {
+        if self.current.is_none()
+            && self.pending.is_none()
+            && now >= self.created + self.cfg.handshake_give_up
+        {
             self.go_down(DownReason::HandshakeTimeout);
             return;
         }
         if self.previous.as_ref().is_some_and(|(_, exp)| now >= *exp) {
             self.previous = None;
         }
-        let Some((initiator, created)) = self.current.as_ref().map(|s| (s.initiator, s.created)) else {
+        let Some((initiator, created)) = self.current.as_ref().map(|s| (s.initiator, s.created))
+        else {
             return;
         };
         if now >= self.last_received + self.cfg.dead_after {

@@ -43,7 +43,10 @@ impl Default for ReplayWindow {
 impl ReplayWindow {
     /// An empty window.
     pub fn new() -> Self {
-        ReplayWindow { last: 0, bitmap: [0; BLOCKS] }
+        ReplayWindow {
+            last: 0,
+            bitmap: [0; BLOCKS],
+        }
     }
 
     /// Whether `counter` would be accepted (no state change).
@@ -109,7 +112,9 @@ mod tests {
         let mut max = 0u64;
         let mut x: u64 = 12345;
         for _ in 0..20_000 {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let c = (max + 100).saturating_sub((x >> 33) % 2600);
             let expect = if c + WINDOW < max {
                 Err(ReplayError::TooOld)

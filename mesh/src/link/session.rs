@@ -76,12 +76,19 @@ impl Session {
         }
         let counter = self.send_counter;
         let mut ct = vec![0u8; payload.len() + TAG_LEN];
-        let n = self.transport.write_message(counter, payload, &mut ct).ok()?;
+        let n = self
+            .transport
+            .write_message(counter, payload, &mut ct)
+            .ok()?;
         ct.truncate(n);
         self.send_counter += 1;
-        Packet::Transport(Transport { receiver: self.remote_index, counter, ciphertext: &ct })
-            .to_vec()
-            .ok()
+        Packet::Transport(Transport {
+            receiver: self.remote_index,
+            counter,
+            ciphertext: &ct,
+        })
+        .to_vec()
+        .ok()
     }
 
     /// Checks the window, decrypts, then marks the counter seen (RFC 4303 §3.4.3 order).
