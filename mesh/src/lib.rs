@@ -9,6 +9,7 @@ pub mod channel;
 pub mod discovery;
 pub mod hashname;
 pub mod link;
+pub mod node;
 pub mod packet;
 
 pub use hashname::{Hashname, HashnameError, Identity};

@@ -1,0 +1,161 @@
+//! Introduction and relaying bookkeeping on the router side: the bounded relay table with a
+//! token bucket per relayed pair (telehash v3 "peer"/"connect" routers, which the spec leaves
+//! unbounded; we bound them so a node cannot be used as a free relay at unbounded rate).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::hashname::Hashname;
+
+/// Limits on relaying through this node.
+#[derive(Debug, Clone)]
+pub struct RelayLimits {
+    /// Relay for other nodes at all.
+    pub enabled: bool,
+    /// Most relayed pairs at once; new pairs beyond are refused with `REFUSED(full)`.
+    pub max_sessions: usize,
+    /// Packets per second allowed per relayed pair (both directions together).
+    pub packets_per_sec: u32,
+    /// Packet burst per pair.
+    pub packet_burst: u32,
+    /// Bytes per second allowed per relayed pair.
+    pub bytes_per_sec: u64,
+    /// Byte burst per pair.
+    pub byte_burst: u64,
+    /// A pair idle this long is forgotten.
+    pub idle_timeout: Duration,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            enabled: true,
+            max_sessions: 256,
+            packets_per_sec: 1000,
+            packet_burst: 200,
+            bytes_per_sec: 1_000_000,
+            byte_burst: 256 * 1024,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A token bucket counting in millionths of a token.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bucket {
+    micro: u128,
+    last: Instant,
+}
+
+impl Bucket {
+    pub(super) fn full(now: Instant, burst: u64) -> Bucket {
+        Bucket { micro: u128::from(burst) * 1_000_000, last: now }
+    }
+
+    fn refill(&mut self, now: Instant, rate: u64, burst: u64) {
+        let dt = now.saturating_duration_since(self.last).as_micros();
+        self.last = self.last.max(now);
+        let cap = u128::from(burst) * 1_000_000;
+        self.micro = (self.micro + dt * u128::from(rate)).min(cap);
+    }
+
+    /// Whether `n` tokens are available (after refilling); does not take them.
+    pub(super) fn has(&mut self, now: Instant, n: u64, rate: u64, burst: u64) -> bool {
+        self.refill(now, rate, burst);
+        self.micro >= u128::from(n) * 1_000_000
+    }
+
+    /// Takes `n` tokens (call after [`Bucket::has`]).
+    pub(super) fn take(&mut self, n: u64) {
+        self.micro = self.micro.saturating_sub(u128::from(n) * 1_000_000);
+    }
+}
+
+/// One relayed pair.
+#[derive(Debug)]
+struct RelaySession {
+    packets: Bucket,
+    bytes: Bucket,
+    last_used: Instant,
+}
+
+/// What the relay table decided about one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RelayVerdict {
+    /// Forward it.
+    Forward,
+    /// Over the pair's rate: drop silently.
+    RateLimited,
+    /// New pair and the table is full: refuse.
+    Full,
+}
+
+/// The bounded table of relayed pairs, keyed by the unordered pair of hashnames.
+#[derive(Debug, Default)]
+pub(super) struct RelayTable {
+    sessions: BTreeMap<(Hashname, Hashname), RelaySession>,
+}
+
+fn pair(a: Hashname, b: Hashname) -> (Hashname, Hashname) {
+    if a <= b { (a, b) } else { (b, a) }
+}
+
+impl RelayTable {
+    /// Relayed pairs held.
+    pub(super) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Forgets pairs idle for longer than the limit.
+    pub(super) fn expire(&mut self, now: Instant, limits: &RelayLimits) {
+        self.sessions
+            .retain(|_, s| now.saturating_duration_since(s.last_used) < limits.idle_timeout);
+    }
+
+    /// Accounts one packet of `len` bytes from `from` to `to`.
+    pub(super) fn admit(
+        &mut self,
+        now: Instant,
+        from: Hashname,
+        to: Hashname,
+        len: usize,
+        limits: &RelayLimits,
+    ) -> RelayVerdict {
+        let key = pair(from, to);
+        if !self.sessions.contains_key(&key) {
+            if self.sessions.len() >= limits.max_sessions {
+                self.expire(now, limits);
+            }
+            if self.sessions.len() >= limits.max_sessions {
+                return RelayVerdict::Full;
+            }
+            self.sessions.insert(
+                key,
+                RelaySession {
+                    packets: Bucket::full(now, u64::from(limits.packet_burst)),
+                    bytes: Bucket::full(now, limits.byte_burst),
+                    last_used: now,
+                },
+            );
+        }
+        let Some(s) = self.sessions.get_mut(&key) else {
+            return RelayVerdict::Full;
+        };
+        s.last_used = now;
+        let len = len as u64;
+        let pkt_ok = s.packets.has(
+            now,
+            1,
+            u64::from(limits.packets_per_sec),
+            u64::from(limits.packet_burst),
+        );
+        let byte_ok = s.bytes.has(now, len, limits.bytes_per_sec, limits.byte_burst);
+        if pkt_ok && byte_ok {
+            s.packets.take(1);
+            s.bytes.take(len);
+            RelayVerdict::Forward
+        } else {
+            RelayVerdict::RateLimited
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Two mesh nodes over sim-netem connect directly by hashname and exchange data on a reliable
+//! channel.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{addr, pattern, star};
+use mesh::node::{MeshConfig, MeshEvent, Path, PeerState};
+
+#[test]
+fn two_nodes_connect_directly_and_exchange_data() {
+    let mut net = star(2, |_| MeshConfig::default(), |_| None);
+    net.learn(0, 1, true);
+    net.connect(0, 1);
+    assert!(net.run_until(Duration::from_secs(10), |n| n.up(0, 1) && n.up(1, 0)), "link up");
+    let first = net.ep(0).events.iter().find_map(|(_, e)| match e {
+        MeshEvent::LinkUp { path, .. } => Some(*path),
+        _ => None,
+    });
+    assert_eq!(first, Some(Path::Direct(addr(1))));
+    let b_info = net.ep(1).mesh.peer_info(net.hns[0]).unwrap();
+    assert_eq!(b_info.state, PeerState::Up);
+    assert_eq!(b_info.path, Some(Path::Direct(addr(0))));
+
+    let a_to_b = pattern(100_000, 1);
+    let b_to_a = pattern(50_000, 2);
+    net.send(0, 1, &a_to_b);
+    net.send(1, 0, &b_to_a);
+    assert!(
+        net.run_until(Duration::from_secs(30), |n| n.received(1, 0) >= a_to_b.len()
+            && n.received(0, 1) >= b_to_a.len()),
+        "data delivered"
+    );
+    assert_eq!(net.ep(1).received[&net.hns[0]], a_to_b);
+    assert_eq!(net.ep(0).received[&net.hns[1]], b_to_a);
+    let s = net.ep(0).mesh.stats();
+    assert_eq!(s.links_up, 1);
+    assert_eq!(s.relayed_packets, 0);
+    assert_eq!(s.garbage, 0);
+}
+
+#[test]
+fn garbage_is_counted_not_fatal() {
+    let mut net = star(2, |_| MeshConfig::default(), |_| None);
+    let from = addr(1);
+    net.with(0, |e, now| {
+        for junk in [&b""[..], b"\x04", b"\x09hello", &[4u8; 40], &[1u8; 20]] {
+            e.mesh.handle_datagram(now, from, junk);
+        }
+    });
+    let s = net.ep(0).mesh.stats();
+    assert!(s.garbage + s.unknown_index + s.handshakes_refused >= 5, "{s:?}");
+    assert_eq!(s.links_up, 0);
+}
