@@ -7,6 +7,7 @@
 
 pub mod channel;
 pub mod discovery;
+pub mod driver;
 pub mod hashname;
 pub mod link;
 pub mod node;
