@@ -54,3 +54,45 @@ fn garbage_is_counted_not_fatal() {
     assert!(s.garbage + s.unknown_index + s.handshakes_refused >= 5, "{s:?}");
     assert_eq!(s.links_up, 0);
 }
+
+#[test]
+fn simultaneous_connects_converge_on_one_link() {
+    let mut net = star(2, |_| MeshConfig::default(), |_| None);
+    net.learn(0, 1, true);
+    net.learn(1, 0, true);
+    net.connect(0, 1);
+    net.connect(1, 0);
+    assert!(net.run_until(Duration::from_secs(10), |n| n.up(0, 1) && n.up(1, 0)), "link up");
+    net.sim.run_for(Duration::from_secs(5));
+    let data = pattern(20_000, 5);
+    net.send(0, 1, &data);
+    net.send(1, 0, &data);
+    assert!(
+        net.run_until(Duration::from_secs(20), |n| n.received(1, 0) >= data.len() && n.received(0, 1) >= data.len()),
+        "data both ways after simultaneous open"
+    );
+    for i in 0..2 {
+        let downs = net.ep(i).events.iter().filter(|(_, e)| matches!(e, MeshEvent::LinkDown { .. })).count();
+        assert_eq!(downs, 0, "node {i} saw a link go down");
+        assert_eq!(net.ep(i).mesh.stats().links_up, 1);
+    }
+}
+
+#[test]
+fn add_peer_checks_the_key() {
+    let net = star(2, |_| MeshConfig::default(), |_| None);
+    let mut m = mesh::node::Mesh::new(
+        net.sim.now(),
+        mesh::node::sim::identity(9, 0),
+        MeshConfig::default(),
+        mesh::link::Acceptor::allow_all(),
+    );
+    let wrong = net.keys[0];
+    assert!(matches!(
+        m.add_peer(net.hns[1], wrong, &[]),
+        Err(mesh::node::MeshError::KeyMismatch(_))
+    ));
+    assert!(m.add_peer(net.hns[1], net.keys[1], &[addr(1)]).is_ok());
+    let me = m.hashname();
+    assert!(matches!(m.connect(net.sim.now(), me), Err(mesh::node::MeshError::UnknownPeer(_))));
+}
