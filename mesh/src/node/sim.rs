@@ -297,9 +297,9 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
         for &r in &routers[i] {
             let _ = ep.mesh.connect(start, hns[r]);
         }
-        for j in i + 1..n {
-            ep.greet.insert(hns[j]);
-            let _ = ep.mesh.connect(start, hns[j]);
+        for hn in &hns[i + 1..] {
+            ep.greet.insert(*hn);
+            let _ = ep.mesh.connect(start, *hn);
         }
         eps.push(sim.attach(host, PORT, Box::new(ep)));
     }
@@ -336,8 +336,8 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
             }
         }
     }
-    for i in n_reach..n {
-        if let Some(e) = sim.endpoint_mut::<MeshEndpoint>(eps[i])
+    for &ep in &eps[n_reach..] {
+        if let Some(e) = sim.endpoint_mut::<MeshEndpoint>(ep)
             && let Some(nat) = e.nat.as_mut()
         {
             for j in n_reach..n {
