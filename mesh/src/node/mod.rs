@@ -82,7 +82,7 @@ pub mod route;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -267,6 +267,10 @@ pub struct MeshStats {
     pub bad_keys: u64,
     /// Inbound links refused because the peers table was full.
     pub peers_full: u64,
+    /// Idle peers evicted (learned from inbound links only) to make room.
+    pub peers_evicted: u64,
+    /// Relayed links moved to another router when theirs went down.
+    pub reroutes: u64,
     /// Session index collisions.
     pub index_collisions: u64,
     /// Direct probes sent.
@@ -352,6 +356,8 @@ pub struct Mesh {
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<MeshEvent>,
     stats: MeshStats,
+    /// Peers whose links or muxes may have output or events to move (see `pump`).
+    dirty: BTreeSet<Hashname>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -383,6 +389,7 @@ impl Mesh {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: MeshStats::default(),
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -400,10 +407,12 @@ impl Mesh {
         if peer == self.hashname {
             return Err(MeshError::SelfPeer);
         }
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.cfg.max_peers {
+        if !self.peers.contains_key(&peer) && !self.make_room() {
             return Err(MeshError::PeersFull);
         }
-        Ok(self.peers.entry(peer).or_insert_with(|| Peer::new(None)))
+        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(None));
+        p.pinned = true;
+        Ok(p)
     }
 
     /// Adds or updates a peer (from configured seeds or discovery): its static key, which must
@@ -462,6 +471,38 @@ impl Mesh {
         Ok(())
     }
 
+    /// Whether a new peer fits, evicting an idle peer that only ever linked to us (not added
+    /// by the application) if the table is full.
+    fn make_room(&mut self) -> bool {
+        if self.peers.len() < self.cfg.max_peers {
+            return true;
+        }
+        let idle = self
+            .peers
+            .iter()
+            .find(|(_, p)| !p.pinned && p.link.is_none() && p.spares.is_empty() && p.want.is_none())
+            .map(|(h, _)| *h);
+        match idle {
+            Some(h) => {
+                self.peers.remove(&h);
+                self.stats.peers_evicted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a peer and closes its links (no event is reported for them).
+    pub fn remove_peer(&mut self, peer: Hashname) -> Result<(), MeshError> {
+        self.peers.remove(&peer).ok_or(MeshError::UnknownPeer(peer))?;
+        for p in self.peers.values_mut() {
+            p.routers.retain(|r| *r != peer);
+        }
+        self.routes.retain(|_, h| *h != peer);
+        self.dirty.remove(&peer);
+        Ok(())
+    }
+
     fn any_router(&self) -> bool {
         self.peers.values().any(Peer::is_direct_up)
     }
@@ -504,10 +545,12 @@ impl Mesh {
         if let Some(s) = p.link.as_mut() {
             s.link.close();
         }
+        self.dirty.insert(peer);
         Ok(())
     }
 
     fn main_slot(&mut self, peer: Hashname) -> Result<&mut LinkSlot, MeshError> {
+        self.dirty.insert(peer);
         self.peers
             .get_mut(&peer)
             .ok_or(MeshError::UnknownPeer(peer))?
@@ -596,6 +639,9 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(&hn) else {
             return;
         };
+        if p.link.is_some() || !p.spares.is_empty() {
+            self.dirty.insert(hn);
+        }
         for s in p.link.iter_mut().chain(p.spares.iter_mut()) {
             s.link.handle_timeout(now);
             if s.up {
@@ -770,6 +816,7 @@ impl Mesh {
             probe_rounds: 0,
         });
         p.retry_at = None;
+        self.dirty.insert(hn);
         self.refresh_routes(hn);
         self.send_packet(now, hn, path, first);
         true
@@ -803,6 +850,7 @@ impl Mesh {
         let Path::Direct(addr) = slot.path else {
             return false;
         };
+        self.dirty.insert(to);
         let mut plain = Vec::with_capacity(64);
         plain.push(KIND_CONTROL);
         msg.emit(&mut plain);
@@ -881,6 +929,7 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(&hn) else {
             return;
         };
+        self.dirty.insert(hn);
         let which = if p.link.as_ref().is_some_and(|s| s.link.owns_index(index)) {
             Which::Main
         } else if let Some(i) = p.spares.iter().position(|s| s.link.owns_index(index)) {
@@ -1082,12 +1131,13 @@ impl Mesh {
 
     fn install_inbound(&mut self, hn: Hashname, key: [u8; 32], link: Link, path: Path) -> bool {
         if !self.peers.contains_key(&hn) {
-            if self.peers.len() >= self.cfg.max_peers {
+            if !self.make_room() {
                 self.stats.peers_full += 1;
                 return false;
             }
             self.peers.insert(hn, Peer::new(Some(key)));
         }
+        self.dirty.insert(hn);
         let Ok(chans) = Channels::new(Side::Responder, self.cfg.channels.clone()) else {
             return false;
         };
@@ -1128,17 +1178,22 @@ impl Mesh {
     }
 
     /// Moves queued link output and events out of every link and mux.
+    ///
+    /// Only peers marked dirty (touched by a datagram, an application call, a timer or a
+    /// control message sent on their link) are visited, so the cost per datagram does not grow
+    /// with the peers table. Moving output can dirty other peers (relayed packets go out on
+    /// the router's link); a few rounds settle it, anything left waits for the next call.
     fn pump(&mut self, now: Instant) {
-        let hns: Vec<Hashname> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.link.is_some() || !p.spares.is_empty())
-            .map(|(h, _)| *h)
-            .collect();
-        for hn in hns {
-            self.pump_spares(now, hn);
-            self.pump_main(now, hn);
-            self.refresh_routes(hn);
+        for _ in 0..4 {
+            if self.dirty.is_empty() {
+                return;
+            }
+            let hns = std::mem::take(&mut self.dirty);
+            for hn in hns {
+                self.pump_spares(now, hn);
+                self.pump_main(now, hn);
+                self.refresh_routes(hn);
+            }
         }
     }
 
@@ -1251,9 +1306,34 @@ impl Mesh {
                 peer: hn,
                 reason: MeshDownReason::Link(reason),
             });
+            self.reroute(hn);
         }
         if up {
             self.wake_waiting(now);
+        }
+    }
+
+    /// Router `dead` went down: move links relayed through it to another router. Their link
+    /// packets are opaque to routers, so the end-to-end link survives the change.
+    fn reroute(&mut self, dead: Hashname) {
+        let relayed: Vec<Hashname> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.link, Some(s) if s.path == Path::Relayed(dead)))
+            .map(|(h, _)| *h)
+            .collect();
+        for hn in relayed {
+            let Some(router) = self.choose_relay(hn) else {
+                continue;
+            };
+            if let Some(s) = self.peers.get_mut(&hn).and_then(|p| p.link.as_mut()) {
+                s.path = Path::Relayed(router);
+                self.stats.reroutes += 1;
+                self.dirty.insert(hn);
+                if s.up {
+                    self.events.push_back(MeshEvent::PathChanged { peer: hn, path: s.path });
+                }
+            }
         }
     }
 

@@ -90,6 +90,8 @@ pub(super) struct Peer {
     pub retry_at: Option<Instant>,
     /// Session indices routed to this peer.
     pub routed: Vec<u32>,
+    /// Added by the application (never evicted to make room).
+    pub pinned: bool,
 }
 
 impl Peer {
@@ -105,6 +107,7 @@ impl Peer {
             want: None,
             retry_at: None,
             routed: Vec::new(),
+            pinned: false,
         }
     }
 
