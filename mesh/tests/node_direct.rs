@@ -96,3 +96,43 @@ fn add_peer_checks_the_key() {
     let me = m.hashname();
     assert!(matches!(m.connect(net.sim.now(), me), Err(mesh::node::MeshError::UnknownPeer(_))));
 }
+
+#[test]
+fn peers_table_is_bounded_and_evicts_idle_inbound_peers() {
+    use mesh::link::LinkConfig;
+    let link = LinkConfig {
+        keepalive_interval: Duration::from_millis(500),
+        dead_after: Duration::from_secs(2),
+        handshake_give_up: Duration::from_secs(5),
+        ..LinkConfig::default()
+    };
+    let mut net = star(
+        3,
+        |i| MeshConfig {
+            link: link.clone(),
+            max_peers: if i == 0 { 1 } else { 16 },
+            ..MeshConfig::default()
+        },
+        |_| None,
+    );
+    net.learn(1, 0, true);
+    net.learn(2, 0, true);
+    net.connect(1, 0);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.up(0, 1)), "first inbound peer fits");
+    net.connect(2, 0);
+    net.sim.run_for(Duration::from_secs(3));
+    assert!(!net.up(2, 0), "table full");
+    assert!(net.ep(0).mesh.stats().peers_full > 0);
+    // Node 1 vanishes; its link at node 0 dies and the peer becomes evictable.
+    let gone = net.eps[1];
+    net.sim.detach(gone);
+    let down = |n: &common::Net, i: usize, j: usize| {
+        n.ep(i).events.iter().any(|(_, e)| matches!(e, MeshEvent::LinkDown { peer, .. } if *peer == n.hns[j]))
+    };
+    assert!(net.run_until(Duration::from_secs(10), |n| down(n, 0, 1) && down(n, 2, 0)), "links down");
+    net.connect(2, 0);
+    assert!(net.run_until(Duration::from_secs(5), |n| n.up(0, 2) && n.up(2, 0)), "room made");
+    let s = net.ep(0).mesh.stats();
+    assert_eq!(s.peers_evicted, 1);
+    assert_eq!(s.peers, 1);
+}
