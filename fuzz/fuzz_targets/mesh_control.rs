@@ -16,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(Control::parse(&v), Ok(c));
     }
     let now = Instant::now();
-    let mut m = Mesh::new(now, Identity::from_bytes([7; 32]), MeshConfig::default(), Acceptor::allow_all());
+    let mut m = Mesh::new(
+        now,
+        Identity::from_bytes([7; 32]),
+        MeshConfig::default(),
+        Acceptor::allow_all(),
+    );
     m.handle_datagram(now, "10.0.0.1:4500".parse().expect("addr"), data);
     while m.poll_transmit(now).is_some() {}
     m.handle_timeout(now);

@@ -10,8 +10,10 @@ use proptest::prelude::*;
 fn addr() -> impl Strategy<Value = Option<SocketAddr>> {
     prop_oneof![
         Just(None),
-        (any::<[u8; 4]>(), any::<u16>()).prop_map(|(ip, p)| Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), p))),
-        (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, p)| Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), p))),
+        (any::<[u8; 4]>(), any::<u16>())
+            .prop_map(|(ip, p)| Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::from(ip)), p))),
+        (any::<[u8; 16]>(), any::<u16>())
+            .prop_map(|(ip, p)| Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), p))),
     ]
 }
 
@@ -27,18 +29,37 @@ enum Owned {
 impl Owned {
     fn view(&self) -> Control<'_> {
         match self {
-            Owned::Peer(h, p) => Control::Peer { to: Hashname(*h), packet: p },
-            Owned::Connect(h, a, p) => Control::Connect { from: Hashname(*h), observed: *a, packet: p },
-            Owned::KeyRequest(h) => Control::KeyRequest { hashname: Hashname(*h) },
-            Owned::KeyReply(h, k) => Control::KeyReply { hashname: Hashname(*h), key: *k },
-            Owned::Refused(h, r) => Control::Refused { to: Hashname(*h), reason: *r },
+            Owned::Peer(h, p) => Control::Peer {
+                to: Hashname(*h),
+                packet: p,
+            },
+            Owned::Connect(h, a, p) => Control::Connect {
+                from: Hashname(*h),
+                observed: *a,
+                packet: p,
+            },
+            Owned::KeyRequest(h) => Control::KeyRequest {
+                hashname: Hashname(*h),
+            },
+            Owned::KeyReply(h, k) => Control::KeyReply {
+                hashname: Hashname(*h),
+                key: *k,
+            },
+            Owned::Refused(h, r) => Control::Refused {
+                to: Hashname(*h),
+                reason: *r,
+            },
         }
     }
 }
 
 fn control() -> impl Strategy<Value = Owned> {
     let packet = prop::collection::vec(any::<u8>(), 1..200);
-    let reason = prop_oneof![Just(RefuseReason::NoRoute), Just(RefuseReason::Full), Just(RefuseReason::Disabled)];
+    let reason = prop_oneof![
+        Just(RefuseReason::NoRoute),
+        Just(RefuseReason::Full),
+        Just(RefuseReason::Disabled)
+    ];
     prop_oneof![
         (any::<[u8; 32]>(), packet.clone()).prop_map(|(h, p)| Owned::Peer(h, p)),
         (any::<[u8; 32]>(), addr(), packet).prop_map(|(h, a, p)| Owned::Connect(h, a, p)),

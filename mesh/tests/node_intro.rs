@@ -22,7 +22,11 @@ fn introduced(n: usize, relay: RelayLimits) -> Net {
     let mut net = star(
         n,
         |i| MeshConfig {
-            relay: if i == R { relay.clone() } else { RelayLimits::default() },
+            relay: if i == R {
+                relay.clone()
+            } else {
+                RelayLimits::default()
+            },
             ..MeshConfig::default()
         },
         |i| (i != R).then(|| vec![R]),
@@ -37,7 +41,9 @@ fn introduced(n: usize, relay: RelayLimits) -> Net {
         }
     }
     assert!(
-        net.run_until(Duration::from_secs(10), |net| (0..n).filter(|&i| i != R).all(|i| net.up(i, R) && net.up(R, i))),
+        net.run_until(Duration::from_secs(10), |net| (0..n)
+            .filter(|&i| i != R)
+            .all(|i| net.up(i, R) && net.up(R, i))),
         "clients linked with the router"
     );
     net
@@ -57,14 +63,20 @@ fn open_nat(net: &mut Net, i: usize, j: usize) {
 fn introduction_relays_then_upgrades_to_direct() {
     let mut net = introduced(3, RelayLimits::default());
     net.connect(A, B);
-    assert!(net.run_until(Duration::from_secs(10), |n| n.up(A, B) && n.up(B, A)), "A–B link via R");
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.up(A, B) && n.up(B, A)),
+        "A–B link via R"
+    );
     let rh = net.hns[R];
     assert_eq!(path(&net, A, B), Some(Path::Relayed(rh)));
     assert_eq!(path(&net, B, A), Some(Path::Relayed(rh)));
 
     let first = pattern(30_000, 7);
     net.send(A, B, &first);
-    assert!(net.run_until(Duration::from_secs(20), |n| n.received(B, A) >= first.len()), "relayed data");
+    assert!(
+        net.run_until(Duration::from_secs(20), |n| n.received(B, A) >= first.len()),
+        "relayed data"
+    );
     assert_eq!(net.ep(B).received[&net.hns[A]], first);
     let rs = net.ep(R).mesh.stats();
     assert!(rs.relayed_packets > 20, "R relayed: {rs:?}");
@@ -74,12 +86,20 @@ fn introduction_relays_then_upgrades_to_direct() {
     let r_peers: Vec<_> = net.ep(R).mesh.peers().map(|(h, _)| h).collect();
     assert_eq!(r_peers.len(), 2);
     assert!(net.ep(R).received.is_empty());
-    assert!(!net.ep(R).events.iter().any(|(_, e)| matches!(e, MeshEvent::Channel { .. })));
+    assert!(
+        !net.ep(R)
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, MeshEvent::Channel { .. }))
+    );
 
     // Probes go out but the NATs drop them: still relayed.
     net.sim.run_for(Duration::from_secs(3));
     assert!(net.ep(A).mesh.stats().probes_sent > 0);
-    assert!(net.ep(B).filtered > 0 || net.ep(A).filtered > 0, "probes filtered");
+    assert!(
+        net.ep(B).filtered > 0 || net.ep(A).filtered > 0,
+        "probes filtered"
+    );
     assert_eq!(path(&net, A, B), Some(Path::Relayed(rh)));
 
     // The NAT mappings open: both switch to direct.
@@ -88,17 +108,28 @@ fn introduction_relays_then_upgrades_to_direct() {
     let changed = |n: &Net, i: usize, j: usize| {
         n.ep(i).events.iter().any(|(_, e)| matches!(e, MeshEvent::PathChanged { peer, path: Path::Direct(_) } if *peer == n.hns[j]))
     };
-    assert!(net.run_until(Duration::from_secs(20), |n| changed(n, A, B) && changed(n, B, A)), "PathChanged to direct");
+    assert!(
+        net.run_until(Duration::from_secs(20), |n| changed(n, A, B)
+            && changed(n, B, A)),
+        "PathChanged to direct"
+    );
     assert_eq!(path(&net, A, B), Some(Path::Direct(addr(B))));
     assert_eq!(path(&net, B, A), Some(Path::Direct(addr(A))));
     let relayed_before = net.ep(R).mesh.stats().relayed_packets;
 
     let second = pattern(40_000, 9);
     net.send(B, A, &second);
-    assert!(net.run_until(Duration::from_secs(20), |n| n.received(A, B) >= second.len()), "direct data");
+    assert!(
+        net.run_until(Duration::from_secs(20), |n| n.received(A, B)
+            >= second.len()),
+        "direct data"
+    );
     assert_eq!(net.ep(A).received[&net.hns[B]], second);
     let relayed_after = net.ep(R).mesh.stats().relayed_packets;
-    assert!(relayed_after - relayed_before < 5, "data no longer relayed: {relayed_before} → {relayed_after}");
+    assert!(
+        relayed_after - relayed_before < 5,
+        "data no longer relayed: {relayed_before} → {relayed_after}"
+    );
     assert!(net.ep(A).mesh.stats().path_upgrades >= 1);
 }
 
@@ -118,7 +149,10 @@ fn introduction_learns_the_key_from_the_router() {
         e.mesh.add_router_hint(bh, rh).unwrap();
     });
     net2.connect(A, B);
-    assert!(net2.run_until(Duration::from_secs(10), |n| n.up(A, B) && n.up(B, A)), "connected after KEY_REPLY");
+    assert!(
+        net2.run_until(Duration::from_secs(10), |n| n.up(A, B) && n.up(B, A)),
+        "connected after KEY_REPLY"
+    );
     assert_eq!(net2.ep(A).mesh.stats().bad_keys, 0);
     assert_eq!(path(&net2, A, B), Some(Path::Relayed(rh)));
 }
@@ -126,10 +160,16 @@ fn introduction_learns_the_key_from_the_router() {
 #[test]
 fn relay_session_limit_refuses_new_pairs() {
     // Clients 0 (A), 2 (B), 3 (C); R relays at most one pair.
-    let relay = RelayLimits { max_sessions: 1, ..RelayLimits::default() };
+    let relay = RelayLimits {
+        max_sessions: 1,
+        ..RelayLimits::default()
+    };
     let mut net = introduced(4, relay);
     net.connect(A, B);
-    assert!(net.run_until(Duration::from_secs(10), |n| n.up(A, B)), "first pair relayed");
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.up(A, B)),
+        "first pair relayed"
+    );
     net.connect(3, B);
     net.sim.run_for(Duration::from_secs(10));
     assert!(!net.up(3, B), "second pair must be refused");
@@ -137,7 +177,10 @@ fn relay_session_limit_refuses_new_pairs() {
     assert!(rs.relay_refused > 0, "{rs:?}");
     assert!(rs.relay_sessions <= 1);
     assert!(net.ep(3).mesh.stats().refusals_received > 0);
-    assert_ne!(net.ep(3).mesh.peer_info(net.hns[B]).unwrap().state, PeerState::Up);
+    assert_ne!(
+        net.ep(3).mesh.peer_info(net.hns[B]).unwrap().state,
+        PeerState::Up
+    );
 }
 
 #[test]
@@ -151,7 +194,10 @@ fn relay_rate_limit_drops_and_counts() {
     };
     let mut net = introduced(3, relay);
     net.connect(A, B);
-    assert!(net.run_until(Duration::from_secs(10), |n| n.up(A, B)), "pair relayed");
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.up(A, B)),
+        "pair relayed"
+    );
     let data = pattern(200_000, 3);
     net.send(A, B, &data);
     net.sim.run_for(Duration::from_secs(2));
