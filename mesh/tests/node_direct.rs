@@ -14,7 +14,10 @@ fn two_nodes_connect_directly_and_exchange_data() {
     let mut net = star(2, |_| MeshConfig::default(), |_| None);
     net.learn(0, 1, true);
     net.connect(0, 1);
-    assert!(net.run_until(Duration::from_secs(10), |n| n.up(0, 1) && n.up(1, 0)), "link up");
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.up(0, 1) && n.up(1, 0)),
+        "link up"
+    );
     let first = net.ep(0).events.iter().find_map(|(_, e)| match e {
         MeshEvent::LinkUp { path, .. } => Some(*path),
         _ => None,
@@ -29,7 +32,8 @@ fn two_nodes_connect_directly_and_exchange_data() {
     net.send(0, 1, &a_to_b);
     net.send(1, 0, &b_to_a);
     assert!(
-        net.run_until(Duration::from_secs(30), |n| n.received(1, 0) >= a_to_b.len()
+        net.run_until(Duration::from_secs(30), |n| n.received(1, 0)
+            >= a_to_b.len()
             && n.received(0, 1) >= b_to_a.len()),
         "data delivered"
     );
@@ -51,6 +55,115 @@ fn garbage_is_counted_not_fatal() {
         }
     });
     let s = net.ep(0).mesh.stats();
-    assert!(s.garbage + s.unknown_index + s.handshakes_refused >= 5, "{s:?}");
+    assert!(
+        s.garbage + s.unknown_index + s.handshakes_refused >= 5,
+        "{s:?}"
+    );
     assert_eq!(s.links_up, 0);
+}
+
+#[test]
+fn simultaneous_connects_converge_on_one_link() {
+    let mut net = star(2, |_| MeshConfig::default(), |_| None);
+    net.learn(0, 1, true);
+    net.learn(1, 0, true);
+    net.connect(0, 1);
+    net.connect(1, 0);
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| n.up(0, 1) && n.up(1, 0)),
+        "link up"
+    );
+    net.sim.run_for(Duration::from_secs(5));
+    let data = pattern(20_000, 5);
+    net.send(0, 1, &data);
+    net.send(1, 0, &data);
+    assert!(
+        net.run_until(Duration::from_secs(20), |n| n.received(1, 0) >= data.len()
+            && n.received(0, 1) >= data.len()),
+        "data both ways after simultaneous open"
+    );
+    for i in 0..2 {
+        let downs = net
+            .ep(i)
+            .events
+            .iter()
+            .filter(|(_, e)| matches!(e, MeshEvent::LinkDown { .. }))
+            .count();
+        assert_eq!(downs, 0, "node {i} saw a link go down");
+        assert_eq!(net.ep(i).mesh.stats().links_up, 1);
+    }
+}
+
+#[test]
+fn add_peer_checks_the_key() {
+    let net = star(2, |_| MeshConfig::default(), |_| None);
+    let mut m = mesh::node::Mesh::new(
+        net.sim.now(),
+        mesh::node::sim::identity(9, 0),
+        MeshConfig::default(),
+        mesh::link::Acceptor::allow_all(),
+    );
+    let wrong = net.keys[0];
+    assert!(matches!(
+        m.add_peer(net.hns[1], wrong, &[]),
+        Err(mesh::node::MeshError::KeyMismatch(_))
+    ));
+    assert!(m.add_peer(net.hns[1], net.keys[1], &[addr(1)]).is_ok());
+    let me = m.hashname();
+    assert!(matches!(
+        m.connect(net.sim.now(), me),
+        Err(mesh::node::MeshError::UnknownPeer(_))
+    ));
+}
+
+#[test]
+fn peers_table_is_bounded_and_evicts_idle_inbound_peers() {
+    use mesh::link::LinkConfig;
+    let link = LinkConfig {
+        keepalive_interval: Duration::from_millis(500),
+        dead_after: Duration::from_secs(2),
+        handshake_give_up: Duration::from_secs(5),
+        ..LinkConfig::default()
+    };
+    let mut net = star(
+        3,
+        |i| MeshConfig {
+            link: link.clone(),
+            max_peers: if i == 0 { 1 } else { 16 },
+            ..MeshConfig::default()
+        },
+        |_| None,
+    );
+    net.learn(1, 0, true);
+    net.learn(2, 0, true);
+    net.connect(1, 0);
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.up(0, 1)),
+        "first inbound peer fits"
+    );
+    net.connect(2, 0);
+    net.sim.run_for(Duration::from_secs(3));
+    assert!(!net.up(2, 0), "table full");
+    assert!(net.ep(0).mesh.stats().peers_full > 0);
+    // Node 1 vanishes; its link at node 0 dies and the peer becomes evictable.
+    let gone = net.eps[1];
+    net.sim.detach(gone);
+    let down = |n: &common::Net, i: usize, j: usize| {
+        n.ep(i)
+            .events
+            .iter()
+            .any(|(_, e)| matches!(e, MeshEvent::LinkDown { peer, .. } if *peer == n.hns[j]))
+    };
+    assert!(
+        net.run_until(Duration::from_secs(10), |n| down(n, 0, 1) && down(n, 2, 0)),
+        "links down"
+    );
+    net.connect(2, 0);
+    assert!(
+        net.run_until(Duration::from_secs(5), |n| n.up(0, 2) && n.up(2, 0)),
+        "room made"
+    );
+    let s = net.ep(0).mesh.stats();
+    assert_eq!(s.peers_evicted, 1);
+    assert_eq!(s.peers, 1);
 }

@@ -166,7 +166,10 @@ impl<'a> Reader<'a> {
             AF_V6 => {
                 let mut a = [0u8; 16];
                 a.copy_from_slice(self.take(16)?);
-                Ok(Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), self.port()?)))
+                Ok(Some(SocketAddr::new(
+                    IpAddr::V6(Ipv6Addr::from(a)),
+                    self.port()?,
+                )))
             }
             other => Err(ControlError::BadFamily(other)),
         }
@@ -180,7 +183,11 @@ impl<'a> Reader<'a> {
     }
 
     fn end(&self) -> Result<(), ControlError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(ControlError::Trailing) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::Trailing)
+        }
     }
 }
 
@@ -208,14 +215,23 @@ impl<'a> Control<'a> {
         let c = match t {
             T_PEER => {
                 let to = r.hashname()?;
-                Control::Peer { to, packet: r.packet()? }
+                Control::Peer {
+                    to,
+                    packet: r.packet()?,
+                }
             }
             T_CONNECT => {
                 let from = r.hashname()?;
                 let observed = r.addr()?;
-                Control::Connect { from, observed, packet: r.packet()? }
+                Control::Connect {
+                    from,
+                    observed,
+                    packet: r.packet()?,
+                }
             }
-            T_KEY_REQUEST => Control::KeyRequest { hashname: r.hashname()? },
+            T_KEY_REQUEST => Control::KeyRequest {
+                hashname: r.hashname()?,
+            },
             T_KEY_REPLY => {
                 let hashname = r.hashname()?;
                 let key = match r.u8()? {
@@ -244,7 +260,11 @@ impl<'a> Control<'a> {
                 out.extend_from_slice(to.as_bytes());
                 out.extend_from_slice(packet);
             }
-            Control::Connect { from, observed, packet } => {
+            Control::Connect {
+                from,
+                observed,
+                packet,
+            } => {
                 out.push(T_CONNECT);
                 out.extend_from_slice(from.as_bytes());
                 put_addr(out, observed);

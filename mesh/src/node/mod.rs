@@ -65,12 +65,21 @@
 //! is kept as one of at most two *spare* links and replaces the main link only once confirmed
 //! (a peer restart); replayed initiations never confirm and expire.
 //!
-//! **Bounds.** Peers table ([`MeshConfig::max_peers`], inbound links from unknown peers beyond
-//! are refused), four addresses / candidates / router hints per peer, two spare links per
-//! peer, the acceptor's pending table and rate limits, the relay table. Waiting connections
-//! give up after [`MeshConfig::connect_give_up`].
+//! **Router failure.** When a router's link goes down, links relayed through it move to another
+//! router (their packets are opaque to routers, so the end-to-end link and its channels
+//! survive) and [`MeshEvent::PathChanged`] is emitted.
 //!
-//! **Not (yet) here:** relay chains and multi-hop routing (telehash leaves routing to the
+//! **Bounds.** Peers table ([`MeshConfig::max_peers`]: when full, an idle peer that only ever
+//! linked to us is evicted, otherwise inbound links from unknown peers are refused), four
+//! addresses / candidates / router hints per peer, two spare links per peer, the acceptor's
+//! pending table and rate limits, the relay table. Waiting connections give up after
+//! [`MeshConfig::connect_give_up`]. Work per datagram does not grow with the peers table: only
+//! peers touched since the last call are polled. The transmit and event queues are drained by
+//! the driver and not bounded here.
+//!
+//! **Not (yet) here:** rerouting after a router failure is not covered by a test (with one
+//! `LinkConfig` for all links, a relayed link and its router's link time out together);
+//! relay chains and multi-hop routing (telehash leaves routing to the
 //! application too); falling back from a broken direct path to a relay once upgraded (the
 //! link goes down after `dead_after` and must be reconnected); probes are not paced per
 //! address or authenticated against reflection beyond the link's own AEAD; channels of a link
@@ -82,7 +91,7 @@ pub mod route;
 #[cfg(feature = "sim")]
 pub mod sim;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -101,7 +110,7 @@ pub use peers::{Path, PeerInfo, PeerState};
 pub use route::RelayLimits;
 
 use peers::{LinkSlot, MAX_SPARES, Peer, push_bounded};
-use route::{RelayTable, RelayVerdict};
+use route::RelayTable;
 
 /// First plaintext byte of a link datagram carrying a [`Channels`] datagram.
 pub const KIND_CHANNELS: u8 = 0;
@@ -267,6 +276,10 @@ pub struct MeshStats {
     pub bad_keys: u64,
     /// Inbound links refused because the peers table was full.
     pub peers_full: u64,
+    /// Idle peers evicted (learned from inbound links only) to make room.
+    pub peers_evicted: u64,
+    /// Relayed links moved to another router when theirs went down.
+    pub reroutes: u64,
     /// Session index collisions.
     pub index_collisions: u64,
     /// Direct probes sent.
@@ -352,6 +365,8 @@ pub struct Mesh {
     transmit: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<MeshEvent>,
     stats: MeshStats,
+    /// Peers whose links or muxes may have output or events to move (see `pump`).
+    dirty: BTreeSet<Hashname>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -383,6 +398,7 @@ impl Mesh {
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: MeshStats::default(),
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -400,10 +416,12 @@ impl Mesh {
         if peer == self.hashname {
             return Err(MeshError::SelfPeer);
         }
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.cfg.max_peers {
+        if !self.peers.contains_key(&peer) && !self.make_room() {
             return Err(MeshError::PeersFull);
         }
-        Ok(self.peers.entry(peer).or_insert_with(|| Peer::new(None)))
+        let p = self.peers.entry(peer).or_insert_with(|| Peer::new(None));
+        p.pinned = true;
+        Ok(p)
     }
 
     /// Adds or updates a peer (from configured seeds or discovery): its static key, which must
@@ -436,7 +454,10 @@ impl Mesh {
         if !self.peers.contains_key(&router) {
             return Err(MeshError::UnknownPeer(router));
         }
-        let p = self.peers.get_mut(&peer).ok_or(MeshError::UnknownPeer(peer))?;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(MeshError::UnknownPeer(peer))?;
         if router != peer {
             push_bounded(&mut p.routers, router);
         }
@@ -448,7 +469,10 @@ impl Mesh {
     /// Returns at once; [`MeshEvent::LinkUp`] or [`MeshEvent::LinkDown`] follows.
     pub fn connect(&mut self, now: Instant, peer: Hashname) -> Result<(), MeshError> {
         let any_router = self.any_router();
-        let p = self.peers.get_mut(&peer).ok_or(MeshError::UnknownPeer(peer))?;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(MeshError::UnknownPeer(peer))?;
         if p.link.is_some() {
             return Ok(());
         }
@@ -459,6 +483,40 @@ impl Mesh {
         p.refused_by.clear();
         p.retry_at = None;
         self.try_start(now, peer, 0);
+        Ok(())
+    }
+
+    /// Whether a new peer fits, evicting an idle peer that only ever linked to us (not added
+    /// by the application) if the table is full.
+    fn make_room(&mut self) -> bool {
+        if self.peers.len() < self.cfg.max_peers {
+            return true;
+        }
+        let idle = self
+            .peers
+            .iter()
+            .find(|(_, p)| !p.pinned && p.link.is_none() && p.spares.is_empty() && p.want.is_none())
+            .map(|(h, _)| *h);
+        match idle {
+            Some(h) => {
+                self.peers.remove(&h);
+                self.stats.peers_evicted += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets a peer and closes its links (no event is reported for them).
+    pub fn remove_peer(&mut self, peer: Hashname) -> Result<(), MeshError> {
+        self.peers
+            .remove(&peer)
+            .ok_or(MeshError::UnknownPeer(peer))?;
+        for p in self.peers.values_mut() {
+            p.routers.retain(|r| *r != peer);
+        }
+        self.routes.retain(|_, h| *h != peer);
+        self.dirty.remove(&peer);
         Ok(())
     }
 
@@ -482,7 +540,12 @@ impl Mesh {
     }
 
     /// Reads up to `max` bytes from a channel (with `data_events` off).
-    pub fn recv(&mut self, peer: Hashname, ch: ChannelId, max: usize) -> Result<Vec<u8>, MeshError> {
+    pub fn recv(
+        &mut self,
+        peer: Hashname,
+        ch: ChannelId,
+        max: usize,
+    ) -> Result<Vec<u8>, MeshError> {
         Ok(self.main_slot(peer)?.chans.recv(ch, max)?)
     }
 
@@ -499,15 +562,20 @@ impl Mesh {
 
     /// Closes the link to a peer (a [`MeshEvent::LinkDown`] follows).
     pub fn disconnect(&mut self, peer: Hashname) -> Result<(), MeshError> {
-        let p = self.peers.get_mut(&peer).ok_or(MeshError::UnknownPeer(peer))?;
+        let p = self
+            .peers
+            .get_mut(&peer)
+            .ok_or(MeshError::UnknownPeer(peer))?;
         p.want = None;
         if let Some(s) = p.link.as_mut() {
             s.link.close();
         }
+        self.dirty.insert(peer);
         Ok(())
     }
 
     fn main_slot(&mut self, peer: Hashname) -> Result<&mut LinkSlot, MeshError> {
+        self.dirty.insert(peer);
         self.peers
             .get_mut(&peer)
             .ok_or(MeshError::UnknownPeer(peer))?
@@ -520,7 +588,11 @@ impl Mesh {
     pub fn stats(&self) -> MeshStats {
         let mut s = self.stats.clone();
         s.peers = self.peers.len();
-        s.links_up = self.peers.values().filter(|p| p.link.as_ref().is_some_and(|l| l.up)).count();
+        s.links_up = self
+            .peers
+            .values()
+            .filter(|p| p.link.as_ref().is_some_and(|l| l.up))
+            .count();
         s.links_relayed = self
             .peers
             .values()
@@ -596,6 +668,9 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(&hn) else {
             return;
         };
+        if p.link.is_some() || !p.spares.is_empty() {
+            self.dirty.insert(hn);
+        }
         for s in p.link.iter_mut().chain(p.spares.iter_mut()) {
             s.link.handle_timeout(now);
             if s.up {
@@ -642,10 +717,7 @@ impl Mesh {
             return;
         }
         // Direct probes while relayed.
-        if s.up
-            && matches!(s.path, Path::Relayed(_))
-            && s.next_probe.is_some_and(|t| t <= now)
-        {
+        if s.up && matches!(s.path, Path::Relayed(_)) && s.next_probe.is_some_and(|t| t <= now) {
             let mut targets: Vec<SocketAddr> = p.candidates.clone();
             for a in &p.addrs {
                 if !targets.contains(a) {
@@ -668,20 +740,6 @@ impl Mesh {
         }
     }
 
-    /// A router for reaching `hn`: a hinted one with a direct, up link first, then any.
-    fn choose_relay(&self, hn: Hashname) -> Option<Hashname> {
-        let p = self.peers.get(&hn)?;
-        let ok = |r: &Hashname| {
-            *r != hn
-                && !p.refused_by.contains(r)
-                && self.peers.get(r).is_some_and(Peer::is_direct_up)
-        };
-        if let Some(r) = p.routers.iter().find(|r| ok(r)) {
-            return Some(*r);
-        }
-        self.peers.keys().find(|r| ok(r)).copied()
-    }
-
     /// Starts the wanted connection to `hn` if a key and a path are available; otherwise asks
     /// for the key or connects to a hinted router, and schedules a retry.
     fn try_start(&mut self, now: Instant, hn: Hashname, depth: u8) {
@@ -696,8 +754,17 @@ impl Mesh {
         let Some(key) = p.key else {
             let mut asked = false;
             let targets: Vec<Hashname> = match routers.iter().any(|r| self.is_router(*r)) {
-                true => routers.iter().copied().filter(|r| self.is_router(*r)).collect(),
-                false => self.peers.iter().filter(|(_, q)| q.is_direct_up()).map(|(h, _)| *h).collect(),
+                true => routers
+                    .iter()
+                    .copied()
+                    .filter(|r| self.is_router(*r))
+                    .collect(),
+                false => self
+                    .peers
+                    .iter()
+                    .filter(|(_, q)| q.is_direct_up())
+                    .map(|(h, _)| *h)
+                    .collect(),
             };
             for r in targets {
                 asked |= self.send_control(now, r, &Control::KeyRequest { hashname: hn });
@@ -731,25 +798,9 @@ impl Mesh {
         self.peers.get(&r).is_some_and(Peer::is_direct_up)
     }
 
-    /// Connects to hinted routers that have addresses (one level deep).
-    fn connect_routers(&mut self, now: Instant, routers: &[Hashname], depth: u8) {
-        if depth > 0 {
-            return;
-        }
-        for r in routers {
-            if let Some(q) = self.peers.get_mut(r)
-                && q.link.is_none()
-                && q.key.is_some()
-                && !q.addrs.is_empty()
-            {
-                q.want = Some(now);
-                self.try_start(now, *r, depth + 1);
-            }
-        }
-    }
-
     fn start_link(&mut self, now: Instant, hn: Hashname, key: [u8; 32], path: Path) -> bool {
-        let Ok((link, first)) = Link::connect(now, &self.identity, key, self.cfg.link.clone()) else {
+        let Ok((link, first)) = Link::connect(now, &self.identity, key, self.cfg.link.clone())
+        else {
             return false;
         };
         let Ok(chans) = Channels::new(Side::Initiator, self.cfg.channels.clone()) else {
@@ -770,6 +821,7 @@ impl Mesh {
             probe_rounds: 0,
         });
         p.retry_at = None;
+        self.dirty.insert(hn);
         self.refresh_routes(hn);
         self.send_packet(now, hn, path, first);
         true
@@ -780,7 +832,14 @@ impl Mesh {
         match path {
             Path::Direct(a) => self.transmit.push_back((a, packet)),
             Path::Relayed(r) => {
-                self.send_control(now, r, &Control::Peer { to, packet: &packet });
+                self.send_control(
+                    now,
+                    r,
+                    &Control::Peer {
+                        to,
+                        packet: &packet,
+                    },
+                );
             }
         }
     }
@@ -790,7 +849,14 @@ impl Mesh {
         match via {
             Via::Direct(a) => self.transmit.push_back((a, packet)),
             Via::Relayed { relay, from, .. } => {
-                self.send_control(now, relay, &Control::Peer { to: from, packet: &packet });
+                self.send_control(
+                    now,
+                    relay,
+                    &Control::Peer {
+                        to: from,
+                        packet: &packet,
+                    },
+                );
             }
         }
     }
@@ -803,6 +869,7 @@ impl Mesh {
         let Path::Direct(addr) = slot.path else {
             return false;
         };
+        self.dirty.insert(to);
         let mut plain = Vec::with_capacity(64);
         plain.push(KIND_CONTROL);
         msg.emit(&mut plain);
@@ -881,6 +948,7 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(&hn) else {
             return;
         };
+        self.dirty.insert(hn);
         let which = if p.link.as_ref().is_some_and(|s| s.link.owns_index(index)) {
             Which::Main
         } else if let Some(i) = p.spares.iter().position(|s| s.link.owns_index(index)) {
@@ -908,7 +976,10 @@ impl Mesh {
         let Some(p) = self.peers.get_mut(&hn) else {
             return;
         };
-        if let Via::Relayed { observed: Some(a), .. } = via {
+        if let Via::Relayed {
+            observed: Some(a), ..
+        } = via
+        {
             push_bounded(&mut p.candidates, a);
         }
         let Some(slot) = slot_of(p, which) else {
@@ -926,12 +997,22 @@ impl Mesh {
                 if matches!(was, Path::Relayed(_)) {
                     self.stats.path_upgrades += 1;
                 }
-                self.events.push_back(MeshEvent::PathChanged { peer: hn, path: slot.path });
+                self.events.push_back(MeshEvent::PathChanged {
+                    peer: hn,
+                    path: slot.path,
+                });
             }
         }
     }
 
-    fn on_plaintext(&mut self, now: Instant, hn: Hashname, which: Which, plain: &[u8], relayed: bool) {
+    fn on_plaintext(
+        &mut self,
+        now: Instant,
+        hn: Hashname,
+        which: Which,
+        plain: &[u8],
+        relayed: bool,
+    ) {
         match plain.split_first() {
             Some((&KIND_CHANNELS, rest)) => {
                 if let Some(slot) = self.peers.get_mut(&hn).and_then(|p| slot_of(p, which))
@@ -959,12 +1040,20 @@ impl Mesh {
                 self.stats.control_errors += 1;
             }
             Control::Peer { to, packet } => self.relay(now, from, to, packet),
-            Control::Connect { from: origin, observed, packet } => {
+            Control::Connect {
+                from: origin,
+                observed,
+                packet,
+            } => {
                 if origin == self.hashname || origin == from {
                     self.stats.control_errors += 1;
                     return;
                 }
-                let via = Via::Relayed { relay: from, from: origin, observed };
+                let via = Via::Relayed {
+                    relay: from,
+                    from: origin,
+                    observed,
+                };
                 self.handle_link_packet(now, packet, via);
             }
             Control::KeyRequest { hashname } => {
@@ -1013,43 +1102,6 @@ impl Mesh {
         }
     }
 
-    /// Router side of `PEER{to, packet}` from `from`.
-    fn relay(&mut self, now: Instant, from: Hashname, to: Hashname, packet: &[u8]) {
-        if to == from || to == self.hashname {
-            self.stats.control_errors += 1;
-            return;
-        }
-        if !self.cfg.relay.enabled {
-            self.stats.relay_refused += 1;
-            self.refuse(now, from, to, RefuseReason::Disabled);
-            return;
-        }
-        if !self.peers.get(&to).is_some_and(Peer::is_direct_up) {
-            self.stats.relay_no_route += 1;
-            self.refuse(now, from, to, RefuseReason::NoRoute);
-            return;
-        }
-        match self.relays.admit(now, from, to, packet.len(), &self.cfg.relay) {
-            RelayVerdict::Forward => {
-                let observed = self.peers.get(&from).and_then(Peer::direct_addr);
-                let msg = Control::Connect { from, observed, packet };
-                if self.send_control(now, to, &msg) {
-                    self.stats.relayed_packets += 1;
-                    self.stats.relayed_bytes += packet.len() as u64;
-                }
-            }
-            RelayVerdict::RateLimited => self.stats.relay_rate_dropped += 1,
-            RelayVerdict::Full => {
-                self.stats.relay_refused += 1;
-                self.refuse(now, from, to, RefuseReason::Full);
-            }
-        }
-    }
-
-    fn refuse(&mut self, now: Instant, from: Hashname, to: Hashname, reason: RefuseReason) {
-        self.send_control(now, from, &Control::Refused { to, reason });
-    }
-
     /// An inbound handshake message for the acceptor.
     fn accept(&mut self, now: Instant, bytes: &[u8], via: Via) {
         let source = match via {
@@ -1082,12 +1134,13 @@ impl Mesh {
 
     fn install_inbound(&mut self, hn: Hashname, key: [u8; 32], link: Link, path: Path) -> bool {
         if !self.peers.contains_key(&hn) {
-            if self.peers.len() >= self.cfg.max_peers {
+            if !self.make_room() {
                 self.stats.peers_full += 1;
                 return false;
             }
             self.peers.insert(hn, Peer::new(Some(key)));
         }
+        self.dirty.insert(hn);
         let Ok(chans) = Channels::new(Side::Responder, self.cfg.channels.clone()) else {
             return false;
         };
@@ -1128,17 +1181,22 @@ impl Mesh {
     }
 
     /// Moves queued link output and events out of every link and mux.
+    ///
+    /// Only peers marked dirty (touched by a datagram, an application call, a timer or a
+    /// control message sent on their link) are visited, so the cost per datagram does not grow
+    /// with the peers table. Moving output can dirty other peers (relayed packets go out on
+    /// the router's link); a few rounds settle it, anything left waits for the next call.
     fn pump(&mut self, now: Instant) {
-        let hns: Vec<Hashname> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| p.link.is_some() || !p.spares.is_empty())
-            .map(|(h, _)| *h)
-            .collect();
-        for hn in hns {
-            self.pump_spares(now, hn);
-            self.pump_main(now, hn);
-            self.refresh_routes(hn);
+        for _ in 0..4 {
+            if self.dirty.is_empty() {
+                return;
+            }
+            let hns = std::mem::take(&mut self.dirty);
+            for hn in hns {
+                self.pump_spares(now, hn);
+                self.pump_main(now, hn);
+                self.refresh_routes(hn);
+            }
         }
     }
 
@@ -1223,7 +1281,10 @@ impl Mesh {
             }
             p.want = None;
             p.refused_by.clear();
-            self.events.push_back(MeshEvent::LinkUp { peer: hn, path: s.path });
+            self.events.push_back(MeshEvent::LinkUp {
+                peer: hn,
+                path: s.path,
+            });
         }
         if s.up && down.is_none() {
             while let Some(d) = s.chans.poll_transmit(now) {
@@ -1235,7 +1296,8 @@ impl Mesh {
                 }
             }
             while let Some(event) = s.chans.poll_event() {
-                self.events.push_back(MeshEvent::Channel { peer: hn, event });
+                self.events
+                    .push_back(MeshEvent::Channel { peer: hn, event });
             }
         }
         let path = s.path;
@@ -1251,6 +1313,7 @@ impl Mesh {
                 peer: hn,
                 reason: MeshDownReason::Link(reason),
             });
+            self.reroute(hn);
         }
         if up {
             self.wake_waiting(now);

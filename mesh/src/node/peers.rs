@@ -90,6 +90,8 @@ pub(super) struct Peer {
     pub retry_at: Option<Instant>,
     /// Session indices routed to this peer.
     pub routed: Vec<u32>,
+    /// Added by the application (never evicted to make room).
+    pub pinned: bool,
 }
 
 impl Peer {
@@ -105,15 +107,28 @@ impl Peer {
             want: None,
             retry_at: None,
             routed: Vec::new(),
+            pinned: false,
         }
     }
 
     pub(super) fn info(&self) -> PeerInfo {
         match &self.link {
-            Some(s) if s.up => PeerInfo { state: PeerState::Up, path: Some(s.path) },
-            Some(s) => PeerInfo { state: PeerState::Connecting, path: Some(s.path) },
-            None if self.want.is_some() => PeerInfo { state: PeerState::Waiting, path: None },
-            None => PeerInfo { state: PeerState::Idle, path: None },
+            Some(s) if s.up => PeerInfo {
+                state: PeerState::Up,
+                path: Some(s.path),
+            },
+            Some(s) => PeerInfo {
+                state: PeerState::Connecting,
+                path: Some(s.path),
+            },
+            None if self.want.is_some() => PeerInfo {
+                state: PeerState::Waiting,
+                path: None,
+            },
+            None => PeerInfo {
+                state: PeerState::Idle,
+                path: None,
+            },
         }
     }
 
@@ -125,7 +140,10 @@ impl Peer {
     /// The direct address of the link, if any.
     pub(super) fn direct_addr(&self) -> Option<SocketAddr> {
         match &self.link {
-            Some(LinkSlot { path: Path::Direct(a), .. }) => Some(*a),
+            Some(LinkSlot {
+                path: Path::Direct(a),
+                ..
+            }) => Some(*a),
             _ => None,
         }
     }

@@ -7,6 +7,9 @@ use std::time::{Duration, Instant};
 
 use crate::hashname::Hashname;
 
+use super::peers::Peer;
+use super::{Control, Mesh, MeshEvent, Path, RefuseReason};
+
 /// Limits on relaying through this node.
 #[derive(Debug, Clone)]
 pub struct RelayLimits {
@@ -49,7 +52,10 @@ pub(super) struct Bucket {
 
 impl Bucket {
     pub(super) fn full(now: Instant, burst: u64) -> Bucket {
-        Bucket { micro: u128::from(burst) * 1_000_000, last: now }
+        Bucket {
+            micro: u128::from(burst) * 1_000_000,
+            last: now,
+        }
     }
 
     fn refill(&mut self, now: Instant, rate: u64, burst: u64) {
@@ -149,13 +155,126 @@ impl RelayTable {
             u64::from(limits.packets_per_sec),
             u64::from(limits.packet_burst),
         );
-        let byte_ok = s.bytes.has(now, len, limits.bytes_per_sec, limits.byte_burst);
+        let byte_ok = s
+            .bytes
+            .has(now, len, limits.bytes_per_sec, limits.byte_burst);
         if pkt_ok && byte_ok {
             s.packets.take(1);
             s.bytes.take(len);
             RelayVerdict::Forward
         } else {
             RelayVerdict::RateLimited
+        }
+    }
+}
+
+/// Router selection, the router side of `PEER`, and rerouting (telehash v3 "peer"/"connect").
+impl Mesh {
+    /// A router for reaching `hn`: a hinted one with a direct, up link first, then any.
+    pub(super) fn choose_relay(&self, hn: Hashname) -> Option<Hashname> {
+        let p = self.peers.get(&hn)?;
+        let ok = |r: &Hashname| {
+            *r != hn
+                && !p.refused_by.contains(r)
+                && self.peers.get(r).is_some_and(Peer::is_direct_up)
+        };
+        if let Some(r) = p.routers.iter().find(|r| ok(r)) {
+            return Some(*r);
+        }
+        self.peers.keys().find(|r| ok(r)).copied()
+    }
+
+    /// Connects to hinted routers that have addresses (one level deep).
+    pub(super) fn connect_routers(&mut self, now: Instant, routers: &[Hashname], depth: u8) {
+        if depth > 0 {
+            return;
+        }
+        for r in routers {
+            if let Some(q) = self.peers.get_mut(r)
+                && q.link.is_none()
+                && q.key.is_some()
+                && !q.addrs.is_empty()
+            {
+                q.want = Some(now);
+                self.try_start(now, *r, depth + 1);
+            }
+        }
+    }
+
+    /// Router side of `PEER{to, packet}` from `from`.
+    pub(super) fn relay(&mut self, now: Instant, from: Hashname, to: Hashname, packet: &[u8]) {
+        if to == from || to == self.hashname {
+            self.stats.control_errors += 1;
+            return;
+        }
+        if !self.cfg.relay.enabled {
+            self.stats.relay_refused += 1;
+            self.refuse(now, from, to, RefuseReason::Disabled);
+            return;
+        }
+        if !self.peers.get(&to).is_some_and(Peer::is_direct_up) {
+            self.stats.relay_no_route += 1;
+            self.refuse(now, from, to, RefuseReason::NoRoute);
+            return;
+        }
+        match self
+            .relays
+            .admit(now, from, to, packet.len(), &self.cfg.relay)
+        {
+            RelayVerdict::Forward => {
+                let observed = self.peers.get(&from).and_then(Peer::direct_addr);
+                let msg = Control::Connect {
+                    from,
+                    observed,
+                    packet,
+                };
+                if self.send_control(now, to, &msg) {
+                    self.stats.relayed_packets += 1;
+                    self.stats.relayed_bytes += packet.len() as u64;
+                }
+            }
+            RelayVerdict::RateLimited => self.stats.relay_rate_dropped += 1,
+            RelayVerdict::Full => {
+                self.stats.relay_refused += 1;
+                self.refuse(now, from, to, RefuseReason::Full);
+            }
+        }
+    }
+
+    pub(super) fn refuse(
+        &mut self,
+        now: Instant,
+        from: Hashname,
+        to: Hashname,
+        reason: RefuseReason,
+    ) {
+        self.send_control(now, from, &Control::Refused { to, reason });
+    }
+
+    /// Router `dead` went down: move links relayed through it to another router. Their link
+    /// packets are opaque to routers, so the end-to-end link survives the change.
+    pub(super) fn reroute(&mut self, dead: Hashname) {
+        let relayed: Vec<Hashname> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| matches!(&p.link, Some(s) if s.path == Path::Relayed(dead)))
+            .map(|(h, _)| *h)
+            .collect();
+        for hn in relayed {
+            let Some(router) = self.choose_relay(hn) else {
+                continue;
+            };
+            if let Some(s) = self.peers.get_mut(&hn).and_then(|p| p.link.as_mut()) {
+                s.path = Path::Relayed(router);
+                self.stats.reroutes += 1;
+                self.dirty.insert(hn);
+                if s.up {
+                    self.events.push_back(MeshEvent::PathChanged {
+                        peer: hn,
+                        path: s.path,
+                    });
+                }
+            }
         }
     }
 }

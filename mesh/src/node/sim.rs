@@ -83,8 +83,14 @@ impl MeshEndpoint {
                         let _ = self.mesh.send(*peer, ch, &self.greeting);
                     }
                 }
-                MeshEvent::Channel { peer, event: ChannelEvent::Data { bytes, .. } } => {
-                    self.received.entry(*peer).or_default().extend_from_slice(bytes);
+                MeshEvent::Channel {
+                    peer,
+                    event: ChannelEvent::Data { bytes, .. },
+                } => {
+                    self.received
+                        .entry(*peer)
+                        .or_default()
+                        .extend_from_slice(bytes);
                 }
                 _ => {}
             }
@@ -94,7 +100,9 @@ impl MeshEndpoint {
 
     /// Whether a `LinkUp` for `peer` was seen.
     pub fn saw_up(&self, peer: Hashname) -> bool {
-        self.events.iter().any(|(_, e)| matches!(e, MeshEvent::LinkUp { peer: p, .. } if *p == peer))
+        self.events
+            .iter()
+            .any(|(_, e)| matches!(e, MeshEvent::LinkUp { peer: p, .. } if *p == peer))
     }
 }
 
@@ -237,7 +245,9 @@ fn pick(seed: u64, i: usize, k: usize, n: usize) -> usize {
 fn path_at(sim: &Sim, ep: EndpointId, peer: Hashname) -> Option<Path> {
     let e = sim.endpoint::<MeshEndpoint>(ep)?;
     let info = e.mesh.peer_info(peer)?;
-    (info.state == super::PeerState::Up).then_some(info.path).flatten()
+    (info.state == super::PeerState::Up)
+        .then_some(info.path)
+        .flatten()
 }
 
 /// Runs the N-node mesh: reachable nodes `0..n_r`, NATed ones after; every node knows every
@@ -272,12 +282,21 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
     for i in 0..n {
         let host = sim.add_host(node_ip(i));
         sim.add_duplex_droptail(host, core, cfg.access.clone());
-        let mut mesh = Mesh::new(start, ids[i].clone(), cfg.mesh.clone(), Acceptor::allow_all());
+        let mut mesh = Mesh::new(
+            start,
+            ids[i].clone(),
+            cfg.mesh.clone(),
+            Acceptor::allow_all(),
+        );
         for j in 0..n {
             if j == i {
                 continue;
             }
-            let addrs: Vec<SocketAddr> = if j < n_reach { vec![addr(j)] } else { Vec::new() };
+            let addrs: Vec<SocketAddr> = if j < n_reach {
+                vec![addr(j)]
+            } else {
+                Vec::new()
+            };
             let _ = mesh.add_peer(hns[j], ids[j].public_key(), &addrs);
         }
         for j in n_reach..n {
@@ -297,9 +316,9 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
         for &r in &routers[i] {
             let _ = ep.mesh.connect(start, hns[r]);
         }
-        for j in i + 1..n {
-            ep.greet.insert(hns[j]);
-            let _ = ep.mesh.connect(start, hns[j]);
+        for hn in &hns[i + 1..] {
+            ep.greet.insert(*hn);
+            let _ = ep.mesh.connect(start, *hn);
         }
         eps.push(sim.attach(host, PORT, Box::new(ep)));
     }
@@ -318,7 +337,10 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
             continue;
         };
         for (t, ev) in &e.events {
-            if let MeshEvent::LinkUp { peer, path: Path::Relayed(_) } = ev
+            if let MeshEvent::LinkUp {
+                peer,
+                path: Path::Relayed(_),
+            } = ev
                 && let Some(j) = hns.iter().position(|h| h == peer)
                 && j > i
             {
@@ -330,14 +352,16 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
             }
         }
         for j in i + 1..n {
-            let relayed = |a: usize, b: usize| matches!(path_at(&sim, eps[a], hns[b]), Some(Path::Relayed(_)));
+            let relayed = |a: usize, b: usize| {
+                matches!(path_at(&sim, eps[a], hns[b]), Some(Path::Relayed(_)))
+            };
             if relayed(i, j) || relayed(j, i) {
                 relayed_at_open.push((i, j));
             }
         }
     }
-    for i in n_reach..n {
-        if let Some(e) = sim.endpoint_mut::<MeshEndpoint>(eps[i])
+    for &ep in &eps[n_reach..] {
+        if let Some(e) = sim.endpoint_mut::<MeshEndpoint>(ep)
             && let Some(nat) = e.nat.as_mut()
         {
             for j in n_reach..n {
@@ -357,7 +381,9 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
     };
     for i in 0..n {
         for j in i + 1..n {
-            let up = sim.endpoint::<MeshEndpoint>(eps[i]).is_some_and(|e| e.saw_up(hns[j]));
+            let up = sim
+                .endpoint::<MeshEndpoint>(eps[i])
+                .is_some_and(|e| e.saw_up(hns[j]));
             let want = format!("greet {i}").into_bytes();
             let greeted = sim
                 .endpoint::<MeshEndpoint>(eps[j])
@@ -369,7 +395,8 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
         }
     }
     for &(i, j) in &relayed_at_open {
-        let direct = |a: usize, b: usize| matches!(path_at(&sim, eps[a], hns[b]), Some(Path::Direct(_)));
+        let direct =
+            |a: usize, b: usize| matches!(path_at(&sim, eps[a], hns[b]), Some(Path::Direct(_)));
         if direct(i, j) && direct(j, i) {
             report.upgraded_after_open += 1;
         }

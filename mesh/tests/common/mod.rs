@@ -24,14 +24,22 @@ pub fn addr(i: usize) -> SocketAddr {
 }
 
 /// `n` nodes on a star; `cfg(i)` gives node i's config; NATed nodes admit only `allow(i)`.
-pub fn star(n: usize, cfg: impl Fn(usize) -> MeshConfig, nat: impl Fn(usize) -> Option<Vec<usize>>) -> Net {
+pub fn star(
+    n: usize,
+    cfg: impl Fn(usize) -> MeshConfig,
+    nat: impl Fn(usize) -> Option<Vec<usize>>,
+) -> Net {
     let mut sim = Sim::new(SEED);
     let core = sim.add_router("core");
     let ids: Vec<_> = (0..n).map(|i| identity(SEED, i)).collect();
     let mut eps = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let h = sim.add_host(node_ip(i));
-        sim.add_duplex_droptail(h, core, LinkConfig::new(50_000_000, Duration::from_millis(5)));
+        sim.add_duplex_droptail(
+            h,
+            core,
+            LinkConfig::new(50_000_000, Duration::from_millis(5)),
+        );
         let mesh = Mesh::new(sim.now(), id.clone(), cfg(i), Acceptor::allow_all());
         let mut ep = MeshEndpoint::new(mesh);
         if let Some(allow) = nat(i) {
@@ -56,8 +64,14 @@ impl Net {
         self.sim.endpoint::<MeshEndpoint>(self.eps[i]).unwrap()
     }
 
-    pub fn with<R>(&mut self, i: usize, f: impl FnOnce(&mut MeshEndpoint, std::time::Instant) -> R) -> R {
-        self.sim.with_endpoint::<MeshEndpoint, R>(self.eps[i], f).unwrap()
+    pub fn with<R>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut MeshEndpoint, std::time::Instant) -> R,
+    ) -> R {
+        self.sim
+            .with_endpoint::<MeshEndpoint, R>(self.eps[i], f)
+            .unwrap()
     }
 
     /// Node `i` learns node `j` (key, and its address if `with_addr`).
@@ -104,5 +118,12 @@ impl Net {
 }
 
 pub fn pattern(len: usize, k: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).wrapping_add(u32::from(k)) as u8 ^ (i >> 8) as u8).collect()
+    (0..len)
+        .map(|i| {
+            (i as u32)
+                .wrapping_mul(2_654_435_761)
+                .wrapping_add(u32::from(k)) as u8
+                ^ (i >> 8) as u8
+        })
+        .collect()
 }
