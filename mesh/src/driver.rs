@@ -159,14 +159,7 @@ pub async fn start(
     }
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(
-        socket,
-        mesh,
-        mdns,
-        cfg.auto_connect,
-        rx,
-        events_tx,
-    ));
+    let task = tokio::spawn(run(socket, mesh, mdns, cfg.auto_connect, rx, events_tx));
     Ok(MeshHandle {
         hashname,
         local_addr,
@@ -187,10 +180,7 @@ impl MeshHandle {
         self.local_addr
     }
 
-    async fn call<T>(
-        &self,
-        make: impl FnOnce(Reply<T>) -> Command,
-    ) -> Result<T, DriverError> {
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, DriverError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(make(tx))

@@ -86,7 +86,9 @@ async fn send_all(h: &mut MeshHandle, peer: Hashname, ch: ChannelId, data: &[u8]
 }
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31) ^ salt).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ salt)
+        .collect()
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -128,24 +130,30 @@ async fn two_nodes_by_seed_exchange_a_mebibyte_each_way() {
 
     let ch = a.open_channel(hb, "readings", true).await.expect("open");
     let data = pattern(1 << 20, 7);
-    send_all(&mut a, hb, ch, &data).await;
-    let (opened, kind) = wait(&mut b, |ev| match ev {
-        DriverEvent::Mesh(MeshEvent::Channel {
-            peer,
-            event: ChannelEvent::Opened { id, kind, reliable },
-        }) if peer == ha && reliable => Some((id, kind)),
-        _ => None,
-    })
-    .await;
-    assert_eq!(kind, "readings");
-    assert_eq!(opened, ch);
-    let got = receive(&mut b, ha, ch, data.len()).await;
+    // The sender and the receiver run together: the receive window (256 KiB) is smaller than
+    // what is sent, so the sender waits for the receiver to take bytes.
+    let received = async {
+        let (opened, kind) = wait(&mut b, |ev| match ev {
+            DriverEvent::Mesh(MeshEvent::Channel {
+                peer,
+                event: ChannelEvent::Opened { id, kind, reliable },
+            }) if peer == ha && reliable => Some((id, kind)),
+            _ => None,
+        })
+        .await;
+        assert_eq!(kind, "readings");
+        assert_eq!(opened, ch);
+        receive(&mut b, ha, ch, data.len()).await
+    };
+    let ((), got) = tokio::join!(send_all(&mut a, hb, ch, &data), received);
     assert!(got == data, "B received A's mebibyte intact and in order");
 
     // And back on the same channel.
     let reply = pattern(1 << 20, 99);
-    send_all(&mut b, ha, ch, &reply).await;
-    let got = receive(&mut a, hb, ch, reply.len()).await;
+    let ((), got) = tokio::join!(
+        send_all(&mut b, ha, ch, &reply),
+        receive(&mut a, hb, ch, reply.len())
+    );
     assert!(got == reply, "A received B's mebibyte intact and in order");
 
     let stats = a.stats().await.expect("stats");
@@ -176,18 +184,20 @@ async fn two_nodes_discover_each_other_by_mdns_and_open_a_channel() {
         .expect("start B");
     let (ha, hb) = (a.hashname(), b.hashname());
 
-    let rec = wait(&mut a, |ev| match ev {
-        DriverEvent::Discovered(r) if r.hashname == hb => Some(r),
-        _ => None,
+    // A discovers B, and a link comes up (A connects to what it discovers, and so does B:
+    // whichever is first, the other's initiation meets an existing link), in either order.
+    let (mut found, mut up) = (None, false);
+    wait(&mut a, |ev| {
+        match ev {
+            DriverEvent::Discovered(r) if r.hashname == hb => found = Some(r),
+            DriverEvent::Mesh(MeshEvent::LinkUp { peer, .. }) if peer == hb => up = true,
+            _ => {}
+        }
+        (found.is_some() && up).then_some(())
     })
     .await;
+    let rec = found.expect("found");
     assert!(rec.addrs.iter().any(|x| x.port() == b.local_addr().port()));
-    // Discovery connects by itself (`auto_connect`): wait for A's link to B.
-    wait(&mut a, |ev| match ev {
-        DriverEvent::Mesh(MeshEvent::LinkUp { peer, .. }) if peer == hb => Some(()),
-        _ => None,
-    })
-    .await;
     let ch = a.open_channel(hb, "chain", true).await.expect("open");
     let msg = b"a block header for the gateway's light client".to_vec();
     a.send(hb, ch, &msg).await.expect("send");
