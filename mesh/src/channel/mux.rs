@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use super::frame::{Frame, FrameError, MAX_REASON_LEN};
-use super::reliable::{AckViolation, Arrival, Receiver, SendParams, SendStats, Sender};
+use super::reliable::{
+    AckViolation, Arrival, CongestionState, Receiver, SendParams, SendStats, Sender,
+};
 use super::{ChannelError, ChannelEvent, ChannelId, CloseError, Config, ConfigError, Side, codes};
 
 /// Most recently closed peer channel ids remembered.
@@ -159,6 +161,14 @@ impl Channels {
         self.stats
     }
 
+    /// The congestion state of a reliable channel's sender (for instrumentation).
+    pub fn congestion(&self, id: ChannelId) -> Option<CongestionState> {
+        self.chans
+            .get(&id.0)
+            .filter(|c| c.reliable)
+            .map(|c| c.sender.congestion())
+    }
+
     /// Counters of one channel.
     pub fn channel_stats(&self, id: ChannelId) -> Option<ChannelStats> {
         self.chans.get(&id.0).map(|c| ChannelStats {
@@ -209,6 +219,8 @@ impl Channels {
             max_rto: self.cfg.max_rto,
             initial_cwnd: self.cfg.initial_cwnd,
             max_cwnd: self.cfg.max_cwnd,
+            mss: self.cfg.segment_size(),
+            pacing: self.cfg.pacing,
         };
         // Until the peer advertises, assume a window of the initial congestion window.
         let initial_window = (self.cfg.initial_cwnd as usize * self.cfg.segment_size())
@@ -970,7 +982,7 @@ impl Channels {
         if c.reliable {
             loop {
                 let room = mtu.saturating_sub(buf.len() + super::frame::DATA_HEADER_LEN);
-                if room == 0 || !c.sender.wants_to_send() {
+                if room == 0 || !c.sender.wants_to_send(now) {
                     break;
                 }
                 if c.local && !c.confirmed {
@@ -989,7 +1001,7 @@ impl Channels {
                 let f = Frame::Data {
                     id,
                     seq,
-                    payload: &data,
+                    payload: data,
                 };
                 if f.emit(buf).is_err() {
                     break;
