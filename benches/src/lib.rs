@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod flow;
 pub mod kernel;
+pub mod mesh_bench;
 pub mod mef_flow;
 pub mod metrics;
 pub mod plot;

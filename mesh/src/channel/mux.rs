@@ -116,7 +116,9 @@ pub struct Channels {
     side: Side,
     next_local: u32,
     ids_exhausted: bool,
-    chans: BTreeMap<u32, Chan>,
+    /// Boxed: a B-tree node holds 11 entries, so inline channels would cost 11 × their size
+    /// for the first one.
+    chans: BTreeMap<u32, Box<Chan>>,
     closed_peer: BTreeSet<u32>,
     closed_floor: Option<u32>,
     control: VecDeque<Control>,
@@ -267,7 +269,7 @@ impl Channels {
             None => self.ids_exhausted = true,
         }
         let chan = self.new_chan(kind, reliable, true);
-        self.chans.insert(id, chan);
+        self.chans.insert(id, Box::new(chan));
         tracing::debug!(id, kind, reliable, "channel opened");
         Ok(ChannelId(id))
     }
@@ -692,7 +694,7 @@ impl Channels {
             return;
         }
         let chan = self.new_chan(kind, reliable, false);
-        self.chans.insert(id, chan);
+        self.chans.insert(id, Box::new(chan));
         self.push_event(ChannelEvent::Opened {
             id: ChannelId(id),
             kind: kind.to_owned(),
