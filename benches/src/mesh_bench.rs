@@ -522,9 +522,9 @@ pub fn run(quick: bool) -> anyhow::Result<MeshReport> {
 /// Prints the table and writes JSON and an SVG plot (`bench-out/mesh.json` by default).
 pub fn report(r: &MeshReport, json: Option<&Path>) -> anyhow::Result<()> {
     let target = |ok: bool| if ok { "met" } else { "NOT met" };
-    let load = r
-        .load_before
-        .map_or("unknown".to_owned(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
+    let load = r.load_before.map_or("unknown".to_owned(), |l| {
+        format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+    });
     println!(
         "mesh bench{}: {} CPUs, load average before the run {load}",
         if r.quick { " (quick)" } else { "" },
@@ -563,10 +563,7 @@ pub fn report(r: &MeshReport, json: Option<&Path>) -> anyhow::Result<()> {
             "  of which Link / Channels",
             format!("{l:.0} / {c:.0}")
         );
-        println!(
-            "{:<44} {:>14.0}",
-            "  + one open idle reliable channel", ch
-        );
+        println!("{:<44} {:>14.0}", "  + one open idle reliable channel", ch);
     }
     for name in [
         "channel_mbps_relayed",

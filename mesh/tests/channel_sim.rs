@@ -255,9 +255,9 @@ fn bulk(seed: u64, link: LinkConfig) -> Bulk {
     let mut until = Duration::ZERO;
     while !done && until < Duration::from_secs(120) {
         until += step;
-        done = n.sim.run_until_condition(until, |s| {
-            all_received(s, n.b, &[(1, BULK_TOTAL)])
-        });
+        done = n
+            .sim
+            .run_until_condition(until, |s| all_received(s, n.b, &[(1, BULK_TOTAL)]));
         if trace {
             let a = node(&n, n.a);
             let id = a.out[0].id;
@@ -336,7 +336,11 @@ fn reliable_2mb_clean_link() {
 fn clean_link_goodput_at_least_70_percent_without_rto() {
     let r = bulk(11, link(0.0));
     let rate = r.mbps();
-    assert_eq!(r.sender.send.rto_expiries, 0, "spurious RTO: {:?}", r.sender);
+    assert_eq!(
+        r.sender.send.rto_expiries, 0,
+        "spurious RTO: {:?}",
+        r.sender
+    );
     assert!(
         rate >= 0.70 * 20.0,
         "goodput {rate:.1} Mbit/s < 70 % of 20 Mbit/s: {:?}, {} queue drops",

@@ -330,7 +330,11 @@ impl Sender {
     /// The next segment to (re)send if it fits `max_payload`: a lost one first, else a new one
     /// the windows allow. Marks it sent at `now`. Call [`Self::wants_to_send`] first: it
     /// applies the pacer.
-    pub(crate) fn next_segment(&mut self, now: Instant, max_payload: usize) -> Option<(u32, &[u8])> {
+    pub(crate) fn next_segment(
+        &mut self,
+        now: Instant,
+        max_payload: usize,
+    ) -> Option<(u32, &[u8])> {
         let cwnd_ok = self.cwnd_ok();
         // Retransmissions first (lowest sequence first).
         if cwnd_ok && let Some(i) = self.first_lost() {
