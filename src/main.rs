@@ -10,6 +10,11 @@ mod demo;
 mod demo_chain;
 mod netem_bench;
 
+/// Counts live heap bytes for `mef bench mesh` (memory per idle link); otherwise the system
+/// allocator.
+#[global_allocator]
+static GLOBAL: mef_benches::mesh_bench::CountingAlloc = mef_benches::mesh_bench::CountingAlloc;
+
 /// MEF: in-network rate control, measured.
 #[derive(Debug, Parser)]
 #[command(version, about, long_about = None)]
@@ -104,6 +109,21 @@ enum BenchSuite {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// The encrypted peer mesh (issue 5): full IK handshakes per second on one core, a
+    /// reliable channel over an encrypted link over real UDP sockets on loopback (MTU 1,200,
+    /// 8,192 and 60,000; sender and receiver on one core) with time per stage, and heap bytes
+    /// per idle link (1,000 link pairs, counting allocator). Figures that need the mesh node
+    /// (relayed throughput, connected pairs, direct upgrades, relay reach time) are reported
+    /// as not measured.
+    Mesh {
+        /// Quick mode: 32 MiB per transfer instead of 256 MiB, 300 handshakes.
+        #[arg(long)]
+        quick: bool,
+        /// Write the report as JSON to this path (and a plot next to it); default
+        /// `bench-out/mesh.json`.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
     /// Calibrate the userspace link emulator in network namespaces: delay error at 20 and
     /// 100 ms, rate error at 100 Mbit/s, 1 % loss, and the highest rate this machine sustains.
     /// Needs root.
@@ -171,6 +191,10 @@ fn main() -> ExitCode {
         Command::Bench {
             suite: BenchSuite::Netem { json },
         } => netem_bench::run(json.as_deref()),
+        Command::Bench {
+            suite: BenchSuite::Mesh { quick, json },
+        } => mef_benches::mesh_bench::run(quick)
+            .and_then(|r| mef_benches::mesh_bench::report(&r, json.as_deref())),
         Command::Bench {
             suite: BenchSuite::Poe { quick, json },
         } => mef_benches::poe_bench::run(quick)

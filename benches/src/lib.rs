@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 pub mod flow;
 pub mod kernel;
 pub mod mef_flow;
+pub mod mesh_bench;
 pub mod metrics;
 pub mod plot;
 pub mod poe_bench;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mesh::channel::{
     ChannelError, ChannelEvent, ChannelId, Channels, CloseError, Config, Side, codes,
 };
-use sim_netem::{Datagram, Endpoint, EndpointId, LinkConfig, LossModel, Sim};
+use sim_netem::{Datagram, Endpoint, EndpointId, LinkConfig, LinkId, LossModel, Sim};
 
 const PORT: u16 = 5000;
 
@@ -184,6 +184,8 @@ struct Net {
     sim: Sim,
     a: EndpointId,
     b: EndpointId,
+    /// The A → B link (the data direction of the bulk tests).
+    ab: LinkId,
 }
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -194,7 +196,7 @@ fn net(seed: u64, link: LinkConfig, cfg: Config, setup: impl Fn(&mut Node, &mut 
     let mut sim = Sim::new(seed);
     let ha = sim.add_host(A);
     let hb = sim.add_host(B);
-    sim.add_duplex_droptail(ha, hb, link);
+    let (ab, _) = sim.add_duplex_droptail(ha, hb, link);
     let mut na = Node::new(
         Side::Initiator,
         cfg.clone(),
@@ -204,7 +206,7 @@ fn net(seed: u64, link: LinkConfig, cfg: Config, setup: impl Fn(&mut Node, &mut 
     setup(&mut na, &mut nb);
     let b = sim.attach(hb, PORT, Box::new(nb));
     let a = sim.attach(ha, PORT, Box::new(na));
-    Net { sim, a, b }
+    Net { sim, a, b, ab }
 }
 
 fn node(n: &Net, id: EndpointId) -> &Node {
@@ -229,39 +231,86 @@ fn link(loss: f64) -> LinkConfig {
     }
 }
 
-/// Runs a one-way 2 MB transfer A → B and checks delivery; returns (sender stats, seconds).
-fn bulk(
-    seed: u64,
-    link: LinkConfig,
-) -> (
-    mesh::channel::mux::ChannelStats,
-    mesh::channel::mux::ChannelStats,
-    f64,
-) {
-    const TOTAL: u64 = 2 * 1024 * 1024;
+/// What one bulk transfer measured.
+struct Bulk {
+    sender: mesh::channel::mux::ChannelStats,
+    receiver: mesh::channel::mux::ChannelStats,
+    /// Simulated seconds to deliver everything.
+    secs: f64,
+    /// Drops at the bottleneck queue (A → B).
+    queue_drops: u64,
+}
+
+const BULK_TOTAL: u64 = 2 * 1024 * 1024;
+
+/// Runs a one-way 2 MiB transfer A → B and checks delivery. With `MESH_SIM_TRACE` set, prints
+/// the sender's congestion state every 20 ms of simulated time.
+fn bulk(seed: u64, link: LinkConfig) -> Bulk {
     let mut n = net(seed, link, Config::default(), |a, _| {
-        a.stream(1, TOTAL, None);
+        a.stream(1, BULK_TOTAL, None);
     });
-    let done = n.sim.run_until_condition(Duration::from_secs(120), |s| {
-        all_received(s, n.b, &[(1, TOTAL)])
-    });
+    let trace = std::env::var_os("MESH_SIM_TRACE").is_some();
+    let step = Duration::from_millis(20);
+    let mut done = false;
+    let mut until = Duration::ZERO;
+    while !done && until < Duration::from_secs(120) {
+        until += step;
+        done = n
+            .sim
+            .run_until_condition(until, |s| all_received(s, n.b, &[(1, BULK_TOTAL)]));
+        if trace {
+            let a = node(&n, n.a);
+            let id = a.out[0].id;
+            if let (Some(c), Some(st)) = (a.mux.congestion(id), a.mux.channel_stats(id)) {
+                let drops = n.sim.link_stats(n.ab).map_or(0, |l| l.queue_drops);
+                println!(
+                    "t={:>5.0}ms cwnd={:>7.1} ssthresh={:>7.1} flight={:>4} lost={:>3} srtt={:?} rto={:?} rtos={} frs={} ss_delay_exits={} queue_drops={drops} sent={} rexmit={}",
+                    n.sim.elapsed().as_secs_f64() * 1e3,
+                    c.cwnd,
+                    c.ssthresh,
+                    c.in_flight,
+                    c.lost,
+                    c.srtt,
+                    c.rto,
+                    st.send.rto_expiries,
+                    st.send.fast_recoveries,
+                    st.send.slow_start_delay_exits,
+                    st.send.bytes_sent,
+                    st.send.bytes_retransmitted,
+                );
+            }
+        }
+    }
     let secs = n.sim.elapsed().as_secs_f64();
     assert!(done, "transfer incomplete after {secs} s");
     let b = node(&n, n.b);
     let inc = b.inc.values().find(|i| i.seed == 1).unwrap();
-    assert_eq!(inc.received, TOTAL, "exactly once");
+    assert_eq!(inc.received, BULK_TOTAL, "exactly once");
     assert!(!inc.corrupt, "in order, unaltered");
     let a = node(&n, n.a);
     let id = a.out[0].id;
-    let sa = a.mux.channel_stats(id).unwrap();
-    let sb = b.mux.channel_stats(id).unwrap();
+    let sender = a.mux.channel_stats(id).unwrap();
+    let receiver = b.mux.channel_stats(id).unwrap();
     assert!(a.max_buffered <= Config::default().max_send_buffer);
-    (sa, sb, secs)
+    let queue_drops = n.sim.link_stats(n.ab).map_or(0, |l| l.queue_drops);
+    Bulk {
+        sender,
+        receiver,
+        secs,
+        queue_drops,
+    }
+}
+
+impl Bulk {
+    fn mbps(&self) -> f64 {
+        BULK_TOTAL as f64 * 8.0 / self.secs / 1e6
+    }
 }
 
 #[test]
 fn reliable_2mb_clean_link() {
-    let (sa, sb, secs) = bulk(1, link(0.0));
+    let r = bulk(1, link(0.0));
+    let (sa, sb) = (r.sender, r.receiver);
     // No random loss: retransmissions only repair drops at the bottleneck queue (slow start
     // overshoot), never spurious ones.
     assert!(
@@ -270,19 +319,45 @@ fn reliable_2mb_clean_link() {
     );
     assert_eq!(sb.duplicate_segments, 0);
     println!(
-        "clean link: 2 MiB in {secs:.2} s simulated = {:.1} Mbit/s",
-        2.0 * 8.0 * 1.048_576 / secs
+        "clean link: 2 MiB in {:.2} s simulated = {:.1} Mbit/s ({} RTOs, {} fast recoveries, {} delay exits from slow start, {} queue drops)",
+        r.secs,
+        r.mbps(),
+        sa.send.rto_expiries,
+        sa.send.fast_recoveries,
+        sa.send.slow_start_delay_exits,
+        r.queue_drops
+    );
+}
+
+/// Congestion control on a clean 20 Mbit/s, 10 ms link with a one-BDP queue: slow start must
+/// end before it overflows the queue (no RTO), and a 2 MiB transfer (handshake and slow start
+/// included) must run at ≥ 70 % of the link rate. Simulated time, so this is deterministic.
+#[test]
+fn clean_link_goodput_at_least_70_percent_without_rto() {
+    let r = bulk(11, link(0.0));
+    let rate = r.mbps();
+    assert_eq!(
+        r.sender.send.rto_expiries, 0,
+        "spurious RTO: {:?}",
+        r.sender
+    );
+    assert!(
+        rate >= 0.70 * 20.0,
+        "goodput {rate:.1} Mbit/s < 70 % of 20 Mbit/s: {:?}, {} queue drops",
+        r.sender,
+        r.queue_drops
     );
 }
 
 #[test]
 fn reliable_2mb_five_percent_loss_retransmits_only_missing() {
-    let (sa, sb, secs) = bulk(2, link(0.05));
+    let r = bulk(2, link(0.05));
+    let (sa, sb, secs) = (r.sender, r.receiver, r.secs);
     let total = sa.send.bytes_sent as f64;
     let re = sa.send.bytes_retransmitted as f64;
     println!(
         "5% loss: 2 MiB in {secs:.2} s simulated = {:.1} Mbit/s; retransmitted {:.1}% ({} RTOs, {} fast recoveries, {} dup segments at receiver)",
-        2.0 * 8.0 * 1.048_576 / secs,
+        r.mbps(),
         100.0 * re / total,
         sa.send.rto_expiries,
         sa.send.fast_recoveries,
@@ -302,7 +377,7 @@ fn reliable_2mb_five_percent_loss_retransmits_only_missing() {
 #[test]
 fn reliable_2mb_reordering() {
     let l = link(0.0).with_reorder(0.05, Duration::from_millis(5));
-    let (sa, _, _) = bulk(3, l);
+    let sa = bulk(3, l).sender;
     let total = sa.send.bytes_sent as f64;
     assert!(
         (sa.send.bytes_retransmitted as f64) < 0.10 * total,
@@ -315,7 +390,7 @@ fn reliable_2mb_duplication_and_loss() {
     let l = link(0.01)
         .with_duplicate(0.05)
         .with_reorder(0.02, Duration::from_millis(3));
-    let (_, sb, _) = bulk(4, l);
+    let sb = bulk(4, l).receiver;
     assert!(
         sb.duplicate_segments > 0,
         "duplicates must have been seen and dropped"

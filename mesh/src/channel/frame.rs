@@ -11,7 +11,7 @@
 //! OPEN   0x01 | id u32 | flags u8 (bit 0: reliable) | kind_len u8 (1..=32) | kind (UTF-8)
 //! DATA   0x02 | id u32 | seq u32 | len u16 | payload          (reliable segment)
 //! UDATA  0x03 | id u32 | len u16 | payload                    (unreliable message)
-//! ACK    0x04 | id u32 | cum u32 | window u32 | n u8 (0..=8) | n × (start u32 | end u32)
+//! ACK    0x04 | id u32 | cum u32 | window u32 | n u8 (0..=32) | n × (start u32 | end u32)
 //! CLOSE  0x05 | id u32 | flags u8 (bit 0: ack) | code u32 | reason_len u8 (0..=64) | reason
 //! ```
 //!
@@ -41,7 +41,7 @@ pub const MAX_KIND_LEN: usize = 32;
 /// Longest close reason, in bytes.
 pub const MAX_REASON_LEN: usize = 64;
 /// Most SACK ranges in one ACK frame.
-pub const MAX_SACK_RANGES: usize = 8;
+pub const MAX_SACK_RANGES: usize = 32;
 /// Header bytes of a DATA frame before its payload.
 pub const DATA_HEADER_LEN: usize = 11;
 /// Header bytes of a UDATA frame before its payload.

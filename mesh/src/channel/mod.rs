@@ -32,7 +32,7 @@ use thiserror::Error;
 
 pub use frame::{Frame, FrameError, SackRange};
 pub use mux::Channels;
-pub use reliable::SendStats;
+pub use reliable::{CongestionState, SendStats};
 
 /// Close error codes. Codes from [`codes::APPLICATION`] up are the application's.
 pub mod codes {
@@ -210,6 +210,9 @@ pub struct Config {
     pub initial_cwnd: u32,
     /// Upper bound of the congestion window in segments.
     pub max_cwnd: u32,
+    /// Pace reliable sends at a multiple of `cwnd / srtt` (with small bursts) instead of
+    /// sending whole windows back to back.
+    pub pacing: bool,
     /// Times a CLOSE is repeated before the channel is forgotten.
     pub max_close_retries: u32,
     /// Most queued events and control frames each (beyond, OPENs are refused and control
@@ -236,6 +239,7 @@ impl Default for Config {
             max_rto: Duration::from_secs(60),
             initial_cwnd: 10,
             max_cwnd: 4096,
+            pacing: true,
             max_close_retries: 6,
             max_queued: 1024,
             data_events: true,

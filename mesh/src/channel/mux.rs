@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use super::frame::{Frame, FrameError, MAX_REASON_LEN};
-use super::reliable::{AckViolation, Arrival, Receiver, SendParams, SendStats, Sender};
+use super::reliable::{
+    AckViolation, Arrival, CongestionState, Receiver, SendParams, SendStats, Sender,
+};
 use super::{ChannelError, ChannelEvent, ChannelId, CloseError, Config, ConfigError, Side, codes};
 
 /// Most recently closed peer channel ids remembered.
@@ -114,7 +116,9 @@ pub struct Channels {
     side: Side,
     next_local: u32,
     ids_exhausted: bool,
-    chans: BTreeMap<u32, Chan>,
+    /// Boxed: a B-tree node holds 11 entries, so inline channels would cost 11 × their size
+    /// for the first one.
+    chans: BTreeMap<u32, Box<Chan>>,
     closed_peer: BTreeSet<u32>,
     closed_floor: Option<u32>,
     control: VecDeque<Control>,
@@ -157,6 +161,14 @@ impl Channels {
     /// Mux-wide counters.
     pub fn stats(&self) -> MuxStats {
         self.stats
+    }
+
+    /// The congestion state of a reliable channel's sender (for instrumentation).
+    pub fn congestion(&self, id: ChannelId) -> Option<CongestionState> {
+        self.chans
+            .get(&id.0)
+            .filter(|c| c.reliable)
+            .map(|c| c.sender.congestion())
     }
 
     /// Counters of one channel.
@@ -209,6 +221,8 @@ impl Channels {
             max_rto: self.cfg.max_rto,
             initial_cwnd: self.cfg.initial_cwnd,
             max_cwnd: self.cfg.max_cwnd,
+            mss: self.cfg.segment_size(),
+            pacing: self.cfg.pacing,
         };
         // Until the peer advertises, assume a window of the initial congestion window.
         let initial_window = (self.cfg.initial_cwnd as usize * self.cfg.segment_size())
@@ -255,7 +269,7 @@ impl Channels {
             None => self.ids_exhausted = true,
         }
         let chan = self.new_chan(kind, reliable, true);
-        self.chans.insert(id, chan);
+        self.chans.insert(id, Box::new(chan));
         tracing::debug!(id, kind, reliable, "channel opened");
         Ok(ChannelId(id))
     }
@@ -680,7 +694,7 @@ impl Channels {
             return;
         }
         let chan = self.new_chan(kind, reliable, false);
-        self.chans.insert(id, chan);
+        self.chans.insert(id, Box::new(chan));
         self.push_event(ChannelEvent::Opened {
             id: ChannelId(id),
             kind: kind.to_owned(),
@@ -970,7 +984,7 @@ impl Channels {
         if c.reliable {
             loop {
                 let room = mtu.saturating_sub(buf.len() + super::frame::DATA_HEADER_LEN);
-                if room == 0 || !c.sender.wants_to_send() {
+                if room == 0 || !c.sender.wants_to_send(now) {
                     break;
                 }
                 if c.local && !c.confirmed {
@@ -989,7 +1003,7 @@ impl Channels {
                 let f = Frame::Data {
                     id,
                     seq,
-                    payload: &data,
+                    payload: data,
                 };
                 if f.emit(buf).is_err() {
                     break;

@@ -18,6 +18,19 @@
 //!   congestion avoidance above (+1/cwnd per segment); on the first loss detected by SACK,
 //!   `ssthresh = cwnd = max(cwnd/2, 2)` once per recovery episode (until everything sent before
 //!   it is acknowledged); on RTO, `ssthresh = max(flight/2, 2)` and `cwnd = 1`. Per channel.
+//!   After an RTO the window grows again in slow start while the lost segments are resent
+//!   (only a SACK-triggered recovery freezes it).
+//! - **Slow-start exit on delay** (HyStart, Ha & Rhee 2011): the smallest RTT of each batch
+//!   of 8 samples is compared with the smallest ever seen; once it exceeds it by
+//!   `clamp(min_rtt/8, 4 ms, 16 ms)` a queue is building, and slow start ends with `cwnd =
+//!   ssthresh = cwnd · min_rtt / recent_rtt` (at least 16) before loss would end it.
+//! - **Pacing** ([`super::Config::pacing`]): sends are spaced at `gain · cwnd · mss / srtt`
+//!   (gain 2 in slow start, 1.25 above, like Linux) by a token bucket that allows bursts of
+//!   4 segments or 1 ms, whichever is more; a send held back by the pacer becomes a
+//!   deadline. No pacing before the first RTT sample.
+//! - **Cost per packet**: the pipe, lost and SACKed segment counts are kept incrementally;
+//!   loss detection scans the window only when an ACK brings new SACK information, and
+//!   segments are written into the datagram from the send buffer without copying them out.
 //! - **Flow control**: a new segment goes out only if all bytes from the cumulative ack through
 //!   it fit the peer's advertised window; with a closed window and nothing in flight, the RTO
 //!   timer becomes a persist timer that sends one segment as a window probe.
@@ -46,6 +59,33 @@ pub struct SendStats {
     pub fast_recoveries: u64,
     /// Zero-window probes sent.
     pub window_probes: u64,
+    /// Slow starts ended by the delay signal (queue building up) before any loss.
+    pub slow_start_delay_exits: u64,
+}
+
+/// A snapshot of a reliable sender's congestion state, for instrumentation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CongestionState {
+    /// Congestion window in segments.
+    pub cwnd: f64,
+    /// Slow-start threshold in segments ([`super::Config::max_cwnd`] until the first exit).
+    pub ssthresh: f64,
+    /// Segments in flight: sent, neither acknowledged nor deemed lost.
+    pub in_flight: usize,
+    /// Segments deemed lost and not yet sent again.
+    pub lost: usize,
+    /// Smoothed round-trip time, once sampled.
+    pub srtt: Option<Duration>,
+    /// Smallest round-trip time sampled.
+    pub min_rtt: Option<Duration>,
+    /// Current retransmission timeout.
+    pub rto: Duration,
+    /// Pacing rate in bytes per second (none before the first RTT sample: unpaced).
+    pub pacing_rate: Option<f64>,
+    /// In a loss-recovery episode (fast recovery or after an RTO).
+    pub in_recovery: bool,
+    /// The peer's advertised receive window in bytes.
+    pub peer_window: u32,
 }
 
 #[derive(Debug)]
@@ -65,7 +105,27 @@ pub(crate) struct SendParams {
     pub max_rto: Duration,
     pub initial_cwnd: u32,
     pub max_cwnd: u32,
+    /// Full segment payload size (for pacing).
+    pub mss: usize,
+    /// Pace sends at a multiple of `cwnd / srtt`.
+    pub pacing: bool,
 }
+
+/// Slow-start exit on delay (HyStart, Ha & Rhee 2011; Linux `tcp_cubic` "delay" detection):
+/// RTT samples needed in a round before judging it.
+const HYSTART_MIN_SAMPLES: u32 = 8;
+/// Smallest window (segments) at which the delay signal may end slow start.
+const HYSTART_LOW_WINDOW: f64 = 16.0;
+/// Bounds of the delay increase (`min_rtt / 8`, clamped) that ends slow start.
+const HYSTART_MIN_ETA: Duration = Duration::from_millis(4);
+const HYSTART_MAX_ETA: Duration = Duration::from_millis(16);
+/// Pacing gains (Linux `sysctl_tcp_pacing_ss_ratio` / `ca_ratio`: 200 % and 120 %).
+const PACING_GAIN_SS: f64 = 2.0;
+const PACING_GAIN_CA: f64 = 1.25;
+/// Bursts allowed by the pacer: this many segments or this much time at the pacing rate,
+/// whichever is more (so a driver with coarse timers is not throttled at high rates).
+const PACING_BURST_SEGMENTS: f64 = 4.0;
+const PACING_BURST_TIME: Duration = Duration::from_millis(1);
 
 /// Why an ACK was rejected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,14 +147,32 @@ pub(crate) struct Sender {
     buffered: usize,
     /// Bytes of `segs[..next_idx]`.
     span_bytes: usize,
+    /// Segments of `segs[..next_idx]` neither SACKed nor lost (the RFC 6675 "pipe").
+    pipe: usize,
+    /// Segments of `segs[..next_idx]` marked lost (not SACKed, not yet resent).
+    lost_count: usize,
+    /// Segments of `segs` SACKed.
+    sacked_count: usize,
     peer_window: u32,
     cwnd: f64,
     ssthresh: f64,
     recovery_until: Option<u32>,
+    /// The recovery episode came from SACK evidence (cwnd frozen) rather than an RTO (slow
+    /// start from one segment).
+    fast_recovery: bool,
     srtt: Option<Duration>,
     rttvar: Duration,
+    min_rtt: Option<Duration>,
+    /// Slow-start round: ends when the cumulative ack passes this sequence number.
+    round_end: u32,
+    round_min: Option<Duration>,
+    round_samples: u32,
     rto: Duration,
     timer: Option<Instant>,
+    /// Pacer: earliest time of the next send, in token-bucket virtual time.
+    release_at: Option<Instant>,
+    /// Set when a send was held back by the pacer: wake up then.
+    pace_wait: Option<Instant>,
     probe: bool,
     pub(crate) stats: SendStats,
 }
@@ -108,14 +186,24 @@ impl Sender {
             next_idx: 0,
             buffered: 0,
             span_bytes: 0,
+            pipe: 0,
+            lost_count: 0,
+            sacked_count: 0,
             peer_window: initial_window,
             cwnd: f64::from(p.initial_cwnd.max(1)),
             ssthresh: f64::from(p.max_cwnd),
             recovery_until: None,
+            fast_recovery: false,
             srtt: None,
             rttvar: Duration::ZERO,
+            min_rtt: None,
+            round_end: 0,
+            round_min: None,
+            round_samples: 0,
             rto: p.initial_rto,
             timer: None,
+            release_at: None,
+            pace_wait: None,
             probe: false,
             stats: SendStats::default(),
         }
@@ -134,6 +222,22 @@ impl Sender {
     /// Current retransmission timeout.
     pub(crate) fn rto(&self) -> Duration {
         self.rto
+    }
+
+    /// A snapshot of the congestion state.
+    pub(crate) fn congestion(&self) -> CongestionState {
+        CongestionState {
+            cwnd: self.cwnd,
+            ssthresh: self.ssthresh,
+            in_flight: self.pipe,
+            lost: self.lost_count,
+            srtt: self.srtt,
+            min_rtt: self.min_rtt,
+            rto: self.rto,
+            pacing_rate: self.pacing_rate(),
+            in_recovery: self.recovery_until.is_some(),
+            peer_window: self.peer_window,
+        }
     }
 
     /// Queues `data`, filling the last unsent segment first, in segments of `seg_size`.
@@ -157,8 +261,10 @@ impl Sender {
         }
         while !data.is_empty() {
             let n = seg_size.min(data.len());
+            let mut buf = Vec::with_capacity(seg_size);
+            buf.extend_from_slice(&data[..n]);
             self.segs.push_back(Segment {
-                data: data[..n].to_vec(),
+                data: buf,
                 sent_at: None,
                 tx_count: 0,
                 sacked: false,
@@ -169,53 +275,93 @@ impl Sender {
         true
     }
 
-    fn in_flight(&self) -> usize {
-        self.segs
-            .iter()
-            .take(self.next_idx)
-            .filter(|s| !s.sacked && !s.lost)
-            .count()
+    fn cwnd_ok(&self) -> bool {
+        (self.pipe as f64) < self.cwnd.floor().max(1.0)
+    }
+
+    fn in_slow_start(&self) -> bool {
+        self.cwnd < self.ssthresh && self.recovery_until.is_none()
+    }
+
+    /// The window may grow: outside recovery, or in the slow start that follows an RTO.
+    fn may_grow(&self) -> bool {
+        self.recovery_until.is_none() || !self.fast_recovery
+    }
+
+    /// Bytes per second the pacer allows (none before the first RTT sample, or when off).
+    fn pacing_rate(&self) -> Option<f64> {
+        if !self.p.pacing {
+            return None;
+        }
+        let srtt = self.srtt?.as_secs_f64().max(1e-6);
+        let gain = if self.cwnd < self.ssthresh {
+            PACING_GAIN_SS
+        } else {
+            PACING_GAIN_CA
+        };
+        Some(gain * self.cwnd * self.p.mss.max(1) as f64 / srtt)
+    }
+
+    fn pacing_ok(&self, now: Instant) -> bool {
+        self.release_at.is_none_or(|t| t <= now)
+    }
+
+    /// Charges `len` bytes sent at `now` to the pacer's token bucket.
+    fn pace(&mut self, now: Instant, len: usize) {
+        let Some(rate) = self.pacing_rate() else {
+            self.release_at = None;
+            return;
+        };
+        let burst = Duration::from_secs_f64(PACING_BURST_SEGMENTS * self.p.mss as f64 / rate)
+            .max(PACING_BURST_TIME);
+        let floor = now.checked_sub(burst).unwrap_or(now);
+        let base = self.release_at.map_or(floor, |t| t.max(floor));
+        self.release_at = Some(base + Duration::from_secs_f64(len as f64 / rate));
+        self.pace_wait = None;
+    }
+
+    fn first_lost(&self) -> Option<usize> {
+        if self.lost_count == 0 {
+            return None;
+        }
+        self.segs.iter().take(self.next_idx).position(|s| s.lost)
     }
 
     /// The next segment to (re)send if it fits `max_payload`: a lost one first, else a new one
-    /// the windows allow. Marks it sent at `now`.
+    /// the windows allow. Marks it sent at `now`. Call [`Self::wants_to_send`] first: it
+    /// applies the pacer.
     pub(crate) fn next_segment(
         &mut self,
         now: Instant,
         max_payload: usize,
-    ) -> Option<(u32, Vec<u8>)> {
-        let in_flight = self.in_flight();
-        let cwnd_ok = (in_flight as f64) < self.cwnd.floor().max(1.0);
+    ) -> Option<(u32, &[u8])> {
+        let cwnd_ok = self.cwnd_ok();
         // Retransmissions first (lowest sequence first).
-        if cwnd_ok
-            && let Some(i) = self
-                .segs
-                .iter()
-                .take(self.next_idx)
-                .position(|s| s.lost && !s.sacked)
-        {
-            let seg = &mut self.segs[i];
-            if seg.data.len() > max_payload {
+        if cwnd_ok && let Some(i) = self.first_lost() {
+            let len = self.segs[i].data.len();
+            if len > max_payload {
                 return None;
             }
+            self.lost_count -= 1;
+            self.pipe += 1;
+            self.stats.bytes_retransmitted += len as u64;
+            self.stats.segments_retransmitted += 1;
+            self.timer.get_or_insert(now + self.rto);
+            self.pace(now, len);
+            let seg = &mut self.segs[i];
             seg.lost = false;
             seg.tx_count += 1;
             seg.sent_at = Some(now);
-            self.stats.bytes_retransmitted += seg.data.len() as u64;
-            self.stats.segments_retransmitted += 1;
-            let out = (self.una.wrapping_add(i as u32), seg.data.clone());
-            self.timer.get_or_insert(now + self.rto);
-            return Some(out);
+            return Some((self.una.wrapping_add(i as u32), &seg.data));
         }
-        let seg = self.segs.get(self.next_idx)?;
-        let len = seg.data.len();
+        let len = self.segs.get(self.next_idx)?.data.len();
         if len > max_payload {
             return None;
         }
         let window_ok = self.span_bytes + len <= self.peer_window as usize;
         let probe = !window_ok && self.probe;
         if !(probe || window_ok && cwnd_ok) {
-            if !window_ok && in_flight == 0 && self.timer.is_none() {
+            if !window_ok && self.pipe == 0 && self.timer.is_none() {
                 // Persist timer (zero-window probe).
                 self.timer = Some(now + self.rto);
             }
@@ -226,36 +372,46 @@ impl Sender {
             self.stats.window_probes += 1;
         }
         let seq = self.una.wrapping_add(self.next_idx as u32);
-        let seg = &mut self.segs[self.next_idx];
-        seg.tx_count = 1;
-        seg.sent_at = Some(now);
-        let data = seg.data.clone();
+        let idx = self.next_idx;
         self.next_idx += 1;
         self.span_bytes += len;
+        self.pipe += 1;
         self.stats.bytes_sent += len as u64;
         self.timer.get_or_insert(now + self.rto);
-        Some((seq, data))
+        self.pace(now, len);
+        let seg = &mut self.segs[idx];
+        seg.tx_count = 1;
+        seg.sent_at = Some(now);
+        Some((seq, &seg.data))
     }
 
-    /// Something can be sent now (lost segments, or new ones within the windows).
-    pub(crate) fn wants_to_send(&self) -> bool {
-        let in_flight = self.in_flight();
-        let cwnd_ok = (in_flight as f64) < self.cwnd.floor().max(1.0);
-        if !cwnd_ok {
+    /// Something can be sent now (lost segments, or new ones within the windows, and the
+    /// pacer allows it). When only the pacer holds it back, its release time becomes a
+    /// deadline.
+    pub(crate) fn wants_to_send(&mut self, now: Instant) -> bool {
+        if !self.cwnd_ok() {
             return false;
         }
-        if self
-            .segs
-            .iter()
-            .take(self.next_idx)
-            .any(|s| s.lost && !s.sacked)
-        {
-            return true;
+        let want = if self.lost_count > 0 {
+            true
+        } else {
+            match self.segs.get(self.next_idx) {
+                Some(s) => {
+                    if self.span_bytes + s.data.len() <= self.peer_window as usize {
+                        true
+                    } else {
+                        // A window probe is never paced.
+                        return self.probe;
+                    }
+                }
+                None => false,
+            }
+        };
+        if want && !self.pacing_ok(now) {
+            self.pace_wait = self.release_at;
+            return false;
         }
-        match self.segs.get(self.next_idx) {
-            Some(s) => self.probe || self.span_bytes + s.data.len() <= self.peer_window as usize,
-            None => false,
-        }
+        want
     }
 
     fn rtt_sample(&mut self, r: Duration) {
@@ -274,6 +430,31 @@ impl Sender {
         let srtt = self.srtt.unwrap_or(r);
         let rto = srtt + (self.rttvar * 4).max(Duration::from_millis(1));
         self.rto = rto.clamp(self.p.min_rto, self.p.max_rto);
+        let min_rtt = self.min_rtt.map_or(r, |m| m.min(r));
+        self.min_rtt = Some(min_rtt);
+        // Delay-based slow-start exit: the smallest of the last few RTT samples rose well
+        // above the smallest ever seen, so a queue is building. Judged on batches of samples
+        // within the round (not only its first ones) because with a queue of one BDP, a round
+        // of doubling overflows it before the next round's first samples could tell.
+        if self.in_slow_start() {
+            self.round_min = Some(self.round_min.map_or(r, |m| m.min(r)));
+            self.round_samples += 1;
+            if self.round_samples >= HYSTART_MIN_SAMPLES {
+                let eta = (min_rtt / 8).clamp(HYSTART_MIN_ETA, HYSTART_MAX_ETA);
+                let recent = self.round_min.unwrap_or(r);
+                if self.cwnd >= HYSTART_LOW_WINDOW && recent >= min_rtt + eta {
+                    // The window that produced `recent` would fill the path at `min_rtt`
+                    // scaled down by the queueing seen: continue from there, not from the
+                    // doubled window already sent.
+                    let scaled = self.cwnd * min_rtt.as_secs_f64() / recent.as_secs_f64();
+                    self.ssthresh = scaled.max(HYSTART_LOW_WINDOW);
+                    self.cwnd = self.ssthresh;
+                    self.stats.slow_start_delay_exits += 1;
+                }
+                self.round_min = None;
+                self.round_samples = 0;
+            }
+        }
     }
 
     /// Processes an ACK; returns the number of payload bytes freed from the buffer.
@@ -294,6 +475,7 @@ impl Sender {
         }
         let mut newest_sample: Option<Instant> = None;
         let mut newly_acked = 0usize;
+        let mut newly_sacked = 0usize;
         let mut freed = 0usize;
         // Cumulative part.
         while self.una < cum {
@@ -305,7 +487,14 @@ impl Sender {
             self.span_bytes = self.span_bytes.saturating_sub(seg.data.len());
             self.buffered = self.buffered.saturating_sub(seg.data.len());
             freed += seg.data.len();
-            if !seg.sacked {
+            if seg.sacked {
+                self.sacked_count -= 1;
+            } else {
+                if seg.lost {
+                    self.lost_count -= 1;
+                } else {
+                    self.pipe -= 1;
+                }
                 newly_acked += 1;
                 if seg.tx_count == 1 {
                     newest_sample = seg.sent_at.max(newest_sample);
@@ -319,8 +508,15 @@ impl Sender {
             for seg in self.segs.iter_mut().take(hi).skip(lo) {
                 if !seg.sacked {
                     seg.sacked = true;
-                    seg.lost = false;
+                    self.sacked_count += 1;
+                    if seg.lost {
+                        seg.lost = false;
+                        self.lost_count -= 1;
+                    } else {
+                        self.pipe -= 1;
+                    }
                     newly_acked += 1;
+                    newly_sacked += 1;
                     if seg.tx_count == 1 {
                         newest_sample = seg.sent_at.max(newest_sample);
                     }
@@ -340,36 +536,48 @@ impl Sender {
         {
             self.recovery_until = None;
         }
-        // Loss detection: three later-sent SACKed segments above an un-SACKed one.
-        let mut top3: [Option<Instant>; 3] = [None; 3];
+        if self.una >= self.round_end {
+            // A new slow-start round: everything sent so far is its last segment.
+            self.round_end = self.una.wrapping_add(self.next_idx as u32);
+            self.round_min = None;
+            self.round_samples = 0;
+        }
+        // Loss detection: three later-sent SACKed segments above an un-SACKed one. Only new
+        // SACK information can change the verdict.
         let mut newly_lost = false;
-        for seg in self.segs.iter_mut().take(self.next_idx).rev() {
-            if seg.sacked {
-                let t = seg.sent_at;
-                if t > top3[0] {
-                    top3 = [t, top3[0], top3[1]];
-                } else if t > top3[1] {
-                    top3 = [top3[0], t, top3[1]];
-                } else if t > top3[2] {
-                    top3[2] = t;
+        if newly_sacked > 0 {
+            let mut top3: [Option<Instant>; 3] = [None; 3];
+            for seg in self.segs.iter_mut().take(self.next_idx).rev() {
+                if seg.sacked {
+                    let t = seg.sent_at;
+                    if t > top3[0] {
+                        top3 = [t, top3[0], top3[1]];
+                    } else if t > top3[1] {
+                        top3 = [top3[0], t, top3[1]];
+                    } else if t > top3[2] {
+                        top3[2] = t;
+                    }
+                } else if !seg.lost
+                    && let (Some(third), Some(sent)) = (top3[2], seg.sent_at)
+                    && third >= sent
+                {
+                    seg.lost = true;
+                    self.lost_count += 1;
+                    self.pipe -= 1;
+                    newly_lost = true;
                 }
-            } else if !seg.lost
-                && let (Some(third), Some(sent)) = (top3[2], seg.sent_at)
-                && third >= sent
-            {
-                seg.lost = true;
-                newly_lost = true;
             }
         }
         if newly_lost && self.recovery_until.is_none() {
             self.ssthresh = (self.cwnd / 2.0).max(2.0);
             self.cwnd = self.ssthresh;
             self.recovery_until = Some(self.una.wrapping_add(self.next_idx as u32));
+            self.fast_recovery = true;
             self.stats.fast_recoveries += 1;
-        } else if self.recovery_until.is_none() && newly_acked > 0 {
+        } else if self.may_grow() && newly_acked > 0 {
             let n = newly_acked as f64;
             if self.cwnd < self.ssthresh {
-                self.cwnd += n;
+                self.cwnd = (self.cwnd + n).min(self.ssthresh.max(self.cwnd));
             } else {
                 self.cwnd += n / self.cwnd;
             }
@@ -384,13 +592,21 @@ impl Sender {
         Ok(freed)
     }
 
-    /// The retransmission (or persist) deadline.
+    /// The retransmission (or persist) deadline, or the pacer's release time when it holds a
+    /// send back.
     pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.timer
+        match (self.timer, self.pace_wait) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Handles an expired timer.
     pub(crate) fn on_timeout(&mut self, now: Instant) {
+        if self.pace_wait.is_some_and(|t| t <= now) {
+            // The pacer released: the next poll sends.
+            self.pace_wait = None;
+        }
         let Some(t) = self.timer else { return };
         if t > now {
             return;
@@ -406,16 +622,20 @@ impl Sender {
         }
         // RFC 6298 §5.4-5.7: everything un-SACKed is lost; back off.
         self.stats.rto_expiries += 1;
-        let flight = self.in_flight() as f64;
+        let flight = self.pipe as f64;
         for seg in self.segs.iter_mut().take(self.next_idx) {
-            if !seg.sacked {
+            if !seg.sacked && !seg.lost {
                 seg.lost = true;
+                self.lost_count += 1;
             }
         }
+        self.pipe = 0;
         self.ssthresh = (flight / 2.0).max(2.0);
         self.cwnd = 1.0;
         self.recovery_until = Some(self.una.wrapping_add(self.next_idx as u32));
+        self.fast_recovery = false;
         self.rto = (self.rto * 2).min(self.p.max_rto);
+        self.release_at = None;
         // Re-armed when the retransmission goes out.
     }
 }
