@@ -21,6 +21,7 @@ pub mod flow;
 pub mod kernel;
 pub mod mef_flow;
 pub mod mesh_bench;
+pub mod mesh_relay;
 pub mod metrics;
 pub mod plot;
 pub mod poe_bench;

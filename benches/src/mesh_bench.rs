@@ -14,9 +14,10 @@
 //!   pairs, each side a [`Link`] plus an empty [`Channels`] mux, divided by the 2,000 link
 //!   ends; measured with the counting global allocator [`CountingAlloc`] that the `mef`
 //!   binary installs (no figure when it is not installed).
-//! - **Not measured here** (they need the mesh node with introductions and relays, written
-//!   separately): `channel_mbps_relayed`, `pairs_connected_fraction`,
-//!   `direct_upgrade_fraction`, `relay_reach_ms` — reported as JSON `null`.
+//! - **Through the mesh node** ([`crate::mesh_relay`]): `channel_mbps_relayed` (A to B through
+//!   a router R over loopback UDP, A and B unable to reach each other), and the 50-node
+//!   simulated mesh with 40 % of nodes behind NATs: `pairs_connected_fraction`,
+//!   `direct_upgrade_fraction`, `relay_reach_ms`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::UdpSocket;
@@ -167,14 +168,54 @@ pub struct MeshReport {
     pub idle_channels_bytes: Option<f64>,
     /// Extra heap bytes of one open, idle reliable channel (per end).
     pub idle_channel_bytes: Option<f64>,
-    /// Needs the mesh node (relays): not measured yet.
+    /// Reliable-channel goodput from A to B through the router R over loopback UDP (MTU
+    /// 1,200, all three nodes on one thread), Mbit/s.
     pub channel_mbps_relayed: Option<f64>,
-    /// Needs the mesh node (50-node sim): not measured yet.
+    /// The relayed transfer.
+    pub relayed: Option<crate::mesh_relay::RelayedRun>,
+    /// Fraction of node pairs of the 50-node simulated mesh that connected.
     pub pairs_connected_fraction: Option<f64>,
-    /// Needs the mesh node (50-node sim): not measured yet.
+    /// Fraction of the pairs relayed when the NATs opened that went direct.
     pub direct_upgrade_fraction: Option<f64>,
-    /// Needs the mesh node (relay reach time): not measured yet.
+    /// Median time to reach a peer through a relay in the 50-node mesh, ms (virtual time,
+    /// from `connect`).
     pub relay_reach_ms: Option<f64>,
+    /// The 50-node simulated mesh.
+    pub mesh50: Option<Mesh50>,
+}
+
+/// The 50-node simulated mesh (`mesh::node::sim`), as measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Mesh50 {
+    /// Nodes.
+    pub nodes: usize,
+    /// Nodes behind a NAT.
+    pub unreachable: usize,
+    /// Node pairs.
+    pub pairs: usize,
+    /// Pairs connected.
+    pub pairs_connected: usize,
+    /// Pairs whose link first came up relayed.
+    pub pairs_relayed: usize,
+    /// Pairs relayed when the NATs opened.
+    pub relayed_at_open: usize,
+    /// Of those, direct at both ends at the end.
+    pub upgraded_after_open: usize,
+    /// Relayed pairs that went direct before the NATs opened (hole punching towards public
+    /// nodes).
+    pub upgraded_before_open: usize,
+    /// Relay reach time: median, mean and maximum, seconds.
+    pub relay_reach_s: [f64; 3],
+    /// Packets relayed, relay refusals, probes sent and datagrams the NATs dropped.
+    pub relayed_packets: u64,
+    /// Relay refusals.
+    pub relay_refused: u64,
+    /// Probes sent.
+    pub probes_sent: u64,
+    /// Datagrams the NATs dropped.
+    pub nat_filtered: u64,
+    /// Wall-clock seconds the simulation took.
+    pub wall_s: f64,
 }
 
 fn load_avg() -> Option<[f64; 3]> {
@@ -500,6 +541,35 @@ pub fn run(quick: bool) -> anyhow::Result<MeshReport> {
         .iter()
         .find(|r| r.mtu == 1200)
         .map_or(0.0, |r| r.mbps);
+    let relayed_total: u64 = if quick { 16 << 20 } else { 64 << 20 };
+    eprintln!(
+        "mesh: {} MiB through a relay over loopback UDP…",
+        relayed_total >> 20
+    );
+    let relayed = crate::mesh_relay::relayed(relayed_total)?;
+    eprintln!("mesh: 50-node simulated mesh, 40 % behind NATs…");
+    let wall = Instant::now();
+    let m = crate::mesh_relay::mesh50(1);
+    let mesh50 = Mesh50 {
+        nodes: m.nodes,
+        unreachable: m.unreachable,
+        pairs: m.pairs,
+        pairs_connected: m.pairs_connected,
+        pairs_relayed: m.pairs_relayed,
+        relayed_at_open: m.relayed_at_open,
+        upgraded_after_open: m.upgraded_after_open,
+        upgraded_before_open: m.upgraded_before_open,
+        relay_reach_s: [
+            m.relay_connect_median_s,
+            m.relay_connect_mean_s,
+            m.relay_connect_max_s,
+        ],
+        relayed_packets: m.relayed_packets,
+        relay_refused: m.relay_refused,
+        probes_sent: m.probes_sent,
+        nat_filtered: m.nat_filtered,
+        wall_s: wall.elapsed().as_secs_f64(),
+    };
     Ok(MeshReport {
         quick,
         load_before,
@@ -512,10 +582,12 @@ pub fn run(quick: bool) -> anyhow::Result<MeshReport> {
         idle_link_only_bytes: mem.map(|m| m[1]),
         idle_channels_bytes: mem.map(|m| m[2]),
         idle_channel_bytes: mem.map(|m| m[3]),
-        channel_mbps_relayed: None,
-        pairs_connected_fraction: None,
-        direct_upgrade_fraction: None,
-        relay_reach_ms: None,
+        channel_mbps_relayed: Some(relayed.mbps),
+        relayed: Some(relayed),
+        pairs_connected_fraction: Some(m.pairs_connected_fraction),
+        direct_upgrade_fraction: Some(m.direct_upgrade_fraction),
+        relay_reach_ms: Some(m.relay_connect_median_s * 1e3),
+        mesh50: Some(mesh50),
     })
 }
 
@@ -565,13 +637,55 @@ pub fn report(r: &MeshReport, json: Option<&Path>) -> anyhow::Result<()> {
         );
         println!("{:<44} {:>14.0}", "  + one open idle reliable channel", ch);
     }
-    for name in [
-        "channel_mbps_relayed",
-        "pairs_connected_fraction",
+    let opt = |v: Option<f64>, digits: usize| {
+        v.map_or("not measured".to_owned(), |x| format!("{x:.digits$}"))
+    };
+    println!(
+        "{:<44} {:>14}  (none)",
+        "channel_mbps_relayed (MTU 1200, Mbit/s)",
+        opt(r.channel_mbps_relayed, 1)
+    );
+    if let Some(x) = &r.relayed {
+        println!(
+            "{:<44} {:>14}",
+            "  relayed packets / NAT drops / still relayed",
+            format!(
+                "{} / {} / {}",
+                x.relayed_packets, x.nat_dropped, x.stayed_relayed
+            )
+        );
+    }
+    println!(
+        "{:<44} {:>14}  every pair: {}",
+        "pairs_connected_fraction (50 nodes, 40 % NAT)",
+        opt(r.pairs_connected_fraction, 3),
+        target(r.pairs_connected_fraction == Some(1.0))
+    );
+    println!(
+        "{:<44} {:>14}  switch when open: {}",
         "direct_upgrade_fraction",
-        "relay_reach_ms",
-    ] {
-        println!("{name:<44} {:>14}", "not measured (needs the mesh node)");
+        opt(r.direct_upgrade_fraction, 3),
+        target(r.direct_upgrade_fraction == Some(1.0))
+    );
+    println!(
+        "{:<44} {:>14}  (none)",
+        "relay_reach_ms (median, virtual time)",
+        opt(r.relay_reach_ms, 0)
+    );
+    if let Some(m) = &r.mesh50 {
+        println!(
+            "{:<44} {:>14}",
+            "  pairs connected / relayed first / at open",
+            format!(
+                "{}/{} / {} / {}",
+                m.pairs_connected, m.pairs, m.pairs_relayed, m.relayed_at_open
+            )
+        );
+        println!(
+            "{:<44} {:>14}",
+            "  reach via relay mean / max (s)",
+            format!("{:.3} / {:.3}", m.relay_reach_s[1], m.relay_reach_s[2])
+        );
     }
     println!();
     println!(
