@@ -58,6 +58,20 @@ impl Default for DriverConfig {
     }
 }
 
+impl DriverConfig {
+    /// The driver settings a gateway's `[mesh]` config section gives
+    /// ([`crate::discovery::MeshFileConfig`]): its listen address, its seeds, and mDNS on all
+    /// interfaces if enabled; the node's limits and timers stay at their defaults.
+    pub fn from_file(file: &crate::discovery::MeshFileConfig) -> Self {
+        DriverConfig {
+            bind: file.listen,
+            seeds: file.seeds.clone(),
+            mdns: file.mdns.then(MdnsConfig::default),
+            ..DriverConfig::default()
+        }
+    }
+}
+
 /// What the application hears from the driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DriverEvent {

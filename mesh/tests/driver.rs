@@ -213,3 +213,20 @@ async fn two_nodes_discover_each_other_by_mdns_and_open_a_channel() {
     a.shutdown().await.expect("A stops");
     b.shutdown().await.expect("B stops");
 }
+
+#[test]
+fn a_config_file_gives_the_driver_settings() {
+    let b = identity(21);
+    let text = format!(
+        "[mesh]\nlisten = \"127.0.0.1:4999\"\nmdns = false\n\n[[mesh.seed]]\nhashname = \"{}\"\nkey = \"{}\"\naddrs = [\"127.0.0.1:5000\"]\n",
+        b.hashname(),
+        mesh::discovery::record::encode_key(&b.public_key())
+    );
+    let file = mesh::discovery::MeshFileConfig::from_toml(&text).expect("config");
+    let cfg = DriverConfig::from_file(&file);
+    assert_eq!(cfg.bind, SocketAddr::from(([127, 0, 0, 1], 4999)));
+    assert!(cfg.mdns.is_none());
+    assert_eq!(cfg.seeds.len(), 1);
+    assert_eq!(cfg.seeds[0].hashname, b.hashname());
+    assert_eq!(cfg.seeds[0].static_key, b.public_key());
+}
