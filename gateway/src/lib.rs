@@ -1,0 +1,8 @@
+//! The IoT edge gateway (issue 6; seed 004: sensors talk to gateways, which bridge them to the
+//! chain): BLE sensors advertising BTHome and LoRa concentrators running Semtech's packet
+//! forwarder, normalised into one [`Reading`] record, written durably before anything is
+//! acknowledged, and forwarded in signed batches to an uplink.
+
+pub mod reading;
+
+pub use reading::{DeviceId, RadioMeta, Reading, Source};
