@@ -3,6 +3,9 @@
 //! forwarder, normalised into one [`Reading`] record, written durably before anything is
 //! acknowledged, and forwarded in signed batches to an uplink.
 
+#[cfg(feature = "bluez")]
+pub mod ble;
+pub mod bthome;
 pub mod reading;
 
 pub use reading::{DeviceId, RadioMeta, Reading, Source};
