@@ -18,7 +18,10 @@
 use std::collections::HashMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bluer::{AdapterEvent, Address, DeviceEvent, DeviceProperty, DiscoveryFilter, DiscoveryTransport, Uuid, UuidExt};
+use bluer::{
+    AdapterEvent, Address, DeviceEvent, DeviceProperty, DiscoveryFilter, DiscoveryTransport, Uuid,
+    UuidExt,
+};
 use futures_util::{Stream, StreamExt, stream::SelectAll};
 use tokio::sync::mpsc;
 
@@ -54,7 +57,10 @@ pub fn bthome_uuid() -> Uuid {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Scan on the default adapter until the channel closes or BlueZ fails, sending every
@@ -70,7 +76,10 @@ pub async fn scan(tx: mpsc::Sender<BleAdvert>) -> Result<(), ScanError> {
         ..DiscoveryFilter::default()
     };
     adapter.set_discovery_filter(filter).await?;
-    tracing::info!(adapter = adapter.name(), "BLE discovery started (LE, DuplicateData)");
+    tracing::info!(
+        adapter = adapter.name(),
+        "BLE discovery started (LE, DuplicateData)"
+    );
     let mut discover = adapter.discover_devices().await?;
     // Per-device property-change streams, tagged with the device address.
     type Changes = std::pin::Pin<Box<dyn Stream<Item = (Address, DeviceEvent)> + Send>>;
@@ -123,7 +132,17 @@ pub async fn scan(tx: mpsc::Sender<BleAdvert>) -> Result<(), ScanError> {
     }
 }
 
-async fn send(tx: &mpsc::Sender<BleAdvert>, addr: Address, rssi: Option<i16>, data: Vec<u8>) -> Result<(), ScanError> {
-    let advert = BleAdvert { mac: addr.0, rssi, data, time_ms: now_ms() };
+async fn send(
+    tx: &mpsc::Sender<BleAdvert>,
+    addr: Address,
+    rssi: Option<i16>,
+    data: Vec<u8>,
+) -> Result<(), ScanError> {
+    let advert = BleAdvert {
+        mac: addr.0,
+        rssi,
+        data,
+        time_ms: now_ms(),
+    };
     tx.send(advert).await.map_err(|_| ScanError::ChannelClosed)
 }

@@ -80,19 +80,29 @@ pub struct Decryptor {
 impl std::fmt::Debug for Decryptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("Decryptor").field("mac", &self.mac).field("last_counter", &self.last_counter).finish()
+        f.debug_struct("Decryptor")
+            .field("mac", &self.mac)
+            .field("last_counter", &self.last_counter)
+            .finish()
     }
 }
 
 impl Decryptor {
     /// A decryptor for the device with MAC `mac` (as printed) and bind key `key`.
     pub fn new(mac: [u8; 6], key: &[u8; 16]) -> Self {
-        Decryptor { mac, cipher: BtHomeCcm::new(GenericArray::from_slice(key)), last_counter: None }
+        Decryptor {
+            mac,
+            cipher: BtHomeCcm::new(GenericArray::from_slice(key)),
+            last_counter: None,
+        }
     }
 
     /// Like [`Decryptor::new`], resuming after `last_counter` (e.g. persisted across restarts).
     pub fn with_last_counter(mac: [u8; 6], key: &[u8; 16], last_counter: u32) -> Self {
-        Decryptor { last_counter: Some(last_counter), ..Self::new(mac, key) }
+        Decryptor {
+            last_counter: Some(last_counter),
+            ..Self::new(mac, key)
+        }
     }
 
     /// The device's MAC address.
@@ -126,7 +136,9 @@ impl Decryptor {
         }
         let (head, mic) = data.split_at(data.len() - 4);
         let (head, ctr) = head.split_at(head.len() - 4);
-        let ctr: [u8; 4] = ctr.try_into().map_err(|_| Error::EncryptedTooShort(data.len()))?;
+        let ctr: [u8; 4] = ctr
+            .try_into()
+            .map_err(|_| Error::EncryptedTooShort(data.len()))?;
         let counter = u32::from_le_bytes(ctr);
         if let Some(last) = self.last_counter
             && counter <= last
@@ -136,7 +148,12 @@ impl Decryptor {
         let mut body = head[1..].to_vec();
         let n = nonce(self.mac, info, ctr);
         self.cipher
-            .decrypt_in_place_detached(GenericArray::from_slice(&n), b"", &mut body, GenericArray::from_slice(mic))
+            .decrypt_in_place_detached(
+                GenericArray::from_slice(&n),
+                b"",
+                &mut body,
+                GenericArray::from_slice(mic),
+            )
             .map_err(|_| Error::Mic)?;
         self.last_counter = Some(counter);
         parse_objects(info, &body)

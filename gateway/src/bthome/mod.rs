@@ -139,7 +139,11 @@ pub struct Advertisement {
 
 /// Split a device information byte into (encrypted, trigger_based, version).
 pub fn device_info(byte: u8) -> (bool, bool, u8) {
-    (byte & FLAG_ENCRYPTED != 0, byte & FLAG_TRIGGER_BASED != 0, byte >> 5)
+    (
+        byte & FLAG_ENCRYPTED != 0,
+        byte & FLAG_TRIGGER_BASED != 0,
+        byte >> 5,
+    )
 }
 
 /// The device information byte for a version-2 advert.
@@ -176,7 +180,12 @@ pub(crate) fn parse_objects(info: u8, mut rest: &[u8]) -> Result<Advertisement, 
             adv.unknown = Some(id);
             break;
         };
-        let truncated = |need: usize, have: usize| Error::Truncated { id, name: spec.name, need, have };
+        let truncated = |need: usize, have: usize| Error::Truncated {
+            id,
+            name: spec.name,
+            need,
+            have,
+        };
         // Length-prefixed objects (bthome.io/format "Misc data": text 0x53, raw 0x54): the
         // first byte is the length of what follows.
         let (body, next) = if spec.len == 0 {
@@ -197,7 +206,12 @@ pub(crate) fn parse_objects(info: u8, mut rest: &[u8]) -> Result<Advertisement, 
         if id == objects::PACKET_ID && adv.packet_id.is_none() {
             adv.packet_id = body.first().copied();
         }
-        adv.values.push(Value { id, name: spec.name, value, unit: spec.unit });
+        adv.values.push(Value {
+            id,
+            name: spec.name,
+            value,
+            unit: spec.unit,
+        });
         rest = next;
     }
     Ok(adv)
@@ -206,7 +220,9 @@ pub(crate) fn parse_objects(info: u8, mut rest: &[u8]) -> Result<Advertisement, 
 /// Decode one value whose `body` has exactly the table's length.
 fn decode(spec: &ObjectSpec, body: &[u8]) -> Data {
     match spec.kind {
-        Kind::Number | Kind::Binary | Kind::Button => Data::Number(raw_int(body, spec.signed) as f64 * spec.factor),
+        Kind::Number | Kind::Binary | Kind::Button => {
+            Data::Number(raw_int(body, spec.signed) as f64 * spec.factor)
+        }
         Kind::Dimmer => {
             let steps = f64::from(body.get(1).copied().unwrap_or(0));
             Data::Number(match body.first() {
@@ -268,7 +284,12 @@ pub fn encode_value(id: u8, value: f64) -> Option<Vec<u8>> {
 /// Normalise an advert into [`Reading`]s: one per numeric object, the packet id excepted
 /// (it becomes [`Reading::frame_id`]); text and raw objects have no numeric value and are
 /// not readings. `mac` as printed (most significant byte first).
-pub fn to_readings(adv: &Advertisement, mac: [u8; 6], time_ms: u64, rssi: Option<i16>) -> Vec<Reading> {
+pub fn to_readings(
+    adv: &Advertisement,
+    mac: [u8; 6],
+    time_ms: u64,
+    rssi: Option<i16>,
+) -> Vec<Reading> {
     let device = DeviceId::from_mac(mac);
     adv.values
         .iter()
@@ -282,7 +303,10 @@ pub fn to_readings(adv: &Advertisement, mac: [u8; 6], time_ms: u64, rssi: Option
                 value: v.number()?,
                 unit: v.unit.to_string(),
                 frame_id: adv.packet_id.map(u32::from),
-                radio: RadioMeta { rssi_dbm: rssi, ..RadioMeta::default() },
+                radio: RadioMeta {
+                    rssi_dbm: rssi,
+                    ..RadioMeta::default()
+                },
             })
         })
         .collect()

@@ -50,16 +50,47 @@ pub struct ObjectSpec {
     pub kind: Kind,
 }
 
-const fn num(id: u8, name: &'static str, len: u8, signed: bool, factor: f64, unit: &'static str) -> ObjectSpec {
-    ObjectSpec { id, name, len, signed, factor, unit, kind: Kind::Number }
+const fn num(
+    id: u8,
+    name: &'static str,
+    len: u8,
+    signed: bool,
+    factor: f64,
+    unit: &'static str,
+) -> ObjectSpec {
+    ObjectSpec {
+        id,
+        name,
+        len,
+        signed,
+        factor,
+        unit,
+        kind: Kind::Number,
+    }
 }
 
 const fn bin(id: u8, name: &'static str) -> ObjectSpec {
-    ObjectSpec { id, name, len: 1, signed: false, factor: 1.0, unit: "", kind: Kind::Binary }
+    ObjectSpec {
+        id,
+        name,
+        len: 1,
+        signed: false,
+        factor: 1.0,
+        unit: "",
+        kind: Kind::Binary,
+    }
 }
 
 const fn other(id: u8, name: &'static str, len: u8, kind: Kind) -> ObjectSpec {
-    ObjectSpec { id, name, len, signed: false, factor: 1.0, unit: "", kind }
+    ObjectSpec {
+        id,
+        name,
+        len,
+        signed: false,
+        factor: 1.0,
+        unit: "",
+        kind,
+    }
 }
 
 /// Object id of the packet id (bthome.io/format, "Misc data": 0x00, uint8), used for
@@ -173,7 +204,10 @@ pub static OBJECTS: &[ObjectSpec] = &[
 
 /// The table row for `id`, if the spec defines it.
 pub fn lookup(id: u8) -> Option<&'static ObjectSpec> {
-    OBJECTS.binary_search_by_key(&id, |o| o.id).ok().map(|i| &OBJECTS[i])
+    OBJECTS
+        .binary_search_by_key(&id, |o| o.id)
+        .ok()
+        .map(|i| &OBJECTS[i])
 }
 
 /// The spec's name of a button event code (bthome.io/format "Events", object 0x3A).
