@@ -5,7 +5,8 @@
 //! **Scanning mode.** bluer exposes BlueZ's advertisement monitor API (passive scanning),
 //! but BlueZ only offers it with experimental features enabled (`bluetoothd -E`) and it needs
 //! OR-patterns per AD type; to work with a stock bluetoothd this uses *active discovery*
-//! with a discovery filter: LE transport, the BTHome UUID, and `DuplicateData = true`, so
+//! with a discovery filter: LE transport and `DuplicateData = true` (no UUID filter, see
+//! [`scan`]; the 0xFCD2 service data is picked out here), so
 //! BlueZ emits a `ServiceData` property change for every advert, not only when the value
 //! changes (repeated adverts carry the same packet id and are de-duplicated later by
 //! [`crate::Reading::frame_id`]). Active scanning sends scan requests; BTHome devices that
@@ -69,8 +70,10 @@ pub async fn scan(tx: mpsc::Sender<BleAdvert>) -> Result<(), ScanError> {
     let session = bluer::Session::new().await?;
     let adapter = session.default_adapter().await?;
     adapter.set_powered(true).await?;
+    // No UUID in the filter: BlueZ matches filter UUIDs against the advertised service UUID
+    // lists, and BTHome devices usually send only service data (AD type 0x16) without a
+    // UUID list, so filtering there could hide them. Service data is filtered below instead.
     let filter = DiscoveryFilter {
-        uuids: [bthome_uuid()].into_iter().collect(),
         transport: DiscoveryTransport::Le,
         duplicate_data: true,
         ..DiscoveryFilter::default()

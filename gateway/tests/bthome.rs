@@ -424,4 +424,14 @@ proptest! {
         prop_assert!(close(adv.values[1].number().expect("num"), f64::from(hum) * 0.01));
         prop_assert_eq!(d.decrypt(&enc), Err(Error::Replay { counter, last: counter }));
     }
+
+    #[test]
+    fn encrypted_and_plain_parse_agree(objects in proptest::collection::vec(any::<u8>(), 0..48)) {
+        let mut framed = vec![0x40];
+        framed.extend(&objects);
+        let enc = encrypt(&SPEC_KEY, SPEC_MAC, false, 1, &objects).expect("encrypt");
+        let plain = parse(&framed).map(|a| (a.values, a.unknown, a.packet_id));
+        let dec = Decryptor::new(SPEC_MAC, &SPEC_KEY).decrypt(&enc).map(|a| (a.values, a.unknown, a.packet_id));
+        prop_assert_eq!(plain, dec);
+    }
 }
