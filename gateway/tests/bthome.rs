@@ -90,6 +90,32 @@ fn spec_object_examples() {
         ("3C0103", -3.0, ""),
         ("3C0203", 3.0, ""),
         ("F00100", 1.0, ""),
+        ("3A80", 128.0, ""),
+        ("3C0000", 0.0, ""),
+        ("3C020A", 10.0, ""),
+        ("133301", 307.0, "µg/m³"),
+        ("444E34", 133.90, "m/s"),
+        ("451101", 27.3, "°C"),
+        ("4632", 5.0, ""),
+        ("478756", 2215.1, "L"),
+        ("48DC87", 34780.0, "mL"),
+        ("49DC87", 34.780, "m³/h"),
+        ("4A020C", 307.4, "V"),
+        ("4E87562A01", 19551.879, "L"),
+        ("4F87562A01", 19551.879, "L"),
+        ("518756", 22.151, "m/s²"),
+        ("528756", 22.151, "°/s"),
+        ("5587562A01", 19551.879, "L"),
+        ("56E803", 1000.0, "µS/cm"),
+        ("58EA", -7.7, "°C"),
+        ("59EA", -22.0, ""),
+        ("5AEAEA", -5398.0, ""),
+        ("5BEA0234EA", -365690134.0, ""),
+        ("5C02FBFFFF", -12.78, "W"),
+        ("5D02EA", -5.63, "A"),
+        ("5E9F8C", 359.99, "°"),
+        ("1501", 1.0, ""),
+        ("2D00", 0.0, ""),
     ];
     for (obj, want, unit) in cases {
         let adv = parse(&plain(obj)).unwrap_or_else(|e| panic!("{obj}: {e}"));
@@ -212,6 +238,22 @@ fn multiple_objects_packet_id_and_out_of_order() {
     assert_eq!(readings[2].quantity, "temperature");
     assert_eq!(readings[2].unit, "°C");
     assert!(close(readings[2].value, 25.06));
+}
+
+#[test]
+fn repeated_quantities_get_a_postfix() {
+    // Two temperatures (0x02 and 0x45 share the name) and two batteries.
+    let adv = parse(&plain("0161 0162 02CA09 451101")).expect("parse");
+    let q: Vec<String> = to_readings(&adv, SPEC_MAC, 0, None)
+        .into_iter()
+        .map(|r| r.quantity)
+        .collect();
+    assert_eq!(q, ["battery", "battery_2", "temperature", "temperature_2"]);
+    // Text and raw objects are not readings; no packet id means no frame id.
+    let adv = parse(&plain("0161 53026869 540101")).expect("parse");
+    let r = to_readings(&adv, SPEC_MAC, 0, None);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].frame_id, None);
 }
 
 #[test]

@@ -10,13 +10,17 @@
 //! * Device information (bthome.io/format "BTHome Device Information"): bit 0 encryption
 //!   flag, bit 2 trigger-based flag, bits 5–7 version (must be 2; anything else is
 //!   [`Error::UnsupportedVersion`]); the other bits are reserved and ignored.
-//! * Objects: see [`objects::OBJECTS`]. The spec asks senders to put objects in numerical
-//!   order of their id but receivers here accept any order (the spec does not require
-//!   rejecting out-of-order objects) and repeated ids (several sensors of one kind).
+//! * Objects: see [`objects::OBJECTS`]. The spec says "Object ids have to be applied in
+//!   numerical order (from low to high)": a rule for *senders*, so that older receivers
+//!   can decode the objects before a newer id. It does not tell receivers to reject other
+//!   orders, so this parser accepts any order; it also accepts repeated ids ("Multiple
+//!   measurements of the same type", see [`to_readings`] for their names).
 //! * **Unknown object ids**: the length of an unknown object is unknown, so nothing after it
-//!   can be decoded. Parsing stops there and [`Advertisement::unknown`] carries the id; the
-//!   values decoded before it are returned. This is not an error, so a sensor with a newer
-//!   firmware than this table still yields its first readings.
+//!   can be decoded. As the spec prescribes ("A BTHome receiver will stop parsing object ids
+//!   as soon as it finds an object id that isn't supported"), parsing stops there and
+//!   [`Advertisement::unknown`] carries the id; the values decoded before it are returned.
+//!   This is not an error, so a sensor with a newer firmware than this table still yields
+//!   its first readings.
 //! * A truncated object (fewer bytes than the table says) is [`Error::Truncated`], naming it.
 //! * Encrypted adverts (bit 0 set) need the device's bind key: see [`encryption::Decryptor`];
 //!   [`parse`] returns [`Error::Encrypted`] for them.
@@ -284,6 +288,10 @@ pub fn encode_value(id: u8, value: f64) -> Option<Vec<u8>> {
 /// Normalise an advert into [`Reading`]s: one per numeric object, the packet id excepted
 /// (it becomes [`Reading::frame_id`]); text and raw objects have no numeric value and are
 /// not readings. `mac` as printed (most significant byte first).
+///
+/// Quantity names: the table name; a second, third, ... object with the same name in one
+/// advert gets `_2`, `_3`, ... appended, as bthome.io/format ("Multiple measurements of the
+/// same type") describes, so senders must keep their order stable.
 pub fn to_readings(
     adv: &Advertisement,
     mac: [u8; 6],
@@ -291,16 +299,33 @@ pub fn to_readings(
     rssi: Option<i16>,
 ) -> Vec<Reading> {
     let device = DeviceId::from_mac(mac);
+    let mut seen: Vec<(&'static str, u32)> = Vec::new();
     adv.values
         .iter()
         .filter(|v| v.id != objects::PACKET_ID)
         .filter_map(|v| {
+            let value = v.number()?;
+            let n = match seen.iter_mut().find(|(name, _)| *name == v.name) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => {
+                    seen.push((v.name, 1));
+                    1
+                }
+            };
+            let quantity = if n == 1 {
+                v.name.to_string()
+            } else {
+                format!("{}_{n}", v.name)
+            };
             Some(Reading {
                 source: Source::Ble,
                 device,
                 time_ms,
-                quantity: v.name.to_string(),
-                value: v.number()?,
+                quantity,
+                value,
                 unit: v.unit.to_string(),
                 frame_id: adv.packet_id.map(u32::from),
                 radio: RadioMeta {

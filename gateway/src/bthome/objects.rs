@@ -118,7 +118,7 @@ pub static OBJECTS: &[ObjectSpec] = &[
     num(0x0E, "pm10", 2, false, 1.0, "µg/m³"),
     // "Binary sensor data" (uint8, 0 = False / 1 = True).
     bin(0x0F, "generic_boolean"),
-    bin(0x10, "power"),
+    bin(0x10, "power_on"),
     bin(0x11, "opening"),
     num(0x12, "co2", 2, false, 1.0, "ppm"),
     num(0x13, "tvoc", 2, false, 1.0, "µg/m³"),
@@ -188,13 +188,16 @@ pub static OBJECTS: &[ObjectSpec] = &[
     num(0x5C, "power", 4, true, 0.01, "W"),
     num(0x5D, "current", 2, true, 0.001, "A"),
     num(0x5E, "direction", 2, false, 0.01, "°"),
+    // 0x5F: the reference parser (Bluetooth-Devices/bthome-ble) uses factor 0.1; an older
+    // revision of the spec page listed factor 1 (example 5FA00F = 4000 mm). 0.1 is the newer.
     num(0x5F, "precipitation", 2, false, 0.1, "mm"),
     num(0x60, "channel", 1, false, 1.0, ""),
     num(0x61, "rotational_speed", 2, false, 1.0, "rpm"),
     num(0x62, "speed", 4, true, 0.000_001, "m/s"),
     num(0x63, "acceleration", 4, true, 0.000_001, "m/s²"),
-    // Light level (uint8, no unit): newest row; taken from the reference parser
-    // (Bluetooth-Devices/bthome-ble), which follows the spec page.
+    // 0x60..=0x64 are the newest rows; taken from the reference parser
+    // (Bluetooth-Devices/bthome-ble, maintained with the spec), the spec revision read for
+    // this table ended at 0x5F. 0x64 light level: uint8, no unit.
     num(0x64, "light_level", 1, false, 1.0, ""),
     // "Device information".
     num(0xF0, "device_type_id", 2, false, 1.0, ""),
@@ -211,6 +214,8 @@ pub fn lookup(id: u8) -> Option<&'static ObjectSpec> {
 }
 
 /// The spec's name of a button event code (bthome.io/format "Events", object 0x3A).
+/// `0x00` ("None") lets a device with several buttons report an event for a later one only
+/// (`3A00 3A01`: nothing on button 1, press on button 2).
 pub fn button_event_name(code: u8) -> Option<&'static str> {
     Some(match code {
         0x00 => "none",
