@@ -3,6 +3,8 @@
 //! forwarder, normalised into one [`Reading`] record, written durably before anything is
 //! acknowledged, and forwarded in signed batches to an uplink.
 
+pub mod lora;
+pub mod lpp;
 pub mod reading;
 
 pub use reading::{DeviceId, RadioMeta, Reading, Source};
