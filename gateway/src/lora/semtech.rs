@@ -20,7 +20,9 @@
 //! - unknown JSON fields (e.g. the v2 `rsig` array, `brd`, `aesk`, `lsnr` on FSK) are ignored;
 //! - trailing NUL bytes and ASCII whitespace after the JSON object are ignored (some forwarders
 //!   send a C string terminator);
-//! - `data` is accepted with or without base64 padding (§4 says "padded", §6 "padding optional").
+//! - `data` is accepted with or without base64 padding (§4 says "padded", §6 "padding optional")
+//!   and with non-zero unused bits in the last symbol (as in §6's own example); it is always
+//!   emitted padded and canonical.
 //! - a malformed JSON body still yields the header ([`ParseError::Json`] carries the token,
 //!   identifier and EUI) so that the server can acknowledge a PUSH_DATA it received (§3.3:
 //!   "acknowledge immediately all the PUSH_DATA packets received") while dropping its content.
@@ -578,7 +580,10 @@ mod b64 {
 
     const LENIENT: GeneralPurpose = GeneralPurpose::new(
         &base64::alphabet::STANDARD,
-        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            // PROTOCOL.TXT §6's own example ends in a symbol with non-zero unused bits.
+            .with_decode_allow_trailing_bits(true),
     );
 
     pub fn serialize<S: Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::Error> {
