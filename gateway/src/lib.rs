@@ -6,6 +6,8 @@
 #[cfg(feature = "bluez")]
 pub mod ble;
 pub mod bthome;
+pub mod lora;
+pub mod lpp;
 pub mod reading;
 
 pub use reading::{DeviceId, RadioMeta, Reading, Source};
