@@ -4,5 +4,7 @@
 //! acknowledged, and forwarded in signed batches to an uplink.
 
 pub mod reading;
+pub mod store;
+pub mod uplink;
 
 pub use reading::{DeviceId, RadioMeta, Reading, Source};
