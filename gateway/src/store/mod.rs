@@ -147,6 +147,8 @@ pub struct Store {
     dedup_entries: u64,
     dedup_newest: i64,
     counters: Counters,
+    /// Refused readings and calls not yet written to `counters`.
+    pending_refusals: (u64, u64),
     last_refused: bool,
 }
 
@@ -193,6 +195,7 @@ impl Store {
             dedup_entries: 0,
             dedup_newest: 0,
             counters: Counters::default(),
+            pending_refusals: (0, 0),
             last_refused: false,
         };
         store.load_totals()?;
@@ -308,9 +311,12 @@ impl Store {
                 (counter::DUPLICATES, duplicates as u64),
                 (counter::APPENDED_BLE, ble),
                 (counter::APPENDED_LORA, lora),
+                (counter::FULL_REJECTIONS, self.pending_refusals.0),
+                (counter::FULL_REJECTED_CALLS, self.pending_refusals.1),
             ],
         )?;
         tx.commit().map_err(sql("append: commit"))?;
+        self.pending_refusals = (0, 0);
 
         self.stored += accepted;
         self.stored_bytes += bytes;
@@ -328,29 +334,16 @@ impl Store {
         })
     }
 
-    /// Counts a refused call (persisted best-effort: the refusal itself is the error the
-    /// caller gets) and builds the error.
+    /// Counts a refused call and builds the error. The refusal counters are persisted with
+    /// the next committed append or confirm (no fsync of its own: a full queue under a stream
+    /// of arrivals must not cost a disk flush per refused call), so a crash may lose the
+    /// refusals counted since the last commit.
     fn refuse(&mut self, incoming: u64, incoming_bytes: u64) -> StoreError {
         self.counters.full_rejections += incoming;
         self.counters.full_rejected_calls += 1;
+        self.pending_refusals.0 += incoming;
+        self.pending_refusals.1 += 1;
         self.last_refused = true;
-        let persisted = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("append: count refusal"))
-            .and_then(|tx| {
-                add_counters(
-                    &tx,
-                    &[
-                        (counter::FULL_REJECTIONS, incoming),
-                        (counter::FULL_REJECTED_CALLS, 1),
-                    ],
-                )?;
-                tx.commit().map_err(sql("append: count refusal"))
-            });
-        if let Err(e) = persisted {
-            tracing::warn!("could not persist the queue-full counters: {e}");
-        }
         StoreError::QueueFull {
             queued: self.stored,
             bytes: self.stored_bytes,
@@ -496,8 +489,16 @@ impl Store {
         tx.prepare_cached("DELETE FROM batches WHERE id = ?1")
             .and_then(|mut st| st.execute([to_sql(batch_id)]))
             .map_err(sql("confirm: delete batch"))?;
-        add_counters(&tx, &[(counter::CONFIRMED, n)])?;
+        add_counters(
+            &tx,
+            &[
+                (counter::CONFIRMED, n),
+                (counter::FULL_REJECTIONS, self.pending_refusals.0),
+                (counter::FULL_REJECTED_CALLS, self.pending_refusals.1),
+            ],
+        )?;
         tx.commit().map_err(sql("confirm: commit"))?;
+        self.pending_refusals = (0, 0);
         let bytes = nonneg(bytes, OP)?;
         self.stored = self.stored.saturating_sub(n);
         self.stored_bytes = self.stored_bytes.saturating_sub(bytes);

@@ -27,7 +27,8 @@ pub struct QueueStats {
     pub duplicates: u64,
     /// Readings ever confirmed by the uplink (and deleted).
     pub confirmed_total: u64,
-    /// Readings ever refused because the queue was full.
+    /// Readings ever refused because the queue was full (persisted with the next commit: a
+    /// crash may lose the refusals counted since).
     pub full_rejections: u64,
     /// `append` calls ever refused because the queue was full.
     pub full_rejected_calls: u64,
