@@ -154,7 +154,8 @@ fn batch_signature_verifies_and_fails_on_tampering() {
     assert_eq!(&bytes[61..69], &2u64.to_be_bytes());
     assert_eq!(&bytes[69..73], &2u32.to_be_bytes());
 
-    let tampered: Vec<(&str, Box<dyn Fn(&mut gateway::store::Batch)>)> = vec![
+    type Tamper = Box<dyn Fn(&mut gateway::store::Batch)>;
+    let tampered: Vec<(&str, Tamper)> = vec![
         ("value", Box::new(|b| b.readings[0].reading.value = 99.0)),
         ("seq", Box::new(|b| b.readings[1].seq = 3)),
         ("id", Box::new(|b| b.id += 1)),
