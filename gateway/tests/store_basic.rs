@@ -423,3 +423,40 @@ fn throughput_by_call_size_informational() {
         n as f64 / started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn full_disk_is_a_typed_error_and_writes_nothing() {
+    let dir = TempDir::new("diskfull");
+    let limits = Limits {
+        max_file_bytes: Some(256 << 10),
+        ..Limits::default()
+    };
+    let mut store = open(&dir.db(), limits);
+    let mut frame = 0;
+    let mut acked = 0u64;
+    let err = loop {
+        let rs: Vec<_> = (0..100)
+            .map(|_| {
+                frame += 1;
+                lora(1, frame, 1000, "temperature", 1)
+            })
+            .collect();
+        match store.append(&rs) {
+            Ok(o) => acked += o.accepted as u64,
+            Err(e) => break e,
+        }
+        assert!(frame < 1_000_000, "the file cap was never reached");
+    };
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
+    store.check().expect("check after the failed append");
+    let s = store.stats(0, 0).expect("stats");
+    assert_eq!((s.queued, s.appended_total), (acked, acked));
+    // Draining frees pages; appends work again.
+    while let Some(b) = store.next_batch(1000).expect("batch") {
+        store.confirm(b.id).expect("confirm");
+    }
+    store
+        .append(&[lora(1, frame + 1, 1000, "temperature", 1)])
+        .expect("append after draining");
+    store.check().expect("check");
+}

@@ -17,7 +17,7 @@
 //!   new frame.
 //! - The window is persisted (table `dedup`) in the same transaction as the readings, so it
 //!   survives restarts, and it is bounded: rows older than the window (relative to the newest
-//!   time seen) are pruned on append, and beyond [`super::Limits::dedup_max_entries`] rows the
+//!   time in the appending call) are pruned on append, and beyond [`super::Limits::dedup_max_entries`] rows the
 //!   oldest are dropped.
 
 use rusqlite::{OptionalExtension, Transaction, params};
