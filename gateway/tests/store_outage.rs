@@ -171,3 +171,65 @@ fn byte_bound_refuses_whole_calls() {
     let o = store.append(&[ble(1, Some(2), 0, 0.0)]).expect("retry");
     assert_eq!((o.accepted, o.duplicates), (1, 0));
 }
+
+#[test]
+fn forwarder_backs_off_exponentially_and_resumes_in_order() {
+    let dir = TempDir::new("backoff");
+    let mut store = open(&dir.db(), Limits::default());
+    store
+        .append(&(0..25).map(|i| ble(1, None, i, 0.0)).collect::<Vec<_>>())
+        .expect("append");
+    let mut uplink = TestUplink::new();
+    uplink.set_up(false);
+    let mut fwd = Forwarder::new(ForwarderConfig {
+        batch_size: 10,
+        max_batches_per_pump: 2,
+        backoff_min_ms: 100,
+        backoff_max_ms: 350,
+    });
+    let down = |s| match s {
+        PumpState::Down { retry_at_ms } => retry_at_ms,
+        other => panic!("expected Down, got {other:?}"),
+    };
+    assert_eq!(
+        down(fwd.pump(&mut store, &mut uplink, 0).expect("pump").state),
+        100
+    );
+    assert_eq!(
+        fwd.pump(&mut store, &mut uplink, 50).expect("pump").state,
+        PumpState::BackingOff { retry_at_ms: 100 }
+    );
+    assert_eq!(
+        down(fwd.pump(&mut store, &mut uplink, 100).expect("pump").state),
+        300
+    );
+    assert_eq!(
+        down(fwd.pump(&mut store, &mut uplink, 300).expect("pump").state),
+        650
+    );
+    assert_eq!(
+        down(fwd.pump(&mut store, &mut uplink, 650).expect("pump").state),
+        1000
+    );
+    uplink.set_up(true);
+    let out = fwd.pump(&mut store, &mut uplink, 1000).expect("pump");
+    assert_eq!(
+        (out.batches, out.readings, out.state),
+        (2, 20, PumpState::More)
+    );
+    let out = fwd.pump(&mut store, &mut uplink, 1001).expect("pump");
+    assert_eq!(
+        (out.batches, out.readings, out.state),
+        (1, 5, PumpState::Idle)
+    );
+    let seqs: Vec<u64> = uplink.readings().map(|q| q.seq).collect();
+    assert_eq!(seqs, (1..=25).collect::<Vec<_>>());
+    assert_eq!(fwd.failures(), 4);
+    // After a success the back-off starts again from the minimum.
+    store.append(&[ble(1, None, 99, 0.0)]).expect("append");
+    uplink.set_up(false);
+    assert_eq!(
+        down(fwd.pump(&mut store, &mut uplink, 2000).expect("pump").state),
+        2100
+    );
+}

@@ -20,7 +20,7 @@
 //!   [`StoreError::QueueFull`], counted, and reported in [`QueueStats`]; nothing is ever
 //!   dropped silently. A full disk gives [`StoreError::DiskFull`].
 //! - Sequence numbers (`seq`) increase in append order and are never reused.
-//! - Duplicate frames are dropped and counted (see [`dedup`](self::dedup)).
+//! - Duplicate frames are dropped and counted (see [`dedup`]).
 //!
 //! # Forwarding: exactly once to a well-behaved uplink, at least once across crashes
 //!
@@ -42,7 +42,7 @@
 //! A `Store` is one SQLite connection (`Send`, not `Sync`) and keeps counters in memory; one
 //! process should own the file. Readers (tools) may open it too.
 
-mod batch;
+pub mod batch;
 pub mod dedup;
 mod error;
 mod queue;
@@ -79,7 +79,7 @@ pub struct Limits {
     pub max_readings: u64,
     /// Most encoded bytes stored ([`encoded_len`] per reading). Default 256 MiB.
     pub max_bytes: u64,
-    /// De-duplication window, ms (see [`dedup`](self::dedup)). Default 60,000.
+    /// De-duplication window, ms (see [`dedup`]). Default 60,000.
     pub dedup_window_ms: u64,
     /// Most rows in the de-duplication window. Default 100,000.
     pub dedup_max_entries: u64,
@@ -249,7 +249,7 @@ impl Store {
     }
 
     /// Appends `readings` (what arrived together) in one transaction, durable when this
-    /// returns `Ok`: that is the acknowledgement. Duplicates (see [`dedup`](self::dedup)) are
+    /// returns `Ok`: that is the acknowledgement. Duplicates (see [`dedup`]) are
     /// dropped and counted; the others get consecutive sequence numbers in the call's order.
     ///
     /// Errors (nothing of the call is written): [`StoreError::QueueFull`] when the accepted
