@@ -261,14 +261,20 @@ fn dedup_drops_repeats_within_the_window_and_survives_reopen() {
         ])
         .expect("append");
     assert_eq!((o.accepted, o.duplicates), (0, 2));
-    // After the window, the (wrapped) packet id is a new frame.
+    // Within the window, a reused packet id with another value is a new reading (an 8-bit
+    // BTHome id that wrapped, a LoRa FCnt reset by a rejoin).
     let o = store
-        .append(&[ble(1, Some(42), 70_000, 21.0)])
+        .append(&[ble(1, Some(42), 9500, 20.5)])
+        .expect("append");
+    assert_eq!((o.accepted, o.duplicates), (1, 0));
+    // After the window, even the same value under the (wrapped) packet id is a new frame.
+    let o = store
+        .append(&[ble(1, Some(42), 70_000, 20.0)])
         .expect("append");
     assert_eq!((o.accepted, o.duplicates), (1, 0));
     let s = store.stats(70_000, 100).expect("stats");
     assert_eq!(s.duplicates, 6);
-    assert_eq!(s.appended_total, 1 + 3 + 2 + 2 + 1);
+    assert_eq!(s.appended_total, 1 + 3 + 2 + 2 + 1 + 1);
     let kept = store.readings_after(0, 100).expect("read");
     let lora_kept: Vec<_> = kept
         .iter()

@@ -11,7 +11,8 @@
 //!   IEEE-754 bits (`value_bits`, `snr_bits`) so every `f64`/`f32` (NaN, -0.0) survives exactly.
 //! - `batches`: batches handed to the uplink and not yet confirmed, each a range of `seq`.
 //!   Readings above the highest `last_seq` are unsent; batches never overlap.
-//! - `dedup`: the de-duplication window, one row per (source, device, frame id, quantity).
+//! - `dedup`: the de-duplication window, one row per (source, device, frame id, quantity,
+//!   value).
 //! - `devices`: last seen time per device (bounded), for the status.
 //! - `counters`: totals since the store was created (appended, duplicates, ...).
 
@@ -50,12 +51,13 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE UNIQUE INDEX batches_by_first ON batches (first_seq);
     CREATE TABLE dedup (
-        source   INTEGER NOT NULL,
-        device   BLOB    NOT NULL,
-        frame_id INTEGER NOT NULL,
-        quantity TEXT    NOT NULL,
-        seen_ms  INTEGER NOT NULL,
-        PRIMARY KEY (source, device, frame_id, quantity)
+        source     INTEGER NOT NULL,
+        device     BLOB    NOT NULL,
+        frame_id   INTEGER NOT NULL,
+        quantity   TEXT    NOT NULL,
+        value_bits INTEGER NOT NULL,
+        seen_ms    INTEGER NOT NULL,
+        PRIMARY KEY (source, device, frame_id, quantity, value_bits)
     ) WITHOUT ROWID;
     CREATE INDEX dedup_by_seen ON dedup (seen_ms);
     CREATE TABLE devices (
