@@ -9,5 +9,7 @@ pub mod bthome;
 pub mod lora;
 pub mod lpp;
 pub mod reading;
+pub mod store;
+pub mod uplink;
 
 pub use reading::{DeviceId, RadioMeta, Reading, Source};
