@@ -6,6 +6,7 @@
 #[cfg(feature = "bluez")]
 pub mod ble;
 pub mod bthome;
+pub mod daemon;
 pub mod lora;
 pub mod lpp;
 pub mod reading;
