@@ -121,7 +121,8 @@ fn wait_ready(sock: &UdpSocket, daemon: SocketAddr, acked: &mut BTreeSet<u16>) {
     let mut token: u16 = 0xF000;
     while Instant::now() < deadline {
         token = token.wrapping_add(1);
-        let pull = [2, (token & 0xff) as u8, (token >> 8) as u8, 0x02];
+        let [hi, lo] = token.to_be_bytes();
+        let pull = [2, hi, lo, 0x02];
         let mut d = pull.to_vec();
         d.extend_from_slice(&EUI);
         let _ = sock.send_to(&d, daemon);
@@ -133,7 +134,7 @@ fn wait_ready(sock: &UdpSocket, daemon: SocketAddr, acked: &mut BTreeSet<u16>) {
                 match buf[3] {
                     0x04 => return,
                     0x01 => {
-                        acked.insert(u16::from_le_bytes([buf[1], buf[2]]));
+                        acked.insert(u16::from_be_bytes([buf[1], buf[2]]));
                     }
                     _ => {}
                 }
@@ -149,7 +150,7 @@ fn drain_acks(sock: &UdpSocket, acked: &mut BTreeSet<u16>, wait: Duration) {
     while Instant::now() < until {
         match sock.recv_from(&mut buf) {
             Ok((n, _)) if n >= 4 && buf[3] == 0x01 => {
-                acked.insert(u16::from_le_bytes([buf[1], buf[2]]));
+                acked.insert(u16::from_be_bytes([buf[1], buf[2]]));
             }
             Ok(_) => {}
             Err(_) => break,

@@ -430,7 +430,7 @@ mod tests {
         let f = ingest.flush(120);
         assert_eq!(f.appended, 1);
         assert_eq!(f.acks.len(), 1);
-        assert_eq!(f.acks[0].1[1..3], 7u16.to_le_bytes());
+        assert_eq!(f.acks[0].1[1..3], 7u16.to_be_bytes());
         assert_eq!(lock(&st).stats(0, 4).expect("stats").queued, 1);
         let _ = std::fs::remove_dir_all(dir);
     }
