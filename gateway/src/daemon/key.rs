@@ -62,7 +62,7 @@ pub fn write(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
     r.map_err(io(path))
 }
 
-/// Reads a key written by [`write`].
+/// Reads a key written by [`write()`].
 pub fn read(path: &Path) -> Result<SigningKey, KeyError> {
     let mut text = std::fs::read_to_string(path).map_err(io(path))?;
     let decoded = STANDARD.decode(text.trim());

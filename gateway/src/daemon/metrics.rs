@@ -1,5 +1,5 @@
 //! Prometheus text exposition (format 0.0.4) of the daemon's counters and the queue, served on
-//! `[metrics] listen` at `GET /metrics` by [`super::run`].
+//! `[metrics] listen` at `GET /metrics` by [`super::run()`].
 
 use std::fmt::Write as _;
 

@@ -6,7 +6,11 @@
 //!   content is processed (§3.1 "process packets *after* ack"). A PUSH_DATA whose header is valid
 //!   but whose JSON is malformed is still acknowledged — §3.3 acknowledges "all the PUSH_DATA
 //!   packets received" and acknowledgements only serve network quality assessment (§1) — but its
-//!   content is dropped and counted against its source address. Datagrams with a bad header (wrong
+//!   content is dropped and counted against its source address.
+//!   The server only *returns* the PUSH_ACK ([`Handled::reply`]); when it is sent is the
+//!   caller's choice. The `mef-gateway` daemon holds it until the datagram's readings are
+//!   durably stored (see `crate::daemon::ingest`), so an acknowledged PUSH_DATA is never lost;
+//!   the plain tokio adapter [`super::udp`] sends it at once. Datagrams with a bad header (wrong
 //!   protocol version, unknown identifier, too short) are dropped unanswered and counted.
 //! - Each `rxpk` with a good CRC (`stat == 1`) becomes an [`Event::Uplink`]; packets with a failed
 //!   or absent CRC are counted and dropped (LoRaWAN uplinks always carry a CRC).
