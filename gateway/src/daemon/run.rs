@@ -150,6 +150,14 @@ pub async fn run(
     let uplink: Box<dyn Uplink + Send> = match cfg.uplink.kind {
         UplinkKind::File => Box::new(FileUplink::open(&cfg.uplink.path)?),
     };
+    // Bound before any thread starts, so a bad address fails the start cleanly.
+    let listener = TcpListener::bind(cfg.metrics.listen)
+        .await
+        .map_err(io(format!("binding metrics {}", cfg.metrics.listen)))?;
+    tracing::info!(
+        "metrics on http://{}/metrics",
+        listener.local_addr().map_err(io("metrics address"))?
+    );
     let shared = Arc::new(Shared {
         store: Arc::new(Mutex::new(store)),
         ingest: Mutex::new(IngestCounters::default()),
@@ -243,13 +251,6 @@ pub async fn run(
         })?);
     }
     drop(tx);
-    let listener = TcpListener::bind(cfg.metrics.listen)
-        .await
-        .map_err(io(format!("binding metrics {}", cfg.metrics.listen)))?;
-    tracing::info!(
-        "metrics on http://{}/metrics",
-        listener.local_addr().map_err(io("metrics address"))?
-    );
     let http = tokio::spawn(serve_http(listener, shared.clone()));
     shutdown.await;
     tracing::info!("shutting down");
