@@ -125,6 +125,18 @@ enum BenchSuite {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// The real `mef-gateway` daemon (built next to `mef` if missing): durable readings/s
+    /// over LoRa/UDP with PUSH_ACK after the store commit, its own simulated BTHome + LoRa
+    /// sensors, and its RSS and packet-to-durable latency at 1,000 readings/s.
+    Gateway {
+        /// Quick mode: 3 s runs and a 5 s steady run instead of 10 s and 20 s.
+        #[arg(long)]
+        quick: bool,
+        /// Write the report as JSON to this path (and a plot next to it); default
+        /// `bench-out/gateway.json`.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
     /// Calibrate the userspace link emulator in network namespaces: delay error at 20 and
     /// 100 ms, rate error at 100 Mbit/s, 1 % loss, and the highest rate this machine sustains.
     /// Needs root.
@@ -198,6 +210,10 @@ fn main() -> ExitCode {
             suite: BenchSuite::Mesh { quick, json },
         } => mef_benches::mesh_bench::run(quick)
             .and_then(|r| mef_benches::mesh_bench::report(&r, json.as_deref())),
+        Command::Bench {
+            suite: BenchSuite::Gateway { quick, json },
+        } => mef_benches::gateway_bench::run(quick)
+            .and_then(|r| mef_benches::gateway_bench::report(&r, json.as_deref())),
         Command::Bench {
             suite: BenchSuite::Poe { quick, json },
         } => mef_benches::poe_bench::run(quick)

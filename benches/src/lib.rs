@@ -18,6 +18,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 pub mod flow;
+pub mod gateway_bench;
 pub mod kernel;
 pub mod mef_flow;
 pub mod mesh_bench;
