@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod demo_chain;
+mod demo_gateway;
 mod demo_mesh;
 mod netem_bench;
 
@@ -29,7 +30,8 @@ enum Command {
     /// Run the demo network entirely in simulation and print a summary: two sites across a
     /// 200 ms, 1 % loss WAN (MEF vs Cubic vs BBR), then the POE chain of 7 routers and 12
     /// gateways with sensor readings landing on it and a light client checking one, then the
-    /// gateways' encrypted mesh with some behind NATs. Takes a few seconds in a release build.
+    /// gateways' encrypted mesh with some behind NATs, then a gateway daemon ingesting
+    /// simulated BTHome and LoRa sensors. Takes several seconds in a release build.
     Demo {
         /// Seed of the simulation; the same seed gives the same MEF and Cubic figures.
         #[arg(long, env = "MEF_SEED", default_value_t = 1)]
@@ -159,7 +161,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { seed } => demo::run(seed)
             .and_then(|()| demo_chain::run(seed))
-            .and_then(|()| demo_mesh::run(seed)),
+            .and_then(|()| demo_mesh::run(seed))
+            .and_then(|()| demo_gateway::run(seed)),
         Command::Genesis { file } => check_genesis(&file),
         Command::Bench {
             suite:
