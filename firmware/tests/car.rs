@@ -134,10 +134,10 @@ proptest! {
         car[i] ^= 1 << bit;
         if let Ok((roots, blocks)) = read_all(&car) {
             // Whatever was accepted verified against its CID; the file is intact if present.
-            if roots == vec![root] {
-                if let Ok(out) = export_to_vec(&blocks, &root) {
-                    prop_assert_eq!(out, pattern(700));
-                }
+            if roots == vec![root]
+                && let Ok(out) = export_to_vec(&blocks, &root)
+            {
+                prop_assert_eq!(out, pattern(700));
             }
         }
     }

@@ -145,10 +145,11 @@ impl<S: BlockSink> Importer<S> {
         while level < self.levels.len() {
             let is_top = level + 1 >= self.levels.len();
             let pending = self.levels.get_mut(level).map(std::mem::take).unwrap_or_default();
-            if is_top && pending.len() == 1 {
-                if let Some(root) = pending.first() {
-                    return Ok((root.cid, root.tsize, self.sink));
-                }
+            if is_top
+                && pending.len() == 1
+                && let Some(root) = pending.first()
+            {
+                return Ok((root.cid, root.tsize, self.sink));
             }
             if !pending.is_empty() {
                 let parent = self.emit_node(&pending)?;

@@ -114,10 +114,8 @@ fn walk<B: BlockSource + ?Sized, W: Write>(source: &B, cid: &Cid, out: &mut W, d
                 }
                 written = written.checked_add(n).ok_or_else(|| malformed("size overflow"))?;
             }
-            if let Some(total) = fs.filesize {
-                if total != written {
-                    return Err(malformed("filesize differs from content"));
-                }
+            if fs.filesize.is_some_and(|total| total != written) {
+                return Err(malformed("filesize differs from content"));
             }
             Ok(written)
         }
