@@ -176,13 +176,18 @@ fn read_varint<R: Read>(r: &mut R, what: &'static str) -> Result<Option<u64>, Ca
     for i in 0..buf.len() {
         let mut b = [0u8; 1];
         if read_full(r, &mut b)? == 0 {
-            return if i == 0 { Ok(None) } else { Err(CarError::Truncated(what)) };
+            return if i == 0 {
+                Ok(None)
+            } else {
+                Err(CarError::Truncated(what))
+            };
         }
         if let Some(slot) = buf.get_mut(i) {
             *slot = b[0];
         }
         if b[0] & 0x80 == 0 {
-            let (v, _) = get_varint(buf.get(..=i).unwrap_or_default()).map_err(|_| CarError::BadVarint)?;
+            let (v, _) =
+                get_varint(buf.get(..=i).unwrap_or_default()).map_err(|_| CarError::BadVarint)?;
             return Ok(Some(v));
         }
     }
@@ -215,7 +220,8 @@ fn read_exact_len<R: Read>(r: &mut R, len: u64, what: &'static str) -> Result<Ve
 impl<R: Read> CarReader<R> {
     /// Reads and validates the header.
     pub fn new(mut input: R) -> Result<Self, CarError> {
-        let len = read_varint(&mut input, "header length")?.ok_or(CarError::Truncated("header length"))?;
+        let len = read_varint(&mut input, "header length")?
+            .ok_or(CarError::Truncated("header length"))?;
         if len == 0 || len > MAX_HEADER_LEN {
             return Err(CarError::HeaderLength(len));
         }
@@ -231,7 +237,9 @@ impl<R: Read> CarReader<R> {
 
     /// The next verified block, or `None` at a clean end of input.
     pub fn next_block(&mut self) -> Result<Option<(Cid, Vec<u8>)>, CarError> {
-        let Some(len) = read_varint(&mut self.input, "section length")? else { return Ok(None) };
+        let Some(len) = read_varint(&mut self.input, "section length")? else {
+            return Ok(None);
+        };
         if len == 0 || len > MAX_SECTION_LEN {
             return Err(CarError::SectionLength(len));
         }
@@ -260,7 +268,10 @@ struct Cbor<'a> {
 
 impl<'a> Cbor<'a> {
     fn byte(&mut self) -> Result<u8, CarError> {
-        let (&b, rest) = self.buf.split_first().ok_or(CarError::HeaderNotDagCbor("truncated"))?;
+        let (&b, rest) = self
+            .buf
+            .split_first()
+            .ok_or(CarError::HeaderNotDagCbor("truncated"))?;
         self.buf = rest;
         Ok(b)
     }
@@ -326,7 +337,11 @@ pub fn decode_header(buf: &[u8]) -> Result<Vec<Cid>, CarError> {
             b"roots" if roots.is_none() => roots = Some(decode_roots(&mut c)?),
             b"version" if version.is_none() => match c.head()? {
                 (0, v) => version = Some(v),
-                _ => return Err(CarError::HeaderNotDagCbor("version is not an unsigned integer")),
+                _ => {
+                    return Err(CarError::HeaderNotDagCbor(
+                        "version is not an unsigned integer",
+                    ));
+                }
             },
             _ => return Err(CarError::HeaderNotDagCbor("unexpected or repeated key")),
         }
@@ -363,7 +378,9 @@ fn decode_roots(c: &mut Cbor<'_>) -> Result<Vec<Cid>, CarError> {
             _ => return Err(CarError::HeaderNotDagCbor("tag 42 is not over bytes")),
         };
         let Some((&0, cid_bytes)) = bytes.split_first() else {
-            return Err(CarError::HeaderNotDagCbor("CID lacks the 0x00 multibase prefix"));
+            return Err(CarError::HeaderNotDagCbor(
+                "CID lacks the 0x00 multibase prefix",
+            ));
         };
         let mut cursor = std::io::Cursor::new(cid_bytes);
         let cid = Cid::read_bytes(&mut cursor).map_err(|_| CarError::Cid)?;

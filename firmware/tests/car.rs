@@ -5,7 +5,9 @@ use firmware::unixfs::{DAG_PB_CODEC, MemoryBlocks, RAW_CODEC, cid_v1, export_to_
 use proptest::prelude::*;
 
 fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
 }
 
 fn car_of(data: &[u8]) -> (cid::Cid, Vec<u8>) {
@@ -13,7 +15,10 @@ fn car_of(data: &[u8]) -> (cid::Cid, Vec<u8>) {
     let car = write_car(
         Vec::new(),
         &root,
-        blocks.order.iter().map(|c| (c, blocks.blocks[c].as_slice())),
+        blocks
+            .order
+            .iter()
+            .map(|c| (c, blocks.blocks[c].as_slice())),
     )
     .expect("write");
     (root, car)
@@ -36,7 +41,9 @@ fn header_bytes_are_canonical_dag_cbor() {
     let root = cid_v1(DAG_PB_CODEC, b"x");
     let h = encode_header(&[root]);
     assert_eq!(h.len(), 0x3a);
-    let mut expected = vec![0xa2, 0x65, b'r', b'o', b'o', b't', b's', 0x81, 0xd8, 0x2a, 0x58, 0x25, 0x00];
+    let mut expected = vec![
+        0xa2, 0x65, b'r', b'o', b'o', b't', b's', 0x81, 0xd8, 0x2a, 0x58, 0x25, 0x00,
+    ];
     expected.extend_from_slice(&root.to_bytes());
     expected.extend_from_slice(&[0x67, b'v', b'e', b'r', b's', b'i', b'o', b'n', 0x01]);
     assert_eq!(h, expected);
@@ -71,18 +78,27 @@ fn corrupted_block_in_car_is_rejected() {
     let (_, mut car) = car_of(&pattern(1000));
     let last = car.len() - 1;
     car[last] ^= 0x01;
-    assert!(matches!(read_all(&car), Err(CarError::BlockMismatch { .. })));
+    assert!(matches!(
+        read_all(&car),
+        Err(CarError::BlockMismatch { .. })
+    ));
 }
 
 #[test]
 fn truncated_section_is_rejected() {
     let (_, car) = car_of(&pattern(1000));
-    assert!(matches!(read_all(&car[..car.len() - 1]), Err(CarError::Truncated(_))));
+    assert!(matches!(
+        read_all(&car[..car.len() - 1]),
+        Err(CarError::Truncated(_))
+    ));
 }
 
 #[test]
 fn bad_varint_is_rejected() {
-    assert!(matches!(CarReader::new(&[0xffu8; 11][..]), Err(CarError::BadVarint)));
+    assert!(matches!(
+        CarReader::new(&[0xffu8; 11][..]),
+        Err(CarError::BadVarint)
+    ));
     let (_, mut car) = car_of(b"abc");
     let header_end = 1 + car[0] as usize;
     car.truncate(header_end);
@@ -93,9 +109,15 @@ fn bad_varint_is_rejected() {
 #[test]
 fn header_not_dag_cbor_is_rejected() {
     let mut car = vec![3, 0x01, 0x02, 0x03];
-    assert!(matches!(CarReader::new(car.as_slice()), Err(CarError::HeaderNotDagCbor(_))));
+    assert!(matches!(
+        CarReader::new(car.as_slice()),
+        Err(CarError::HeaderNotDagCbor(_))
+    ));
     car = vec![0];
-    assert!(matches!(CarReader::new(car.as_slice()), Err(CarError::HeaderLength(0))));
+    assert!(matches!(
+        CarReader::new(car.as_slice()),
+        Err(CarError::HeaderLength(0))
+    ));
 }
 
 #[test]
@@ -108,7 +130,10 @@ fn version_other_than_one_is_rejected() {
 
 #[test]
 fn empty_roots_are_rejected() {
-    assert!(matches!(decode_header(&encode_header(&[])), Err(CarError::NoRoots)));
+    assert!(matches!(
+        decode_header(&encode_header(&[])),
+        Err(CarError::NoRoots)
+    ));
 }
 
 #[test]
@@ -149,8 +174,14 @@ fn fuzz_seeds_decode() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds");
     let car = std::fs::read(format!("{dir}/firmware_car/hello.car")).expect("car seed");
     let (roots, blocks) = read_all(&car).expect("read");
-    assert_eq!(roots[0].to_string(), "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am");
-    assert_eq!(export_to_vec(&blocks, &roots[0]).expect("export"), b"hello\n");
+    assert_eq!(
+        roots[0].to_string(),
+        "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+    );
+    assert_eq!(
+        export_to_vec(&blocks, &roots[0]).expect("export"),
+        b"hello\n"
+    );
     let node = std::fs::read(format!("{dir}/firmware_dagpb/two_links.bin")).expect("dag-pb seed");
     let pb = firmware::unixfs::dagpb::PbNode::decode(&node).expect("decode");
     assert_eq!(pb.links.len(), 2);

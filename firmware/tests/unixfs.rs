@@ -4,7 +4,8 @@ use cid::Cid;
 use firmware::unixfs::dagpb::{DataType, PbNode, UnixFsData};
 use firmware::unixfs::importer::{CHUNK_SIZE, MAX_LINKS};
 use firmware::unixfs::{
-    BlockSource, DAG_PB_CODEC, ExportError, Importer, MemoryBlocks, RAW_CODEC, cid_v1, export_to_vec, import,
+    BlockSource, DAG_PB_CODEC, ExportError, Importer, ImporterConfig, LeafFormat, MemoryBlocks,
+    RAW_CODEC, cid_v1, export_to_vec, import,
 };
 use proptest::prelude::*;
 
@@ -13,7 +14,9 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..len)
         .map(|_| {
-            s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (s >> 56) as u8
         })
         .collect()
@@ -36,7 +39,10 @@ fn node(blocks: &MemoryBlocks, cid: &Cid) -> (PbNode, UnixFsData) {
 #[test]
 fn empty_file_matches_kubo() {
     let (cid, blocks) = add(b"");
-    assert_eq!(cid.to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+    assert_eq!(
+        cid.to_string(),
+        "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
+    );
     assert_eq!(blocks.order.len(), 1);
     assert_eq!(export_to_vec(&blocks, &cid).expect("export"), b"");
 }
@@ -45,7 +51,10 @@ fn empty_file_matches_kubo() {
 #[test]
 fn hello_world_matches_published_cid() {
     let (cid, _) = add(b"hello world");
-    assert_eq!(cid.to_string(), "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e");
+    assert_eq!(
+        cid.to_string(),
+        "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+    );
 }
 
 /// `echo hello | ipfs add --cid-version 1` and `echo "Hello IPFS" | ipfs add --cid-version 1`,
@@ -53,8 +62,14 @@ fn hello_world_matches_published_cid() {
 /// generated with kubo 0.18.1).
 #[test]
 fn echo_outputs_match_kubo_fixtures() {
-    assert_eq!(add(b"hello\n").0.to_string(), "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am");
-    assert_eq!(add(b"Hello IPFS\n").0.to_string(), "bafkreidfdrlkeq4m4xnxuyx6iae76fdm4wgl5d4xzsb77ixhyqwumhz244");
+    assert_eq!(
+        add(b"hello\n").0.to_string(),
+        "bafkreicysg23kiwv34eg2d7qweipxwosdo2py4ldv42nbauguluen5v6am"
+    );
+    assert_eq!(
+        add(b"Hello IPFS\n").0.to_string(),
+        "bafkreidfdrlkeq4m4xnxuyx6iae76fdm4wgl5d4xzsb77ixhyqwumhz244"
+    );
 }
 
 /// `"hello world\n"` is one raw block: its CID is the raw CID of those 12 bytes (not the
@@ -63,8 +78,102 @@ fn echo_outputs_match_kubo_fixtures() {
 fn hello_world_newline_is_single_raw_block() {
     let (cid, blocks) = add(b"hello world\n");
     assert_eq!(cid, cid_v1(RAW_CODEC, b"hello world\n"));
-    assert_ne!(cid.to_string(), "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e");
+    assert_ne!(
+        cid.to_string(),
+        "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+    );
     assert_eq!(blocks.order, vec![cid]);
+}
+
+// --- Cross-implementation vectors for the dag-pb / UnixFS encoding -------------------------
+//
+// From ipld/js-unixfs test/file.spec.js (an importer written to reproduce go-ipfs/kubo DAGs).
+// They use UnixFS (non-raw) leaves, so they pin the internal-node and leaf encodings and the
+// Tsize ("dagByteLength") arithmetic that the raw-leaf default shares.
+
+fn add_with(config: ImporterConfig, pieces: &[Vec<u8>]) -> (Cid, u64, MemoryBlocks) {
+    let mut imp = Importer::with_config(MemoryBlocks::default(), config);
+    for p in pieces {
+        imp.write(p).expect("write");
+    }
+    imp.finish_with_size().expect("finish")
+}
+
+const UNIXFS_LEAVES: ImporterConfig = ImporterConfig {
+    chunk_size: CHUNK_SIZE,
+    max_links: MAX_LINKS,
+    leaves: LeafFormat::UnixFs,
+};
+
+#[test]
+fn js_unixfs_basic_file() {
+    let (cid, dag_size, blocks) = add_with(
+        UNIXFS_LEAVES,
+        &[b"this file does not have much content\n".to_vec()],
+    );
+    assert_eq!(
+        cid.to_string(),
+        "bafybeidequ5soq6smzafv4lb76i5dkvl5fzgvrxz4bmlc2k4dkikklv2j4"
+    );
+    assert_eq!(dag_size, 45);
+    assert_eq!(
+        export_to_vec(&blocks, &cid).expect("export"),
+        b"this file does not have much content\n"
+    );
+}
+
+#[test]
+fn js_unixfs_three_chunks() {
+    let pieces: Vec<Vec<u8>> = (1..=3u8).map(|b| vec![b; CHUNK_SIZE]).collect();
+    let (cid, dag_size, blocks) = add_with(UNIXFS_LEAVES, &pieces);
+    assert_eq!(
+        cid.to_string(),
+        "bafybeiegda62p2cdi5sono3h3hqjnxwc56z4nocynrj44rz7rtc2p246cy"
+    );
+    assert_eq!(dag_size, 786_632);
+    let leaves: Vec<String> = blocks.order[..3].iter().map(|c| c.to_string()).collect();
+    assert_eq!(
+        leaves,
+        [
+            "bafybeihhsdoupgd3fnl3e3367ymsanmikafpllldsdt37jzyoh6nuatowe",
+            "bafybeief3dmadxfymhhhrflqytqmlhlz47w6glaxvyzmm6s6tpfb6izzee",
+            "bafybeihznihf5g5ibdyoawn7uu3inlyqrxjv63lt6lop6h3w6rzwrp67a4",
+        ]
+    );
+}
+
+/// js-unixfs names this case after the kubo flags it reproduces:
+/// `--chunker=size-65535 --trickle=false --raw-leaves=false --cid-version=1`.
+#[test]
+fn js_unixfs_chunker_65535_balanced() {
+    let size = 144_177usize;
+    let frame = 14_418usize;
+    let pieces: Vec<Vec<u8>> = (0..)
+        .map(|n| n * frame)
+        .take_while(|&o| o < size)
+        .enumerate()
+        .map(|(n, o)| vec![n as u8 + 1; frame.min(size - o)])
+        .collect();
+    let config = ImporterConfig {
+        chunk_size: 65_535,
+        ..UNIXFS_LEAVES
+    };
+    let (cid, dag_size, _) = add_with(config, &pieces);
+    assert_eq!(
+        cid.to_string(),
+        "bafybeiduffmtppi4cwa6olo3ggmoehvtdtcd47y6ddoodhyvcv7y3zvgnq"
+    );
+    assert_eq!(dag_size, 144_372);
+}
+
+#[test]
+fn js_unixfs_empty_file_with_unixfs_leaves() {
+    let (cid, dag_size, _) = add_with(UNIXFS_LEAVES, &[]);
+    assert_eq!(
+        cid.to_string(),
+        "bafybeif7ztnhq65lumvvtr4ekcwd2ifwgm3awq4zfr3srh462rwyinlb4y"
+    );
+    assert_eq!(dag_size, 6);
 }
 
 // --- Tree shape (no kubo CID found for these inputs: structural checks) ---------------------
@@ -91,7 +200,10 @@ fn one_mib_has_four_raw_leaves() {
     for (i, link) in pb.links.iter().enumerate() {
         assert_eq!(link.name.as_deref(), Some(""));
         assert_eq!(link.tsize, Some(CHUNK_SIZE as u64));
-        assert_eq!(link.hash, cid_v1(RAW_CODEC, &data[i * CHUNK_SIZE..(i + 1) * CHUNK_SIZE]));
+        assert_eq!(
+            link.hash,
+            cid_v1(RAW_CODEC, &data[i * CHUNK_SIZE..(i + 1) * CHUNK_SIZE])
+        );
     }
     // Canonical dag-pb: re-encoding the decoded node gives the same bytes; links come first.
     let bytes = blocks.get(&root).expect("root");
@@ -135,7 +247,10 @@ fn multi_level_tree() {
     let (pb, fs) = node(&blocks, &root);
     assert_eq!(pb.links.len(), 2);
     assert_eq!(fs.filesize, Some(data.len() as u64));
-    assert_eq!(fs.blocksizes, vec![(MAX_LINKS * CHUNK_SIZE) as u64, CHUNK_SIZE as u64 + 1]);
+    assert_eq!(
+        fs.blocksizes,
+        vec![(MAX_LINKS * CHUNK_SIZE) as u64, CHUNK_SIZE as u64 + 1]
+    );
     let (left, left_fs) = node(&blocks, &pb.links[0].hash);
     let (right, right_fs) = node(&blocks, &pb.links[1].hash);
     assert_eq!(left.links.len(), MAX_LINKS);
@@ -177,7 +292,9 @@ fn corrupted_leaf_is_detected() {
     if let Some(b) = blocks.blocks.get_mut(&leaf) {
         b[100] ^= 1;
     }
-    assert!(matches!(export_to_vec(&blocks, &root), Err(ExportError::Corrupt { cid, .. }) if cid == leaf));
+    assert!(
+        matches!(export_to_vec(&blocks, &root), Err(ExportError::Corrupt { cid, .. }) if cid == leaf)
+    );
 }
 
 #[test]
@@ -200,7 +317,10 @@ fn inconsistent_sizes_are_rejected() {
     let bytes = pb.encode();
     let forged = cid_v1(DAG_PB_CODEC, &bytes);
     blocks.blocks.insert(forged, bytes);
-    assert!(matches!(export_to_vec(&blocks, &forged), Err(ExportError::Malformed { .. })));
+    assert!(matches!(
+        export_to_vec(&blocks, &forged),
+        Err(ExportError::Malformed { .. })
+    ));
 }
 
 #[test]
@@ -209,7 +329,10 @@ fn garbage_dag_pb_is_a_decode_error() {
     let bytes = vec![0xff, 0xff];
     let cid = cid_v1(DAG_PB_CODEC, &bytes);
     blocks.blocks.insert(cid, bytes);
-    assert!(matches!(export_to_vec(&blocks, &cid), Err(ExportError::Decode { .. })));
+    assert!(matches!(
+        export_to_vec(&blocks, &cid),
+        Err(ExportError::Decode { .. })
+    ));
 }
 
 // --- Property tests ---------------------------------------------------------------------------

@@ -6,7 +6,9 @@ use firmware::unixfs::verify_block;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(reader) = CarReader::new(data) else { return };
+    let Ok(reader) = CarReader::new(data) else {
+        return;
+    };
     for item in reader {
         match item {
             Ok((cid, block)) => assert!(verify_block(&cid, &block).is_ok()),

@@ -241,7 +241,9 @@ impl PbNode {
                     }
                     node.data = Some(b.to_vec());
                 }
-                (field, wire_type, _) => return Err(DecodeError::UnexpectedField { field, wire_type }),
+                (field, wire_type, _) => {
+                    return Err(DecodeError::UnexpectedField { field, wire_type });
+                }
             }
         }
         Ok(node)
@@ -276,7 +278,11 @@ fn decode_link(buf: &[u8]) -> Result<PbLink, DecodeError> {
             (field, _) => return Err(DecodeError::UnexpectedField { field, wire_type }),
         }
     }
-    Ok(PbLink { hash: hash.ok_or(DecodeError::MissingHash)?, name, tsize })
+    Ok(PbLink {
+        hash: hash.ok_or(DecodeError::MissingHash)?,
+        name,
+        tsize,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -384,6 +390,11 @@ impl UnixFsData {
                 _ => {}
             }
         }
-        Ok(UnixFsData { data_type: data_type.ok_or(DecodeError::MissingType)?, data, filesize, blocksizes })
+        Ok(UnixFsData {
+            data_type: data_type.ok_or(DecodeError::MissingType)?,
+            data,
+            filesize,
+            blocksizes,
+        })
     }
 }

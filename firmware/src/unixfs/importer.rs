@@ -27,6 +27,38 @@ pub const CHUNK_SIZE: usize = 262_144;
 /// Maximum links per internal node (boxo `helpers.DefaultLinksPerBlock`).
 pub const MAX_LINKS: usize = 174;
 
+/// How leaves are encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeafFormat {
+    /// `raw` (0x55) blocks holding the chunk bytes (`--raw-leaves`, the CIDv1 default).
+    #[default]
+    Raw,
+    /// dag-pb blocks `PBNode { Data: UnixFS { Type: File, Data: chunk, filesize } }`
+    /// (`--raw-leaves=false`, boxo `NewLeafNode`); the empty chunk omits `Data`.
+    UnixFs,
+}
+
+/// Importer parameters; [`ImporterConfig::default`] is `ipfs add --cid-version=1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImporterConfig {
+    /// Fixed chunk size in bytes (`--chunker=size-N`); at least 1.
+    pub chunk_size: usize,
+    /// Links per internal node; at least 2.
+    pub max_links: usize,
+    /// Leaf encoding.
+    pub leaves: LeafFormat,
+}
+
+impl Default for ImporterConfig {
+    fn default() -> Self {
+        ImporterConfig {
+            chunk_size: CHUNK_SIZE,
+            max_links: MAX_LINKS,
+            leaves: LeafFormat::Raw,
+        }
+    }
+}
+
 /// An import failure.
 #[derive(Debug, Error)]
 pub enum ImportError {
@@ -55,6 +87,7 @@ struct Child {
 #[derive(Debug)]
 pub struct Importer<S: BlockSink> {
     sink: S,
+    config: ImporterConfig,
     buf: Vec<u8>,
     /// `levels[i]`: finished nodes of depth `i` (leaves are depth 0) awaiting a parent.
     levels: Vec<Vec<Child>>,
@@ -63,7 +96,20 @@ pub struct Importer<S: BlockSink> {
 impl<S: BlockSink> Importer<S> {
     /// A new importer emitting blocks (children before parents) into `sink`.
     pub fn new(sink: S) -> Self {
-        Importer { sink, buf: Vec::with_capacity(CHUNK_SIZE), levels: vec![Vec::new()] }
+        Self::with_config(sink, ImporterConfig::default())
+    }
+
+    /// A new importer with non-default parameters (`chunk_size` and `max_links` are clamped to
+    /// at least 1 and 2).
+    pub fn with_config(sink: S, mut config: ImporterConfig) -> Self {
+        config.chunk_size = config.chunk_size.max(1);
+        config.max_links = config.max_links.max(2);
+        Importer {
+            sink,
+            config,
+            buf: Vec::with_capacity(config.chunk_size),
+            levels: vec![Vec::new()],
+        }
     }
 
     /// Feeds file bytes.
@@ -71,10 +117,14 @@ impl<S: BlockSink> Importer<S> {
         while !data.is_empty() {
             // A full buffer is only flushed once more data arrives, so that a file of exactly
             // N chunks does not grow an extra level (boxo checks `db.Done()` first).
-            if self.buf.len() == CHUNK_SIZE {
+            if self.buf.len() >= self.config.chunk_size {
                 self.flush_leaf()?;
             }
-            let take = (CHUNK_SIZE - self.buf.len()).min(data.len());
+            let take = self
+                .config
+                .chunk_size
+                .saturating_sub(self.buf.len())
+                .min(data.len());
             let (head, tail) = data.split_at(take);
             self.buf.extend_from_slice(head);
             data = tail;
@@ -82,13 +132,46 @@ impl<S: BlockSink> Importer<S> {
         Ok(())
     }
 
-    /// Emits the buffered chunk as a raw leaf.
+    /// Emits the buffered chunk as a leaf.
     fn flush_leaf(&mut self) -> Result<(), ImportError> {
-        let cid = cid_v1(RAW_CODEC, &self.buf);
-        self.sink.put_block(&cid, &self.buf).map_err(ImportError::Sink)?;
         let size = self.buf.len() as u64;
+        let child = match self.config.leaves {
+            LeafFormat::Raw => {
+                let cid = cid_v1(RAW_CODEC, &self.buf);
+                self.sink
+                    .put_block(&cid, &self.buf)
+                    .map_err(ImportError::Sink)?;
+                Child {
+                    cid,
+                    file_size: size,
+                    tsize: size,
+                }
+            }
+            LeafFormat::UnixFs => {
+                let data = UnixFsData {
+                    data_type: DataType::File,
+                    data: (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf)),
+                    filesize: Some(size),
+                    blocksizes: Vec::new(),
+                };
+                let bytes = PbNode {
+                    links: Vec::new(),
+                    data: Some(data.encode()),
+                }
+                .encode();
+                let cid = cid_v1(DAG_PB_CODEC, &bytes);
+                self.sink
+                    .put_block(&cid, &bytes)
+                    .map_err(ImportError::Sink)?;
+                Child {
+                    cid,
+                    file_size: size,
+                    tsize: bytes.len() as u64,
+                }
+            }
+        };
         self.buf.clear();
-        self.push(0, Child { cid, file_size: size, tsize: size })
+        self.push(0, child)
     }
 
     /// Adds `child` to level `level`, first closing that level into a parent if it is full.
@@ -96,8 +179,16 @@ impl<S: BlockSink> Importer<S> {
         if self.levels.len() <= level {
             self.levels.resize_with(level + 1, Vec::new);
         }
-        if self.levels.get(level).is_some_and(|l| l.len() >= MAX_LINKS) {
-            let full = self.levels.get_mut(level).map(std::mem::take).unwrap_or_default();
+        if self
+            .levels
+            .get(level)
+            .is_some_and(|l| l.len() >= self.config.max_links)
+        {
+            let full = self
+                .levels
+                .get_mut(level)
+                .map(std::mem::take)
+                .unwrap_or_default();
             let parent = self.emit_node(&full)?;
             self.push(level + 1, parent)?;
         }
@@ -118,13 +209,19 @@ impl<S: BlockSink> Importer<S> {
         let node = PbNode {
             links: children
                 .iter()
-                .map(|c| PbLink { hash: c.cid, name: Some(String::new()), tsize: Some(c.tsize) })
+                .map(|c| PbLink {
+                    hash: c.cid,
+                    name: Some(String::new()),
+                    tsize: Some(c.tsize),
+                })
                 .collect(),
             data: Some(data.encode()),
         };
         let bytes = node.encode();
         let cid = cid_v1(DAG_PB_CODEC, &bytes);
-        self.sink.put_block(&cid, &bytes).map_err(ImportError::Sink)?;
+        self.sink
+            .put_block(&cid, &bytes)
+            .map_err(ImportError::Sink)?;
         Ok(Child {
             cid,
             file_size: data.filesize.unwrap_or(0),
@@ -144,7 +241,11 @@ impl<S: BlockSink> Importer<S> {
         let mut level = 0;
         while level < self.levels.len() {
             let is_top = level + 1 >= self.levels.len();
-            let pending = self.levels.get_mut(level).map(std::mem::take).unwrap_or_default();
+            let pending = self
+                .levels
+                .get_mut(level)
+                .map(std::mem::take)
+                .unwrap_or_default();
             if is_top
                 && pending.len() == 1
                 && let Some(root) = pending.first()

@@ -18,7 +18,7 @@ use cid::multihash::Multihash;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-pub use importer::{ImportError, Importer, import};
+pub use importer::{ImportError, Importer, ImporterConfig, LeafFormat, import};
 pub use reader::{ExportError, export, export_to_vec};
 
 /// Multicodec `raw` (0x55): a block that is just bytes.

@@ -68,18 +68,30 @@ pub enum ExportError {
 }
 
 /// Writes the file rooted at `root` to `out`; returns the number of bytes written.
-pub fn export<B: BlockSource + ?Sized, W: Write>(source: &B, root: &Cid, out: &mut W) -> Result<u64, ExportError> {
+pub fn export<B: BlockSource + ?Sized, W: Write>(
+    source: &B,
+    root: &Cid,
+    out: &mut W,
+) -> Result<u64, ExportError> {
     walk(source, root, out, 0)
 }
 
 /// Exports into memory (convenience for small files and tests).
-pub fn export_to_vec<B: BlockSource + ?Sized>(source: &B, root: &Cid) -> Result<Vec<u8>, ExportError> {
+pub fn export_to_vec<B: BlockSource + ?Sized>(
+    source: &B,
+    root: &Cid,
+) -> Result<Vec<u8>, ExportError> {
     let mut out = Vec::new();
     export(source, root, &mut out)?;
     Ok(out)
 }
 
-fn walk<B: BlockSource + ?Sized, W: Write>(source: &B, cid: &Cid, out: &mut W, depth: usize) -> Result<u64, ExportError> {
+fn walk<B: BlockSource + ?Sized, W: Write>(
+    source: &B,
+    cid: &Cid,
+    out: &mut W,
+    depth: usize,
+) -> Result<u64, ExportError> {
     if depth > MAX_DEPTH {
         return Err(ExportError::TooDeep);
     }
@@ -91,11 +103,16 @@ fn walk<B: BlockSource + ?Sized, W: Write>(source: &B, cid: &Cid, out: &mut W, d
             Ok(block.len() as u64)
         }
         DAG_PB_CODEC => {
-            let node = PbNode::decode(&block).map_err(|source| ExportError::Decode { cid: *cid, source })?;
+            let node = PbNode::decode(&block)
+                .map_err(|source| ExportError::Decode { cid: *cid, source })?;
             drop(block);
             let malformed = |reason| ExportError::Malformed { cid: *cid, reason };
-            let data = node.data.as_deref().ok_or_else(|| malformed("dag-pb node without UnixFS Data"))?;
-            let fs = UnixFsData::decode(data).map_err(|source| ExportError::Decode { cid: *cid, source })?;
+            let data = node
+                .data
+                .as_deref()
+                .ok_or_else(|| malformed("dag-pb node without UnixFS Data"))?;
+            let fs = UnixFsData::decode(data)
+                .map_err(|source| ExportError::Decode { cid: *cid, source })?;
             if !matches!(fs.data_type, DataType::File | DataType::Raw) {
                 return Err(malformed("not a UnixFS file"));
             }
@@ -112,7 +129,9 @@ fn walk<B: BlockSource + ?Sized, W: Write>(source: &B, cid: &Cid, out: &mut W, d
                 if n != expected {
                     return Err(malformed("child size differs from blocksizes"));
                 }
-                written = written.checked_add(n).ok_or_else(|| malformed("size overflow"))?;
+                written = written
+                    .checked_add(n)
+                    .ok_or_else(|| malformed("size overflow"))?;
             }
             if fs.filesize.is_some_and(|total| total != written) {
                 return Err(malformed("filesize differs from content"));
