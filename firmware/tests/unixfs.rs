@@ -450,7 +450,7 @@ proptest! {
     ) {
         let data = pattern(len, seed);
         let config = ImporterConfig { chunk_size, max_links, leaves: LeafFormat::Raw };
-        let (root, _, blocks) = add_with(config, &[data.clone()]);
+        let (root, _, blocks) = add_with(config, std::slice::from_ref(&data));
         let chunks: Vec<&[u8]> = data.chunks(chunk_size).collect();
         prop_assert_eq!(root, boxo_layout(&chunks, max_links));
         prop_assert_eq!(export_to_vec(&blocks, &root).expect("export"), data);
