@@ -2,3 +2,6 @@
 //! firmware on chain, devices fetch the image from a content-addressed peer-to-peer file system
 //! and check it against the hash). "IPFS-style" means IPFS-compatible: an image imported here
 //! has the CID `ipfs add --cid-version=1` gives it, and moves in the CAR files IPFS tools use.
+
+pub mod blockstore;
+pub mod manifest;
