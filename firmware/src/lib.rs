@@ -3,5 +3,7 @@
 //! and check it against the hash). "IPFS-style" means IPFS-compatible: an image imported here
 //! has the CID `ipfs add --cid-version=1` gives it, and moves in the CAR files IPFS tools use.
 
+pub mod blockstore;
 pub mod car;
+pub mod manifest;
 pub mod unixfs;
