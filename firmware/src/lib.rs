@@ -5,5 +5,6 @@
 
 pub mod blockstore;
 pub mod car;
+pub mod exchange;
 pub mod manifest;
 pub mod unixfs;
