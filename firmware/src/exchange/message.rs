@@ -233,7 +233,12 @@ fn put_cid(out: &mut Vec<u8>, cid: &Cid) -> Result<(), MessageError> {
     Ok(())
 }
 
-fn put_count(out: &mut Vec<u8>, what: &'static str, count: usize, max: usize) -> Result<(), MessageError> {
+fn put_count(
+    out: &mut Vec<u8>,
+    what: &'static str,
+    count: usize,
+    max: usize,
+) -> Result<(), MessageError> {
     if count > max {
         return Err(MessageError::TooMany { what, count });
     }
@@ -250,8 +255,16 @@ impl Message {
     /// Encoded size in bytes (an upper bound used for batching; exact for valid messages).
     pub fn encoded_len(&self) -> usize {
         let cid_len = |c: &Cid| 2 + c.encoded_len();
-        10 + self.wantlist.iter().map(|e| 6 + cid_len(&e.cid)).sum::<usize>()
-            + self.presences.iter().map(|p| 1 + cid_len(&p.cid)).sum::<usize>()
+        10 + self
+            .wantlist
+            .iter()
+            .map(|e| 6 + cid_len(&e.cid))
+            .sum::<usize>()
+            + self
+                .presences
+                .iter()
+                .map(|p| 1 + cid_len(&p.cid))
+                .sum::<usize>()
             + self
                 .blocks
                 .iter()
@@ -265,7 +278,12 @@ impl Message {
         out.extend_from_slice(&MAGIC);
         out.push(VERSION);
         out.push(if self.full { FLAG_FULL } else { 0 });
-        put_count(&mut out, "wantlist entries", self.wantlist.len(), MAX_ENTRIES)?;
+        put_count(
+            &mut out,
+            "wantlist entries",
+            self.wantlist.len(),
+            MAX_ENTRIES,
+        )?;
         for e in &self.wantlist {
             out.push(e.kind.code());
             out.extend_from_slice(&e.priority.to_be_bytes());
@@ -310,16 +328,31 @@ impl Message {
                 0 => WantKind::Have,
                 1 => WantKind::Block,
                 2 => WantKind::Cancel,
-                value => return Err(MessageError::BadValue { what: "want kind", value }),
+                value => {
+                    return Err(MessageError::BadValue {
+                        what: "want kind",
+                        value,
+                    });
+                }
             };
             let priority = r.u32()? as i32;
             let send_dont_have = match r.u8()? {
                 0 => false,
                 1 => true,
-                value => return Err(MessageError::BadValue { what: "send_dont_have", value }),
+                value => {
+                    return Err(MessageError::BadValue {
+                        what: "send_dont_have",
+                        value,
+                    });
+                }
             };
             let cid = r.cid()?;
-            wantlist.push(WantEntry { cid, kind, priority, send_dont_have });
+            wantlist.push(WantEntry {
+                cid,
+                kind,
+                priority,
+                send_dont_have,
+            });
         }
         let n = r.count("presences", MAX_PRESENCES)?;
         let mut presences = Vec::with_capacity(n.min(r.buf.len() / 3));
@@ -327,7 +360,12 @@ impl Message {
             let kind = match r.u8()? {
                 0 => PresenceKind::Have,
                 1 => PresenceKind::DontHave,
-                value => return Err(MessageError::BadValue { what: "presence kind", value }),
+                value => {
+                    return Err(MessageError::BadValue {
+                        what: "presence kind",
+                        value,
+                    });
+                }
             };
             let cid = r.cid()?;
             presences.push(Presence { cid, kind });
@@ -346,6 +384,11 @@ impl Message {
         if !r.buf.is_empty() {
             return Err(MessageError::Trailing(r.buf.len()));
         }
-        Ok(Message { full: flags & FLAG_FULL != 0, wantlist, presences, blocks })
+        Ok(Message {
+            full: flags & FLAG_FULL != 0,
+            wantlist,
+            presences,
+            blocks,
+        })
     }
 }

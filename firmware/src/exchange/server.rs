@@ -24,7 +24,11 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { max_queue: 256, max_peers: 1024, max_message_bytes: 4 << 20 }
+        Self {
+            max_queue: 256,
+            max_peers: 1024,
+            max_message_bytes: 4 << 20,
+        }
     }
 }
 
@@ -41,7 +45,12 @@ pub struct Server<S: BlockSource> {
 impl<S: BlockSource> Server<S> {
     /// A server over `source`.
     pub fn new(source: S, cfg: ServerConfig) -> Self {
-        Self { source, cfg, queues: BTreeMap::new(), next: None }
+        Self {
+            source,
+            cfg,
+            queues: BTreeMap::new(),
+            next: None,
+        }
     }
 
     /// The block source.
@@ -125,14 +134,23 @@ impl<S: BlockSource> Server<S> {
             if !msg.is_empty() && (size + add > self.cfg.max_message_bytes || full_blocks) {
                 break;
             }
-            let Some(entry) = queue.remove(idx) else { break };
+            let Some(entry) = queue.remove(idx) else {
+                break;
+            };
             size += add;
             match (data, entry.kind) {
-                (Some(data), WantKind::Block) => msg.blocks.push(Block { cid: entry.cid, data }),
-                (Some(_), _) => msg.presences.push(Presence { cid: entry.cid, kind: PresenceKind::Have }),
-                (None, _) if entry.send_dont_have => {
-                    msg.presences.push(Presence { cid: entry.cid, kind: PresenceKind::DontHave })
-                }
+                (Some(data), WantKind::Block) => msg.blocks.push(Block {
+                    cid: entry.cid,
+                    data,
+                }),
+                (Some(_), _) => msg.presences.push(Presence {
+                    cid: entry.cid,
+                    kind: PresenceKind::Have,
+                }),
+                (None, _) if entry.send_dont_have => msg.presences.push(Presence {
+                    cid: entry.cid,
+                    kind: PresenceKind::DontHave,
+                }),
                 (None, _) => {}
             }
         }

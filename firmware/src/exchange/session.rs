@@ -3,7 +3,8 @@
 //! # How it works
 //!
 //! * **Frontier.** CIDs still to fetch sit in a depth-first frontier (children of the newest
-//!   node first), so at most about `depth × fan-out` CIDs are pending whatever the image size;
+//!   node first), so at most about `(wants in flight + depth) × fan-out` CIDs are pending
+//!   whatever the image size;
 //!   the frontier is capped by [`SessionConfig::max_pending`] (a DAG needing more fails with
 //!   [`FailReason::TooManyPending`]). Verified blocks are handed out as
 //!   [`SessionEvent::BlockVerified`] for the caller to store; the session keeps no block data.
@@ -253,8 +254,12 @@ impl Session {
         }
         self.outbox.remove(&peer);
         self.root_asked.remove(&peer);
-        let lost: Vec<Cid> =
-            self.wants.iter().filter(|(_, w)| w.peer == peer).map(|(c, _)| *c).collect();
+        let lost: Vec<Cid> = self
+            .wants
+            .iter()
+            .filter(|(_, w)| w.peer == peer)
+            .map(|(c, _)| *c)
+            .collect();
         for cid in lost {
             if let Some(w) = self.wants.remove(&cid) {
                 self.progress.rerequests += 1;
@@ -304,7 +309,9 @@ impl Session {
                 self.fault(now, peer, PenaltyReason::CorruptBlock(b.cid));
                 continue;
             }
-            let Some(want) = self.wants.remove(&b.cid) else { continue };
+            let Some(want) = self.wants.remove(&b.cid) else {
+                continue;
+            };
             self.dec(want.peer);
             if want.peer != peer {
                 self.cancel_at(want.peer, b.cid);
@@ -347,7 +354,10 @@ impl Session {
         if self.done {
             return None;
         }
-        self.wants.values().map(|w| w.sent + self.cfg.want_timeout).min()
+        self.wants
+            .values()
+            .map(|w| w.sent + self.cfg.want_timeout)
+            .min()
     }
 
     /// Re-requests wants whose deadline has passed.
@@ -362,7 +372,9 @@ impl Session {
             .map(|(c, _)| *c)
             .collect();
         for cid in expired {
-            let Some(w) = self.wants.remove(&cid) else { continue };
+            let Some(w) = self.wants.remove(&cid) else {
+                continue;
+            };
             self.dec(w.peer);
             self.cancel_at(w.peer, cid);
             let timeout = self.cfg.want_timeout;
@@ -379,7 +391,8 @@ impl Session {
             let mut avoid = w.excluded.clone();
             avoid.push(w.peer);
             let others = self.peers.keys().any(|p| !avoid.contains(p));
-            self.frontier.push_front((cid, if others { avoid } else { w.excluded }));
+            self.frontier
+                .push_front((cid, if others { avoid } else { w.excluded }));
         }
         self.pump(now);
     }
@@ -418,19 +431,25 @@ impl Session {
     }
 
     fn fault(&mut self, now: Instant, peer: PeerId, reason: PenaltyReason) {
-        let Some(p) = self.peers.get_mut(&peer) else { return };
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
         p.faults += 1;
         p.score -= 10;
         let faults = p.faults;
-        self.events.push_back(SessionEvent::PeerPenalised { peer, reason });
+        self.events
+            .push_back(SessionEvent::PeerPenalised { peer, reason });
         if faults >= self.cfg.max_faults {
-            self.events.push_back(SessionEvent::PeerDisconnected { peer });
+            self.events
+                .push_back(SessionEvent::PeerDisconnected { peer });
             self.remove_peer(now, peer);
         }
     }
 
     fn dont_have(&mut self, peer: PeerId, cid: Cid) {
-        let Some(w) = self.wants.get(&cid) else { return };
+        let Some(w) = self.wants.get(&cid) else {
+            return;
+        };
         if w.peer != peer {
             return;
         }
@@ -457,7 +476,8 @@ impl Session {
         self.progress.blocks_fetched += 1;
         self.progress.bytes_fetched += data.len() as u64;
         if self.learn_children(&cid, &data) {
-            self.events.push_back(SessionEvent::BlockVerified { cid, data });
+            self.events
+                .push_back(SessionEvent::BlockVerified { cid, data });
             self.check_complete();
         }
     }
@@ -480,7 +500,10 @@ impl Session {
                 for link in node.links.iter().rev() {
                     let codec = link.hash.codec();
                     if codec != RAW_CODEC && codec != DAG_PB_CODEC {
-                        self.fail(FailReason::UnsupportedCodec { cid: link.hash, codec });
+                        self.fail(FailReason::UnsupportedCodec {
+                            cid: link.hash,
+                            codec,
+                        });
                         return false;
                     }
                     self.frontier.push_front((link.hash, Vec::new()));
@@ -508,7 +531,11 @@ impl Session {
             .iter()
             .filter(|(id, p)| p.outstanding < self.cfg.window && !avoid.contains(id))
             .min_by_key(|(_, p)| {
-                let lat = p.latency.unwrap_or(self.cfg.initial_latency).as_micros().max(1);
+                let lat = p
+                    .latency
+                    .unwrap_or(self.cfg.initial_latency)
+                    .as_micros()
+                    .max(1);
                 lat * (p.outstanding as u128 + 1) * (u128::from(p.faults) + 1)
             })
             .map(|(id, _)| *id)
@@ -529,7 +556,11 @@ impl Session {
             if let Some(held) = &self.held
                 && held.has(&cid)
             {
-                let data = if cid.codec() == DAG_PB_CODEC { held.get(&cid) } else { Some(Vec::new()) };
+                let data = if cid.codec() == DAG_PB_CODEC {
+                    held.get(&cid)
+                } else {
+                    Some(Vec::new())
+                };
                 let usable = match &data {
                     Some(d) if cid.codec() == DAG_PB_CODEC => verify_block(&cid, d).is_ok(),
                     Some(_) => true,
@@ -544,13 +575,18 @@ impl Session {
                     continue;
                 }
             }
-            let live_avoid: Vec<PeerId> =
-                avoid.iter().copied().filter(|p| self.peers.contains_key(p)).collect();
+            let live_avoid: Vec<PeerId> = avoid
+                .iter()
+                .copied()
+                .filter(|p| self.peers.contains_key(p))
+                .collect();
             if !self.peers.is_empty() && self.peers.keys().all(|p| live_avoid.contains(p)) {
                 self.fail(FailReason::Unavailable(cid));
                 return;
             }
-            let Some(peer) = self.pick(&live_avoid) else { return };
+            let Some(peer) = self.pick(&live_avoid) else {
+                return;
+            };
             self.frontier.pop_front();
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.outstanding += 1;
@@ -578,7 +614,14 @@ impl Session {
                     });
                 }
             }
-            self.wants.insert(cid, Want { peer, sent: now, excluded: avoid });
+            self.wants.insert(
+                cid,
+                Want {
+                    peer,
+                    sent: now,
+                    excluded: avoid,
+                },
+            );
         }
     }
 }
