@@ -5,7 +5,7 @@
 //! * [`session`]: the sans-IO fetch [`Session`] (bytes and `now` in; bytes, events and a
 //!   deadline out).
 //! * [`server`]: the sans-IO [`Server`] answering peers' wants from a
-//!   [`BlockSource`](crate::unixfs::BlockSource).
+//!   [`BlockSource`].
 //!
 //! No sockets, threads or clocks live here: the caller moves the bytes and supplies the time.
 
