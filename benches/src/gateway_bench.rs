@@ -488,11 +488,7 @@ fn pipeline(total: u64) -> anyhow::Result<(f64, [u64; 3])> {
         n += 1;
     }
     let from = SocketAddr::from(([127, 0, 0, 1], 1700));
-    let now_ms = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
+    let now_ms = gateway::reading::now_ms;
     let (mut stored, mut dups) = (0u64, 0u64);
     let t = Instant::now();
     for input in &inputs {
@@ -531,15 +527,9 @@ fn pipeline(total: u64) -> anyhow::Result<(f64, [u64; 3])> {
     Ok((stored as f64 / secs, [per_source[0], per_source[1], dups]))
 }
 
-fn load_avg() -> Option<[f64; 3]> {
-    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().ok());
-    Some([it.next()??, it.next()??, it.next()??])
-}
-
 /// Runs the three measurements.
 pub fn run(quick: bool) -> anyhow::Result<GatewayReport> {
-    let load_before = load_avg();
+    let load_before = crate::metrics::load_avg();
     let bin = daemon_binary()?;
     let secs = if quick { 3.0 } else { 10.0 };
     eprintln!("gateway: LoRa over UDP, {WINDOW} datagrams in flight, {secs} s …");

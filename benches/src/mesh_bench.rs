@@ -218,12 +218,6 @@ pub struct Mesh50 {
     pub wall_s: f64,
 }
 
-fn load_avg() -> Option<[f64; 3]> {
-    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().ok());
-    Some([it.next()??, it.next()??, it.next()??])
-}
-
 /// The system-wide UDP `RcvbufErrors` counter from `/proc/net/snmp`.
 fn udp_rcvbuf_errors() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/net/snmp").ok()?;
@@ -524,7 +518,7 @@ fn direct(mtu: usize, total: u64) -> anyhow::Result<DirectRun> {
 
 /// Runs every measurement.
 pub fn run(quick: bool) -> anyhow::Result<MeshReport> {
-    let load_before = load_avg();
+    let load_before = crate::metrics::load_avg();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let n_hs: u64 = if quick { 300 } else { 2000 };
     eprintln!("mesh: {n_hs} IK handshakes…");

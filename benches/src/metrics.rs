@@ -144,6 +144,14 @@ pub fn exp_interval(rng: &mut impl rand::Rng, rate: f64) -> Duration {
     Duration::from_secs_f64(-u.ln() / rate)
 }
 
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), recorded with CPU-bound figures so a
+/// reader sees how quiet the machine was.
+pub fn load_avg() -> Option<[f64; 3]> {
+    let s = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let mut it = s.split_whitespace().map(|x| x.parse::<f64>().ok());
+    Some([it.next()??, it.next()??, it.next()??])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

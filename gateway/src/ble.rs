@@ -17,7 +17,6 @@
 //! (CI builds it with `--features bluez`); the parser behind it is what the tests cover.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bluer::{
     AdapterEvent, Address, DeviceEvent, DeviceProperty, DiscoveryFilter, DiscoveryTransport, Uuid,
@@ -57,12 +56,7 @@ pub fn bthome_uuid() -> Uuid {
     Uuid::from_u16(SERVICE_UUID)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::reading::now_ms;
 
 /// Scan on the default adapter until the channel closes or BlueZ fails, sending every
 /// BTHome service data value to `tx`.

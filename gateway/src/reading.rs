@@ -1,5 +1,7 @@
 //! The one normalised record every radio's frames become (issue 6, "Readings").
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::{Deserialize, Serialize};
 
 /// Which radio a reading came from.
@@ -69,4 +71,12 @@ pub struct Reading {
     pub frame_id: Option<u32>,
     /// Radio metadata.
     pub radio: RadioMeta,
+}
+
+/// Milliseconds since the Unix epoch (0 before it): the time a frame was received, as
+/// [`Reading::time_ms`] records it.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

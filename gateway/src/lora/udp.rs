@@ -4,7 +4,6 @@
 //! channel. All protocol logic lives in the sans-IO server.
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -120,11 +119,7 @@ impl SemtechUdp {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::reading::now_ms;
 
 async fn run(
     socket: UdpSocket,
