@@ -377,7 +377,7 @@ fn fast_peer_gets_most_wants() {
         (ms(5), Behaviour::Honest, blocks.clone()),
     ];
     let cfg = SessionConfig {
-        window: 2,
+        provider_window: 2,
         ..SessionConfig::default()
     };
     let mut net = Net::new(Session::new(root, cfg), peers);

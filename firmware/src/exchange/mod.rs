@@ -6,9 +6,14 @@
 //!   deadline out).
 //! * [`server`]: the sans-IO [`Server`] answering peers' wants from a
 //!   [`BlockSource`].
+//! * [`frame`]: length-prefixed framing on a reliable stream.
+//! * [`engine`]: one device's [`Engine`] (server + session + framing over per-peer streams),
+//!   what a transport adapter drives.
 //!
 //! No sockets, threads or clocks live here: the caller moves the bytes and supplies the time.
 
+pub mod engine;
+pub mod frame;
 pub mod message;
 pub mod server;
 pub mod session;
@@ -16,39 +21,35 @@ pub mod session;
 use cid::Cid;
 
 use crate::blockstore::Blockstore;
-use crate::unixfs::{BlockSource, MemoryBlocks};
+use crate::unixfs::{BlockSink, BlockSource};
 
+pub use engine::{DisconnectReason, Engine, EngineEvent, EngineStats, FetchError, PeerTraffic};
+pub use frame::{Deframer, FrameError};
 pub use message::{Block, Message, MessageError, Presence, PresenceKind, WantEntry, WantKind};
-pub use server::{Server, ServerConfig};
-pub use session::{FailReason, PenaltyReason, Progress, Session, SessionConfig, SessionEvent};
+pub use server::{ServedStats, Server, ServerConfig};
+pub use session::{
+    FailReason, PeerKind, PenaltyReason, Progress, Session, SessionConfig, SessionEvent,
+};
 
 /// Identifies a peer to a [`Session`] or [`Server`] (the caller's connection handle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
 
-/// Blocks a resumed session already holds (typically the blockstore of an interrupted fetch).
-pub trait HeldBlocks {
-    /// Whether the block is held (raw leaves are then skipped without being read).
-    fn has(&self, cid: &Cid) -> bool;
-    /// The held block's bytes (needed for dag-pb nodes, to learn their children).
-    fn get(&self, cid: &Cid) -> Option<Vec<u8>>;
-}
-
-impl HeldBlocks for MemoryBlocks {
-    fn has(&self, cid: &Cid) -> bool {
-        self.blocks.contains_key(cid)
-    }
+impl BlockSource for Blockstore {
+    /// A blockstore I/O error counts as "absent" (the block is fetched again, or not served).
     fn get(&self, cid: &Cid) -> Option<Vec<u8>> {
-        BlockSource::get(self, cid)
+        Blockstore::get(self, cid).ok().flatten()
     }
-}
-
-impl HeldBlocks for Blockstore {
-    /// A blockstore I/O error counts as "not held" (the block is fetched again).
     fn has(&self, cid: &Cid) -> bool {
         Blockstore::has(self, cid).unwrap_or(false)
     }
-    fn get(&self, cid: &Cid) -> Option<Vec<u8>> {
-        Blockstore::get(self, cid).ok().flatten()
+}
+
+impl BlockSink for Blockstore {
+    /// Stores a block the caller has verified (the blockstore verifies it again).
+    fn put_block(&mut self, cid: &Cid, data: &[u8]) -> std::io::Result<()> {
+        self.put(cid, data)
+            .map(|_| ())
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }

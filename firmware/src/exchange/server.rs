@@ -1,11 +1,18 @@
 //! The sans-IO serving side: answers peers' wants from a [`BlockSource`].
 //!
 //! WANT_HAVE → HAVE (or DONT_HAVE when asked for it), WANT_BLOCK → BLOCK (or DONT_HAVE),
-//! CANCEL removes a still-queued want. Each peer has a bounded queue of pending wants (extra
-//! wants are dropped, as Bitswap's ledger caps a peer's wantlist); replies are produced lazily
-//! by [`Server::poll_transmit`], so a CANCEL arriving before a want is served takes effect.
+//! CANCEL removes a still-queued want. A want for a block not held and without
+//! `send_dont_have` is kept in the peer's ledger, as Bitswap 1.2's engine keeps it: once the
+//! block arrives ([`Server::notify`]) the peer gets its HAVE or BLOCK. Each peer's queued and
+//! kept wants together are bounded (extra wants are dropped, as Bitswap's ledger caps a peer's
+//! wantlist); replies are produced lazily, per peer, by [`Server::poll_transmit_to`] (or
+//! round-robin by [`Server::poll_transmit`]) when the caller's transport has room, so a CANCEL
+//! arriving before a want is served takes effect and a slow peer does not hold blocks in
+//! memory.
 
 use std::collections::{BTreeMap, VecDeque};
+
+use cid::Cid;
 
 use super::PeerId;
 use super::message::{Block, Message, MessageError, Presence, PresenceKind, WantEntry, WantKind};
@@ -14,7 +21,7 @@ use crate::unixfs::BlockSource;
 /// Server limits.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Most queued wants per peer; further wants are dropped until the queue drains.
+    /// Most queued plus kept wants per peer; further wants are dropped.
     pub max_queue: usize,
     /// Most peers tracked at once; wants from further peers are dropped.
     pub max_peers: usize,
@@ -25,9 +32,9 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            max_queue: 256,
+            max_queue: 1024,
             max_peers: 1024,
-            max_message_bytes: 4 << 20,
+            max_message_bytes: 1 << 20,
         }
     }
 }
@@ -39,7 +46,23 @@ pub struct Server<S: BlockSource> {
     source: S,
     cfg: ServerConfig,
     queues: BTreeMap<PeerId, VecDeque<WantEntry>>,
+    /// Wants for blocks not held (without `send_dont_have`), answered on [`Server::notify`].
+    kept: BTreeMap<PeerId, Vec<WantEntry>>,
     next: Option<PeerId>,
+    served: ServedStats,
+}
+
+/// What a [`Server`] has sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServedStats {
+    /// Blocks sent.
+    pub blocks: u64,
+    /// Block payload bytes sent.
+    pub block_bytes: u64,
+    /// HAVE presences sent.
+    pub haves: u64,
+    /// DONT_HAVE presences sent.
+    pub dont_haves: u64,
 }
 
 impl<S: BlockSource> Server<S> {
@@ -49,8 +72,44 @@ impl<S: BlockSource> Server<S> {
             source,
             cfg,
             queues: BTreeMap::new(),
+            kept: BTreeMap::new(),
             next: None,
+            served: ServedStats::default(),
         }
+    }
+
+    /// The block source, mutably (to add blocks; call [`Server::notify`] after).
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// What has been sent so far.
+    pub fn served(&self) -> ServedStats {
+        self.served
+    }
+
+    /// A block became available: peers that asked for it without `send_dont_have` get their
+    /// HAVE or BLOCK.
+    pub fn notify(&mut self, cid: &Cid) {
+        let mut emptied = Vec::new();
+        for (peer, kept) in &mut self.kept {
+            let Some(idx) = kept.iter().position(|e| e.cid == *cid) else {
+                continue;
+            };
+            let entry = kept.swap_remove(idx);
+            self.queues.entry(*peer).or_default().push_front(entry);
+            if kept.is_empty() {
+                emptied.push(*peer);
+            }
+        }
+        for peer in emptied {
+            self.kept.remove(&peer);
+        }
+    }
+
+    /// Whether a reply for `peer` may be waiting.
+    pub fn has_transmit(&self, peer: PeerId) -> bool {
+        self.queues.contains_key(&peer)
     }
 
     /// The block source.
@@ -61,35 +120,54 @@ impl<S: BlockSource> Server<S> {
     /// Forgets a peer and its queued wants.
     pub fn remove_peer(&mut self, peer: PeerId) {
         self.queues.remove(&peer);
+        self.kept.remove(&peer);
     }
 
-    /// Number of wants queued for `peer`.
+    /// Number of wants queued (not kept) for `peer`.
     pub fn queued(&self, peer: PeerId) -> usize {
         self.queues.get(&peer).map_or(0, VecDeque::len)
+    }
+
+    /// Number of wants kept for `peer` until their blocks arrive.
+    pub fn kept(&self, peer: PeerId) -> usize {
+        self.kept.get(&peer).map_or(0, Vec::len)
     }
 
     /// Takes in one message from `peer`; presences and blocks in it are ignored.
     pub fn handle_message(&mut self, peer: PeerId, bytes: &[u8]) -> Result<(), MessageError> {
         let msg = Message::decode(bytes)?;
-        if !self.queues.contains_key(&peer) && self.queues.len() >= self.cfg.max_peers {
-            return Ok(());
+        self.handle(peer, msg);
+        Ok(())
+    }
+
+    /// Takes in one decoded message from `peer` (its wantlist).
+    pub fn handle(&mut self, peer: PeerId, msg: Message) {
+        let known = self.queues.contains_key(&peer) || self.kept.contains_key(&peer);
+        let tracked = self.queues.keys().chain(self.kept.keys()).count();
+        if !known && tracked >= self.cfg.max_peers {
+            return;
         }
         let queue = self.queues.entry(peer).or_default();
+        let kept = self.kept.entry(peer).or_default();
         if msg.full {
             queue.clear();
+            kept.clear();
         }
         for entry in msg.wantlist {
             match entry.kind {
-                WantKind::Cancel => queue.retain(|e| e.cid != entry.cid),
+                WantKind::Cancel => {
+                    queue.retain(|e| e.cid != entry.cid);
+                    kept.retain(|e| e.cid != entry.cid);
+                }
                 WantKind::Have | WantKind::Block => {
-                    if let Some(e) = queue.iter_mut().find(|e| e.cid == entry.cid) {
-                        // Upgrade WANT_HAVE to WANT_BLOCK, keep the strongest request.
-                        if entry.kind == WantKind::Block {
-                            e.kind = WantKind::Block;
-                        }
-                        e.priority = e.priority.max(entry.priority);
-                        e.send_dont_have |= entry.send_dont_have;
-                    } else if queue.len() < self.cfg.max_queue {
+                    if let Some(i) = kept.iter().position(|e| e.cid == entry.cid) {
+                        // Asked again: re-examine it now.
+                        let mut e = kept.swap_remove(i);
+                        upgrade(&mut e, &entry);
+                        queue.push_back(e);
+                    } else if let Some(e) = queue.iter_mut().find(|e| e.cid == entry.cid) {
+                        upgrade(e, &entry);
+                    } else if queue.len() + kept.len() < self.cfg.max_queue {
                         queue.push_back(entry);
                     }
                 }
@@ -98,7 +176,19 @@ impl<S: BlockSource> Server<S> {
         if queue.is_empty() {
             self.queues.remove(&peer);
         }
-        Ok(())
+        if kept.is_empty() {
+            self.kept.remove(&peer);
+        }
+    }
+
+    /// The next reply to send to `peer`, highest-priority wants first.
+    pub fn poll_transmit_to(&mut self, peer: PeerId) -> Option<Vec<u8>> {
+        while self.queues.contains_key(&peer) {
+            if let Some(out) = self.reply(peer) {
+                return Some(out);
+            }
+        }
+        None
     }
 
     /// The next reply to send, round-robin over peers; highest-priority wants first.
@@ -119,12 +209,22 @@ impl<S: BlockSource> Server<S> {
             .and_then(|n| self.queues.range(n..).next().map(|(p, _)| *p))
             .or_else(|| self.queues.keys().next().copied())?;
         self.next = Some(PeerId(peer.0.wrapping_add(1)));
+        self.reply(peer).map(|bytes| (peer, bytes))
+    }
+
+    /// Builds one reply for `peer` from its queue (None if nothing came of it).
+    fn reply(&mut self, peer: PeerId) -> Option<Vec<u8>> {
         let queue = self.queues.get_mut(&peer)?;
         let mut msg = Message::default();
         let mut size = 10usize;
         while let Some(idx) = best(queue) {
             let Some(entry) = queue.get(idx) else { break };
-            let data = self.source.get(&entry.cid);
+            // A WANT_HAVE only needs to know the block is there.
+            let data = if entry.kind == WantKind::Block {
+                self.source.get(&entry.cid)
+            } else {
+                self.source.has(&entry.cid).then(Vec::new)
+            };
             let add = match (&data, entry.kind) {
                 (Some(d), WantKind::Block) => 2 + entry.cid.encoded_len() + 4 + d.len(),
                 _ => 3 + entry.cid.encoded_len(),
@@ -139,19 +239,34 @@ impl<S: BlockSource> Server<S> {
             };
             size += add;
             match (data, entry.kind) {
-                (Some(data), WantKind::Block) => msg.blocks.push(Block {
-                    cid: entry.cid,
-                    data,
-                }),
-                (Some(_), _) => msg.presences.push(Presence {
-                    cid: entry.cid,
-                    kind: PresenceKind::Have,
-                }),
-                (None, _) if entry.send_dont_have => msg.presences.push(Presence {
-                    cid: entry.cid,
-                    kind: PresenceKind::DontHave,
-                }),
-                (None, _) => {}
+                (Some(data), WantKind::Block) => {
+                    self.served.blocks += 1;
+                    self.served.block_bytes += data.len() as u64;
+                    msg.blocks.push(Block {
+                        cid: entry.cid,
+                        data,
+                    });
+                }
+                (Some(_), _) => {
+                    self.served.haves += 1;
+                    msg.presences.push(Presence {
+                        cid: entry.cid,
+                        kind: PresenceKind::Have,
+                    });
+                }
+                (None, _) if entry.send_dont_have => {
+                    self.served.dont_haves += 1;
+                    msg.presences.push(Presence {
+                        cid: entry.cid,
+                        kind: PresenceKind::DontHave,
+                    });
+                }
+                (None, _) => {
+                    let kept = self.kept.entry(peer).or_default();
+                    if !kept.iter().any(|e| e.cid == entry.cid) {
+                        kept.push(entry);
+                    }
+                }
             }
         }
         if queue.is_empty() {
@@ -160,8 +275,18 @@ impl<S: BlockSource> Server<S> {
         if msg.is_empty() {
             return None;
         }
-        msg.encode().ok().map(|bytes| (peer, bytes))
+        msg.encode().ok()
     }
+}
+
+/// Merges a repeated want into the kept one: WANT_BLOCK wins over WANT_HAVE, the highest
+/// priority and any `send_dont_have` are kept.
+fn upgrade(e: &mut WantEntry, new: &WantEntry) {
+    if new.kind == WantKind::Block {
+        e.kind = WantKind::Block;
+    }
+    e.priority = e.priority.max(new.priority);
+    e.send_dont_have |= new.send_dont_have;
 }
 
 /// Index of the highest-priority entry (first among equals).

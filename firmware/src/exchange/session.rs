@@ -1,43 +1,66 @@
 //! The sans-IO fetch session: downloads a whole UnixFS DAG from several peers in parallel.
 //!
+//! # Peers
+//!
+//! A peer is either a [`PeerKind::Provider`], expected to hold the whole DAG (the
+//! manufacturer's node, a seed, a node serving a CAR), or a [`PeerKind::Swarm`] peer, a fellow
+//! device that holds what it has fetched so far (seed 004: "once enough devices have the
+//! update they serve each other and the manufacturer can stop").
+//!
 //! # How it works
 //!
 //! * **Frontier.** CIDs still to fetch sit in a depth-first frontier (children of the newest
-//!   node first), so at most about `(wants in flight + depth) × fan-out` CIDs are pending
-//!   whatever the image size;
+//!   node first). Requests are chosen among its first [`SessionConfig::lookahead`] entries, so
+//!   at most about `(lookahead + depth) × fan-out` CIDs are pending whatever the image size;
 //!   the frontier is capped by [`SessionConfig::max_pending`] (a DAG needing more fails with
 //!   [`FailReason::TooManyPending`]). Verified blocks are handed out as
 //!   [`SessionEvent::BlockVerified`] for the caller to store; the session keeps no block data.
-//! * **Wants.** The root is asked of every peer with WANT_HAVE and of the best peer with
-//!   WANT_BLOCK; every other CID goes as WANT_BLOCK (with `send_dont_have`) to the cheapest
-//!   peer with room in its window ([`SessionConfig::window`] outstanding wants per peer). The
-//!   cost of a peer is its latency estimate (EWMA of block round trips) × (outstanding + 1) ×
-//!   (1 + faults), so fast peers get more of the work.
+//! * **Availability (Bitswap 1.2 want-have).** Every CID entering the frontier is sent as
+//!   WANT_HAVE (without `send_dont_have`) to every swarm peer. A swarm peer's server keeps the
+//!   want and answers HAVE once it holds the block; the session records who announced what.
+//!   When the block arrives, the WANT_HAVEs are cancelled.
+//! * **Wants.** A swarm peer is asked (WANT_BLOCK, with `send_dont_have`) only for blocks it
+//!   announced, the rarest first (fewest announcers; ties broken by the seeded random stream
+//!   so that devices pick different blocks). A provider is asked only for blocks no connected
+//!   swarm peer announced, and, when swarm peers are connected, only while fewer than
+//!   [`SessionConfig::window`] wants are in flight to the swarm: the provider is the last
+//!   resort, so its uplink goes to blocks the swarm lacks. Each peer has a window of
+//!   outstanding wants ([`SessionConfig::window`], [`SessionConfig::provider_window`]); among
+//!   peers with room, the cheapest is served first: latency estimate (EWMA of block round
+//!   trips) × (outstanding + 1) × (1 + faults), so fast peers get more of the work.
 //! * **Verification.** Each block is hashed against its CID. A mismatch penalises the sender
 //!   ([`SessionEvent::PeerPenalised`]), re-requests the block from another peer and, after
 //!   [`SessionConfig::max_faults`] faults (corrupt blocks or undecodable messages), disconnects
 //!   the peer ([`SessionEvent::PeerDisconnected`]).
 //! * **Timeouts.** A want not answered within [`SessionConfig::want_timeout`] is cancelled at the
 //!   slow peer and re-requested elsewhere (the slow peer's latency estimate is raised).
-//! * **Resume.** [`Session::resume`] takes the blocks already held ([`HeldBlocks`]); held
+//! * **Unavailable blocks.** With only providers connected, a block every provider said
+//!   DONT_HAVE for fails the session ([`FailReason::Unavailable`]). With swarm peers connected
+//!   the session waits for an announcement (or a new peer); the caller owns the deadline.
+//! * **Resume.** [`Session::resume`] takes the blocks already held (a [`BlockSource`]); held
 //!   blocks are never requested (held dag-pb nodes are read to learn their children).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
 use thiserror::Error;
 
-use super::message::{Message, PresenceKind, WantEntry, WantKind};
-use super::{HeldBlocks, PeerId};
+use super::PeerId;
+use super::message::{
+    self, Block, Message, MessageError, Presence, PresenceKind, WantEntry, WantKind,
+};
 use crate::unixfs::dagpb::PbNode;
-use crate::unixfs::{DAG_PB_CODEC, RAW_CODEC, verify_block};
+use crate::unixfs::{BlockSource, DAG_PB_CODEC, RAW_CODEC, verify_block};
 
 /// Session tuning.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    /// Most outstanding WANT_BLOCKs per peer.
+    /// Most outstanding WANT_BLOCKs per swarm peer; also the swarm load under which providers
+    /// are not asked.
     pub window: usize,
+    /// Most outstanding WANT_BLOCKs per provider.
+    pub provider_window: usize,
     /// How long a peer gets to deliver a wanted block before it is asked elsewhere.
     pub want_timeout: Duration,
     /// Latency assumed for a peer before its first block.
@@ -50,20 +73,36 @@ pub struct SessionConfig {
     pub max_pending: usize,
     /// Most links a single dag-pb node may have.
     pub max_links: usize,
+    /// Requests are chosen among this many entries at the front of the frontier.
+    pub lookahead: usize,
+    /// Seed of the stream breaking ties between equally rare blocks.
+    pub seed: u64,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
             window: 8,
+            provider_window: 8,
             want_timeout: Duration::from_secs(5),
             initial_latency: Duration::from_millis(200),
             ewma_alpha: 0.3,
             max_faults: 3,
             max_pending: 65_536,
             max_links: 8_192,
+            lookahead: 256,
+            seed: 0,
         }
     }
+}
+
+/// What a peer is expected to hold. See the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerKind {
+    /// Holds the whole DAG (manufacturer, seed): asked for blocks the swarm lacks.
+    Provider,
+    /// Holds what it announced with HAVE: a fellow device.
+    Swarm,
 }
 
 /// Why a peer was penalised.
@@ -72,7 +111,7 @@ pub enum PenaltyReason {
     /// It sent a block whose bytes do not match the CID.
     CorruptBlock(Cid),
     /// It sent bytes that are not a valid message.
-    Garbage(super::MessageError),
+    Garbage(MessageError),
     /// It did not deliver a wanted block in time (not counted as a fault).
     Timeout(Cid),
 }
@@ -80,7 +119,7 @@ pub enum PenaltyReason {
 /// Why the session gave up.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum FailReason {
-    /// Every connected peer said DONT_HAVE for this block (or no peer is left).
+    /// Every connected provider said DONT_HAVE for this block and no swarm peer is connected.
     #[error("no peer has block {0}")]
     Unavailable(Cid),
     /// A verified dag-pb node does not decode (the DAG itself is malformed).
@@ -145,14 +184,18 @@ pub struct Progress {
     pub pending: usize,
     /// Wants re-sent to another peer (timeouts, corrupt blocks, DONT_HAVE, lost peers).
     pub rerequests: u64,
+    /// Blocks fetched from providers.
+    pub blocks_from_providers: u64,
+    /// Blocks fetched from swarm peers.
+    pub blocks_from_swarm: u64,
 }
 
 #[derive(Debug)]
 struct PeerState {
+    kind: PeerKind,
     latency: Option<Duration>,
     outstanding: usize,
     faults: u32,
-    score: i64,
 }
 
 #[derive(Debug)]
@@ -163,20 +206,30 @@ struct Want {
     excluded: Vec<PeerId>,
 }
 
+/// A frontier entry: a CID to request and the peers to avoid for it.
+#[derive(Debug, Clone)]
+struct Pending {
+    cid: Cid,
+    avoid: Vec<PeerId>,
+}
+
 /// A sans-IO fetch of one DAG. See the module docs.
 pub struct Session {
     root: Cid,
     cfg: SessionConfig,
-    held: Option<Box<dyn HeldBlocks>>,
+    held: Option<Box<dyn BlockSource>>,
     peers: BTreeMap<PeerId, PeerState>,
-    /// Depth-first frontier of CIDs to fetch (front = next), with the peers to avoid.
-    frontier: VecDeque<(Cid, Vec<PeerId>)>,
+    /// Depth-first frontier of CIDs to fetch (front = next).
+    frontier: VecDeque<Pending>,
+    /// Swarm peers that announced HAVE, for CIDs in the frontier or wanted.
+    announced: HashMap<Cid, Vec<PeerId>>,
     wants: HashMap<Cid, Want>,
     /// Messages being assembled, per peer, drained by `poll_transmit`.
-    outbox: BTreeMap<PeerId, Message>,
+    outbox: BTreeMap<PeerId, VecDeque<Message>>,
     events: VecDeque<SessionEvent>,
     progress: Progress,
-    root_asked: HashSet<PeerId>,
+    rng: u64,
+    started: bool,
     done: bool,
 }
 
@@ -194,25 +247,26 @@ impl std::fmt::Debug for Session {
 impl Session {
     /// A session fetching the DAG rooted at `root` from scratch.
     pub fn new(root: Cid, cfg: SessionConfig) -> Self {
-        let mut frontier = VecDeque::new();
-        frontier.push_back((root, Vec::new()));
+        let rng = cfg.seed ^ 0x9e37_79b9_7f4a_7c15;
         Self {
             root,
             cfg,
             held: None,
             peers: BTreeMap::new(),
-            frontier,
+            frontier: VecDeque::new(),
+            announced: HashMap::new(),
             wants: HashMap::new(),
             outbox: BTreeMap::new(),
             events: VecDeque::new(),
             progress: Progress::default(),
-            root_asked: HashSet::new(),
+            rng,
+            started: false,
             done: false,
         }
     }
 
     /// A session continuing an interrupted fetch: blocks in `held` are not requested again.
-    pub fn resume(root: Cid, cfg: SessionConfig, held: Box<dyn HeldBlocks>) -> Self {
+    pub fn resume(root: Cid, cfg: SessionConfig, held: Box<dyn BlockSource>) -> Self {
         let mut s = Self::new(root, cfg);
         s.held = Some(held);
         s
@@ -236,14 +290,32 @@ impl Session {
         self.done
     }
 
-    /// Adds a connected peer (no-op if known).
+    /// Adds a connected provider (no-op if known). See [`Session::add_peer_as`].
     pub fn add_peer(&mut self, now: Instant, peer: PeerId) {
-        self.peers.entry(peer).or_insert(PeerState {
-            latency: None,
-            outstanding: 0,
-            faults: 0,
-            score: 0,
-        });
+        self.add_peer_as(now, peer, PeerKind::Provider);
+    }
+
+    /// Adds a connected peer of the given kind (no-op if known). A swarm peer is sent
+    /// WANT_HAVE for the whole frontier.
+    pub fn add_peer_as(&mut self, now: Instant, peer: PeerId, kind: PeerKind) {
+        if self.peers.contains_key(&peer) {
+            return;
+        }
+        self.peers.insert(
+            peer,
+            PeerState {
+                kind,
+                latency: None,
+                outstanding: 0,
+                faults: 0,
+            },
+        );
+        if kind == PeerKind::Swarm {
+            let cids: Vec<Cid> = self.frontier.iter().map(|p| p.cid).collect();
+            for cid in cids {
+                self.push_entry(peer, cid, WantKind::Have, false);
+            }
+        }
         self.pump(now);
     }
 
@@ -253,7 +325,9 @@ impl Session {
             return;
         }
         self.outbox.remove(&peer);
-        self.root_asked.remove(&peer);
+        for list in self.announced.values_mut() {
+            list.retain(|p| *p != peer);
+        }
         let lost: Vec<Cid> = self
             .wants
             .iter()
@@ -263,67 +337,46 @@ impl Session {
         for cid in lost {
             if let Some(w) = self.wants.remove(&cid) {
                 self.progress.rerequests += 1;
-                self.frontier.push_front((cid, w.excluded));
+                self.frontier.push_front(Pending {
+                    cid,
+                    avoid: w.excluded,
+                });
             }
         }
         self.pump(now);
     }
 
-    /// Takes in one message from `peer`.
+    /// Takes in one encoded message from `peer`; an undecodable one is a fault.
     pub fn handle_message(&mut self, now: Instant, peer: PeerId, bytes: &[u8]) {
+        match Message::decode(bytes) {
+            Ok(m) => self.handle(now, peer, m),
+            Err(e) => self.report_garbage(now, peer, e),
+        }
+    }
+
+    /// Counts an undecodable message from `peer` as a fault (the caller decoded it).
+    pub fn report_garbage(&mut self, now: Instant, peer: PeerId, err: MessageError) {
         if self.done || !self.peers.contains_key(&peer) {
             return;
         }
-        let msg = match Message::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => {
-                self.fault(now, peer, PenaltyReason::Garbage(e));
-                self.pump(now);
-                return;
-            }
-        };
+        self.fault(now, peer, PenaltyReason::Garbage(err));
+        self.pump(now);
+    }
+
+    /// Takes in one decoded message from `peer` (its presences and blocks; the wantlist is
+    /// the server's business).
+    pub fn handle(&mut self, now: Instant, peer: PeerId, msg: Message) {
+        if self.done || !self.peers.contains_key(&peer) {
+            return;
+        }
         for p in msg.presences {
-            // HAVE needs no action: the block is already wanted from the cheapest peer.
-            if p.kind == PresenceKind::DontHave {
-                self.dont_have(peer, p.cid);
-            }
+            self.presence(peer, p);
         }
         for b in msg.blocks {
             if !self.peers.contains_key(&peer) {
                 break;
             }
-            let Some(want) = self.wants.get(&b.cid) else {
-                continue; // unwanted or already received: ignore
-            };
-            if verify_block(&b.cid, &b.data).is_err() {
-                let mut excluded = Vec::new();
-                if want.peer == peer {
-                    if let Some(w) = self.wants.remove(&b.cid) {
-                        excluded = w.excluded;
-                        self.dec(peer);
-                    }
-                    excluded.push(peer);
-                    self.progress.rerequests += 1;
-                    self.frontier.push_front((b.cid, excluded));
-                }
-                self.fault(now, peer, PenaltyReason::CorruptBlock(b.cid));
-                continue;
-            }
-            let Some(want) = self.wants.remove(&b.cid) else {
-                continue;
-            };
-            self.dec(want.peer);
-            if want.peer != peer {
-                self.cancel_at(want.peer, b.cid);
-            }
-            if want.peer == peer {
-                let sample = now.saturating_duration_since(want.sent);
-                self.sample(peer, sample);
-            }
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.score += 1;
-            }
-            self.accept(b.cid, b.data);
+            self.block(now, peer, b);
             if self.done {
                 return;
             }
@@ -331,17 +384,39 @@ impl Session {
         self.pump(now);
     }
 
-    /// The next message to send.
+    /// The next message to send, to any peer.
     pub fn poll_transmit(&mut self) -> Option<(PeerId, Vec<u8>)> {
-        while let Some((peer, msg)) = self.outbox.pop_first() {
-            if msg.is_empty() {
-                continue;
-            }
-            if let Ok(bytes) = msg.encode() {
+        let peers: Vec<PeerId> = self.outbox.keys().copied().collect();
+        for peer in peers {
+            if let Some(bytes) = self.poll_transmit_to(peer) {
                 return Some((peer, bytes));
             }
         }
         None
+    }
+
+    /// The next message to send to `peer`.
+    pub fn poll_transmit_to(&mut self, peer: PeerId) -> Option<Vec<u8>> {
+        let queue = self.outbox.get_mut(&peer)?;
+        let mut out = None;
+        while let Some(msg) = queue.pop_front() {
+            if msg.is_empty() {
+                continue;
+            }
+            if let Ok(bytes) = msg.encode() {
+                out = Some(bytes);
+                break;
+            }
+        }
+        if queue.is_empty() {
+            self.outbox.remove(&peer);
+        }
+        out
+    }
+
+    /// Whether a message for `peer` is waiting.
+    pub fn has_transmit(&self, peer: PeerId) -> bool {
+        self.outbox.contains_key(&peer)
     }
 
     /// The next event.
@@ -379,9 +454,6 @@ impl Session {
             self.cancel_at(w.peer, cid);
             let timeout = self.cfg.want_timeout;
             self.sample(w.peer, timeout);
-            if let Some(p) = self.peers.get_mut(&w.peer) {
-                p.score -= 1;
-            }
             self.events.push_back(SessionEvent::PeerPenalised {
                 peer: w.peer,
                 reason: PenaltyReason::Timeout(cid),
@@ -391,13 +463,101 @@ impl Session {
             let mut avoid = w.excluded.clone();
             avoid.push(w.peer);
             let others = self.peers.keys().any(|p| !avoid.contains(p));
-            self.frontier
-                .push_front((cid, if others { avoid } else { w.excluded }));
+            self.frontier.push_front(Pending {
+                cid,
+                avoid: if others { avoid } else { w.excluded },
+            });
         }
         self.pump(now);
     }
 
     // -----------------------------------------------------------------------------------------
+
+    fn presence(&mut self, peer: PeerId, p: Presence) {
+        match p.kind {
+            PresenceKind::Have => {
+                let swarm = self
+                    .peers
+                    .get(&peer)
+                    .is_some_and(|s| s.kind == PeerKind::Swarm);
+                let tracked =
+                    self.wants.contains_key(&p.cid) || self.frontier.iter().any(|e| e.cid == p.cid);
+                if swarm && tracked {
+                    let list = self.announced.entry(p.cid).or_default();
+                    if !list.contains(&peer) {
+                        list.push(peer);
+                    }
+                }
+            }
+            PresenceKind::DontHave => {
+                if let Some(list) = self.announced.get_mut(&p.cid) {
+                    list.retain(|x| *x != peer);
+                }
+                self.dont_have(peer, p.cid);
+            }
+        }
+    }
+
+    fn block(&mut self, now: Instant, peer: PeerId, b: Block) {
+        let Some(want) = self.wants.get(&b.cid) else {
+            return; // unwanted or already received: ignore
+        };
+        if verify_block(&b.cid, &b.data).is_err() {
+            if want.peer == peer {
+                let mut excluded = Vec::new();
+                if let Some(w) = self.wants.remove(&b.cid) {
+                    excluded = w.excluded;
+                    self.dec(peer);
+                }
+                excluded.push(peer);
+                self.progress.rerequests += 1;
+                self.frontier.push_front(Pending {
+                    cid: b.cid,
+                    avoid: excluded,
+                });
+            }
+            if let Some(list) = self.announced.get_mut(&b.cid) {
+                list.retain(|x| *x != peer);
+            }
+            self.fault(now, peer, PenaltyReason::CorruptBlock(b.cid));
+            return;
+        }
+        let Some(want) = self.wants.remove(&b.cid) else {
+            return;
+        };
+        self.dec(want.peer);
+        if want.peer == peer {
+            let sample = now.saturating_duration_since(want.sent);
+            self.sample(peer, sample);
+        } else {
+            self.cancel_at(want.peer, b.cid);
+        }
+        match self.peers.get(&peer).map(|p| p.kind) {
+            Some(PeerKind::Swarm) => self.progress.blocks_from_swarm += 1,
+            _ => self.progress.blocks_from_providers += 1,
+        }
+        // The swarm peers were sent WANT_HAVE for it: cancel (the sender's server already
+        // dropped its entry when it served the block).
+        self.announced.remove(&b.cid);
+        let swarm: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(id, s)| s.kind == PeerKind::Swarm && **id != peer && **id != want.peer)
+            .map(|(id, _)| *id)
+            .collect();
+        for other in swarm {
+            self.cancel_at(other, b.cid);
+        }
+        self.progress.blocks_fetched += 1;
+        self.progress.bytes_fetched += b.data.len() as u64;
+        if self.learn_children(&b.cid, &b.data) {
+            self.events.push_back(SessionEvent::BlockVerified {
+                cid: b.cid,
+                data: b.data,
+            });
+            self.check_complete();
+        }
+    }
 
     fn dec(&mut self, peer: PeerId) {
         if let Some(p) = self.peers.get_mut(&peer) {
@@ -415,19 +575,30 @@ impl Session {
         }
     }
 
-    fn msg(&mut self, peer: PeerId) -> &mut Message {
-        self.outbox.entry(peer).or_default()
+    /// Appends a wantlist entry to the message being assembled for `peer`.
+    fn push_entry(&mut self, peer: PeerId, cid: Cid, kind: WantKind, send_dont_have: bool) {
+        if !self.peers.contains_key(&peer) {
+            return;
+        }
+        let queue = self.outbox.entry(peer).or_default();
+        if queue
+            .back()
+            .is_none_or(|m| m.wantlist.len() >= message::MAX_ENTRIES)
+        {
+            queue.push_back(Message::default());
+        }
+        if let Some(msg) = queue.back_mut() {
+            msg.wantlist.push(WantEntry {
+                cid,
+                kind,
+                priority: i32::from(kind == WantKind::Block),
+                send_dont_have,
+            });
+        }
     }
 
     fn cancel_at(&mut self, peer: PeerId, cid: Cid) {
-        if self.peers.contains_key(&peer) {
-            self.msg(peer).wantlist.push(WantEntry {
-                cid,
-                kind: WantKind::Cancel,
-                priority: 0,
-                send_dont_have: false,
-            });
-        }
+        self.push_entry(peer, cid, WantKind::Cancel, false);
     }
 
     fn fault(&mut self, now: Instant, peer: PeerId, reason: PenaltyReason) {
@@ -435,7 +606,6 @@ impl Session {
             return;
         };
         p.faults += 1;
-        p.score -= 10;
         let faults = p.faults;
         self.events
             .push_back(SessionEvent::PeerPenalised { peer, reason });
@@ -457,7 +627,10 @@ impl Session {
             self.dec(peer);
             w.excluded.push(peer);
             self.progress.rerequests += 1;
-            self.frontier.push_front((cid, w.excluded));
+            self.frontier.push_front(Pending {
+                cid,
+                avoid: w.excluded,
+            });
         }
     }
 
@@ -466,160 +639,265 @@ impl Session {
             self.done = true;
             self.frontier.clear();
             self.wants.clear();
+            self.announced.clear();
             self.outbox.clear();
             self.events.push_back(SessionEvent::Failed { reason });
         }
     }
 
-    /// Learns a verified block's children and queues it for the caller.
-    fn accept(&mut self, cid: Cid, data: Vec<u8>) {
-        self.progress.blocks_fetched += 1;
-        self.progress.bytes_fetched += data.len() as u64;
-        if self.learn_children(&cid, &data) {
-            self.events
-                .push_back(SessionEvent::BlockVerified { cid, data });
-            self.check_complete();
+    /// Puts a newly discovered CID on the frontier, or, if held, walks it (resume). False if
+    /// the session failed.
+    fn discover(&mut self, cid: Cid) -> bool {
+        let mut stack = vec![cid];
+        while let Some(cid) = stack.pop() {
+            if let Some(children) = self.held_children(&cid) {
+                match children {
+                    Ok(links) => {
+                        self.progress.blocks_held += 1;
+                        stack.extend(links.into_iter().rev());
+                        continue;
+                    }
+                    Err(reason) => {
+                        self.fail(reason);
+                        return false;
+                    }
+                }
+            }
+            if self.frontier.len() >= self.cfg.max_pending {
+                self.fail(FailReason::TooManyPending);
+                return false;
+            }
+            self.frontier.push_front(Pending {
+                cid,
+                avoid: Vec::new(),
+            });
+            let swarm: Vec<PeerId> = self
+                .peers
+                .iter()
+                .filter(|(_, s)| s.kind == PeerKind::Swarm)
+                .map(|(id, _)| *id)
+                .collect();
+            for peer in swarm {
+                self.push_entry(peer, cid, WantKind::Have, false);
+            }
         }
+        true
     }
 
-    /// Pushes the children of a verified block onto the frontier; false if the session failed.
-    fn learn_children(&mut self, cid: &Cid, data: &[u8]) -> bool {
+    /// If `cid` is held and usable: its children, in link order (none for a raw leaf).
+    fn held_children(&self, cid: &Cid) -> Option<Result<Vec<Cid>, FailReason>> {
+        let held = self.held.as_ref()?;
+        if !held.has(cid) {
+            return None;
+        }
+        if cid.codec() != DAG_PB_CODEC {
+            return Some(Ok(Vec::new()));
+        }
+        let data = held.get(cid)?;
+        verify_block(cid, &data).ok()?;
+        Some(self.children(cid, &data))
+    }
+
+    /// The children of a verified block.
+    fn children(&self, cid: &Cid, data: &[u8]) -> Result<Vec<Cid>, FailReason> {
         match cid.codec() {
-            RAW_CODEC => true,
+            RAW_CODEC => Ok(Vec::new()),
             DAG_PB_CODEC => {
-                let Ok(node) = PbNode::decode(data) else {
-                    self.fail(FailReason::Malformed(*cid));
-                    return false;
-                };
+                let node = PbNode::decode(data).map_err(|_| FailReason::Malformed(*cid))?;
                 if node.links.len() > self.cfg.max_links
                     || self.frontier.len() + node.links.len() > self.cfg.max_pending
                 {
-                    self.fail(FailReason::TooManyPending);
-                    return false;
+                    return Err(FailReason::TooManyPending);
                 }
-                for link in node.links.iter().rev() {
+                let mut out = Vec::with_capacity(node.links.len());
+                for link in node.links {
                     let codec = link.hash.codec();
                     if codec != RAW_CODEC && codec != DAG_PB_CODEC {
-                        self.fail(FailReason::UnsupportedCodec {
+                        return Err(FailReason::UnsupportedCodec {
                             cid: link.hash,
                             codec,
                         });
+                    }
+                    out.push(link.hash);
+                }
+                Ok(out)
+            }
+            codec => Err(FailReason::UnsupportedCodec { cid: *cid, codec }),
+        }
+    }
+
+    /// Puts the children of a verified block on the frontier; false if the session failed.
+    fn learn_children(&mut self, cid: &Cid, data: &[u8]) -> bool {
+        match self.children(cid, data) {
+            Ok(links) => {
+                for link in links.into_iter().rev() {
+                    if !self.discover(link) {
                         return false;
                     }
-                    self.frontier.push_front((link.hash, Vec::new()));
                 }
                 true
             }
-            codec => {
-                self.fail(FailReason::UnsupportedCodec { cid: *cid, codec });
+            Err(reason) => {
+                self.fail(reason);
                 false
             }
         }
     }
 
     fn check_complete(&mut self) {
-        if !self.done && self.frontier.is_empty() && self.wants.is_empty() {
+        if !self.done && self.started && self.frontier.is_empty() && self.wants.is_empty() {
             self.done = true;
             self.outbox.clear();
             self.events.push_back(SessionEvent::Complete);
         }
     }
 
-    /// The cheapest peer with room for one more want, not in `avoid`.
-    fn pick(&self, avoid: &[PeerId]) -> Option<PeerId> {
-        self.peers
+    fn next_random(&mut self) -> u64 {
+        // SplitMix64: only breaks ties, so a statistical generator is enough.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn window_of(&self, kind: PeerKind) -> usize {
+        match kind {
+            PeerKind::Provider => self.cfg.provider_window,
+            PeerKind::Swarm => self.cfg.window,
+        }
+    }
+
+    /// Peers with room for one more want, cheapest first.
+    fn peers_by_cost(&self) -> Vec<(PeerId, PeerKind)> {
+        let mut v: Vec<(u128, PeerId, PeerKind)> = self
+            .peers
             .iter()
-            .filter(|(id, p)| p.outstanding < self.cfg.window && !avoid.contains(id))
-            .min_by_key(|(_, p)| {
+            .filter(|(_, p)| p.outstanding < self.window_of(p.kind))
+            .map(|(id, p)| {
                 let lat = p
                     .latency
                     .unwrap_or(self.cfg.initial_latency)
                     .as_micros()
                     .max(1);
-                lat * (p.outstanding as u128 + 1) * (u128::from(p.faults) + 1)
+                let cost = lat * (p.outstanding as u128 + 1) * (u128::from(p.faults) + 1);
+                (cost, *id, p.kind)
             })
-            .map(|(id, _)| *id)
+            .collect();
+        v.sort_by_key(|(c, id, _)| (*c, *id));
+        v.into_iter().map(|(_, id, k)| (id, k)).collect()
+    }
+
+    /// The frontier index to request from `peer` next, if any.
+    fn choose_for(&mut self, peer: PeerId, kind: PeerKind, any_swarm: bool) -> Option<usize> {
+        let look = self.cfg.lookahead.max(1).min(self.frontier.len());
+        let mut best: Option<(usize, usize, u64)> = None; // (index, announcers, tiebreak)
+        for i in 0..look {
+            let Some(entry) = self.frontier.get(i) else {
+                break;
+            };
+            if entry.avoid.contains(&peer) || self.wants.contains_key(&entry.cid) {
+                continue;
+            }
+            let announcers = self.announced.get(&entry.cid).map_or(0, Vec::len);
+            let eligible = match kind {
+                PeerKind::Swarm => self
+                    .announced
+                    .get(&entry.cid)
+                    .is_some_and(|l| l.contains(&peer)),
+                PeerKind::Provider => announcers == 0,
+            };
+            if !eligible {
+                continue;
+            }
+            if !any_swarm {
+                return Some(i); // providers only: depth-first order
+            }
+            let tiebreak = self.next_random();
+            if best.is_none_or(|(_, a, t)| (announcers, tiebreak) < (a, t)) {
+                best = Some((i, announcers, tiebreak));
+            }
+        }
+        best.map(|(i, _, _)| i)
+    }
+
+    /// Fails the session if, with only providers connected, a block near the front of the
+    /// frontier has been refused by every one of them.
+    fn check_unavailable(&mut self) -> bool {
+        if self.peers.is_empty() || self.peers.values().any(|p| p.kind == PeerKind::Swarm) {
+            return false;
+        }
+        let look = self.cfg.lookahead.max(1).min(self.frontier.len());
+        let dead = self
+            .frontier
+            .iter()
+            .take(look)
+            .find(|e| self.peers.keys().all(|p| e.avoid.contains(p)))
+            .map(|e| e.cid);
+        if let Some(cid) = dead {
+            self.fail(FailReason::Unavailable(cid));
+            return true;
+        }
+        false
     }
 
     /// Moves frontier CIDs into wants while peers have room.
     fn pump(&mut self, now: Instant) {
+        if !self.started && !self.done {
+            self.started = true;
+            let root = self.root;
+            if !self.discover(root) {
+                return;
+            }
+        }
+        // Drop entries already wanted (a CID met twice in the DAG).
+        self.frontier.retain(|e| !self.wants.contains_key(&e.cid));
         while !self.done {
-            let Some((cid, avoid)) = self.frontier.front().cloned() else {
+            if self
+                .frontier
+                .iter()
+                .all(|e| self.wants.contains_key(&e.cid))
+            {
+                self.frontier.clear();
                 self.check_complete();
                 return;
-            };
-            if self.wants.contains_key(&cid) {
-                self.frontier.pop_front();
-                continue;
             }
-            // Resume: a held block is not requested.
-            if let Some(held) = &self.held
-                && held.has(&cid)
-            {
-                let data = if cid.codec() == DAG_PB_CODEC {
-                    held.get(&cid)
-                } else {
-                    Some(Vec::new())
-                };
-                let usable = match &data {
-                    Some(d) if cid.codec() == DAG_PB_CODEC => verify_block(&cid, d).is_ok(),
-                    Some(_) => true,
-                    None => false,
-                };
-                if usable {
-                    self.frontier.pop_front();
-                    self.progress.blocks_held += 1;
-                    if !self.learn_children(&cid, data.as_deref().unwrap_or_default()) {
-                        return;
-                    }
+            if self.check_unavailable() {
+                return;
+            }
+            let any_swarm = self.peers.values().any(|p| p.kind == PeerKind::Swarm);
+            let swarm_in_flight: usize = self
+                .peers
+                .values()
+                .filter(|p| p.kind == PeerKind::Swarm)
+                .map(|p| p.outstanding)
+                .sum();
+            let mut chosen = None;
+            for (peer, kind) in self.peers_by_cost() {
+                if kind == PeerKind::Provider && any_swarm && swarm_in_flight >= self.cfg.window {
                     continue;
                 }
+                if let Some(i) = self.choose_for(peer, kind, any_swarm) {
+                    chosen = Some((i, peer));
+                    break;
+                }
             }
-            let live_avoid: Vec<PeerId> = avoid
-                .iter()
-                .copied()
-                .filter(|p| self.peers.contains_key(p))
-                .collect();
-            if !self.peers.is_empty() && self.peers.keys().all(|p| live_avoid.contains(p)) {
-                self.fail(FailReason::Unavailable(cid));
-                return;
-            }
-            let Some(peer) = self.pick(&live_avoid) else {
+            let Some((i, peer)) = chosen else {
                 return;
             };
-            self.frontier.pop_front();
+            let Some(entry) = self.frontier.remove(i) else {
+                return;
+            };
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.outstanding += 1;
             }
-            self.msg(peer).wantlist.push(WantEntry {
-                cid,
-                kind: WantKind::Block,
-                priority: 1,
-                send_dont_have: true,
-            });
-            if cid == self.root {
-                let others: Vec<PeerId> = self
-                    .peers
-                    .keys()
-                    .copied()
-                    .filter(|p| *p != peer && !self.root_asked.contains(p))
-                    .collect();
-                for other in others {
-                    self.root_asked.insert(other);
-                    self.msg(other).wantlist.push(WantEntry {
-                        cid,
-                        kind: WantKind::Have,
-                        priority: 2,
-                        send_dont_have: true,
-                    });
-                }
-            }
+            self.push_entry(peer, entry.cid, WantKind::Block, true);
             self.wants.insert(
-                cid,
+                entry.cid,
                 Want {
                     peer,
                     sent: now,
-                    excluded: avoid,
+                    excluded: entry.avoid,
                 },
             );
         }

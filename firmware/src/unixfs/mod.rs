@@ -77,6 +77,11 @@ impl<F: FnMut(&Cid, &[u8]) -> std::io::Result<()>> BlockSink for F {
 pub trait BlockSource {
     /// The block named `cid`, if present (it is verified by the caller, not trusted).
     fn get(&self, cid: &Cid) -> Option<Vec<u8>>;
+
+    /// Whether the block is present (without reading it, where the source can).
+    fn has(&self, cid: &Cid) -> bool {
+        self.get(cid).is_some()
+    }
 }
 
 /// An in-memory block map, both a [`BlockSink`] and a [`BlockSource`] (tests, small images).
@@ -101,5 +106,9 @@ impl BlockSink for MemoryBlocks {
 impl BlockSource for MemoryBlocks {
     fn get(&self, cid: &Cid) -> Option<Vec<u8>> {
         self.blocks.get(cid).cloned()
+    }
+
+    fn has(&self, cid: &Cid) -> bool {
+        self.blocks.contains_key(cid)
     }
 }
