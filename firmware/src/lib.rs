@@ -7,4 +7,6 @@ pub mod blockstore;
 pub mod car;
 pub mod exchange;
 pub mod manifest;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod unixfs;

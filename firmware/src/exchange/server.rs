@@ -10,13 +10,13 @@
 //! arriving before a want is served takes effect and a slow peer does not hold blocks in
 //! memory.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use cid::Cid;
 
 use super::PeerId;
 use super::message::{Block, Message, MessageError, Presence, PresenceKind, WantEntry, WantKind};
-use crate::unixfs::BlockSource;
+use crate::unixfs::{BlockSource, RAW_CODEC};
 
 /// Server limits.
 #[derive(Debug, Clone)]
@@ -27,6 +27,12 @@ pub struct ServerConfig {
     pub max_peers: usize,
     /// Soft cap on one reply's encoded size (one block is always allowed).
     pub max_message_bytes: usize,
+    /// Super-seeding, for the manufacturer's node in a roll-out: serve each block at most this
+    /// many times, then answer DONT_HAVE so that devices fetch it from each other (seed 004:
+    /// "once enough devices have the update they serve each other and the manufacturer can
+    /// stop"). Only raw leaves count: dag-pb nodes (a few KiB each, which every device needs
+    /// first to learn the leaves) are always served. `None` serves without limit.
+    pub copies_per_block: Option<u32>,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +41,7 @@ impl Default for ServerConfig {
             max_queue: 1024,
             max_peers: 1024,
             max_message_bytes: 1 << 20,
+            copies_per_block: None,
         }
     }
 }
@@ -48,6 +55,8 @@ pub struct Server<S: BlockSource> {
     queues: BTreeMap<PeerId, VecDeque<WantEntry>>,
     /// Wants for blocks not held (without `send_dont_have`), answered on [`Server::notify`].
     kept: BTreeMap<PeerId, Vec<WantEntry>>,
+    /// Times each block was served (only with `copies_per_block`).
+    copies: HashMap<Cid, u32>,
     next: Option<PeerId>,
     served: ServedStats,
 }
@@ -73,6 +82,7 @@ impl<S: BlockSource> Server<S> {
             cfg,
             queues: BTreeMap::new(),
             kept: BTreeMap::new(),
+            copies: HashMap::new(),
             next: None,
             served: ServedStats::default(),
         }
@@ -219,8 +229,15 @@ impl<S: BlockSource> Server<S> {
         let mut size = 10usize;
         while let Some(idx) = best(queue) {
             let Some(entry) = queue.get(idx) else { break };
+            let exhausted = entry.cid.codec() == RAW_CODEC
+                && self
+                    .cfg
+                    .copies_per_block
+                    .is_some_and(|max| self.copies.get(&entry.cid).is_some_and(|n| *n >= max));
             // A WANT_HAVE only needs to know the block is there.
-            let data = if entry.kind == WantKind::Block {
+            let data = if exhausted {
+                None
+            } else if entry.kind == WantKind::Block {
                 self.source.get(&entry.cid)
             } else {
                 self.source.has(&entry.cid).then(Vec::new)
@@ -240,6 +257,9 @@ impl<S: BlockSource> Server<S> {
             size += add;
             match (data, entry.kind) {
                 (Some(data), WantKind::Block) => {
+                    if self.cfg.copies_per_block.is_some() && entry.cid.codec() == RAW_CODEC {
+                        *self.copies.entry(entry.cid).or_default() += 1;
+                    }
                     self.served.blocks += 1;
                     self.served.block_bytes += data.len() as u64;
                     msg.blocks.push(Block {
@@ -261,6 +281,7 @@ impl<S: BlockSource> Server<S> {
                         kind: PresenceKind::DontHave,
                     });
                 }
+                (None, _) if exhausted => {}
                 (None, _) => {
                     let kept = self.kept.entry(peer).or_default();
                     if !kept.iter().any(|e| e.cid == entry.cid) {

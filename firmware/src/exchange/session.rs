@@ -32,11 +32,16 @@
 //!   ([`SessionEvent::PeerPenalised`]), re-requests the block from another peer and, after
 //!   [`SessionConfig::max_faults`] faults (corrupt blocks or undecodable messages), disconnects
 //!   the peer ([`SessionEvent::PeerDisconnected`]).
-//! * **Timeouts.** A want not answered within [`SessionConfig::want_timeout`] is cancelled at the
-//!   slow peer and re-requested elsewhere (the slow peer's latency estimate is raised).
+//! * **Timeouts.** A peer that delivers nothing for [`SessionConfig::want_timeout`] (counted
+//!   from its last delivery or the want, whichever is later) has its wants cancelled and
+//!   re-requested elsewhere, and its latency estimate raised. A peer that is busy but
+//!   delivering keeps its queue (its latency estimate, which includes the queueing, steers
+//!   new wants elsewhere), so a loaded uplink does not make every want time out and be sent
+//!   twice. A want older than [`MAX_WANT_AGE`] × `want_timeout` expires regardless.
 //! * **Unavailable blocks.** With only providers connected, a block every provider said
-//!   DONT_HAVE for fails the session ([`FailReason::Unavailable`]). With swarm peers connected
-//!   the session waits for an announcement (or a new peer); the caller owns the deadline.
+//!   DONT_HAVE for fails the session ([`FailReason::Unavailable`]), unless
+//!   [`SessionConfig::wait_for_peers`]. With swarm peers connected the session waits for an
+//!   announcement (or a new peer); the caller owns the deadline.
 //! * **Resume.** [`Session::resume`] takes the blocks already held (a [`BlockSource`]); held
 //!   blocks are never requested (held dag-pb nodes are read to learn their children).
 
@@ -52,6 +57,10 @@ use super::message::{
 };
 use crate::unixfs::dagpb::PbNode;
 use crate::unixfs::{BlockSource, DAG_PB_CODEC, RAW_CODEC, verify_block};
+
+/// A want expires after this many `want_timeout`s even from a peer that keeps delivering
+/// other blocks (it may be withholding this one).
+pub const MAX_WANT_AGE: u32 = 6;
 
 /// Session tuning.
 #[derive(Debug, Clone)]
@@ -77,6 +86,10 @@ pub struct SessionConfig {
     pub lookahead: usize,
     /// Seed of the stream breaking ties between equally rare blocks.
     pub seed: u64,
+    /// When every connected peer refused a block and no swarm peer is connected, wait for
+    /// peers (a device in a swarm whose neighbours are still connecting) instead of failing
+    /// with [`FailReason::Unavailable`] (a one-off fetch from given providers).
+    pub wait_for_peers: bool,
 }
 
 impl Default for SessionConfig {
@@ -92,6 +105,7 @@ impl Default for SessionConfig {
             max_links: 8_192,
             lookahead: 256,
             seed: 0,
+            wait_for_peers: false,
         }
     }
 }
@@ -184,6 +198,10 @@ pub struct Progress {
     pub pending: usize,
     /// Wants re-sent to another peer (timeouts, corrupt blocks, DONT_HAVE, lost peers).
     pub rerequests: u64,
+    /// Wants that timed out.
+    pub timeouts: u64,
+    /// Wants answered DONT_HAVE.
+    pub dont_haves: u64,
     /// Blocks fetched from providers.
     pub blocks_from_providers: u64,
     /// Blocks fetched from swarm peers.
@@ -196,6 +214,8 @@ struct PeerState {
     latency: Option<Duration>,
     outstanding: usize,
     faults: u32,
+    /// When this peer last delivered a wanted block.
+    last_delivery: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -308,10 +328,17 @@ impl Session {
                 latency: None,
                 outstanding: 0,
                 faults: 0,
+                last_delivery: None,
             },
         );
         if kind == PeerKind::Swarm {
-            let cids: Vec<Cid> = self.frontier.iter().map(|p| p.cid).collect();
+            // Wanted CIDs too: a want may come back (DONT_HAVE, timeout) and need this peer.
+            let cids: Vec<Cid> = self
+                .frontier
+                .iter()
+                .map(|p| p.cid)
+                .chain(self.wants.keys().copied())
+                .collect();
             for cid in cids {
                 self.push_entry(peer, cid, WantKind::Have, false);
             }
@@ -429,10 +456,19 @@ impl Session {
         if self.done {
             return None;
         }
-        self.wants
-            .values()
-            .map(|w| w.sent + self.cfg.want_timeout)
-            .min()
+        self.wants.values().map(|w| self.deadline(w)).min()
+    }
+
+    /// When a want expires: `want_timeout` after the later of its sending and its peer's last
+    /// delivery, and at most `MAX_WANT_AGE × want_timeout` after its sending.
+    fn deadline(&self, w: &Want) -> Instant {
+        let t = self.cfg.want_timeout;
+        let last = self
+            .peers
+            .get(&w.peer)
+            .and_then(|p| p.last_delivery)
+            .map_or(w.sent, |d| d.max(w.sent));
+        (last + t).min(w.sent + t * MAX_WANT_AGE)
     }
 
     /// Re-requests wants whose deadline has passed.
@@ -443,7 +479,7 @@ impl Session {
         let expired: Vec<Cid> = self
             .wants
             .iter()
-            .filter(|(_, w)| now >= w.sent + self.cfg.want_timeout)
+            .filter(|(_, w)| now >= self.deadline(w))
             .map(|(c, _)| *c)
             .collect();
         for cid in expired {
@@ -459,13 +495,12 @@ impl Session {
                 reason: PenaltyReason::Timeout(cid),
             });
             self.progress.rerequests += 1;
-            // Prefer another peer this time; if it is the only one, it may be asked again.
-            let mut avoid = w.excluded.clone();
-            avoid.push(w.peer);
-            let others = self.peers.keys().any(|p| !avoid.contains(p));
+            self.progress.timeouts += 1;
+            // Not avoided for good: its raised latency estimate steers the want to a cheaper
+            // peer if one can serve it, and it may still be the only one that can.
             self.frontier.push_front(Pending {
                 cid,
-                avoid: if others { avoid } else { w.excluded },
+                avoid: w.excluded,
             });
         }
         self.pump(now);
@@ -529,6 +564,9 @@ impl Session {
         if want.peer == peer {
             let sample = now.saturating_duration_since(want.sent);
             self.sample(peer, sample);
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.last_delivery = Some(now);
+            }
         } else {
             self.cancel_at(want.peer, b.cid);
         }
@@ -625,6 +663,7 @@ impl Session {
         }
         if let Some(mut w) = self.wants.remove(&cid) {
             self.dec(peer);
+            self.progress.dont_haves += 1;
             w.excluded.push(peer);
             self.progress.rerequests += 1;
             self.frontier.push_front(Pending {
@@ -799,12 +838,15 @@ impl Session {
             if entry.avoid.contains(&peer) || self.wants.contains_key(&entry.cid) {
                 continue;
             }
-            let announcers = self.announced.get(&entry.cid).map_or(0, Vec::len);
+            // Announcers not to be avoided for this entry (slow, lying or refusing ones are).
+            let (announcers, by_peer) = self.announced.get(&entry.cid).map_or((0, false), |l| {
+                (
+                    l.iter().filter(|p| !entry.avoid.contains(p)).count(),
+                    l.contains(&peer),
+                )
+            });
             let eligible = match kind {
-                PeerKind::Swarm => self
-                    .announced
-                    .get(&entry.cid)
-                    .is_some_and(|l| l.contains(&peer)),
+                PeerKind::Swarm => by_peer,
                 PeerKind::Provider => announcers == 0,
             };
             if !eligible {
@@ -824,7 +866,10 @@ impl Session {
     /// Fails the session if, with only providers connected, a block near the front of the
     /// frontier has been refused by every one of them.
     fn check_unavailable(&mut self) -> bool {
-        if self.peers.is_empty() || self.peers.values().any(|p| p.kind == PeerKind::Swarm) {
+        if self.cfg.wait_for_peers
+            || self.peers.is_empty()
+            || self.peers.values().any(|p| p.kind == PeerKind::Swarm)
+        {
             return false;
         }
         let look = self.cfg.lookahead.max(1).min(self.frontier.len());
