@@ -8,3 +8,4 @@ pub mod car;
 pub mod exchange;
 pub mod manifest;
 pub mod unixfs;
+pub mod update;
