@@ -33,7 +33,7 @@ use firmware::unixfs::{
     BlockSink, BlockSource, DAG_PB_CODEC, ExportError, ImportError, Importer, RAW_CODEC, export,
 };
 use firmware::update::{
-    Decision, StoreBlocks, Stager, UpdateError, UpdatePolicy, authenticate, check_version,
+    Decision, Stager, StoreBlocks, UpdateError, UpdatePolicy, authenticate, check_version,
     pin_image, write_dag_car,
 };
 use indicatif::{ProgressBar, ProgressStyle};
@@ -60,16 +60,12 @@ pub enum FirmwareError {
         source: std::io::Error,
     },
     /// The blockstore failed (I/O, or a stored block no longer matches its CID).
-    #[error("firmware store {path}: {source}")]
-    Store {
-        /// The store directory.
-        path: PathBuf,
-        /// The error.
-        #[source]
-        source: BlockstoreError,
-    },
+    #[error("firmware store: {0}")]
+    Store(#[source] BlockstoreError),
     /// The store directory does not exist (commands that only read do not create it).
-    #[error("no firmware store at {0} (see --store; `firmware add` or `firmware import-car` create one)")]
+    #[error(
+        "no firmware store at {0} (see --store; `firmware add` or `firmware import-car` create one)"
+    )]
     NoStore(PathBuf),
     /// Importing a file failed.
     #[error("importing {path}: {source}")]
@@ -85,12 +81,14 @@ pub enum FirmwareError {
     Car {
         /// The CAR file.
         path: PathBuf,
-        /// The error.
+        /// The error (boxed: it may hold a CID).
         #[source]
-        source: CarError,
+        source: Box<CarError>,
     },
     /// A block of the image is not in the local store.
-    #[error("block {cid} is not in the firmware store {store} (import a CAR holding it, or fetch it)")]
+    #[error(
+        "block {cid} is not in the firmware store {store} (import a CAR holding it, or fetch it)"
+    )]
     MissingBlock {
         /// The missing block.
         cid: Cid,
@@ -98,14 +96,8 @@ pub enum FirmwareError {
         store: PathBuf,
     },
     /// The image could not be rebuilt (a corrupt block or a malformed DAG).
-    #[error("rebuilding {root}: {source}")]
-    Export {
-        /// The image root.
-        root: Cid,
-        /// The error.
-        #[source]
-        source: ExportError,
-    },
+    #[error("rebuilding the image: {0}")]
+    Export(#[source] ExportError),
     /// The key file could not be read.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -120,16 +112,26 @@ pub enum FirmwareError {
     },
     /// The manifest would not be accepted.
     #[error("refused: {0}")]
-    Refused(#[source] UpdateError),
+    Refused(#[source] Box<UpdateError>),
     /// The manifest names the running version: nothing to stage.
     #[error("refused: already running version {0} (not an update)")]
     UpToDate(Version),
     /// Staging the image failed.
     #[error("staging: {0}")]
-    Stage(#[source] UpdateError),
+    Stage(#[source] Box<UpdateError>),
     /// The arguments do not make sense together (what clap cannot check).
     #[error("{0}")]
     Usage(&'static str),
+}
+
+impl FirmwareError {
+    fn refused(e: UpdateError) -> Self {
+        Self::Refused(Box::new(e))
+    }
+
+    fn stage(e: UpdateError) -> Self {
+        Self::Stage(Box::new(e))
+    }
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FirmwareError + use<> {
@@ -378,16 +380,16 @@ pub fn summary(signed: &SignedManifest) -> String {
         STANDARD.encode(signed.signer)
     );
     if !m.notes.is_empty() {
-        s.push_str(&format!("notes:    {}\n", m.notes.replace('\n', "\n          ")));
+        s.push_str(&format!(
+            "notes:    {}\n",
+            m.notes.replace('\n', "\n          ")
+        ));
     }
     s
 }
 
 fn open_store(dir: &Path) -> Result<Blockstore, FirmwareError> {
-    Blockstore::open(dir).map_err(|source| FirmwareError::Store {
-        path: dir.to_path_buf(),
-        source,
-    })
+    Blockstore::open(dir).map_err(FirmwareError::Store)
 }
 
 /// Opens the store at `dir`, which must exist (reading commands do not create one).
@@ -396,13 +398,6 @@ pub fn open_existing_store(dir: &Path) -> Result<Blockstore, FirmwareError> {
         return Err(FirmwareError::NoStore(dir.to_path_buf()));
     }
     open_store(dir)
-}
-
-fn store_err(store: &Blockstore) -> impl FnOnce(BlockstoreError) -> FirmwareError + '_ {
-    move |source| FirmwareError::Store {
-        path: store.root().to_path_buf(),
-        source,
-    }
 }
 
 /// A progress bar on stderr for `len` bytes (hidden for small sizes, and by indicatif when
@@ -535,7 +530,7 @@ pub fn add(file: &Path, store_dir: &Path, car: Option<&Path>) -> Result<Added, F
         Ok(root) => root,
         Err(source) => {
             return Err(match sink.error.take() {
-                Some(e) => store_err(&store)(e),
+                Some(e) => FirmwareError::Store(e),
                 None => FirmwareError::Import {
                     path: file.to_path_buf(),
                     source,
@@ -546,13 +541,13 @@ pub fn add(file: &Path, store_dir: &Path, car: Option<&Path>) -> Result<Added, F
     let mut cids = sink.cids;
     cids.sort();
     cids.dedup();
-    store.pin(&root, &cids).map_err(store_err(&store))?;
+    store.pin(&root, &cids).map_err(FirmwareError::Store)?;
     if let Some(car) = car {
         let src = StoreBlocks::new(&store);
         write_atomically(car, |w, tmp| {
             write_dag_car(w, &src, &root)
                 .map(|_| ())
-                .map_err(|e| export_error(&store, &src, root, e, tmp))
+                .map_err(|e| export_error(&store, &src, e, tmp))
         })?;
     }
     Ok(Added {
@@ -567,18 +562,17 @@ pub fn add(file: &Path, store_dir: &Path, car: Option<&Path>) -> Result<Added, F
 fn export_error(
     store: &Blockstore,
     src: &StoreBlocks<'_>,
-    root: Cid,
     e: ExportError,
     out: &Path,
 ) -> FirmwareError {
     match (src.take_error(), e) {
-        (Some(source), ExportError::Missing(_)) => store_err(store)(source),
+        (Some(source), ExportError::Missing(_)) => FirmwareError::Store(source),
         (_, ExportError::Missing(cid)) => FirmwareError::MissingBlock {
             cid,
             store: store.root().to_path_buf(),
         },
         (_, ExportError::Write(e)) => io("write", out)(e),
-        (_, source) => FirmwareError::Export { root, source },
+        (_, source) => FirmwareError::Export(source),
     }
 }
 
@@ -600,7 +594,7 @@ pub struct CarImport {
 pub fn import_car(car: &Path, store_dir: &Path) -> Result<CarImport, FirmwareError> {
     let car_err = |source| FirmwareError::Car {
         path: car.to_path_buf(),
-        source,
+        source: Box::new(source),
     };
     let f = File::open(car).map_err(io("open", car))?;
     let len = f.metadata().map_err(io("stat", car))?.len();
@@ -609,7 +603,7 @@ pub fn import_car(car: &Path, store_dir: &Path) -> Result<CarImport, FirmwareErr
     let bar = progress_bar(len, "importing");
     let (mut blocks, mut new_blocks, mut done) = (0usize, 0usize, 0u64);
     while let Some((cid, data)) = reader.next_block().map_err(car_err)? {
-        if store.put(&cid, &data).map_err(store_err(&store))? {
+        if store.put(&cid, &data).map_err(FirmwareError::Store)? {
             new_blocks += 1;
         }
         blocks += 1;
@@ -622,15 +616,12 @@ pub fn import_car(car: &Path, store_dir: &Path) -> Result<CarImport, FirmwareErr
     for root in &roots {
         match pin_image(&store, root) {
             Ok(_) => {}
-            Err(UpdateError::Export {
-                source: ExportError::Missing(missing),
-                ..
-            }) => incomplete.push((*root, missing)),
-            Err(UpdateError::Blockstore(e)) => return Err(store_err(&store)(e)),
-            Err(UpdateError::Export { root, source }) => {
-                return Err(FirmwareError::Export { root, source });
+            Err(UpdateError::Export(ExportError::Missing(missing))) => {
+                incomplete.push((*root, missing));
             }
-            Err(e) => return Err(FirmwareError::Stage(e)),
+            Err(UpdateError::Blockstore(e)) => return Err(FirmwareError::Store(e)),
+            Err(UpdateError::Export(source)) => return Err(FirmwareError::Export(source)),
+            Err(e) => return Err(FirmwareError::stage(e)),
         }
     }
     Ok(CarImport {
@@ -683,7 +674,7 @@ pub fn get_from<B: BlockSource + ?Sized>(
 pub fn get(store: &Blockstore, root: &Cid, output: &Path) -> Result<u64, FirmwareError> {
     let src = StoreBlocks::new(store);
     get_from(&src, root, output, |e, tmp| {
-        export_error(store, &src, *root, e, tmp)
+        export_error(store, &src, e, tmp)
     })
 }
 
@@ -718,7 +709,9 @@ pub fn publish(
     };
     let signed = manifest.sign(key).map_err(bad)?;
     let bytes = signed.encode().map_err(bad)?;
-    write_atomically(output, |w, tmp| w.write_all(&bytes).map_err(io("write", tmp)))?;
+    write_atomically(output, |w, tmp| {
+        w.write_all(&bytes).map_err(io("write", tmp))
+    })?;
     Ok(signed)
 }
 
@@ -744,17 +737,17 @@ pub fn verify(
     model: Option<&str>,
     current: Option<Version>,
 ) -> Result<(), FirmwareError> {
-    let manifest = authenticate(signed, trusted).map_err(FirmwareError::Refused)?;
+    let manifest = authenticate(signed, trusted).map_err(FirmwareError::refused)?;
     if let Some(model) = model
         && manifest.model != model
     {
-        return Err(FirmwareError::Refused(UpdateError::WrongModel {
+        return Err(FirmwareError::refused(UpdateError::WrongModel {
             expected: model.to_owned(),
             found: manifest.model.clone(),
         }));
     }
     if let Some(current) = current
-        && !check_version(manifest.version, current).map_err(FirmwareError::Refused)?
+        && !check_version(manifest.version, current).map_err(FirmwareError::refused)?
     {
         return Err(FirmwareError::UpToDate(current));
     }
@@ -769,23 +762,21 @@ pub fn stage(
     store_dir: &Path,
     staging: &Path,
 ) -> Result<PathBuf, FirmwareError> {
-    let update = match policy.check(signed).map_err(FirmwareError::Refused)? {
+    let update = match policy.check(signed).map_err(FirmwareError::refused)? {
         Decision::Update(u) => u,
         Decision::UpToDate { version } => return Err(FirmwareError::UpToDate(version)),
     };
     let store = open_existing_store(store_dir)?;
-    let stager = Stager::open(staging).map_err(FirmwareError::Stage)?;
+    let stager = Stager::open(staging).map_err(FirmwareError::stage)?;
     let src = StoreBlocks::new(&store);
     let bar = progress_bar(update.manifest().size, "staging");
     let result = stager.stage_with_progress(&update, &src, &mut |n| bar.set_position(n));
     bar.finish_and_clear();
     let staged = result.map_err(|e| match e {
-        UpdateError::Export { root, source } => {
-            export_error(&store, &src, root, source, stager.dir())
-        }
-        other => FirmwareError::Stage(other),
+        UpdateError::Export(source) => export_error(&store, &src, source, stager.dir()),
+        other => FirmwareError::stage(other),
     })?;
-    pin_image(&store, &staged.root).map_err(FirmwareError::Stage)?;
+    pin_image(&store, &staged.root).map_err(FirmwareError::stage)?;
     eprintln!(
         "staged {} {} ({} bytes, root {})",
         update.manifest().model,

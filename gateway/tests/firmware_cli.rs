@@ -118,7 +118,9 @@ fn add_then_get_round_trips_a_multi_chunk_file() {
     assert_eq!(block_files(&t.path().join("store")).len(), 6); // 5 leaves + root
     ok(
         t.path(),
-        &["firmware", "get", &root, "-o", "out.bin", "--store", "store"],
+        &[
+            "firmware", "get", &root, "-o", "out.bin", "--store", "store",
+        ],
     );
     assert!(fs::read(t.path().join("out.bin")).expect("read output") == data);
     // The store can also come from the environment.
@@ -140,7 +142,13 @@ fn car_export_import_into_a_fresh_store_then_get() {
     let root = ok(
         t.path(),
         &[
-            "firmware", "add", "image.bin", "--store", "a", "--car", "image.car",
+            "firmware",
+            "add",
+            "image.bin",
+            "--store",
+            "a",
+            "--car",
+            "image.car",
         ],
     );
     assert_eq!(
@@ -178,8 +186,19 @@ fn publish_then_verify_accepts_the_right_key_only() {
     let summary = ok(
         t.path(),
         &[
-            "firmware", "publish", "--key", &key, "--model", "mef-sensor", "--version", "1.2.0",
-            "--notes", "radio fix", "fw.bin", "-o", "fw.manifest",
+            "firmware",
+            "publish",
+            "--key",
+            &key,
+            "--model",
+            "mef-sensor",
+            "--version",
+            "1.2.0",
+            "--notes",
+            "radio fix",
+            "fw.bin",
+            "-o",
+            "fw.manifest",
         ],
     );
     assert!(summary.contains("mef-sensor"), "{summary}");
@@ -196,7 +215,12 @@ fn publish_then_verify_accepts_the_right_key_only() {
     assert!(String::from_utf8_lossy(&accepted.stdout).starts_with("accepted"));
     assert!(
         verify(&[
-            "--trust", &pubkey, "--model", "mef-sensor", "--current", "1.1.9"
+            "--trust",
+            &pubkey,
+            "--model",
+            "mef-sensor",
+            "--current",
+            "1.1.9"
         ])
         .status
         .success()
@@ -216,7 +240,10 @@ fn publish_then_verify_accepts_the_right_key_only() {
     };
     refused(&["--trust", &other], "untrusted key");
     refused(&["--trust", &pubkey, "--model", "other-model"], "model");
-    refused(&["--trust", &pubkey, "--current", "1.2.0"], "already running");
+    refused(
+        &["--trust", &pubkey, "--current", "1.2.0"],
+        "already running",
+    );
     refused(&["--trust", &pubkey, "--current", "2.0.0"], "downgrade");
 
     // One changed byte in the manifest: the signature no longer verifies.
@@ -225,7 +252,13 @@ fn publish_then_verify_accepts_the_right_key_only() {
     write(t.path(), "tampered.manifest", &bytes);
     let out = mef(
         t.path(),
-        &["firmware", "verify", "tampered.manifest", "--trust", &pubkey],
+        &[
+            "firmware",
+            "verify",
+            "tampered.manifest",
+            "--trust",
+            &pubkey,
+        ],
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("signature does not verify"));
@@ -235,8 +268,20 @@ fn publish_then_verify_accepts_the_right_key_only() {
     ok(
         t.path(),
         &[
-            "firmware", "publish", "--key", &key, "--model", "mef-sensor", "--version", "1.3.0",
-            "--cid", &root, "--size", "300000", "-o", "by-cid.manifest",
+            "firmware",
+            "publish",
+            "--key",
+            &key,
+            "--model",
+            "mef-sensor",
+            "--version",
+            "1.3.0",
+            "--cid",
+            &root,
+            "--size",
+            "300000",
+            "-o",
+            "by-cid.manifest",
         ],
     );
     assert!(
@@ -258,8 +303,17 @@ fn stage_produces_the_verified_image() {
     ok(
         t.path(),
         &[
-            "firmware", "publish", "--key", &key, "--model", "mef-sensor", "--version", "2.0.0",
-            "fw.bin", "-o", "fw.manifest",
+            "firmware",
+            "publish",
+            "--key",
+            &key,
+            "--model",
+            "mef-sensor",
+            "--version",
+            "2.0.0",
+            "fw.bin",
+            "-o",
+            "fw.manifest",
         ],
     );
     let stage = |current: &str| {
@@ -311,8 +365,17 @@ fn stage_refuses_a_corrupt_store_and_stages_nothing() {
     ok(
         t.path(),
         &[
-            "firmware", "publish", "--key", &key, "--model", "m", "--version", "1.0.1", "fw.bin",
-            "-o", "fw.manifest",
+            "firmware",
+            "publish",
+            "--key",
+            &key,
+            "--model",
+            "m",
+            "--version",
+            "1.0.1",
+            "fw.bin",
+            "-o",
+            "fw.manifest",
         ],
     );
     // Flip a bit in one stored block.
@@ -323,8 +386,17 @@ fn stage_refuses_a_corrupt_store_and_stages_nothing() {
     let err = fails(
         t.path(),
         &[
-            "firmware", "stage", "fw.manifest", "--trust", &pubkey, "--model", "m", "--current",
-            "1.0.0", "--staging", "staging",
+            "firmware",
+            "stage",
+            "fw.manifest",
+            "--trust",
+            &pubkey,
+            "--model",
+            "m",
+            "--current",
+            "1.0.0",
+            "--staging",
+            "staging",
         ],
     );
     let cid = victim.file_name().expect("name").to_string_lossy();
@@ -343,7 +415,11 @@ fn get_with_a_missing_block_fails_clearly_and_writes_nothing() {
         .find(|p| !p.ends_with(&root))
         .expect("a leaf block");
     fs::remove_file(&victim).expect("remove block");
-    let missing = victim.file_name().expect("name").to_string_lossy().into_owned();
+    let missing = victim
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
 
     fs::create_dir(t.path().join("out")).expect("mkdir");
     let err = fails(t.path(), &["firmware", "get", &root, "-o", "out/image.bin"]);
@@ -356,7 +432,9 @@ fn get_with_a_missing_block_fails_clearly_and_writes_nothing() {
     // A store that does not exist is an error, not an empty store.
     let err = fails(
         t.path(),
-        &["firmware", "get", &root, "-o", "x.bin", "--store", "nowhere"],
+        &[
+            "firmware", "get", &root, "-o", "x.bin", "--store", "nowhere",
+        ],
     );
     assert!(err.contains("no firmware store"), "{err}");
     assert!(!t.path().join("nowhere").exists());

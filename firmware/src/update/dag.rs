@@ -36,12 +36,12 @@ impl<'a> StoreBlocks<'a> {
         self.error.borrow_mut().take()
     }
 
-    /// Turns an export failure of the image `root` into an [`UpdateError`], reporting a store
-    /// error met while reading as [`UpdateError::Blockstore`] rather than as a missing block.
-    pub fn explain(&self, root: Cid, source: ExportError) -> UpdateError {
+    /// Turns an export failure into an [`UpdateError`], reporting a store error met while
+    /// reading as [`UpdateError::Blockstore`] rather than as a missing block.
+    pub fn explain(&self, source: ExportError) -> UpdateError {
         match (self.take_error(), source) {
             (Some(e), ExportError::Missing(_)) => UpdateError::Blockstore(e),
-            (_, source) => UpdateError::Export { root, source },
+            (_, source) => UpdateError::Export(source),
         }
     }
 }
@@ -132,7 +132,7 @@ pub fn write_dag_car<W: Write, B: BlockSource + ?Sized>(
 /// valid) and pins the blocks found. Returns how many blocks are pinned.
 pub fn pin_image(store: &Blockstore, root: &Cid) -> Result<usize, UpdateError> {
     let source = StoreBlocks::new(store);
-    let blocks = dag_blocks(&source, root).map_err(|e| source.explain(*root, e))?;
+    let blocks = dag_blocks(&source, root).map_err(|e| source.explain(e))?;
     store.pin(root, &blocks)?;
     Ok(blocks.len())
 }

@@ -22,15 +22,16 @@
 pub mod dag;
 mod stage;
 
-use cid::Cid;
 use ed25519_dalek::VerifyingKey;
 
 use crate::blockstore::BlockstoreError;
 use crate::manifest::{Manifest, ManifestError, SignedManifest, Version};
 use crate::unixfs::ExportError;
 
-pub use dag::{PinReport, StoreBlocks, dag_blocks, pin_image, replace_pin, walk_dag, write_dag_car};
-pub use stage::{Stager, StagedImage, staged_name};
+pub use dag::{
+    PinReport, StoreBlocks, dag_blocks, pin_image, replace_pin, walk_dag, write_dag_car,
+};
+pub use stage::{StagedImage, Stager, staged_name};
 
 /// Why an update was refused or could not be staged.
 #[derive(Debug, thiserror::Error)]
@@ -82,14 +83,8 @@ pub enum UpdateError {
     },
     /// The image could not be rebuilt: a block is missing, does not match its CID, or the DAG
     /// is not a well-formed UnixFS file.
-    #[error("rebuilding image {root}: {source}")]
-    Export {
-        /// The image root.
-        root: Cid,
-        /// What failed.
-        #[source]
-        source: ExportError,
-    },
+    #[error("rebuilding the image: {0}")]
+    Export(#[source] ExportError),
     /// A filesystem operation in the staging directory failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -124,7 +119,7 @@ fn hex(bytes: &[u8]) -> String {
 /// version. Only `check` makes one, so holding one proves the checks passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedUpdate {
-    signed: SignedManifest,
+    signed: Box<SignedManifest>,
 }
 
 impl VerifiedUpdate {
@@ -140,7 +135,7 @@ impl VerifiedUpdate {
 
     /// Unwraps the signed manifest.
     pub fn into_signed(self) -> SignedManifest {
-        self.signed
+        *self.signed
     }
 }
 
@@ -190,7 +185,7 @@ impl UpdatePolicy {
         }
         check_version(manifest.version, self.current)?;
         Ok(Decision::Update(VerifiedUpdate {
-            signed: signed.clone(),
+            signed: Box::new(signed.clone()),
         }))
     }
 

@@ -24,8 +24,7 @@ pub fn staged_name(manifest: &Manifest) -> Result<(String, String), UpdateError>
     let ok = !m.is_empty()
         && m.len() <= MAX_MODEL_LEN
         && !m.starts_with('.')
-        && m
-            .bytes()
+        && m.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'+'));
     if !ok {
         return Err(UpdateError::UnsafeModelName(m.chars().take(80).collect()));
@@ -200,7 +199,7 @@ impl Stager {
             discard(&final_bin);
             return Err(e);
         }
-        tracing::info!(path = %final_bin.display(), size, root = %manifest.root, "staged firmware image");
+        tracing::debug!(path = %final_bin.display(), size, root = %manifest.root, "staged firmware image");
         Ok(StagedImage {
             path: final_bin,
             manifest_path: final_man,
@@ -238,12 +237,7 @@ impl Stager {
                 });
             }
             Err(ExportError::Write(e)) => return Err(UpdateError::io("write", tmp)(e)),
-            Err(source) => {
-                return Err(UpdateError::Export {
-                    root: manifest.root,
-                    source,
-                });
-            }
+            Err(source) => return Err(UpdateError::Export(source)),
         }
         if w.written != manifest.size {
             return Err(UpdateError::SizeMismatch {

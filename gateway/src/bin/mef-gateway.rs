@@ -72,7 +72,7 @@ enum Cmd {
     /// those `ipfs add --cid-version=1` gives. Manifests are signed with a `keygen` key.
     Firmware {
         #[command(subcommand)]
-        cmd: firmware_cli::FirmwareCmd,
+        cmd: Box<firmware_cli::FirmwareCmd>,
     },
 }
 
@@ -150,7 +150,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 print!("{}", daemon::status(&cfg)?);
             }
         }
-        Cmd::Firmware { cmd } => firmware_cli::run(cmd)?,
+        Cmd::Firmware { cmd } => firmware_cli::run(*cmd)?,
     }
     Ok(())
 }
