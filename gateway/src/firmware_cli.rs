@@ -498,9 +498,9 @@ impl BlockSink for &mut StoreSink<'_> {
 /// Imports `file` into the store at `store_dir` (created if needed) and pins it; with `car`,
 /// also writes a CARv1 of its DAG there (atomically).
 pub fn add(file: &Path, store_dir: &Path, car: Option<&Path>) -> Result<Added, FirmwareError> {
-    let store = open_store(store_dir)?;
     let f = File::open(file).map_err(io("open", file))?;
     let len = f.metadata().map_err(io("stat", file))?.len();
+    let store = open_store(store_dir)?;
     let bar = progress_bar(len, "adding");
     let mut sink = StoreSink {
         store: &store,
@@ -590,7 +590,8 @@ pub struct CarImport {
 }
 
 /// Stores every block of the CAR `car` (each verified against its CID; a mismatch stops the
-/// import with [`CarError::BlockMismatch`]) and pins each root whose DAG is complete.
+/// import with [`CarError::BlockMismatch`]) and pins each root whose DAG is complete. Blocks
+/// stored before a failure stay, unpinned, until the next [`Blockstore::gc`].
 pub fn import_car(car: &Path, store_dir: &Path) -> Result<CarImport, FirmwareError> {
     let car_err = |source| FirmwareError::Car {
         path: car.to_path_buf(),
