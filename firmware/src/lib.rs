@@ -10,3 +10,4 @@ pub mod manifest;
 #[cfg(feature = "sim")]
 pub mod sim;
 pub mod unixfs;
+pub mod update;

@@ -7,6 +7,7 @@
 pub mod ble;
 pub mod bthome;
 pub mod daemon;
+pub mod firmware_cli;
 pub mod lora;
 pub mod lpp;
 pub mod reading;

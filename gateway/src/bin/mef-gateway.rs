@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gateway::daemon::{self, Config, RunOptions, Simulate};
+use gateway::firmware_cli;
 
 /// MEF gateway: receives BLE (BTHome) and LoRa (Semtech UDP packet forwarder, Cayenne LPP)
 /// sensor readings, stores every reading durably before acknowledging it, and forwards signed
@@ -64,6 +65,14 @@ enum Cmd {
         /// Print the raw Prometheus metrics of the running daemon instead.
         #[arg(long)]
         metrics: bool,
+    },
+    /// Firmware images (issue 7): add, import-car, get, publish, verify, stage.
+    ///
+    /// Images live in a content-addressed blockstore (--store, default ./mef-firmware); CIDs are
+    /// those `ipfs add --cid-version=1` gives. Manifests are signed with a `keygen` key.
+    Firmware {
+        #[command(subcommand)]
+        cmd: Box<firmware_cli::FirmwareCmd>,
     },
 }
 
@@ -141,6 +150,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 print!("{}", daemon::status(&cfg)?);
             }
         }
+        Cmd::Firmware { cmd } => firmware_cli::run(*cmd)?,
     }
     Ok(())
 }

@@ -1,0 +1,789 @@
+//! `mef-gateway firmware …`: firmware images on the gateway (issue 7, seed 004's firmware
+//! scenario).
+//!
+//! * `add FILE [--car OUT]`: import into the on-disk blockstore and pin; print the root CID
+//!   exactly as `ipfs add --cid-version=1 -Q` does (optionally also write a CARv1 of the DAG).
+//! * `import-car CAR`: store a CAR's blocks (each verified against its CID); print its roots.
+//! * `get CID -o FILE`: rebuild a file, every block verified, written to a temp file and renamed
+//!   only on success (never a partial FILE).
+//! * `publish`: sign a manifest with the manufacturer's ed25519 key (the `mef-gateway keygen`
+//!   file format).
+//! * `verify MANIFEST --trust KEY`: would a device accept this manifest?
+//! * `stage MANIFEST …`: the update check, then the image staged from the blockstore with
+//!   [`firmware::update::Stager`] (nothing unverified reaches the staging directory).
+//!
+//! The file rebuilding works over any [`BlockSource`]; the commands here use the local blockstore
+//! ([`StoreBlocks`]).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use cid::Cid;
+use clap::{Args, Subcommand};
+use ed25519_dalek::VerifyingKey;
+use firmware::blockstore::{Blockstore, BlockstoreError};
+use firmware::car::{CarError, CarReader};
+use firmware::manifest::{MAX_MANIFEST_LEN, Manifest, ManifestError, SignedManifest, Version};
+use firmware::unixfs::dagpb::{PbNode, UnixFsData};
+use firmware::unixfs::{
+    BlockSink, BlockSource, DAG_PB_CODEC, ExportError, ImportError, Importer, RAW_CODEC, export,
+};
+use firmware::update::{
+    Decision, Stager, StoreBlocks, UpdateError, UpdatePolicy, authenticate, check_version,
+    pin_image, write_dag_car,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::daemon::key::{self, KeyError};
+
+/// Files smaller than this get no progress bar.
+const PROGRESS_MIN_BYTES: u64 = 4 << 20;
+/// Read buffer of `add` (one UnixFS chunk).
+const READ_BUF: usize = 256 * 1024;
+
+/// Why a firmware command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FirmwareError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blockstore failed (I/O, or a stored block no longer matches its CID).
+    #[error("firmware store: {0}")]
+    Store(#[source] BlockstoreError),
+    /// The store directory does not exist (commands that only read do not create it).
+    #[error(
+        "no firmware store at {0} (see --store; `firmware add` or `firmware import-car` create one)"
+    )]
+    NoStore(PathBuf),
+    /// Importing a file failed.
+    #[error("importing {path}: {source}")]
+    Import {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: ImportError,
+    },
+    /// A CAR file is malformed or holds a block that does not match its CID.
+    #[error("CAR {path}: {source}")]
+    Car {
+        /// The CAR file.
+        path: PathBuf,
+        /// The error (boxed: it may hold a CID).
+        #[source]
+        source: Box<CarError>,
+    },
+    /// A block of the image is not in the local store.
+    #[error(
+        "block {cid} is not in the firmware store {store} (import a CAR holding it, or fetch it)"
+    )]
+    MissingBlock {
+        /// The missing block.
+        cid: Cid,
+        /// The store directory.
+        store: PathBuf,
+    },
+    /// The image could not be rebuilt (a corrupt block or a malformed DAG).
+    #[error("rebuilding the image: {0}")]
+    Export(#[source] ExportError),
+    /// The key file could not be read.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// A manifest file could not be decoded, or a manifest could not be built.
+    #[error("manifest {path}: {source}")]
+    Manifest {
+        /// The manifest file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: ManifestError,
+    },
+    /// The manifest would not be accepted.
+    #[error("refused: {0}")]
+    Refused(#[source] Box<UpdateError>),
+    /// The manifest names the running version: nothing to stage.
+    #[error("refused: already running version {0} (not an update)")]
+    UpToDate(Version),
+    /// Staging the image failed.
+    #[error("staging: {0}")]
+    Stage(#[source] Box<UpdateError>),
+    /// The arguments do not make sense together (what clap cannot check).
+    #[error("{0}")]
+    Usage(&'static str),
+}
+
+impl FirmwareError {
+    fn refused(e: UpdateError) -> Self {
+        Self::Refused(Box::new(e))
+    }
+
+    fn stage(e: UpdateError) -> Self {
+        Self::Stage(Box::new(e))
+    }
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> FirmwareError + use<> {
+    let path = path.to_path_buf();
+    move |source| FirmwareError::Io { op, path, source }
+}
+
+/// The firmware blockstore directory (`--store`).
+#[derive(Args, Debug, Clone)]
+pub struct StoreArg {
+    /// Firmware blockstore directory.
+    #[arg(
+        long = "store",
+        value_name = "DIR",
+        env = "MEF_GATEWAY_FIRMWARE_STORE",
+        default_value = "./mef-firmware"
+    )]
+    pub dir: PathBuf,
+}
+
+/// `mef-gateway firmware` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum FirmwareCmd {
+    /// Import FILE into the blockstore and pin it; print its root CID (as
+    /// `ipfs add --cid-version=1 -Q`).
+    Add {
+        /// The file to import.
+        file: PathBuf,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+        /// Also write a CARv1 of the image's DAG (root first) to OUT.
+        #[arg(long, value_name = "OUT")]
+        car: Option<PathBuf>,
+    },
+    /// Store the blocks of a CARv1 (each verified against its CID); print its roots. Roots whose
+    /// DAG is complete are pinned.
+    ImportCar {
+        /// The CAR file.
+        car: PathBuf,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Rebuild the file CID from the blockstore into FILE, verifying every block.
+    ///
+    /// FILE appears only once complete (written to a temp file, then renamed).
+    Get {
+        /// The image root CID.
+        #[arg(value_parser = parse_cid)]
+        cid: Cid,
+        /// The output file.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Sign a firmware manifest with the manufacturer's key; print its summary.
+    ///
+    /// Give either FILE (imported into the store and pinned, for its root and size) or
+    /// --cid and --size.
+    Publish {
+        /// The manufacturer's ed25519 secret key file (`mef-gateway keygen` format).
+        #[arg(long, value_name = "KEYFILE")]
+        key: PathBuf,
+        /// Device model the image is for.
+        #[arg(long)]
+        model: String,
+        /// Image version, MAJOR.MINOR.PATCH.
+        #[arg(long, value_name = "X.Y.Z")]
+        version: Version,
+        /// Release notes.
+        #[arg(long, default_value = "")]
+        notes: String,
+        /// Root CID of an image already imported elsewhere.
+        #[arg(long, value_parser = parse_cid, requires = "size", conflicts_with = "file")]
+        cid: Option<Cid>,
+        /// Image size in bytes (with --cid).
+        #[arg(long, requires = "cid", conflicts_with = "file")]
+        size: Option<u64>,
+        /// The image file.
+        #[arg(required_unless_present = "cid")]
+        file: Option<PathBuf>,
+        /// Where to write the signed manifest.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: PathBuf,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Check whether a device would accept MANIFEST: trusted signer and valid signature, and,
+    /// if given, the model and a version newer than --current. Exit status 0 if accepted.
+    Verify {
+        /// The signed manifest file.
+        manifest: PathBuf,
+        /// A trusted manufacturer public key (base64, as `mef-gateway keygen` prints); repeatable.
+        #[arg(long, value_name = "PUBKEY", value_parser = parse_pubkey, required = true)]
+        trust: Vec<VerifyingKey>,
+        /// The device model.
+        #[arg(long)]
+        model: Option<String>,
+        /// The running version; the manifest must be newer.
+        #[arg(long, value_name = "X.Y.Z")]
+        current: Option<Version>,
+    },
+    /// Run the update check on MANIFEST, then rebuild its image from the blockstore (every
+    /// block verified, size checked) and stage it atomically in --staging; print its path.
+    Stage {
+        /// The signed manifest file.
+        manifest: PathBuf,
+        /// A trusted manufacturer public key (base64); repeatable.
+        #[arg(long, value_name = "PUBKEY", value_parser = parse_pubkey, required = true)]
+        trust: Vec<VerifyingKey>,
+        /// The device model.
+        #[arg(long)]
+        model: String,
+        /// The running version; the manifest must be newer.
+        #[arg(long, value_name = "X.Y.Z")]
+        current: Version,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+        /// The staging directory (created if needed).
+        #[arg(long, value_name = "DIR")]
+        staging: PathBuf,
+    },
+}
+
+fn parse_cid(s: &str) -> Result<Cid, String> {
+    Cid::try_from(s).map_err(|e| format!("not a CID: {e}"))
+}
+
+fn parse_pubkey(s: &str) -> Result<VerifyingKey, String> {
+    let bytes = STANDARD
+        .decode(s.trim())
+        .map_err(|_| "not base64".to_owned())?;
+    let arr: [u8; 32] = bytes
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("{} bytes, an ed25519 public key has 32", bytes.len()))?;
+    VerifyingKey::from_bytes(&arr).map_err(|_| "not a valid ed25519 public key".to_owned())
+}
+
+/// Runs one `firmware` subcommand, printing its result on stdout.
+pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
+    match cmd {
+        FirmwareCmd::Add { file, store, car } => {
+            let added = add(&file, &store.dir, car.as_deref())?;
+            println!("{}", added.root);
+        }
+        FirmwareCmd::ImportCar { car, store } => {
+            let imported = import_car(&car, &store.dir)?;
+            for root in &imported.roots {
+                println!("{root}");
+            }
+            eprintln!(
+                "imported {} blocks ({} new) from {}",
+                imported.blocks,
+                imported.new_blocks,
+                car.display()
+            );
+            for (root, missing) in &imported.incomplete {
+                eprintln!("root {root} is incomplete (block {missing} missing): not pinned");
+            }
+        }
+        FirmwareCmd::Get { cid, output, store } => {
+            let store = open_existing_store(&store.dir)?;
+            let n = get(&store, &cid, &output)?;
+            eprintln!("wrote {} ({n} bytes)", output.display());
+        }
+        FirmwareCmd::Publish {
+            key: key_file,
+            model,
+            version,
+            notes,
+            cid,
+            size,
+            file,
+            output,
+            store,
+        } => {
+            let key = key::read(&key_file)?;
+            let (root, size) = match (file, cid.zip(size)) {
+                (Some(file), _) => {
+                    let added = add(&file, &store.dir, None)?;
+                    (added.root, added.size)
+                }
+                (None, Some(given)) => given,
+                (None, None) => return Err(FirmwareError::Usage("give FILE, or --cid and --size")),
+            };
+            let released_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let manifest = Manifest {
+                model,
+                version,
+                root,
+                size,
+                notes,
+                released_ms,
+            };
+            let signed = publish(manifest, &key, &output)?;
+            print!("{}", summary(&signed));
+            println!("written:  {}", output.display());
+        }
+        FirmwareCmd::Verify {
+            manifest,
+            trust,
+            model,
+            current,
+        } => {
+            let signed = read_manifest(&manifest)?;
+            verify(&signed, &trust, model.as_deref(), current)?;
+            println!("accepted");
+            print!("{}", summary(&signed));
+        }
+        FirmwareCmd::Stage {
+            manifest,
+            trust,
+            model,
+            current,
+            store,
+            staging,
+        } => {
+            let signed = read_manifest(&manifest)?;
+            let policy = UpdatePolicy::new(model, current, trust);
+            let staged = stage(&policy, &signed, &store.dir, &staging)?;
+            println!("{}", staged.display());
+        }
+    }
+    Ok(())
+}
+
+/// Human summary of a signed manifest, one `key: value` per line.
+pub fn summary(signed: &SignedManifest) -> String {
+    let m = &signed.manifest;
+    let mut s = format!(
+        "model:    {}\nversion:  {}\nroot:     {}\nsize:     {}\nreleased: {} ms\nsigner:   {}\n",
+        m.model,
+        m.version,
+        m.root,
+        m.size,
+        m.released_ms,
+        STANDARD.encode(signed.signer)
+    );
+    if !m.notes.is_empty() {
+        s.push_str(&format!(
+            "notes:    {}\n",
+            m.notes.replace('\n', "\n          ")
+        ));
+    }
+    s
+}
+
+fn open_store(dir: &Path) -> Result<Blockstore, FirmwareError> {
+    Blockstore::open(dir).map_err(FirmwareError::Store)
+}
+
+/// Opens the store at `dir`, which must exist (reading commands do not create one).
+pub fn open_existing_store(dir: &Path) -> Result<Blockstore, FirmwareError> {
+    if !dir.is_dir() {
+        return Err(FirmwareError::NoStore(dir.to_path_buf()));
+    }
+    open_store(dir)
+}
+
+/// A progress bar on stderr for `len` bytes (hidden for small sizes, and by indicatif when
+/// stderr is not a terminal).
+fn progress_bar(len: u64, what: &str) -> ProgressBar {
+    if len < PROGRESS_MIN_BYTES {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(
+        "{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    )
+    .map(|s| s.progress_chars("=> "))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(len)
+        .with_style(style)
+        .with_message(what.to_owned())
+}
+
+/// Writes `dest` through a temp file in its directory: `fill` writes the content, then the file
+/// is fsynced and renamed over `dest`. On any error the temp file is removed and `dest` is left
+/// untouched.
+fn write_atomically<T>(
+    dest: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>, &Path) -> Result<T, FirmwareError>,
+) -> Result<T, FirmwareError> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io("write", dest)(std::io::Error::other("not a file name")))?;
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io("create", &tmp))?;
+        let mut w = BufWriter::new(file);
+        let t = fill(&mut w, &tmp)?;
+        let file = w
+            .into_inner()
+            .map_err(|e| io("write", &tmp)(e.into_error()))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+        fs::rename(&tmp, dest).map_err(io("rename to", dest))?;
+        if let Ok(d) = File::open(dir) {
+            // Durability of the rename; not being able to fsync a directory is not an error.
+            let _ = d.sync_all();
+        }
+        Ok(t)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The result of [`add`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Added {
+    /// The image's root CID.
+    pub root: Cid,
+    /// The file size in bytes.
+    pub size: u64,
+    /// Distinct blocks in its DAG.
+    pub blocks: usize,
+}
+
+/// Collects the imported blocks into the store.
+struct StoreSink<'a> {
+    store: &'a Blockstore,
+    cids: Vec<Cid>,
+    error: Option<BlockstoreError>,
+}
+
+impl BlockSink for &mut StoreSink<'_> {
+    fn put_block(&mut self, cid: &Cid, data: &[u8]) -> std::io::Result<()> {
+        match self.store.put(cid, data) {
+            Ok(_) => {
+                self.cids.push(*cid);
+                Ok(())
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                self.error = Some(e);
+                Err(std::io::Error::other(msg))
+            }
+        }
+    }
+}
+
+/// Imports `file` into the store at `store_dir` (created if needed) and pins it; with `car`,
+/// also writes a CARv1 of its DAG there (atomically).
+pub fn add(file: &Path, store_dir: &Path, car: Option<&Path>) -> Result<Added, FirmwareError> {
+    let f = File::open(file).map_err(io("open", file))?;
+    let len = f.metadata().map_err(io("stat", file))?.len();
+    let store = open_store(store_dir)?;
+    let bar = progress_bar(len, "adding");
+    let mut sink = StoreSink {
+        store: &store,
+        cids: Vec::new(),
+        error: None,
+    };
+    let mut reader = BufReader::with_capacity(READ_BUF, f);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut size = 0u64;
+    let result = (|| {
+        let mut imp = Importer::new(&mut sink);
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ImportError::Read(e)),
+            };
+            imp.write(buf.get(..n).unwrap_or_default())?;
+            size += n as u64;
+            bar.set_position(size);
+        }
+        imp.finish().map(|(root, _)| root)
+    })();
+    bar.finish_and_clear();
+    let root = match result {
+        Ok(root) => root,
+        Err(source) => {
+            return Err(match sink.error.take() {
+                Some(e) => FirmwareError::Store(e),
+                None => FirmwareError::Import {
+                    path: file.to_path_buf(),
+                    source,
+                },
+            });
+        }
+    };
+    let mut cids = sink.cids;
+    cids.sort();
+    cids.dedup();
+    store.pin(&root, &cids).map_err(FirmwareError::Store)?;
+    if let Some(car) = car {
+        let src = StoreBlocks::new(&store);
+        write_atomically(car, |w, tmp| {
+            write_dag_car(w, &src, &root)
+                .map(|_| ())
+                .map_err(|e| export_error(&store, &src, e, tmp))
+        })?;
+    }
+    Ok(Added {
+        root,
+        size,
+        blocks: cids.len(),
+    })
+}
+
+/// Maps an export failure over the store: a store error met while reading, a missing block (named
+/// with the store), a write failure (on `out`) or a bad block.
+fn export_error(
+    store: &Blockstore,
+    src: &StoreBlocks<'_>,
+    e: ExportError,
+    out: &Path,
+) -> FirmwareError {
+    match (src.take_error(), e) {
+        (Some(source), ExportError::Missing(_)) => FirmwareError::Store(source),
+        (_, ExportError::Missing(cid)) => FirmwareError::MissingBlock {
+            cid,
+            store: store.root().to_path_buf(),
+        },
+        (_, ExportError::Write(e)) => io("write", out)(e),
+        (_, source) => FirmwareError::Export(source),
+    }
+}
+
+/// The result of [`import_car`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CarImport {
+    /// The CAR's roots.
+    pub roots: Vec<Cid>,
+    /// Blocks read.
+    pub blocks: usize,
+    /// Blocks the store did not have.
+    pub new_blocks: usize,
+    /// Roots not pinned because their DAG is incomplete in the store, with a missing block.
+    pub incomplete: Vec<(Cid, Cid)>,
+}
+
+/// Stores every block of the CAR `car` (each verified against its CID; a mismatch stops the
+/// import with [`CarError::BlockMismatch`]) and pins each root whose DAG is complete. Blocks
+/// stored before a failure stay, unpinned, until the next [`Blockstore::gc`].
+pub fn import_car(car: &Path, store_dir: &Path) -> Result<CarImport, FirmwareError> {
+    let car_err = |source| FirmwareError::Car {
+        path: car.to_path_buf(),
+        source: Box::new(source),
+    };
+    let f = File::open(car).map_err(io("open", car))?;
+    let len = f.metadata().map_err(io("stat", car))?.len();
+    let mut reader = CarReader::new(BufReader::new(f)).map_err(car_err)?;
+    let store = open_store(store_dir)?;
+    let bar = progress_bar(len, "importing");
+    let (mut blocks, mut new_blocks, mut done) = (0usize, 0usize, 0u64);
+    while let Some((cid, data)) = reader.next_block().map_err(car_err)? {
+        if store.put(&cid, &data).map_err(FirmwareError::Store)? {
+            new_blocks += 1;
+        }
+        blocks += 1;
+        done += data.len() as u64;
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    let roots = reader.roots().to_vec();
+    let mut incomplete = Vec::new();
+    for root in &roots {
+        match pin_image(&store, root) {
+            Ok(_) => {}
+            Err(UpdateError::Export(ExportError::Missing(missing))) => {
+                incomplete.push((*root, missing));
+            }
+            Err(UpdateError::Blockstore(e)) => return Err(FirmwareError::Store(e)),
+            Err(UpdateError::Export(source)) => return Err(FirmwareError::Export(source)),
+            Err(e) => return Err(FirmwareError::stage(e)),
+        }
+    }
+    Ok(CarImport {
+        roots,
+        blocks,
+        new_blocks,
+        incomplete,
+    })
+}
+
+/// The file size the root block announces (for the progress bar only; not trusted).
+fn size_hint<B: BlockSource + ?Sized>(source: &B, root: &Cid) -> u64 {
+    let Some(block) = source.get(root) else {
+        return 0;
+    };
+    match root.codec() {
+        RAW_CODEC => block.len() as u64,
+        DAG_PB_CODEC => PbNode::decode(&block)
+            .ok()
+            .and_then(|n| n.data)
+            .and_then(|d| UnixFsData::decode(&d).ok())
+            .and_then(|d| d.filesize)
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Rebuilds the file `root` from `source` into `output`, verifying every block; `output`
+/// appears only once complete. `explain` turns export failures into errors. Returns the size.
+pub fn get_from<B: BlockSource + ?Sized>(
+    source: &B,
+    root: &Cid,
+    output: &Path,
+    explain: impl FnOnce(ExportError, &Path) -> FirmwareError,
+) -> Result<u64, FirmwareError> {
+    let bar = progress_bar(size_hint(source, root), "rebuilding");
+    let result = write_atomically(output, |w, tmp| {
+        let mut counting = Counting {
+            inner: w,
+            n: 0,
+            bar: &bar,
+        };
+        export(source, root, &mut counting).map_err(|e| explain(e, tmp))
+    });
+    bar.finish_and_clear();
+    result
+}
+
+/// [`get_from`] the local blockstore.
+pub fn get(store: &Blockstore, root: &Cid, output: &Path) -> Result<u64, FirmwareError> {
+    let src = StoreBlocks::new(store);
+    get_from(&src, root, output, |e, tmp| {
+        export_error(store, &src, e, tmp)
+    })
+}
+
+/// A writer advancing a progress bar.
+struct Counting<'a, W: Write> {
+    inner: W,
+    n: u64,
+    bar: &'a ProgressBar,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k as u64;
+        self.bar.set_position(self.n);
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Signs `manifest` with `key` and writes the signed encoding to `output` (atomically).
+pub fn publish(
+    manifest: Manifest,
+    key: &ed25519_dalek::SigningKey,
+    output: &Path,
+) -> Result<SignedManifest, FirmwareError> {
+    let bad = |source| FirmwareError::Manifest {
+        path: output.to_path_buf(),
+        source,
+    };
+    let signed = manifest.sign(key).map_err(bad)?;
+    let bytes = signed.encode().map_err(bad)?;
+    write_atomically(output, |w, tmp| {
+        w.write_all(&bytes).map_err(io("write", tmp))
+    })?;
+    Ok(signed)
+}
+
+/// Reads and decodes a signed manifest file (signature not checked here).
+pub fn read_manifest(path: &Path) -> Result<SignedManifest, FirmwareError> {
+    let f = File::open(path).map_err(io("open", path))?;
+    let mut bytes = Vec::new();
+    let limit = (MAX_MANIFEST_LEN + firmware::manifest::SIGNATURE_TRAILER_LEN + 1) as u64;
+    f.take(limit)
+        .read_to_end(&mut bytes)
+        .map_err(io("read", path))?;
+    SignedManifest::decode(&bytes).map_err(|source| FirmwareError::Manifest {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Whether a device would accept `signed`: a trusted signer and a valid signature; if `model` is
+/// given, that model; if `current` is given, a strictly newer version.
+pub fn verify(
+    signed: &SignedManifest,
+    trusted: &[VerifyingKey],
+    model: Option<&str>,
+    current: Option<Version>,
+) -> Result<(), FirmwareError> {
+    let manifest = authenticate(signed, trusted).map_err(FirmwareError::refused)?;
+    if let Some(model) = model
+        && manifest.model != model
+    {
+        return Err(FirmwareError::refused(UpdateError::WrongModel {
+            expected: model.to_owned(),
+            found: manifest.model.clone(),
+        }));
+    }
+    if let Some(current) = current
+        && !check_version(manifest.version, current).map_err(FirmwareError::refused)?
+    {
+        return Err(FirmwareError::UpToDate(current));
+    }
+    Ok(())
+}
+
+/// Checks `signed` against `policy`, stages its image from the store at `store_dir` into
+/// `staging` (see [`Stager`]) and pins it in the store. Returns the staged image's path.
+pub fn stage(
+    policy: &UpdatePolicy,
+    signed: &SignedManifest,
+    store_dir: &Path,
+    staging: &Path,
+) -> Result<PathBuf, FirmwareError> {
+    let update = match policy.check(signed).map_err(FirmwareError::refused)? {
+        Decision::Update(u) => u,
+        Decision::UpToDate { version } => return Err(FirmwareError::UpToDate(version)),
+    };
+    let store = open_existing_store(store_dir)?;
+    let stager = Stager::open(staging).map_err(FirmwareError::stage)?;
+    let src = StoreBlocks::new(&store);
+    let bar = progress_bar(update.manifest().size, "staging");
+    let result = stager.stage_with_progress(&update, &src, &mut |n| bar.set_position(n));
+    bar.finish_and_clear();
+    let staged = result.map_err(|e| match e {
+        UpdateError::Export(source) => export_error(&store, &src, source, stager.dir()),
+        other => FirmwareError::stage(other),
+    })?;
+    pin_image(&store, &staged.root).map_err(FirmwareError::stage)?;
+    eprintln!(
+        "staged {} {} ({} bytes, root {})",
+        update.manifest().model,
+        staged.version,
+        staged.size,
+        staged.root
+    );
+    Ok(staged.path)
+}
