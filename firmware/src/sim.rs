@@ -339,6 +339,10 @@ pub struct RolloutReport {
     pub timeouts: u64,
     /// Wants answered DONT_HAVE (the manufacturer's budget), all gateways.
     pub dont_haves: u64,
+    /// Blocks accepted after their want had been re-requested, all gateways.
+    pub late_blocks: u64,
+    /// Urgent wants to the manufacturer, all gateways.
+    pub urgent_wants: u64,
     /// Progress of gateways that did not complete: (gateway, blocks fetched, in flight,
     /// pending).
     pub stuck: Vec<(usize, u64, usize, usize)>,
@@ -521,6 +525,8 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
             report.rerequests += p.rerequests;
             report.timeouts += p.timeouts;
             report.dont_haves += p.dont_haves;
+            report.late_blocks += p.late_blocks;
+            report.urgent_wants += p.urgent_wants;
             if let Some(at) = e.completed_at {
                 report.completed += 1;
                 times.push(at.saturating_duration_since(start).as_secs_f64());

@@ -116,7 +116,10 @@ fn engine_fetches_over_streams_and_then_serves_what_it_holds() {
         .expect("fetch");
     net.run();
     assert!(net.completed(1));
-    assert_eq!(export_to_vec(net.nodes[1].store(), &root).expect("export"), data);
+    assert_eq!(
+        export_to_vec(net.nodes[1].store(), &root).expect("export"),
+        data
+    );
     net.link(2, 1, PeerKind::Provider, PeerKind::Swarm);
     let now = net.now;
     net.nodes[2]
@@ -124,7 +127,10 @@ fn engine_fetches_over_streams_and_then_serves_what_it_holds() {
         .expect("fetch");
     net.run();
     assert!(net.completed(2));
-    assert_eq!(export_to_vec(net.nodes[2].store(), &root).expect("export"), data);
+    assert_eq!(
+        export_to_vec(net.nodes[2].store(), &root).expect("export"),
+        data
+    );
     let served = net.nodes[1].stats().served;
     assert_eq!(served.blocks as usize, net.nodes[1].store().blocks.len());
     assert!(net.nodes[1].stats().sent > data.len() as u64);
@@ -160,7 +166,10 @@ fn swarm_peer_announces_blocks_as_it_gets_them() {
     net.run();
     assert!(net.completed(1));
     assert!(net.completed(2), "node 2 completed from its swarm peer");
-    assert_eq!(export_to_vec(net.nodes[2].store(), &root).expect("export"), data);
+    assert_eq!(
+        export_to_vec(net.nodes[2].store(), &root).expect("export"),
+        data
+    );
     let p = net.nodes[2].progress();
     assert_eq!(p.blocks_from_swarm as usize, n_blocks);
     assert_eq!(p.blocks_from_providers, 0);
@@ -208,7 +217,11 @@ fn provider_budget_answers_dont_have_for_leaves_but_always_serves_dag_nodes() {
     assert!(second.blocks.is_empty());
     assert_eq!(second.presences[0].kind, PresenceKind::DontHave);
     for peer in 3..6 {
-        assert_eq!(ask(&mut engine, peer, root).blocks.len(), 1, "root always served");
+        assert_eq!(
+            ask(&mut engine, peer, root).blocks.len(),
+            1,
+            "root always served"
+        );
     }
 }
 
@@ -235,9 +248,15 @@ fn bad_frames_and_garbage_disconnect_the_peer_and_are_counted() {
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert!(matches!(
         reasons[0],
-        (PeerId(1), DisconnectReason::BadFrame(FrameError::TooLarge { .. }))
+        (
+            PeerId(1),
+            DisconnectReason::BadFrame(FrameError::TooLarge { .. })
+        )
     ));
-    assert!(matches!(reasons[1], (PeerId(2), DisconnectReason::Garbage(_))));
+    assert!(matches!(
+        reasons[1],
+        (PeerId(2), DisconnectReason::Garbage(_))
+    ));
     assert!(matches!(
         reasons[2],
         (PeerId(3), DisconnectReason::BadFrame(FrameError::Empty))
@@ -307,5 +326,8 @@ fn interrupted_fetch_into_blockstore_resumes_from_disk() {
     let p = net.nodes[1].progress();
     assert!(p.blocks_held as usize >= total / 2, "{p:?}");
     assert_eq!(p.blocks_held + p.blocks_fetched, total as u64, "{p:?}");
-    assert_eq!(export_to_vec(net.nodes[1].store(), &root).expect("export"), data);
+    assert_eq!(
+        export_to_vec(net.nodes[1].store(), &root).expect("export"),
+        data
+    );
 }

@@ -16,6 +16,7 @@ use cid::Cid;
 
 use super::PeerId;
 use super::message::{Block, Message, MessageError, Presence, PresenceKind, WantEntry, WantKind};
+use super::session::URGENT_PRIORITY;
 use crate::unixfs::{BlockSource, RAW_CODEC};
 
 /// Server limits.
@@ -31,7 +32,8 @@ pub struct ServerConfig {
     /// many times, then answer DONT_HAVE so that devices fetch it from each other (seed 004:
     /// "once enough devices have the update they serve each other and the manufacturer can
     /// stop"). Only raw leaves count: dag-pb nodes (a few KiB each, which every device needs
-    /// first to learn the leaves) are always served. `None` serves without limit.
+    /// first to learn the leaves) are always served, and so are wants at
+    /// [`URGENT_PRIORITY`]. `None` serves without limit.
     pub copies_per_block: Option<u32>,
 }
 
@@ -230,6 +232,7 @@ impl<S: BlockSource> Server<S> {
         while let Some(idx) = best(queue) {
             let Some(entry) = queue.get(idx) else { break };
             let exhausted = entry.cid.codec() == RAW_CODEC
+                && entry.priority < URGENT_PRIORITY
                 && self
                     .cfg
                     .copies_per_block

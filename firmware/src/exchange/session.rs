@@ -58,6 +58,12 @@ use super::message::{
 use crate::unixfs::dagpb::PbNode;
 use crate::unixfs::{BlockSource, DAG_PB_CODEC, RAW_CODEC, verify_block};
 
+/// Priority of a want a device could get nowhere else: a provider asked again after refusing
+/// it (super-seeding budget, [`super::ServerConfig::copies_per_block`]) while no swarm peer
+/// announced the block for `want_timeout`. Servers serve it regardless of the budget, so a
+/// block whose budgeted copies were lost (a device went away) cannot stall a roll-out.
+pub const URGENT_PRIORITY: i32 = 2;
+
 /// A want expires after this many `want_timeout`s even from a peer that keeps delivering
 /// other blocks (it may be withholding this one).
 pub const MAX_WANT_AGE: u32 = 6;
@@ -200,6 +206,11 @@ pub struct Progress {
     pub rerequests: u64,
     /// Wants that timed out.
     pub timeouts: u64,
+    /// Blocks accepted after their want had timed out or been refused (not re-fetched).
+    pub late_blocks: u64,
+    /// Wants sent to a provider as urgent after it had refused them (its super-seeding
+    /// budget) and no swarm peer announced the block for `want_timeout`.
+    pub urgent_wants: u64,
     /// Wants answered DONT_HAVE.
     pub dont_haves: u64,
     /// Blocks fetched from providers.
@@ -231,6 +242,9 @@ struct Want {
 struct Pending {
     cid: Cid,
     avoid: Vec<PeerId>,
+    /// When a provider last refused it (DONT_HAVE): after `want_timeout` with no swarm
+    /// announcer, the provider is asked again, urgently.
+    refused_at: Option<Instant>,
 }
 
 /// A sans-IO fetch of one DAG. See the module docs.
@@ -249,6 +263,8 @@ pub struct Session {
     events: VecDeque<SessionEvent>,
     progress: Progress,
     rng: u64,
+    /// The latest `now` seen.
+    last_now: Option<Instant>,
     started: bool,
     done: bool,
 }
@@ -280,6 +296,7 @@ impl Session {
             events: VecDeque::new(),
             progress: Progress::default(),
             rng,
+            last_now: None,
             started: false,
             done: false,
         }
@@ -367,6 +384,7 @@ impl Session {
                 self.frontier.push_front(Pending {
                     cid,
                     avoid: w.excluded,
+                    refused_at: None,
                 });
             }
         }
@@ -397,7 +415,7 @@ impl Session {
             return;
         }
         for p in msg.presences {
-            self.presence(peer, p);
+            self.presence(now, peer, p);
         }
         for b in msg.blocks {
             if !self.peers.contains_key(&peer) {
@@ -456,7 +474,18 @@ impl Session {
         if self.done {
             return None;
         }
-        self.wants.values().map(|w| self.deadline(w)).min()
+        let wants = self.wants.values().map(|w| self.deadline(w));
+        // Refused entries become urgent later: wake then (only for deadlines still ahead, so
+        // an entry waiting for a provider's window does not spin the caller).
+        let look = self.cfg.lookahead.max(1).min(self.frontier.len());
+        let refused = self
+            .frontier
+            .iter()
+            .take(look)
+            .filter_map(|e| e.refused_at)
+            .map(|t| t + self.cfg.want_timeout)
+            .filter(|t| self.last_now.is_none_or(|n| *t > n));
+        wants.chain(refused).min()
     }
 
     /// When a want expires: `want_timeout` after the later of its sending and its peer's last
@@ -501,6 +530,7 @@ impl Session {
             self.frontier.push_front(Pending {
                 cid,
                 avoid: w.excluded,
+                refused_at: None,
             });
         }
         self.pump(now);
@@ -508,7 +538,7 @@ impl Session {
 
     // -----------------------------------------------------------------------------------------
 
-    fn presence(&mut self, peer: PeerId, p: Presence) {
+    fn presence(&mut self, now: Instant, peer: PeerId, p: Presence) {
         match p.kind {
             PresenceKind::Have => {
                 let swarm = self
@@ -528,17 +558,24 @@ impl Session {
                 if let Some(list) = self.announced.get_mut(&p.cid) {
                     list.retain(|x| *x != peer);
                 }
-                self.dont_have(peer, p.cid);
+                self.dont_have(now, peer, p.cid);
             }
         }
     }
 
     fn block(&mut self, now: Instant, peer: PeerId, b: Block) {
-        let Some(want) = self.wants.get(&b.cid) else {
-            return; // unwanted or already received: ignore
+        let wanted_from = self.wants.get(&b.cid).map(|w| w.peer);
+        // A block whose want timed out or was refused elsewhere and went back to the frontier
+        // is still welcome when it arrives late (the bytes crossed the network already).
+        let late = match wanted_from {
+            Some(_) => None,
+            None => self.frontier.iter().position(|e| e.cid == b.cid),
         };
+        if wanted_from.is_none() && late.is_none() {
+            return; // unwanted or already received: ignore
+        }
         if verify_block(&b.cid, &b.data).is_err() {
-            if want.peer == peer {
+            if wanted_from == Some(peer) {
                 let mut excluded = Vec::new();
                 if let Some(w) = self.wants.remove(&b.cid) {
                     excluded = w.excluded;
@@ -549,7 +586,12 @@ impl Session {
                 self.frontier.push_front(Pending {
                     cid: b.cid,
                     avoid: excluded,
+                    refused_at: None,
                 });
+            } else if let Some(i) = late
+                && let Some(e) = self.frontier.get_mut(i)
+            {
+                e.avoid.push(peer);
             }
             if let Some(list) = self.announced.get_mut(&b.cid) {
                 list.retain(|x| *x != peer);
@@ -557,18 +599,22 @@ impl Session {
             self.fault(now, peer, PenaltyReason::CorruptBlock(b.cid));
             return;
         }
-        let Some(want) = self.wants.remove(&b.cid) else {
-            return;
-        };
-        self.dec(want.peer);
-        if want.peer == peer {
-            let sample = now.saturating_duration_since(want.sent);
-            self.sample(peer, sample);
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.last_delivery = Some(now);
+        let mut asked = None;
+        if let Some(want) = self.wants.remove(&b.cid) {
+            asked = Some(want.peer);
+            self.dec(want.peer);
+            if want.peer == peer {
+                let sample = now.saturating_duration_since(want.sent);
+                self.sample(peer, sample);
+            } else {
+                self.cancel_at(want.peer, b.cid);
             }
-        } else {
-            self.cancel_at(want.peer, b.cid);
+        } else if let Some(i) = late {
+            self.frontier.remove(i);
+            self.progress.late_blocks += 1;
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_delivery = Some(now);
         }
         match self.peers.get(&peer).map(|p| p.kind) {
             Some(PeerKind::Swarm) => self.progress.blocks_from_swarm += 1,
@@ -580,7 +626,7 @@ impl Session {
         let swarm: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(id, s)| s.kind == PeerKind::Swarm && **id != peer && **id != want.peer)
+            .filter(|(id, s)| s.kind == PeerKind::Swarm && **id != peer && Some(**id) != asked)
             .map(|(id, _)| *id)
             .collect();
         for other in swarm {
@@ -615,6 +661,18 @@ impl Session {
 
     /// Appends a wantlist entry to the message being assembled for `peer`.
     fn push_entry(&mut self, peer: PeerId, cid: Cid, kind: WantKind, send_dont_have: bool) {
+        self.push_want(peer, cid, kind, send_dont_have, false);
+    }
+
+    /// [`Session::push_entry`], optionally at [`URGENT_PRIORITY`].
+    fn push_want(
+        &mut self,
+        peer: PeerId,
+        cid: Cid,
+        kind: WantKind,
+        send_dont_have: bool,
+        urgent: bool,
+    ) {
         if !self.peers.contains_key(&peer) {
             return;
         }
@@ -629,7 +687,11 @@ impl Session {
             msg.wantlist.push(WantEntry {
                 cid,
                 kind,
-                priority: i32::from(kind == WantKind::Block),
+                priority: if urgent {
+                    URGENT_PRIORITY
+                } else {
+                    i32::from(kind == WantKind::Block)
+                },
                 send_dont_have,
             });
         }
@@ -654,7 +716,7 @@ impl Session {
         }
     }
 
-    fn dont_have(&mut self, peer: PeerId, cid: Cid) {
+    fn dont_have(&mut self, now: Instant, peer: PeerId, cid: Cid) {
         let Some(w) = self.wants.get(&cid) else {
             return;
         };
@@ -666,9 +728,14 @@ impl Session {
             self.progress.dont_haves += 1;
             w.excluded.push(peer);
             self.progress.rerequests += 1;
+            let provider = self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.kind == PeerKind::Provider);
             self.frontier.push_front(Pending {
                 cid,
                 avoid: w.excluded,
+                refused_at: provider.then_some(now),
             });
         }
     }
@@ -709,6 +776,7 @@ impl Session {
             self.frontier.push_front(Pending {
                 cid,
                 avoid: Vec::new(),
+                refused_at: None,
             });
             let swarm: Vec<PeerId> = self
                 .peers
@@ -828,14 +896,22 @@ impl Session {
     }
 
     /// The frontier index to request from `peer` next, if any.
-    fn choose_for(&mut self, peer: PeerId, kind: PeerKind, any_swarm: bool) -> Option<usize> {
+    /// The frontier index to request from `peer` next, if any, and whether the want is
+    /// urgent (a provider asked again for a block it refused; see [`URGENT_PRIORITY`]).
+    fn choose_for(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        kind: PeerKind,
+        any_swarm: bool,
+    ) -> Option<(usize, bool)> {
         let look = self.cfg.lookahead.max(1).min(self.frontier.len());
-        let mut best: Option<(usize, usize, u64)> = None; // (index, announcers, tiebreak)
+        let mut best: Option<(usize, usize, u64, bool)> = None; // (index, announcers, tiebreak, urgent)
         for i in 0..look {
             let Some(entry) = self.frontier.get(i) else {
                 break;
             };
-            if entry.avoid.contains(&peer) || self.wants.contains_key(&entry.cid) {
+            if self.wants.contains_key(&entry.cid) {
                 continue;
             }
             // Announcers not to be avoided for this entry (slow, lying or refusing ones are).
@@ -845,6 +921,18 @@ impl Session {
                     l.contains(&peer),
                 )
             });
+            let mut urgent = false;
+            if entry.avoid.contains(&peer) {
+                // A provider that refused (its budget) is asked again, urgently, once nobody
+                // announced the block for `want_timeout`.
+                let stale = entry
+                    .refused_at
+                    .is_some_and(|t| now >= t + self.cfg.want_timeout);
+                if !(kind == PeerKind::Provider && stale && announcers == 0) {
+                    continue;
+                }
+                urgent = true;
+            }
             let eligible = match kind {
                 PeerKind::Swarm => by_peer,
                 PeerKind::Provider => announcers == 0,
@@ -853,14 +941,14 @@ impl Session {
                 continue;
             }
             if !any_swarm {
-                return Some(i); // providers only: depth-first order
+                return Some((i, urgent)); // providers only: depth-first order
             }
             let tiebreak = self.next_random();
-            if best.is_none_or(|(_, a, t)| (announcers, tiebreak) < (a, t)) {
-                best = Some((i, announcers, tiebreak));
+            if best.is_none_or(|(_, a, t, _)| (announcers, tiebreak) < (a, t)) {
+                best = Some((i, announcers, tiebreak, urgent));
             }
         }
-        best.map(|(i, _, _)| i)
+        best.map(|(i, _, _, u)| (i, u))
     }
 
     /// Fails the session if, with only providers connected, a block near the front of the
@@ -888,6 +976,7 @@ impl Session {
 
     /// Moves frontier CIDs into wants while peers have room.
     fn pump(&mut self, now: Instant) {
+        self.last_now = Some(self.last_now.map_or(now, |n| n.max(now)));
         if !self.started && !self.done {
             self.started = true;
             let root = self.root;
@@ -922,12 +1011,12 @@ impl Session {
                 if kind == PeerKind::Provider && any_swarm && swarm_in_flight >= self.cfg.window {
                     continue;
                 }
-                if let Some(i) = self.choose_for(peer, kind, any_swarm) {
-                    chosen = Some((i, peer));
+                if let Some((i, urgent)) = self.choose_for(now, peer, kind, any_swarm) {
+                    chosen = Some((i, peer, urgent));
                     break;
                 }
             }
-            let Some((i, peer)) = chosen else {
+            let Some((i, peer, urgent)) = chosen else {
                 return;
             };
             let Some(entry) = self.frontier.remove(i) else {
@@ -936,7 +1025,10 @@ impl Session {
             if let Some(p) = self.peers.get_mut(&peer) {
                 p.outstanding += 1;
             }
-            self.push_entry(peer, entry.cid, WantKind::Block, true);
+            if urgent {
+                self.progress.urgent_wants += 1;
+            }
+            self.push_want(peer, entry.cid, WantKind::Block, true, urgent);
             self.wants.insert(
                 entry.cid,
                 Want {
