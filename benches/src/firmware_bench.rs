@@ -4,8 +4,8 @@
 //! The import part ([`run`]) times [`firmware::unixfs::import`] with kubo's defaults
 //! (`ipfs add --cid-version=1`: 256 KiB fixed-size chunks, raw leaves, sha2-256, balanced DAG
 //! of up to 174 links per node) on deterministic pseudo-random images (ChaCha8, seeded),
-//! generated before any timing. Per image size, each repetition runs, interleaved so load
-//! from other processes spreads evenly over them:
+//! generated before any timing. Per image size, each repetition runs the following, interleaved
+//! (and in a rotating order) so load from other processes spreads evenly over them:
 //!
 //! - **sha2-256 alone** (`sha256`): the image hashed in 256 KiB chunks, nothing else — the
 //!   floor of what import can reach, so the importer's own overhead is visible;
@@ -224,48 +224,56 @@ fn measure_size(data: &[u8], reps: usize) -> anyhow::Result<SizeReport> {
         }
         Ok(())
     };
-    for _ in 0..reps {
-        let (s, ()) = timed(|| {
-            for c in data.chunks(CHUNK_SIZE) {
-                black_box(Sha256::digest(black_box(c)));
+    for rep in 0..reps {
+        // Rotate which measure goes first, so none always runs right after the big frees.
+        for k in 0..3 {
+            match (rep + k) % 3 {
+                0 => {
+                    let (s, ()) = timed(|| {
+                        for c in data.chunks(CHUNK_SIZE) {
+                            black_box(Sha256::digest(black_box(c)));
+                        }
+                    });
+                    sha.push(s);
+                }
+                1 => {
+                    let (s, out) = timed(|| {
+                        import(data, |_: &Cid, b: &[u8]| {
+                            black_box(b);
+                            Ok(())
+                        })
+                    });
+                    let (cid, _) = out.context("import (blocks discarded)")?;
+                    check(cid)?;
+                    discard.push(s);
+                }
+                _ => {
+                    let (s, out) = timed(|| import(data, MemoryBlocks::default()));
+                    let (cid, mem) = out.context("import into memory")?;
+                    check(cid)?;
+                    memory.push(s);
+                    blocks = mem.order.len();
+                    let capacity = data.len() + blocks * 48 + 128;
+                    let (s, out) = timed(|| {
+                        write_car(
+                            Vec::with_capacity(capacity),
+                            &cid,
+                            mem.order
+                                .iter()
+                                .filter_map(|c| mem.blocks.get(c).map(|b| (c, b.as_slice()))),
+                        )
+                    });
+                    let bytes = out.context("CAR export")?;
+                    car.push(s);
+                    car_bytes = bytes.len() as u64;
+                    if car_bytes < n {
+                        bail!("CAR of {car_bytes} bytes for a {n}-byte image");
+                    }
+                    // Free the copies outside the timed sections.
+                    drop((mem, bytes));
+                }
             }
-        });
-        sha.push(s);
-
-        let (s, out) = timed(|| {
-            import(data, |_: &Cid, b: &[u8]| {
-                black_box(b);
-                Ok(())
-            })
-        });
-        let (cid, _) = out.context("import (blocks discarded)")?;
-        check(cid)?;
-        discard.push(s);
-
-        let (s, out) = timed(|| import(data, MemoryBlocks::default()));
-        let (cid, mem) = out.context("import into memory")?;
-        check(cid)?;
-        memory.push(s);
-        blocks = mem.order.len();
-
-        let capacity = data.len() + blocks * 48 + 128;
-        let (s, out) = timed(|| {
-            write_car(
-                Vec::with_capacity(capacity),
-                &cid,
-                mem.order
-                    .iter()
-                    .filter_map(|c| mem.blocks.get(c).map(|b| (c, b.as_slice()))),
-            )
-        });
-        let bytes = out.context("CAR export")?;
-        car.push(s);
-        car_bytes = bytes.len() as u64;
-        if car_bytes < n {
-            bail!("CAR of {car_bytes} bytes for a {n}-byte image");
         }
-        // Free the copies outside the timed sections.
-        drop((mem, bytes));
     }
     Ok(SizeReport {
         image_bytes: n,
@@ -327,14 +335,15 @@ fn measure_blockstore(data: &[u8], reps: usize, want: &str) -> anyhow::Result<Bl
     })
 }
 
-/// Runs the import part: images of 32 and 256 MiB (quick: 32 MiB), the blockstore import at
-/// 32 MiB. The roll-out part is left `None`.
+/// Runs the import part: images of 32 MiB (21 repetitions) and 256 MiB (9) — quick: 32 MiB
+/// only, 15 repetitions — and the blockstore import of the 32 MiB image (9 repetitions, quick
+/// 5). The roll-out part is left `None`.
 pub fn run(quick: bool) -> anyhow::Result<FirmwareReport> {
     let load_before = crate::metrics::load_avg();
     let sizes: &[(usize, usize)] = if quick {
-        &[(32 * MIB, 5)]
+        &[(32 * MIB, 15)]
     } else {
-        &[(32 * MIB, 9), (256 * MIB, 5)]
+        &[(32 * MIB, 21), (256 * MIB, 9)]
     };
     let mut out = Vec::new();
     let mut small: Option<(Vec<u8>, String)> = None;
@@ -353,7 +362,7 @@ pub fn run(quick: bool) -> anyhow::Result<FirmwareReport> {
     let Some((data, root)) = small else {
         bail!("no image size measured");
     };
-    let reps = if quick { 3 } else { 5 };
+    let reps = if quick { 5 } else { 9 };
     eprintln!(
         "firmware: {} MiB image into the on-disk blockstore (fsync per block), {reps} repetitions …",
         data.len() / MIB
