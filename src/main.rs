@@ -139,6 +139,18 @@ enum BenchSuite {
         #[arg(long, value_name = "PATH")]
         json: Option<PathBuf>,
     },
+    /// Firmware distribution (issue 7): UnixFS import of a pseudo-random image with kubo's
+    /// defaults (chunking, sha2-256, DAG) into memory against the 200 MB/s target, beside raw
+    /// sha2-256 and CAR export, and into the on-disk blockstore with every block fsynced.
+    Firmware {
+        /// Quick mode: a 32 MiB image only instead of 32 and 256 MiB, fewer repetitions.
+        #[arg(long)]
+        quick: bool,
+        /// Write the report as JSON to this path (and a plot next to it); default
+        /// `bench-out/firmware.json`.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+    },
     /// Calibrate the userspace link emulator in network namespaces: delay error at 20 and
     /// 100 ms, rate error at 100 Mbit/s, 1 % loss, and the highest rate this machine sustains.
     /// Needs root.
@@ -217,6 +229,10 @@ fn main() -> ExitCode {
             suite: BenchSuite::Gateway { quick, json },
         } => mef_benches::gateway_bench::run(quick)
             .and_then(|r| mef_benches::gateway_bench::report(&r, json.as_deref())),
+        Command::Bench {
+            suite: BenchSuite::Firmware { quick, json },
+        } => mef_benches::firmware_bench::run(quick)
+            .and_then(|r| mef_benches::firmware_bench::report(&r, json.as_deref())),
         Command::Bench {
             suite: BenchSuite::Poe { quick, json },
         } => mef_benches::poe_bench::run(quick)

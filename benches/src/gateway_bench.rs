@@ -644,39 +644,18 @@ pub fn report(r: &GatewayReport, json: Option<&Path>) -> anyhow::Result<()> {
 
 /// Bars: the durable rates against the 20,000/s target.
 fn plot(r: &GatewayReport, path: &Path) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    let bars = [
-        ("LoRa/UDP", r.readings_per_s),
-        ("simulated mix", r.mix_readings_per_s),
-    ];
-    let top = bars.iter().map(|b| b.1).fold(25_000.0, f64::max) * 1.15;
-    let root = SVGBackend::new(path, (640, 400)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("mef-gateway: durable readings/s", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0..bars.len() as i32, 0.0..top)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_label_formatter(&|i| {
-            bars.get(*i as usize)
-                .map_or(String::new(), |b| b.0.to_owned())
-        })
-        .y_desc("readings/s")
-        .draw()?;
-    chart.draw_series(bars.iter().enumerate().map(|(i, b)| {
-        Rectangle::new(
-            [(i as i32, 0.0), (i as i32 + 1, b.1)],
-            BLUE.mix(0.6).filled(),
-        )
-    }))?;
-    chart.draw_series(LineSeries::new(
-        [(0, 20_000.0), (bars.len() as i32, 20_000.0)],
-        RED.stroke_width(2),
-    ))?;
-    root.present()?;
-    Ok(())
+    crate::plot::bar_chart(
+        path,
+        "",
+        &[crate::plot::BarPanel {
+            title: "mef-gateway: durable readings/s".into(),
+            y_desc: "readings/s".into(),
+            bars: vec![
+                ("LoRa/UDP".into(), r.readings_per_s),
+                ("simulated mix".into(), r.mix_readings_per_s),
+                ("pipeline in-process".into(), r.pipeline_readings_per_s),
+            ],
+            target: Some(("target >= 20000".into(), 20_000.0)),
+        }],
+    )
 }

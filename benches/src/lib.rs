@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
+pub mod firmware_bench;
 pub mod flow;
 pub mod gateway_bench;
 pub mod kernel;

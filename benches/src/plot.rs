@@ -120,6 +120,140 @@ pub fn draw(
     Ok(())
 }
 
+/// One panel of a [`bar_chart`]: labelled vertical bars, optionally with a target drawn as a
+/// red horizontal line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarPanel {
+    /// Caption.
+    pub title: String,
+    /// Y axis description (the unit).
+    pub y_desc: String,
+    /// Bars left to right: label and value.
+    pub bars: Vec<(String, f64)>,
+    /// A target value and its legend label (e.g. `("target >= 200", 200.0)`).
+    pub target: Option<(String, f64)>,
+}
+
+/// A bar's value as printed above it: three significant figures or so.
+fn bar_value_label(v: f64) -> String {
+    let a = v.abs();
+    if !v.is_finite() {
+        "n/a".to_owned()
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// Draws bar chart panels side by side into an SVG file (`title` above them all, if not
+/// empty). Each bar carries its value; non-finite values are drawn as zero.
+pub fn bar_chart(path: &Path, title: &str, panels: &[BarPanel]) -> anyhow::Result<()> {
+    // Each panel as wide as its bars need.
+    let widths: Vec<u32> = panels
+        .iter()
+        .map(|p| (140 + 110 * p.bars.len()).clamp(480, 900) as u32)
+        .collect();
+    let width = widths.iter().sum::<u32>().max(480);
+    let height = if title.is_empty() { 420 } else { 460 };
+    let root = SVGBackend::new(path, (width, height)).into_drawing_area();
+    let e = |e: DrawingAreaErrorKind<std::io::Error>| anyhow!("plotting {}: {e}", path.display());
+    root.fill(&WHITE).map_err(e)?;
+    let root = if title.is_empty() {
+        root
+    } else {
+        root.titled(title, ("sans-serif", 20)).map_err(e)?
+    };
+    let breaks: Vec<i32> = widths
+        .iter()
+        .take(widths.len().saturating_sub(1))
+        .scan(0i32, |acc, w| {
+            *acc += *w as i32;
+            Some(*acc)
+        })
+        .collect();
+    let areas = root.split_by_breakpoints(breaks, Vec::<i32>::new());
+    for (area, p) in areas.iter().zip(panels) {
+        let value = |v: f64| if v.is_finite() { v.max(0.0) } else { 0.0 };
+        let top = p
+            .bars
+            .iter()
+            .map(|b| value(b.1))
+            .chain(p.target.as_ref().map(|t| value(t.1)))
+            .fold(0.0f64, f64::max);
+        let top = if top > 0.0 { top * 1.15 } else { 1.0 };
+        let k = p.bars.len().max(1) as u32;
+        let mut chart = ChartBuilder::on(area)
+            .caption(&p.title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(70)
+            .build_cartesian_2d((0..k).into_segmented(), 0.0..top)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(k as usize)
+            .x_label_formatter(&|x| match x {
+                SegmentValue::CenterOf(i) => p
+                    .bars
+                    .get(*i as usize)
+                    .map_or(String::new(), |b| b.0.clone()),
+                _ => String::new(),
+            })
+            .y_desc(p.y_desc.as_str())
+            .draw()
+            .map_err(e)?;
+        chart
+            .draw_series(p.bars.iter().enumerate().map(|(i, b)| {
+                let i = i as u32;
+                let mut r = Rectangle::new(
+                    [
+                        (SegmentValue::Exact(i), 0.0),
+                        (SegmentValue::Exact(i + 1), value(b.1)),
+                    ],
+                    COLORS[1].mix(0.6).filled(),
+                );
+                r.set_margin(0, 0, 12, 12);
+                r
+            }))
+            .map_err(e)?;
+        chart
+            .draw_series(p.bars.iter().enumerate().map(|(i, b)| {
+                Text::new(
+                    bar_value_label(b.1),
+                    (SegmentValue::CenterOf(i as u32), value(b.1) + top * 0.02),
+                    ("sans-serif", 13).into_font(),
+                )
+            }))
+            .map_err(e)?;
+        if let Some((label, t)) = &p.target {
+            let t = value(*t);
+            chart
+                .draw_series(LineSeries::new(
+                    [(SegmentValue::Exact(0), t), (SegmentValue::Exact(k), t)],
+                    COLORS[0].stroke_width(2),
+                ))
+                .map_err(e)?
+                .label(label.clone())
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], COLORS[0].stroke_width(2))
+                });
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(e)?;
+        }
+    }
+    root.present().map_err(e)?;
+    Ok(())
+}
+
 /// Goodput vs RTT, one panel per loss rate, one line per protocol.
 pub fn long_flow_panels(records: &[Record]) -> Vec<Panel> {
     let mut by_loss: BTreeMap<u64, BTreeMap<String, Vec<(f64, f64)>>> = BTreeMap::new();
@@ -215,6 +349,34 @@ pub fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn writes_bar_chart_svg() {
+        let dir = std::env::temp_dir().join(format!("mef-bench-bars-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let p = dir.join("bars.svg");
+        let panels = [
+            BarPanel {
+                title: "rates".into(),
+                y_desc: "MB/s".into(),
+                bars: vec![("sha2-256".into(), 900.0), ("import".into(), 450.4)],
+                target: Some(("target >= 200".into(), 200.0)),
+            },
+            BarPanel {
+                title: "times".into(),
+                y_desc: "s".into(),
+                bars: vec![("p2p".into(), 3.5), ("baseline".into(), f64::NAN)],
+                target: None,
+            },
+        ];
+        bar_chart(&p, "title", &panels).expect("bar chart");
+        let svg = std::fs::read_to_string(&p).expect("svg");
+        assert!(svg.contains("<svg") && svg.contains("sha2-256") && svg.contains("baseline"));
+        let texts: Vec<&str> = svg.lines().map(str::trim).collect();
+        assert!(svg.contains("target") && texts.contains(&"450"), "{svg}");
+        assert!(texts.contains(&"n/a"), "{svg}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn writes_long_flow_svg() {
