@@ -35,6 +35,7 @@ use anyhow::{Context, bail};
 use cid::Cid;
 use firmware::blockstore::Blockstore;
 use firmware::car::write_car;
+use firmware::sim::{RolloutConfig, run_rollout};
 use firmware::unixfs::importer::CHUNK_SIZE;
 use firmware::unixfs::{MemoryBlocks, import};
 use rand::{Rng, SeedableRng};
@@ -178,6 +179,28 @@ pub struct RolloutReport {
     pub completed_p2p: u64,
     /// Gateways holding it at the end of the baseline.
     pub completed_baseline: u64,
+    /// Other gateways each gateway exchanges with, peer to peer.
+    pub swarm_peers: u64,
+    /// Median gateway completion, peer to peer, seconds.
+    pub p2p_median_s: f64,
+    /// Median gateway completion in the baseline, seconds.
+    pub baseline_median_s: f64,
+    /// Block payload bytes the manufacturer served, peer to peer (`manufacturer_bytes_p2p`
+    /// counts its whole uplink: packet headers, encryption, acknowledgements, retransmits).
+    pub manufacturer_block_bytes_p2p: u64,
+    /// Block payload bytes gateways served each other (more than `gateways × image` when
+    /// blocks were sent twice after a timeout).
+    pub peer_block_bytes_p2p: u64,
+    /// Blocks gateways got from the manufacturer / from each other, peer to peer.
+    pub blocks_from_manufacturer_p2p: u64,
+    /// See `blocks_from_manufacturer_p2p`.
+    pub blocks_from_peers_p2p: u64,
+    /// Wants that timed out (re-requested elsewhere), peer to peer.
+    pub timeouts_p2p: u64,
+    /// Urgent wants the manufacturer served past its budget, peer to peer.
+    pub urgent_wants_p2p: u64,
+    /// Wall-clock seconds the two simulations took.
+    pub sim_wall_s: f64,
 }
 
 /// Everything `mef bench firmware` reports.
@@ -386,8 +409,67 @@ pub fn run(quick: bool) -> anyhow::Result<FirmwareReport> {
             sizes: out,
             blockstore,
         },
-        rollout: None,
+        rollout: Some(rollout(quick)),
     })
+}
+
+/// The roll-out scenario: `quick` is 30 gateways and an 8 MiB image, the full run the issue's
+/// 100 gateways and 32 MiB.
+pub fn rollout_config(quick: bool) -> RolloutConfig {
+    let mut cfg = RolloutConfig::default();
+    if quick {
+        cfg.gateways = 30;
+        cfg.image_bytes = 8 * MIB;
+    }
+    cfg
+}
+
+/// Runs the roll-out peer to peer and the manufacturer-only baseline on the same links.
+pub fn rollout(quick: bool) -> RolloutReport {
+    let cfg = rollout_config(quick);
+    let t0 = std::time::Instant::now();
+    eprintln!(
+        "firmware: roll-out of {} MiB to {} gateways over the mesh on sim-netem, peer to peer …",
+        cfg.image_bytes / MIB,
+        cfg.gateways
+    );
+    let p2p = run_rollout(&cfg);
+    eprintln!("firmware: the same, every gateway from the manufacturer alone (baseline) …");
+    let base = run_rollout(&RolloutConfig {
+        swarm_peers: 0,
+        ..cfg.clone()
+    });
+    let image = cfg.image_bytes as f64;
+    RolloutReport {
+        image_bytes: cfg.image_bytes as u64,
+        gateways: cfg.gateways as u64,
+        manufacturer_uplink_bps: cfg.manufacturer_up_bps as f64,
+        gateway_uplink_bps: cfg.gateway_up_bps as f64,
+        gateway_downlink_bps: cfg.gateway_down_bps as f64,
+        p2p_time_s: p2p.time_s,
+        baseline_time_s: base.time_s,
+        manufacturer_bytes_p2p: p2p.manufacturer_wire_bytes,
+        peer_bytes_p2p: p2p.peer_wire_bytes,
+        manufacturer_bytes_baseline: base.manufacturer_wire_bytes,
+        manufacturer_bytes_over_image: p2p.manufacturer_wire_bytes as f64 / image,
+        rollout_time_over_baseline: if base.time_s > 0.0 {
+            p2p.time_s / base.time_s
+        } else {
+            f64::NAN
+        },
+        completed_p2p: p2p.completed as u64,
+        completed_baseline: base.completed as u64,
+        swarm_peers: cfg.swarm_peers as u64,
+        p2p_median_s: p2p.median_s,
+        baseline_median_s: base.median_s,
+        manufacturer_block_bytes_p2p: p2p.manufacturer_block_bytes,
+        peer_block_bytes_p2p: p2p.peer_block_bytes,
+        blocks_from_manufacturer_p2p: p2p.blocks_from_manufacturer,
+        blocks_from_peers_p2p: p2p.blocks_from_peers,
+        timeouts_p2p: p2p.timeouts,
+        urgent_wants_p2p: p2p.urgent_wants,
+        sim_wall_s: t0.elapsed().as_secs_f64(),
+    }
 }
 
 /// `median (min–max)` of a rate.
@@ -504,7 +586,37 @@ pub fn report(r: &FirmwareReport, json: Option<&Path>) -> anyhow::Result<()> {
                     x.manufacturer_bytes_p2p, x.manufacturer_bytes_baseline
                 )
             );
-            println!("{:<50} {:>22}", "peer bytes p2p", x.peer_bytes_p2p);
+            println!(
+                "{:<50} {:>22}",
+                "  of which block payload, manufacturer", x.manufacturer_block_bytes_p2p
+            );
+            println!(
+                "{:<50} {:>22}",
+                "peer bytes p2p (uplinks)", x.peer_bytes_p2p
+            );
+            println!(
+                "{:<50} {:>22}",
+                "  of which block payload", x.peer_block_bytes_p2p
+            );
+            println!(
+                "{:<50} {:>22}",
+                "median completion p2p / baseline, s",
+                format!("{:.1} / {:.1}", x.p2p_median_s, x.baseline_median_s)
+            );
+            println!(
+                "{:<50} {:>22}",
+                "blocks from manufacturer / from peers",
+                format!(
+                    "{} / {}",
+                    x.blocks_from_manufacturer_p2p, x.blocks_from_peers_p2p
+                )
+            );
+            println!(
+                "{:<50} {:>22}",
+                "want timeouts / urgent wants (p2p)",
+                format!("{} / {}", x.timeouts_p2p, x.urgent_wants_p2p)
+            );
+            println!("{:<50} {:>22.1}", "simulation wall time, s", x.sim_wall_s);
             println!(
                 "{:<50} {:>22.3}  <= {MANUFACTURER_BYTES_TARGET}: {}",
                 "manufacturer_bytes_over_image",

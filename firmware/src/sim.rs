@@ -8,9 +8,16 @@
 //! manufacturer only for what the swarm lacks; in the baseline every gateway fetches from the
 //! manufacturer alone. [`run_rollout`] reports the time until the last gateway holds a verified
 //! image and who served how many bytes.
+//!
+//! Each gateway runs the update flow: it checks the manufacturer's signed manifest against its
+//! model, running version and trusted key ([`UpdatePolicy`]), fetches the manifest's root, and
+//! once every block is in, rebuilds the whole image with the verifying reader and checks its
+//! size and SHA-256; with [`RolloutConfig::stage_dir`] it stages it ([`Stager`], atomic
+//! rename) instead.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +31,10 @@ use sha2::{Digest, Sha256};
 use sim_netem::{Datagram, Endpoint, EndpointId, LinkConfig, Sim};
 
 use crate::exchange::{Engine, EngineEvent, PeerId, PeerKind, ServerConfig, SessionConfig};
+use crate::manifest::{Manifest, SignedManifest, Version};
+use crate::unixfs::reader::export;
 use crate::unixfs::{BlockSink, BlockSource, MemoryBlocks};
+use crate::update::{Decision, Stager, UpdatePolicy, VerifiedUpdate};
 
 /// The mesh channel type the exchange runs on.
 pub const CHANNEL_KIND: &str = "fw-exchange";
@@ -76,14 +86,18 @@ impl BlockSource for SharedImage {
 }
 
 impl BlockSink for SharedImage {
-    /// Records a verified block; a block that is not part of the image (impossible once the
-    /// engine verified it against a CID of this DAG) is refused.
-    fn put_block(&mut self, cid: &Cid, _data: &[u8]) -> std::io::Result<()> {
-        if !self.image.blocks.contains_key(cid) {
-            return Err(std::io::Error::other(format!("{cid} is not in the image")));
+    /// Records a block. Bytes that differ from the image's block under that CID (which the
+    /// engine's verification must make impossible) are refused, so a verification bypass
+    /// would surface as a failed fetch rather than be hidden by the shared copy.
+    fn put_block(&mut self, cid: &Cid, data: &[u8]) -> std::io::Result<()> {
+        match self.image.blocks.get(cid) {
+            Some(b) if b.as_slice() == data => {
+                self.held.insert(*cid);
+                Ok(())
+            }
+            Some(_) => Err(std::io::Error::other(format!("{cid}: bytes differ"))),
+            None => Err(std::io::Error::other(format!("{cid} is not in the image"))),
         }
-        self.held.insert(*cid);
-        Ok(())
     }
 }
 
@@ -109,6 +123,16 @@ pub struct DeviceEndpoint {
     pub failed: Option<String>,
     /// Peers disconnected by the engine.
     pub disconnects: u64,
+    /// Flip a byte in every block this device serves (a lying peer).
+    pub liar: bool,
+    /// The authenticated update being fetched.
+    update: Option<VerifiedUpdate>,
+    /// Where to stage the image once fetched (else it is rebuilt and checked in memory).
+    stage_dir: Option<PathBuf>,
+    /// SHA-256 of the image, to check the rebuilt one against.
+    expect_sha256: [u8; 32],
+    /// The whole image was rebuilt from the store, every block verified, and matched.
+    pub image_verified: bool,
 }
 
 impl DeviceEndpoint {
@@ -121,7 +145,44 @@ impl DeviceEndpoint {
             completed_at: None,
             failed: None,
             disconnects: 0,
+            liar: false,
+            update: None,
+            stage_dir: None,
+            expect_sha256: [0; 32],
+            image_verified: false,
         }
+    }
+
+    /// The update flow's last step: rebuild the whole image from the store, verifying every
+    /// block, and check it against the manifest (size) and the image (SHA-256); or stage it.
+    fn finish_update(&mut self) -> Result<(), String> {
+        let Some(update) = &self.update else {
+            return Err("no update".into());
+        };
+        if let Some(dir) = &self.stage_dir {
+            let stager = Stager::open(dir).map_err(|e| e.to_string())?;
+            let staged = stager
+                .stage(update, self.engine.store())
+                .map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(&staged.path).map_err(|e| e.to_string())?;
+            if <[u8; 32]>::from(Sha256::digest(&bytes)) != self.expect_sha256 {
+                return Err("staged image differs".into());
+            }
+            return Ok(());
+        }
+        let mut hasher = HashWriter(Sha256::new());
+        let size = export(self.engine.store(), &update.manifest().root, &mut hasher)
+            .map_err(|e| e.to_string())?;
+        if size != update.manifest().size {
+            return Err(format!(
+                "image is {size} bytes, manifest says {}",
+                update.manifest().size
+            ));
+        }
+        if <[u8; 32]>::from(hasher.0.finalize()) != self.expect_sha256 {
+            return Err("image differs".into());
+        }
+        Ok(())
     }
 
     /// Adds a peer; `open` makes this side open the exchange channel.
@@ -155,7 +216,13 @@ impl DeviceEndpoint {
         }
         while let Some(e) = self.engine.poll_event() {
             match e {
-                EngineEvent::Complete { .. } => self.completed_at = Some(now),
+                EngineEvent::Complete { .. } => match self.finish_update() {
+                    Ok(()) => {
+                        self.image_verified = true;
+                        self.completed_at = Some(now);
+                    }
+                    Err(e) => self.failed = Some(e),
+                },
                 EngineEvent::Failed { error, .. } => self.failed = Some(error.to_string()),
                 EngineEvent::Disconnect { peer, .. } => {
                     self.disconnects += 1;
@@ -177,11 +244,11 @@ impl DeviceEndpoint {
             return;
         };
         match event {
-            ChannelEvent::Opened { id, kind, .. } if kind == CHANNEL_KIND => {
-                if slot.chan.is_none() {
-                    slot.chan = Some(id);
-                    self.engine.connect(now, slot.id, slot.kind);
-                }
+            ChannelEvent::Opened { id, kind, .. }
+                if kind == CHANNEL_KIND && slot.chan.is_none() =>
+            {
+                slot.chan = Some(id);
+                self.engine.connect(now, slot.id, slot.kind);
             }
             ChannelEvent::Data { id, bytes } if slot.chan == Some(id) => {
                 let pid = slot.id;
@@ -206,7 +273,17 @@ impl DeviceEndpoint {
                     break;
                 }
                 let n = chunk.len();
-                if self.mesh.send(*hn, ch, chunk).is_err() {
+                let sent = if self.liar && n >= 4096 {
+                    // Block data fills large chunks: flipping their last byte corrupts it.
+                    let mut bad = chunk.to_vec();
+                    if let Some(b) = bad.last_mut() {
+                        *b ^= 0x55;
+                    }
+                    self.mesh.send(*hn, ch, &bad)
+                } else {
+                    self.mesh.send(*hn, ch, chunk)
+                };
+                if sent.is_err() {
                     break; // WouldBlock: resumed on the next event
                 }
                 self.engine.advance_transmit(slot.id, n);
@@ -247,6 +324,22 @@ impl Endpoint for DeviceEndpoint {
     }
 }
 
+/// An `io::Write` that hashes.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The model name in the simulated manifest.
+pub const MODEL: &str = "mef-gw-pi4";
+
 /// Parameters of [`run_rollout`].
 #[derive(Debug, Clone)]
 pub struct RolloutConfig {
@@ -275,6 +368,10 @@ pub struct RolloutConfig {
     /// The manufacturer's super-seeding budget ([`ServerConfig::copies_per_block`]); ignored
     /// when `swarm_peers` is 0.
     pub manufacturer_copies: Option<u32>,
+    /// Gateways `1..=liars` flip a byte in every block they serve.
+    pub liars: usize,
+    /// Stage every image under `stage_dir/gw-<i>` (else rebuild and check it in memory).
+    pub stage_dir: Option<PathBuf>,
 }
 
 impl Default for RolloutConfig {
@@ -291,11 +388,14 @@ impl Default for RolloutConfig {
             seed: 1,
             deadline: Duration::from_secs(3600),
             session: SessionConfig {
+                window: 2,
                 provider_window: 2,
                 wait_for_peers: true,
                 ..SessionConfig::default()
             },
             manufacturer_copies: Some(2),
+            liars: 0,
+            stage_dir: None,
         }
     }
 }
@@ -348,6 +448,8 @@ pub struct RolloutReport {
     pub stuck: Vec<(usize, u64, usize, usize)>,
     /// Why gateways failed: (gateway, reason).
     pub failures: Vec<(usize, String)>,
+    /// Gateways that rebuilt the whole image from their store and found it identical.
+    pub images_verified: usize,
 }
 
 /// Deterministic pseudo-random image bytes (SHA-256 in counter mode).
@@ -406,8 +508,36 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
         Ok(r) => r,
         Err(_) => return RolloutReport::default(),
     };
+    let expect_sha256: [u8; 32] = Sha256::digest(&data).into();
     drop(data);
     let image = Rc::new(blocks);
+    // The manufacturer's release: a signed manifest every gateway checks before fetching.
+    let maker =
+        ed25519_dalek::SigningKey::from_bytes(&Sha256::digest(cfg.seed.to_le_bytes()).into());
+    let manifest = Manifest {
+        model: MODEL.into(),
+        version: Version {
+            major: 1,
+            minor: 1,
+            patch: 0,
+        },
+        root,
+        size: cfg.image_bytes as u64,
+        notes: "simulated roll-out".into(),
+        released_ms: 0,
+    };
+    let Ok(signed): Result<SignedManifest, _> = manifest.sign(&maker) else {
+        return RolloutReport::default();
+    };
+    let policy = UpdatePolicy::new(
+        MODEL,
+        Version {
+            major: 1,
+            minor: 0,
+            patch: 0,
+        },
+        vec![maker.verifying_key()],
+    );
     let n = cfg.gateways + 1;
     let mut sim = Sim::new(cfg.seed);
     let core = sim.add_router("core");
@@ -475,12 +605,23 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
             ep.add(start, hns[j], kind, open);
         }
         if i > 0 {
-            let session = SessionConfig {
-                seed: cfg.seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
-                ..cfg.session.clone()
-            };
-            if let Err(e) = ep.engine.fetch(start, root, session, None) {
-                ep.failed = Some(e.to_string());
+            ep.liar = i <= cfg.liars;
+            ep.expect_sha256 = expect_sha256;
+            ep.stage_dir = cfg.stage_dir.as_ref().map(|d| d.join(format!("gw-{i}")));
+            match policy.check(&signed) {
+                Ok(Decision::Update(update)) => {
+                    let session = SessionConfig {
+                        seed: cfg.seed ^ (i as u64).wrapping_mul(0x2545_f491_4f6c_dd1d),
+                        ..cfg.session.clone()
+                    };
+                    let root = update.manifest().root;
+                    ep.update = Some(update);
+                    if let Err(e) = ep.engine.fetch(start, root, session, None) {
+                        ep.failed = Some(e.to_string());
+                    }
+                }
+                Ok(Decision::UpToDate { .. }) => ep.failed = Some("up to date".into()),
+                Err(e) => ep.failed = Some(e.to_string()),
             }
         }
         eps.push(sim.attach(host, PORT, Box::new(ep)));
@@ -527,6 +668,9 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
             report.dont_haves += p.dont_haves;
             report.late_blocks += p.late_blocks;
             report.urgent_wants += p.urgent_wants;
+            if e.image_verified {
+                report.images_verified += 1;
+            }
             if let Some(at) = e.completed_at {
                 report.completed += 1;
                 times.push(at.saturating_duration_since(start).as_secs_f64());

@@ -235,6 +235,8 @@ struct Want {
     sent: Instant,
     /// Peers that said DONT_HAVE or sent a corrupt copy: not asked again for this block.
     excluded: Vec<PeerId>,
+    /// Carried from the frontier entry (see `Pending::refused_at`).
+    refused_at: Option<Instant>,
 }
 
 /// A frontier entry: a CID to request and the peers to avoid for it.
@@ -384,7 +386,7 @@ impl Session {
                 self.frontier.push_front(Pending {
                     cid,
                     avoid: w.excluded,
-                    refused_at: None,
+                    refused_at: w.refused_at,
                 });
             }
         }
@@ -530,7 +532,7 @@ impl Session {
             self.frontier.push_front(Pending {
                 cid,
                 avoid: w.excluded,
-                refused_at: None,
+                refused_at: w.refused_at,
             });
         }
         self.pump(now);
@@ -577,8 +579,10 @@ impl Session {
         if verify_block(&b.cid, &b.data).is_err() {
             if wanted_from == Some(peer) {
                 let mut excluded = Vec::new();
+                let mut refused_at = None;
                 if let Some(w) = self.wants.remove(&b.cid) {
                     excluded = w.excluded;
+                    refused_at = w.refused_at;
                     self.dec(peer);
                 }
                 excluded.push(peer);
@@ -586,7 +590,7 @@ impl Session {
                 self.frontier.push_front(Pending {
                     cid: b.cid,
                     avoid: excluded,
-                    refused_at: None,
+                    refused_at,
                 });
             } else if let Some(i) = late
                 && let Some(e) = self.frontier.get_mut(i)
@@ -735,7 +739,7 @@ impl Session {
             self.frontier.push_front(Pending {
                 cid,
                 avoid: w.excluded,
-                refused_at: provider.then_some(now),
+                refused_at: if provider { Some(now) } else { w.refused_at },
             });
         }
     }
@@ -1035,6 +1039,7 @@ impl Session {
                     peer,
                     sent: now,
                     excluded: entry.avoid,
+                    refused_at: entry.refused_at,
                 },
             );
         }
