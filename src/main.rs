@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod demo;
 mod demo_chain;
+mod demo_firmware;
 mod demo_gateway;
 mod demo_mesh;
 mod netem_bench;
@@ -31,7 +32,9 @@ enum Command {
     /// 200 ms, 1 % loss WAN (MEF vs Cubic vs BBR), then the POE chain of 7 routers and 12
     /// gateways with sensor readings landing on it and a light client checking one, then the
     /// gateways' encrypted mesh with some behind NATs, then a gateway daemon ingesting
-    /// simulated BTHome and LoRa sensors. Takes several seconds in a release build.
+    /// simulated BTHome and LoRa sensors, then a signed firmware image rolled out to 24
+    /// gateways peer to peer and from the manufacturer alone. Takes several seconds in a
+    /// release build.
     Demo {
         /// Seed of the simulation; the same seed gives the same MEF and Cubic figures.
         #[arg(long, env = "MEF_SEED", default_value_t = 1)]
@@ -174,7 +177,8 @@ fn main() -> ExitCode {
         Command::Demo { seed } => demo::run(seed)
             .and_then(|()| demo_chain::run(seed))
             .and_then(|()| demo_mesh::run(seed))
-            .and_then(|()| demo_gateway::run(seed)),
+            .and_then(|()| demo_gateway::run(seed))
+            .and_then(|()| demo_firmware::run(seed)),
         Command::Genesis { file } => check_genesis(&file),
         Command::Bench {
             suite:

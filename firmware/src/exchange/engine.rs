@@ -344,12 +344,17 @@ impl<B: BlockSource + BlockSink> Engine<B> {
         conn.tx_start = 0;
         if let Some(s) = &mut self.session {
             while let Some(msg) = s.poll_transmit_to(peer) {
-                // Our own messages are far below MAX_FRAME.
-                let _ = frame_into(&mut conn.tx, &msg);
+                // Wantlists are far below MAX_FRAME (at most MAX_ENTRIES entries).
+                if let Err(e) = frame_into(&mut conn.tx, &msg) {
+                    tracing::warn!(?peer, error = %e, "want message not sent");
+                }
             }
         }
-        if let Some(reply) = self.server.poll_transmit_to(peer) {
-            let _ = frame_into(&mut conn.tx, &reply);
+        if let Some(reply) = self.server.poll_transmit_to(peer)
+            && let Err(e) = frame_into(&mut conn.tx, &reply)
+        {
+            // Only a ServerConfig::max_message_bytes above MAX_FRAME can get here.
+            tracing::warn!(?peer, error = %e, "reply not sent: lower max_message_bytes");
         }
     }
 
