@@ -36,6 +36,12 @@ pub fn run(seed: u64) -> anyhow::Result<()> {
     });
     line("gateways exchanging with 6 others", &p2p);
     line("manufacturer alone (baseline)", &base);
+    let bound = cfg.gateways as f64 * cfg.image_bytes as f64 * 8.0 / cfg.manufacturer_up_bps as f64;
+    println!(
+        "  (the baseline can be no faster than {bound:.1} s, every copy through the manufacturer's \
+         uplink at line rate; the rest is retransmissions of {} flows sharing it)",
+        cfg.gateways
+    );
     println!(
         "  every image rebuilt block by block and checked: {} + {} of {}; simulated in {:.1} s",
         p2p.images_verified,
