@@ -443,6 +443,10 @@ pub struct RolloutReport {
     pub late_blocks: u64,
     /// Urgent wants to the manufacturer, all gateways.
     pub urgent_wants: u64,
+    /// The manufacturer's mesh channels: payload bytes sent for the first time / again.
+    pub manufacturer_channel_bytes: (u64, u64),
+    /// The manufacturer's mesh channels: retransmission timer expiries / fast recoveries.
+    pub manufacturer_rto_expiries: (u64, u64),
     /// Progress of gateways that did not complete: (gateway, blocks fetched, in flight,
     /// pending).
     pub stuck: Vec<(usize, u64, usize, usize)>,
@@ -658,6 +662,14 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
         report.disconnects += e.disconnects;
         if i == 0 {
             report.manufacturer_block_bytes = stats.served.block_bytes;
+            for (hn, slot) in &e.slots {
+                if let Some(c) = slot.chan.and_then(|ch| e.mesh.channel_stats(*hn, ch)) {
+                    report.manufacturer_channel_bytes.0 += c.send.bytes_sent;
+                    report.manufacturer_channel_bytes.1 += c.send.bytes_retransmitted;
+                    report.manufacturer_rto_expiries.0 += c.send.rto_expiries;
+                    report.manufacturer_rto_expiries.1 += c.send.fast_recoveries;
+                }
+            }
         } else {
             report.peer_block_bytes += stats.served.block_bytes;
             let p = e.engine.progress();

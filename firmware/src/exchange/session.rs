@@ -33,8 +33,9 @@
 //!   [`SessionConfig::max_faults`] faults (corrupt blocks or undecodable messages), disconnects
 //!   the peer ([`SessionEvent::PeerDisconnected`]).
 //! * **Timeouts.** A peer that delivers nothing for [`SessionConfig::want_timeout`] (counted
-//!   from its last delivery or the want, whichever is later) has its wants cancelled and
-//!   re-requested elsewhere, and its latency estimate raised. A peer that is busy but
+//!   from its last delivery or the want, whichever is later) has its latency estimate raised
+//!   and its wants cancelled and re-requested elsewhere, if another peer can serve them
+//!   (else they stay with it: asking it twice would only make it send twice). A peer that is busy but
 //!   delivering keeps its queue (its latency estimate, which includes the queueing, steers
 //!   new wants elsewhere), so a loaded uplink does not make every want time out and be sent
 //!   twice. A want older than [`MAX_WANT_AGE`] × `want_timeout` expires regardless.
@@ -514,21 +515,32 @@ impl Session {
             .map(|(c, _)| *c)
             .collect();
         for cid in expired {
+            let timeout = self.cfg.want_timeout;
+            let Some(peer) = self.wants.get(&cid).map(|w| w.peer) else {
+                continue;
+            };
+            self.sample(peer, timeout);
+            self.events.push_back(SessionEvent::PeerPenalised {
+                peer,
+                reason: PenaltyReason::Timeout(cid),
+            });
+            self.progress.timeouts += 1;
+            if !self.has_alternative(&cid, peer) {
+                // Nobody else can serve it: asking elsewhere is impossible and asking the same
+                // peer again would only make it send the block twice. Keep waiting.
+                if let Some(w) = self.wants.get_mut(&cid) {
+                    w.sent = now;
+                }
+                continue;
+            }
             let Some(w) = self.wants.remove(&cid) else {
                 continue;
             };
             self.dec(w.peer);
             self.cancel_at(w.peer, cid);
-            let timeout = self.cfg.want_timeout;
-            self.sample(w.peer, timeout);
-            self.events.push_back(SessionEvent::PeerPenalised {
-                peer: w.peer,
-                reason: PenaltyReason::Timeout(cid),
-            });
             self.progress.rerequests += 1;
-            self.progress.timeouts += 1;
             // Not avoided for good: its raised latency estimate steers the want to a cheaper
-            // peer if one can serve it, and it may still be the only one that can.
+            // peer, and it may be asked again if it turns out to be the only one.
             self.frontier.push_front(Pending {
                 cid,
                 avoid: w.excluded,
@@ -539,6 +551,21 @@ impl Session {
     }
 
     // -----------------------------------------------------------------------------------------
+
+    /// Whether a peer other than `peer` could serve `cid`: another provider not excluded for
+    /// it, or a swarm peer that announced it.
+    fn has_alternative(&self, cid: &Cid, peer: PeerId) -> bool {
+        let excluded = self.wants.get(cid).map_or(&[][..], |w| &w.excluded[..]);
+        let provider = self
+            .peers
+            .iter()
+            .any(|(id, p)| *id != peer && p.kind == PeerKind::Provider && !excluded.contains(id));
+        let announcer = self
+            .announced
+            .get(cid)
+            .is_some_and(|l| l.iter().any(|id| *id != peer && !excluded.contains(id)));
+        provider || announcer
+    }
 
     fn presence(&mut self, now: Instant, peer: PeerId, p: Presence) {
         match p.kind {

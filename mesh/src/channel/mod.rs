@@ -31,7 +31,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use frame::{Frame, FrameError, SackRange};
-pub use mux::Channels;
+pub use mux::{ChannelStats, Channels};
 pub use reliable::{CongestionState, SendStats};
 
 /// Close error codes. Codes from [`codes::APPLICATION`] up are the application's.

@@ -584,6 +584,16 @@ impl Mesh {
             .ok_or(MeshError::NotConnected(peer))
     }
 
+    /// Counters of one channel on the link to `peer` (retransmissions, RTO expiries, ...).
+    pub fn channel_stats(&self, peer: Hashname, ch: ChannelId) -> Option<channel::ChannelStats> {
+        self.peers
+            .get(&peer)?
+            .link
+            .as_ref()?
+            .chans
+            .channel_stats(ch)
+    }
+
     /// Counters and current sizes.
     pub fn stats(&self) -> MeshStats {
         let mut s = self.stats.clone();
