@@ -135,7 +135,13 @@ pub enum FirmwareError {
     MeshKey(#[from] MeshKeyError),
     /// Fetching from or serving to mesh peers failed.
     #[error(transparent)]
-    Net(#[from] NetError),
+    Net(Box<NetError>),
+}
+
+impl From<NetError> for FirmwareError {
+    fn from(e: NetError) -> Self {
+        Self::Net(Box::new(e))
+    }
 }
 
 impl FirmwareError {

@@ -288,6 +288,9 @@ struct Slot {
     last_dial: Option<Instant>,
 }
 
+/// A fetch's progress callback.
+type ProgressFn = Box<dyn FnMut(&Progress)>;
+
 /// The loop state shared by serving and fetching.
 struct Exchange {
     handle: MeshHandle,
@@ -302,7 +305,7 @@ struct Exchange {
     /// The running fetch's end, once reported by the engine.
     done: Option<Result<(), FetchError>>,
     /// Called with the fetch's progress after each stored block.
-    progress: Option<Box<dyn FnMut(&Progress)>>,
+    progress: Option<ProgressFn>,
 }
 
 impl Exchange {
