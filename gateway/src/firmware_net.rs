@@ -230,9 +230,13 @@ impl FromStr for PeerAddr {
             .rsplit_once('@')
             .ok_or_else(|| PeerAddrError::Syntax(s.to_owned()))?;
         let bad_key = || PeerAddrError::Key(key.to_owned());
-        let key: [u8; 32] = match STANDARD.decode(key) {
-            Ok(bytes) => bytes.as_slice().try_into().map_err(|_| bad_key())?,
-            Err(_) => decode_key(key).map_err(|_| bad_key())?,
+        // 52 characters: the base32 of a `[[mesh.seed]]` key (also valid base64 characters,
+        // so the length decides); else base64 (44 characters).
+        let key: [u8; 32] = if key.len() == mesh::hashname::HASHNAME_TEXT_LEN {
+            decode_key(key).map_err(|_| bad_key())?
+        } else {
+            let bytes = STANDARD.decode(key).map_err(|_| bad_key())?;
+            bytes.as_slice().try_into().map_err(|_| bad_key())?
         };
         let addr = addr
             .parse()

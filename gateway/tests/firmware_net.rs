@@ -197,6 +197,43 @@ async fn a_peer_without_the_image_fails_the_fetch() {
     }
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_peer_times_the_fetch_out() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = add_image(t.path(), "image.bin", b"tiny", &t.path().join("other"));
+    // A UDP socket that never answers: the handshake goes unanswered.
+    let silent = std::net::UdpSocket::bind(loopback()).expect("bind");
+    let peer = PeerAddr {
+        key: Identity::from_bytes([3; 32]).public_key(),
+        addr: silent.local_addr().expect("addr"),
+    };
+    let opts = FetchOptions {
+        timeout: Duration::from_secs(2),
+        ..fetch_options()
+    };
+    let r = fetch(
+        Blockstore::open(t.path().join("b")).expect("store b"),
+        Identity::from_bytes([4; 32]),
+        vec![peer.record()],
+        root,
+        &opts,
+        |_| {},
+    )
+    .await;
+    match r {
+        Err(NetError::Timeout {
+            root: r,
+            connected: 0,
+            progress,
+            ..
+        }) => {
+            assert_eq!(r, root);
+            assert_eq!(progress.blocks_fetched, 0);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
 /// Kills the child process when dropped (also when the test fails).
 struct KillOnDrop(Child);
 
