@@ -320,20 +320,39 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
         ],
     );
     assert!(fs::read(dir.join("out.bin")).expect("output") == data);
-    // B now holds (and pinned) the image: without a peer it is rebuilt locally.
-    mef(
-        dir,
-        &[
-            "firmware",
-            "get",
-            &root,
-            "-o",
-            "again.bin",
-            "--store",
-            "store-b",
-        ],
-    );
-    assert!(fs::read(dir.join("again.bin")).expect("output") == data);
     assert!(dir.join(format!("store-b/pins/{root}.pin")).exists());
+
+    // SIGTERM stops the server cleanly.
+    let pid = server.0.id().to_string();
+    let term = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
+
+    // B holds the whole image: `get` works without a peer, and with a peer that is gone
+    // (no network needed).
+    let get = |out: &str, peer: Option<&str>| {
+        let mut args = vec!["firmware", "get", &root, "-o", out, "--store", "store-b"];
+        if let Some(p) = peer {
+            args.extend(["--peer", p, "--timeout", "1"]);
+        }
+        mef(dir, &args);
+        assert!(fs::read(dir.join(out)).expect("output") == data);
+    };
+    get("again.bin", None);
+    get("third.bin", Some(&peer_string));
     drop(server);
 }
