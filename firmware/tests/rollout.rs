@@ -124,24 +124,3 @@ fn a_budget_of_one_copy_with_a_liar_holding_some_still_completes() {
     let r = run_rollout(&cfg);
     all_done(&r, 12);
 }
-
-#[test]
-fn tmp_probe() {
-    if std::env::var("PROBE").is_err() {
-        return;
-    }
-    let g: usize = std::env::var("G")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
-    let r = run_rollout(&RolloutConfig {
-        image_bytes: 8 << 20,
-        gateways: g,
-        swarm_peers: 0,
-        manufacturer_up_bps: 20_000_000,
-        manufacturer_down_bps: 20_000_000,
-        deadline: Duration::from_secs(600),
-        ..RolloutConfig::default()
-    });
-    println!("{r:#?}");
-}

@@ -4,8 +4,11 @@
 //! * `add FILE [--car OUT]`: import into the on-disk blockstore and pin; print the root CID
 //!   exactly as `ipfs add --cid-version=1 -Q` does (optionally also write a CARv1 of the DAG).
 //! * `import-car CAR`: store a CAR's blocks (each verified against its CID); print its roots.
-//! * `get CID -o FILE`: rebuild a file, every block verified, written to a temp file and renamed
-//!   only on success (never a partial FILE).
+//! * `get CID -o FILE [--peer PEER]...`: rebuild a file, every block verified, written to a temp
+//!   file and renamed only on success (never a partial FILE); with `--peer`, blocks missing from
+//!   the store are first fetched from those mesh peers ([`crate::firmware_net::fetch`]).
+//! * `serve --key MESH_KEY`: serve the store's blocks to mesh peers until Ctrl-C/SIGTERM
+//!   ([`crate::firmware_net::Serving`]); prints this node's peer string first.
 //! * `publish`: sign a manifest with the manufacturer's ed25519 key (the `mef-gateway keygen`
 //!   file format).
 //! * `verify MANIFEST --trust KEY`: would a device accept this manifest?
@@ -13,12 +16,13 @@
 //!   [`firmware::update::Stager`] (nothing unverified reaches the staging directory).
 //!
 //! The file rebuilding works over any [`BlockSource`]; the commands here use the local blockstore
-//! ([`StoreBlocks`]).
+//! ([`StoreBlocks`]), filled from the mesh first when peers are given.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -39,6 +43,10 @@ use firmware::update::{
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::daemon::key::{self, KeyError};
+use crate::firmware_net::{
+    FetchOptions, MeshKeyError, NetError, PeerAddr, Serving, generate_identity, read_mesh_key,
+    shutdown_signal,
+};
 
 /// Files smaller than this get no progress bar.
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
@@ -122,6 +130,18 @@ pub enum FirmwareError {
     /// The arguments do not make sense together (what clap cannot check).
     #[error("{0}")]
     Usage(&'static str),
+    /// The mesh key file could not be read.
+    #[error(transparent)]
+    MeshKey(#[from] MeshKeyError),
+    /// Fetching from or serving to mesh peers failed.
+    #[error(transparent)]
+    Net(Box<NetError>),
+}
+
+impl From<NetError> for FirmwareError {
+    fn from(e: NetError) -> Self {
+        Self::Net(Box::new(e))
+    }
 }
 
 impl FirmwareError {
@@ -178,7 +198,9 @@ pub enum FirmwareCmd {
     },
     /// Rebuild the file CID from the blockstore into FILE, verifying every block.
     ///
-    /// FILE appears only once complete (written to a temp file, then renamed).
+    /// FILE appears only once complete (written to a temp file, then renamed). With --peer,
+    /// blocks missing from the store are first fetched from those mesh peers (each verified
+    /// against its CID, stored, and the image pinned); an interrupted fetch resumes.
     Get {
         /// The image root CID.
         #[arg(value_parser = parse_cid)]
@@ -189,6 +211,31 @@ pub enum FirmwareCmd {
         /// The firmware blockstore.
         #[command(flatten)]
         store: StoreArg,
+        /// A mesh peer serving the image, `KEY@IP:PORT` as `firmware serve` prints it;
+        /// repeatable.
+        #[arg(long = "peer", value_name = "PEER")]
+        peers: Vec<PeerAddr>,
+        /// This node's mesh key file (`keygen --mesh`); default: a fresh identity.
+        #[arg(long, value_name = "MESH_KEY_FILE", requires = "peers")]
+        key: Option<PathBuf>,
+        /// Give up fetching after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Serve the blockstore's blocks to mesh peers (`get --peer`) until Ctrl-C or SIGTERM.
+    ///
+    /// Prints this node's peer string (`KEY@IP:PORT`) on the first line of stdout, then its
+    /// hashname, its key in base32 (for a `[[mesh.seed]]` entry) and the bound address.
+    Serve {
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+        /// The mesh identity key file (`mef-gateway keygen --mesh`).
+        #[arg(long, value_name = "MESH_KEY_FILE")]
+        key: PathBuf,
+        /// UDP address of the mesh (port 0: any).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4242")]
+        listen: SocketAddr,
     },
     /// Sign a firmware manifest with the manufacturer's key; print its summary.
     ///
@@ -298,10 +345,57 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
                 eprintln!("root {root} is incomplete (block {missing} missing): not pinned");
             }
         }
-        FirmwareCmd::Get { cid, output, store } => {
-            let store = open_existing_store(&store.dir)?;
-            let n = get(&store, &cid, &output)?;
+        FirmwareCmd::Get {
+            cid,
+            output,
+            store,
+            peers,
+            key,
+            timeout,
+        } => {
+            let n = if peers.is_empty() {
+                let store = open_existing_store(&store.dir)?;
+                get(&store, &cid, &output)?
+            } else {
+                let opts = FetchOptions {
+                    timeout: Duration::from_secs(timeout),
+                    ..FetchOptions::default()
+                };
+                get_with_peers(&store.dir, &cid, &output, &peers, key.as_deref(), &opts)?
+            };
             eprintln!("wrote {} ({n} bytes)", output.display());
+        }
+        FirmwareCmd::Serve { store, key, listen } => {
+            let identity = read_mesh_key(&key)?;
+            let blocks = open_existing_store(&store.dir)?;
+            runtime()?.block_on(async {
+                let serving = Serving::start(blocks, identity, listen).await?;
+                // The first line is what `get --peer` takes. A closed stdout (a reader that
+                // took the first line and went) must not stop the server: errors are ignored.
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", serving.peer_addr())
+                    .and_then(|()| writeln!(out, "hashname: {}", serving.hashname()))
+                    .and_then(|()| {
+                        writeln!(
+                            out,
+                            "key:      {} (base32, for [[mesh.seed]])",
+                            serving.key_base32()
+                        )
+                    })
+                    .and_then(|()| writeln!(out, "listen:   {}", serving.local_addr()))
+                    .and_then(|()| out.flush());
+                drop(out);
+                eprintln!(
+                    "serving {} over the mesh; Ctrl-C to stop",
+                    store.dir.display()
+                );
+                let report = serving.run(shutdown_signal()).await?;
+                eprintln!(
+                    "served {} blocks ({} bytes) to {} peer(s)",
+                    report.stats.served.blocks, report.stats.served.block_bytes, report.peers
+                );
+                Ok::<(), FirmwareError>(())
+            })?;
         }
         FirmwareCmd::Publish {
             key: key_file,
@@ -677,6 +771,85 @@ pub fn get(store: &Blockstore, root: &Cid, output: &Path) -> Result<u64, Firmwar
     get_from(&src, root, output, |e, tmp| {
         export_error(store, &src, e, tmp)
     })
+}
+
+/// A single-threaded tokio runtime for the mesh commands.
+fn runtime() -> Result<tokio::runtime::Runtime, FirmwareError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("start", Path::new("tokio runtime")))
+}
+
+/// A spinner on stderr for a fetch whose total is unknown: blocks and bytes so far.
+fn fetch_bar() -> ProgressBar {
+    let style = ProgressStyle::with_template(
+        "{spinner} fetching: {msg}, {bytes} ({bytes_per_sec}), {elapsed}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let bar = ProgressBar::new_spinner()
+        .with_style(style)
+        .with_message("connecting");
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// [`get`], fetching the blocks missing from the store at `store_dir` (created if needed) from
+/// `peers` over the mesh first, with a progress spinner; the fetched image is pinned. If the
+/// store already holds the whole image, no network is used.
+pub fn get_with_peers(
+    store_dir: &Path,
+    root: &Cid,
+    output: &Path,
+    peers: &[PeerAddr],
+    key: Option<&Path>,
+    opts: &FetchOptions,
+) -> Result<u64, FirmwareError> {
+    let store = open_store(store_dir)?;
+    match get(&store, root, output) {
+        Err(FirmwareError::MissingBlock { .. }) => {}
+        other => return other,
+    }
+    let identity = match key {
+        Some(k) => read_mesh_key(k)?,
+        None => generate_identity()?,
+    };
+    let records = peers.iter().map(PeerAddr::record).collect();
+    let bar = fetch_bar();
+    let shown = bar.clone();
+    let result = runtime()?.block_on(crate::firmware_net::fetch(
+        store,
+        identity,
+        records,
+        *root,
+        opts,
+        move |p| {
+            shown.set_position(p.bytes_fetched);
+            shown.set_message(format!(
+                "{} blocks fetched, {} held",
+                p.blocks_fetched, p.blocks_held
+            ));
+        },
+    ));
+    bar.finish_and_clear();
+    let report = result?;
+    eprintln!(
+        "fetched {} blocks ({} bytes) from {} peer(s) in {:.1}s; {} blocks were already here",
+        report.progress.blocks_fetched,
+        report.progress.bytes_fetched,
+        report.peers,
+        report.elapsed.as_secs_f64(),
+        report.progress.blocks_held
+    );
+    let store = open_store(store_dir)?;
+    let n = get(&store, root, output)?;
+    match pin_image(&store, root) {
+        Ok(_) => {}
+        Err(UpdateError::Blockstore(e)) => return Err(FirmwareError::Store(e)),
+        Err(UpdateError::Export(source)) => return Err(FirmwareError::Export(source)),
+        Err(e) => return Err(FirmwareError::stage(e)),
+    }
+    Ok(n)
 }
 
 /// A writer advancing a progress bar.

@@ -8,6 +8,7 @@ pub mod ble;
 pub mod bthome;
 pub mod daemon;
 pub mod firmware_cli;
+pub mod firmware_net;
 pub mod lora;
 pub mod lpp;
 pub mod reading;

@@ -4,9 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use clap::{Parser, Subcommand};
 use gateway::daemon::{self, Config, RunOptions, Simulate};
-use gateway::firmware_cli;
+use gateway::{firmware_cli, firmware_net};
 
 /// MEF gateway: receives BLE (BTHome) and LoRa (Semtech UDP packet forwarder, Cayenne LPP)
 /// sensor readings, stores every reading durably before acknowledging it, and forwards signed
@@ -30,11 +32,16 @@ struct Cli {
 enum Cmd {
     /// Generate the ed25519 key that signs uplink batches; print its public key (base64).
     ///
-    /// The base64 secret key is written to --out (mode 0600, refusing to overwrite).
+    /// The base64 secret key is written to --out (mode 0600, refusing to overwrite). With
+    /// --mesh, generate a mesh identity (X25519, for `firmware serve` / `get --peer`) instead;
+    /// print its public key (base64) and its hashname.
     Keygen {
         /// File to write the secret key to.
         #[arg(long, env = "MEF_GATEWAY_KEY_OUT")]
         out: PathBuf,
+        /// A mesh identity key instead of a batch-signing key.
+        #[arg(long)]
+        mesh: bool,
     },
     /// Run the gateway with a TOML configuration until SIGINT or SIGTERM.
     Run {
@@ -66,7 +73,7 @@ enum Cmd {
         #[arg(long)]
         metrics: bool,
     },
-    /// Firmware images (issue 7): add, import-car, get, publish, verify, stage.
+    /// Firmware images (issue 7): add, import-car, get, serve, publish, verify, stage.
     ///
     /// Images live in a content-addressed blockstore (--store, default ./mef-firmware); CIDs are
     /// those `ipfs add --cid-version=1` gives. Manifests are signed with a `keygen` key.
@@ -111,7 +118,13 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Keygen { out } => {
+        Cmd::Keygen { out, mesh: true } => {
+            let id = firmware_net::generate_identity()?;
+            firmware_net::write_mesh_key(&out, &id)?;
+            println!("{}", STANDARD.encode(id.public_key()));
+            println!("hashname: {}", id.hashname());
+        }
+        Cmd::Keygen { out, mesh: false } => {
             let key = daemon::key::generate()?;
             daemon::key::write(&out, &key)?;
             println!("{}", daemon::key::public_base64(&key));

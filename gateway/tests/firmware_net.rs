@@ -1,0 +1,358 @@
+//! Firmware over the real encrypted mesh on loopback (issue 7): a served store and a fetching
+//! store in one process (two mesh drivers), a resumed fetch, and `mef-gateway firmware serve` /
+//! `get --peer` end to end as separate processes.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use cid::Cid;
+use firmware::blockstore::Blockstore;
+use firmware::exchange::Progress;
+use firmware::unixfs::importer::import;
+use firmware::unixfs::{MemoryBlocks, RAW_CODEC};
+use gateway::firmware_cli;
+use gateway::firmware_net::{
+    FetchOptions, FetchReport, NetError, PeerAddr, ServeReport, Serving, fetch,
+};
+use mesh::Identity;
+use tokio::sync::oneshot;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mef-gateway");
+const IMAGE_BYTES: usize = 3 << 20;
+
+/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn fetch_options() -> FetchOptions {
+    FetchOptions {
+        bind: loopback(),
+        timeout: Duration::from_secs(60),
+        ..FetchOptions::default()
+    }
+}
+
+/// Writes the image to `dir/name` and adds it to the store `store` (pinned); returns its root.
+fn add_image(dir: &Path, name: &str, data: &[u8], store: &Path) -> Cid {
+    let file = dir.join(name);
+    fs::write(&file, data).expect("write image");
+    firmware_cli::add(&file, store, None).expect("add").root
+}
+
+/// Serves `served` and fetches `root` into `fetcher` at the same time, in this task; the
+/// server stops once the fetch ended. Returns both results and the progress seen.
+async fn serve_and_fetch(
+    served: &Path,
+    fetcher: &Path,
+    root: Cid,
+) -> (Result<FetchReport, NetError>, ServeReport, Vec<Progress>) {
+    let serving = Serving::start(
+        Blockstore::open(served).expect("served store"),
+        Identity::from_bytes([1; 32]),
+        loopback(),
+    )
+    .await
+    .expect("serve");
+    let peer = serving.peer_addr();
+    assert_eq!(peer.addr, serving.local_addr(), "bound to 127.0.0.1");
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    let log = seen.clone();
+    let fetching = async {
+        let r = fetch(
+            Blockstore::open(fetcher).expect("fetcher store"),
+            Identity::from_bytes([2; 32]),
+            vec![peer.record()],
+            root,
+            &fetch_options(),
+            move |p| log.borrow_mut().push(*p),
+        )
+        .await;
+        let _ = stop_tx.send(());
+        r
+    };
+    let stop = async {
+        let _ = stop_rx.await;
+    };
+    let (fetched, served) = tokio::join!(fetching, serving.run(stop));
+    let progress = seen.borrow().clone();
+    (fetched, served.expect("server stops cleanly"), progress)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_three_mebibyte_image_is_fetched_over_the_mesh_and_rebuilt_identical() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = pattern(IMAGE_BYTES, 3);
+    let root = add_image(t.path(), "image.bin", &data, &t.path().join("a"));
+    let (expect_root, blocks) = import(&data[..], MemoryBlocks::default()).expect("import");
+    assert_eq!(root, expect_root);
+    let total = blocks.blocks.len() as u64;
+
+    let (fetched, served, progress) =
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+    let report = fetched.expect("fetch completes");
+    assert_eq!(report.root, root);
+    assert_eq!(report.progress.blocks_fetched, total);
+    assert_eq!(report.progress.blocks_held, 0);
+    assert_eq!(report.peers, 1);
+    assert!(report.progress.bytes_fetched >= IMAGE_BYTES as u64);
+    assert_eq!(served.peers, 1);
+    assert_eq!(served.stats.served.blocks, total, "each block sent once");
+    // The progress callback was called for every block, counting up.
+    assert_eq!(progress.len() as u64, total);
+    assert!(
+        progress
+            .windows(2)
+            .all(|w| w[0].blocks_fetched <= w[1].blocks_fetched)
+    );
+    assert_eq!(progress.last().map(|p| p.blocks_fetched), Some(total));
+
+    // Rebuilt from the fetcher's store alone, verified: byte-identical, same CID.
+    let b = Blockstore::open(t.path().join("b")).expect("store b");
+    let out = t.path().join("out.bin");
+    assert_eq!(
+        firmware_cli::get(&b, &root, &out).expect("rebuild"),
+        IMAGE_BYTES as u64
+    );
+    let rebuilt = fs::read(&out).expect("read output");
+    assert!(rebuilt == data, "rebuilt image differs");
+    let (again, _) = import(&rebuilt[..], MemoryBlocks::default()).expect("re-import");
+    assert_eq!(again, root);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_resumed_fetch_transfers_only_the_missing_blocks() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = pattern(IMAGE_BYTES, 4);
+    let root = add_image(t.path(), "image.bin", &data, &t.path().join("a"));
+    let (_, blocks) = import(&data[..], MemoryBlocks::default()).expect("import");
+    let total = blocks.blocks.len() as u64;
+    // An interrupted first fetch: half the leaves are already in the fetcher's store.
+    let leaves: Vec<Cid> = blocks
+        .order
+        .iter()
+        .copied()
+        .filter(|c| c.codec() == RAW_CODEC)
+        .collect();
+    assert!(leaves.len() >= 12, "3 MiB is at least 12 chunks");
+    let half = leaves.len() / 2;
+    let b = Blockstore::open(t.path().join("b")).expect("store b");
+    for cid in leaves.iter().step_by(2).take(half) {
+        b.put(cid, &blocks.blocks[cid]).expect("pre-populate");
+    }
+    drop(b);
+
+    let (fetched, served, _) =
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+    let report = fetched.expect("fetch completes");
+    assert_eq!(report.progress.blocks_held, half as u64);
+    assert_eq!(report.progress.blocks_fetched, total - half as u64);
+    assert_eq!(
+        served.stats.served.blocks,
+        total - half as u64,
+        "only the missing blocks crossed the mesh"
+    );
+    let b = Blockstore::open(t.path().join("b")).expect("store b");
+    let out = t.path().join("out.bin");
+    firmware_cli::get(&b, &root, &out).expect("rebuild");
+    assert!(fs::read(&out).expect("read output") == data);
+
+    // A third fetch finds everything held and asks for nothing.
+    let (fetched, served, _) =
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+    let report = fetched.expect("fetch completes");
+    assert_eq!(report.progress.blocks_fetched, 0);
+    assert_eq!(report.progress.blocks_held, total);
+    assert_eq!(served.stats.served.blocks, 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_peer_without_the_image_fails_the_fetch() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = pattern(300_000, 5);
+    let root = add_image(t.path(), "image.bin", &data, &t.path().join("other"));
+    // The served store exists but does not hold the image.
+    Blockstore::open(t.path().join("a")).expect("store a");
+    let (fetched, _, _) = serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+    match fetched {
+        Err(NetError::Fetch { root: r, .. }) => assert_eq!(r, root),
+        other => panic!("expected a failed fetch, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_silent_peer_times_the_fetch_out() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let root = add_image(t.path(), "image.bin", b"tiny", &t.path().join("other"));
+    // A UDP socket that never answers: the handshake goes unanswered.
+    let silent = std::net::UdpSocket::bind(loopback()).expect("bind");
+    let peer = PeerAddr {
+        key: Identity::from_bytes([3; 32]).public_key(),
+        addr: silent.local_addr().expect("addr"),
+    };
+    let opts = FetchOptions {
+        timeout: Duration::from_secs(2),
+        ..fetch_options()
+    };
+    let r = fetch(
+        Blockstore::open(t.path().join("b")).expect("store b"),
+        Identity::from_bytes([4; 32]),
+        vec![peer.record()],
+        root,
+        &opts,
+        |_| {},
+    )
+    .await;
+    match r {
+        Err(NetError::Timeout {
+            root: r,
+            connected: 0,
+            progress,
+            ..
+        }) => {
+            assert_eq!(r, root);
+            assert_eq!(progress.blocks_fetched, 0);
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+}
+
+/// Kills the child process when dropped (also when the test fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mef(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
+        .env("MEF_GATEWAY_LOG", "warn")
+        .output()
+        .expect("run mef-gateway");
+    assert!(
+        out.status.success(),
+        "mef-gateway {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+#[test]
+fn cli_serve_and_get_from_a_peer_end_to_end() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let data = pattern(IMAGE_BYTES + 12_345, 6);
+    fs::write(dir.join("image.bin"), &data).expect("write image");
+    let keygen = mef(dir, &["keygen", "--mesh", "--out", "mesh.key"]);
+    let pubkey = keygen.lines().next().expect("public key line").to_owned();
+    let root = mef(dir, &["firmware", "add", "image.bin", "--store", "store-a"])
+        .trim()
+        .to_owned();
+
+    let child = Command::new(BIN)
+        .args([
+            "firmware",
+            "serve",
+            "--store",
+            "store-a",
+            "--key",
+            "mesh.key",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .env("MEF_GATEWAY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let mut server = KillOnDrop(child);
+    let stdout = server.0.stdout.take().expect("serve stdout");
+    let mut stdout = BufReader::new(stdout);
+    let mut first = String::new();
+    stdout.read_line(&mut first).expect("read the peer string");
+    // The rest of its output is read (and dropped) as it comes.
+    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+    let peer_string = first.trim().to_owned();
+    let peer: PeerAddr = peer_string.parse().expect("serve prints a peer string");
+    assert_eq!(peer.addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(peer.addr.port(), 0);
+    assert!(peer_string.starts_with(&pubkey), "the key of keygen --mesh");
+
+    // An empty store B (it does not even exist yet) fetches the image from the server.
+    mef(
+        dir,
+        &[
+            "firmware",
+            "get",
+            &root,
+            "-o",
+            "out.bin",
+            "--store",
+            "store-b",
+            "--peer",
+            &peer_string,
+            "--timeout",
+            "60",
+        ],
+    );
+    assert!(fs::read(dir.join("out.bin")).expect("output") == data);
+    assert!(dir.join(format!("store-b/pins/{root}.pin")).exists());
+
+    // SIGTERM stops the server cleanly.
+    let pid = server.0.id().to_string();
+    let term = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("run kill");
+    assert!(term.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "serve exits 0 on SIGTERM: {status}");
+
+    // B holds the whole image: `get` works without a peer, and with a peer that is gone
+    // (no network needed).
+    let get = |out: &str, peer: Option<&str>| {
+        let mut args = vec!["firmware", "get", &root, "-o", out, "--store", "store-b"];
+        if let Some(p) = peer {
+            args.extend(["--peer", p, "--timeout", "1"]);
+        }
+        mef(dir, &args);
+        assert!(fs::read(dir.join(out)).expect("output") == data);
+    };
+    get("again.bin", None);
+    get("third.bin", Some(&peer_string));
+    drop(server);
+}
