@@ -36,8 +36,7 @@ use crate::unixfs::reader::export;
 use crate::unixfs::{BlockSink, BlockSource, MemoryBlocks};
 use crate::update::{Decision, Stager, UpdatePolicy, VerifiedUpdate};
 
-/// The mesh channel type the exchange runs on.
-pub const CHANNEL_KIND: &str = "fw-exchange";
+pub use crate::exchange::CHANNEL_KIND;
 
 /// Bytes handed to a mesh channel per `send` call.
 const WRITE_CHUNK: usize = 64 * 1024;

@@ -46,8 +46,7 @@ use mesh::node::{MeshConfig, MeshError, MeshEvent};
 use mesh::{Hashname, Identity};
 use zeroize::Zeroize;
 
-/// The mesh channel type the exchange runs on (the same as `firmware::sim::CHANNEL_KIND`).
-pub const CHANNEL_KIND: &str = "fw-exchange";
+pub use firmware::exchange::CHANNEL_KIND;
 
 /// Bytes handed to a mesh channel per `send` call.
 const WRITE_CHUNK: usize = 64 * 1024;

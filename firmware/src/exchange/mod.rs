@@ -31,6 +31,9 @@ pub use session::{
     FailReason, PeerKind, PenaltyReason, Progress, Session, SessionConfig, SessionEvent,
 };
 
+/// The mesh channel type (a reliable channel) the exchange runs on between devices.
+pub const CHANNEL_KIND: &str = "fw-exchange";
+
 /// Identifies a peer to a [`Session`] or [`Server`] (the caller's connection handle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
