@@ -38,7 +38,7 @@ use firmware::unixfs::{
 };
 use firmware::update::{
     Decision, Stager, StoreBlocks, UpdateError, UpdatePolicy, authenticate, check_version,
-    pin_image, write_dag_car,
+    dag_blocks, pin_image, write_dag_car,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -305,6 +305,17 @@ pub enum FirmwareCmd {
         /// The staging directory (created if needed).
         #[arg(long, value_name = "DIR")]
         staging: PathBuf,
+        /// A mesh peer serving the image (`KEY@IP:PORT`, as `firmware serve` prints it),
+        /// repeatable: blocks missing from the store are fetched from them (after the manifest
+        /// is checked, before anything is staged).
+        #[arg(long = "peer", value_name = "PEER")]
+        peers: Vec<PeerAddr>,
+        /// This node's mesh key file (`keygen --mesh`); default: a fresh identity.
+        #[arg(long, value_name = "MESH_KEY_FILE", requires = "peers")]
+        key: Option<PathBuf>,
+        /// Give up fetching after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        timeout: u64,
     },
 }
 
@@ -451,10 +462,21 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             current,
             store,
             staging,
+            peers,
+            key,
+            timeout,
         } => {
             let signed = read_manifest(&manifest)?;
             let policy = UpdatePolicy::new(model, current, trust);
-            let staged = stage(&policy, &signed, &store.dir, &staging)?;
+            let fetch = (!peers.is_empty()).then(|| PeerFetch {
+                peers,
+                key,
+                opts: FetchOptions {
+                    timeout: Duration::from_secs(timeout),
+                    ..FetchOptions::default()
+                },
+            });
+            let staged = stage(&policy, &signed, &store.dir, &staging, fetch.as_ref())?;
             println!("{}", staged.display());
         }
     }
@@ -810,6 +832,27 @@ pub fn get_with_peers(
         Err(FirmwareError::MissingBlock { .. }) => {}
         other => return other,
     }
+    fetch_from_peers(store, root, peers, key, opts)?;
+    let store = open_store(store_dir)?;
+    let n = get(&store, root, output)?;
+    match pin_image(&store, root) {
+        Ok(_) => {}
+        Err(UpdateError::Blockstore(e)) => return Err(FirmwareError::Store(e)),
+        Err(UpdateError::Export(source)) => return Err(FirmwareError::Export(source)),
+        Err(e) => return Err(FirmwareError::stage(e)),
+    }
+    Ok(n)
+}
+
+/// Fetches the DAG under `root` into `store` from mesh `peers`, with a progress bar on stderr
+/// (blocks already in the store are not fetched again).
+fn fetch_from_peers(
+    store: Blockstore,
+    root: &Cid,
+    peers: &[PeerAddr],
+    key: Option<&Path>,
+    opts: &FetchOptions,
+) -> Result<(), FirmwareError> {
     let identity = match key {
         Some(k) => read_mesh_key(k)?,
         None => generate_identity()?,
@@ -841,15 +884,18 @@ pub fn get_with_peers(
         report.elapsed.as_secs_f64(),
         report.progress.blocks_held
     );
-    let store = open_store(store_dir)?;
-    let n = get(&store, root, output)?;
-    match pin_image(&store, root) {
-        Ok(_) => {}
-        Err(UpdateError::Blockstore(e)) => return Err(FirmwareError::Store(e)),
-        Err(UpdateError::Export(source)) => return Err(FirmwareError::Export(source)),
-        Err(e) => return Err(FirmwareError::stage(e)),
-    }
-    Ok(n)
+    Ok(())
+}
+
+/// Where `stage` fetches missing blocks from.
+#[derive(Debug, Clone)]
+pub struct PeerFetch {
+    /// Mesh peers serving the image.
+    pub peers: Vec<PeerAddr>,
+    /// This node's mesh key file; `None`: a fresh identity.
+    pub key: Option<PathBuf>,
+    /// Timeout and session tuning.
+    pub opts: FetchOptions,
 }
 
 /// A writer advancing a progress bar.
@@ -935,11 +981,19 @@ pub fn stage(
     signed: &SignedManifest,
     store_dir: &Path,
     staging: &Path,
+    fetch: Option<&PeerFetch>,
 ) -> Result<PathBuf, FirmwareError> {
     let update = match policy.check(signed).map_err(FirmwareError::refused)? {
         Decision::Update(u) => u,
         Decision::UpToDate { version } => return Err(FirmwareError::UpToDate(version)),
     };
+    let root = update.manifest().root;
+    if let Some(f) = fetch {
+        let store = open_store(store_dir)?;
+        if dag_blocks(&StoreBlocks::new(&store), &root).is_err() {
+            fetch_from_peers(store, &root, &f.peers, f.key.as_deref(), &f.opts)?;
+        }
+    }
     let store = open_existing_store(store_dir)?;
     let stager = Stager::open(staging).map_err(FirmwareError::stage)?;
     let src = StoreBlocks::new(&store);

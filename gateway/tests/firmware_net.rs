@@ -322,6 +322,55 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
     assert!(fs::read(dir.join("out.bin")).expect("output") == data);
     assert!(dir.join(format!("store-b/pins/{root}.pin")).exists());
 
+    // The update flow: a signed manifest checked, the image fetched from the peer into an
+    // empty store C, rebuilt with every block verified, and staged.
+    let maker = mef(dir, &["keygen", "--out", "maker.key"])
+        .trim()
+        .to_owned();
+    mef(
+        dir,
+        &[
+            "firmware",
+            "publish",
+            "--key",
+            "maker.key",
+            "--model",
+            "mef-gw",
+            "--version",
+            "1.1.0",
+            "image.bin",
+            "-o",
+            "fw.manifest",
+            "--store",
+            "store-m",
+        ],
+    );
+    let staged = mef(
+        dir,
+        &[
+            "firmware",
+            "stage",
+            "fw.manifest",
+            "--trust",
+            &maker,
+            "--model",
+            "mef-gw",
+            "--current",
+            "1.0.0",
+            "--store",
+            "store-c",
+            "--staging",
+            "staging",
+            "--peer",
+            &peer_string,
+            "--timeout",
+            "60",
+        ],
+    );
+    let staged = staged.trim();
+    assert!(staged.ends_with("mef-gw-1.1.0.bin"), "{staged}");
+    assert!(fs::read(dir.join(staged)).expect("staged") == data);
+
     // SIGTERM stops the server cleanly.
     let pid = server.0.id().to_string();
     let term = Command::new("kill")
