@@ -735,3 +735,25 @@ proptest! {
         prop_assert!(MAX_CID_LEN >= 36);
     }
 }
+
+#[test]
+fn identical_chunks_are_fetched_once() {
+    // 2 MiB of 0xff padding (8 identical 256 KiB leaves) after 1 MiB of data.
+    let mut data = pattern(1 << 20, 9);
+    data.extend(std::iter::repeat_n(0xffu8, 2 << 20));
+    let (root, blocks) = import_image(&data);
+    assert_eq!(blocks.blocks.len(), 1 + 4 + 1, "root, 4 data leaves, 1 padding leaf");
+    let mut net = Net::new(
+        Session::new(root, SessionConfig::default()),
+        vec![(ms(5), Behaviour::Honest, blocks)],
+    );
+    net.run(None);
+    assert!(net.completed());
+    assert_eq!(export_to_vec(&net.store, &root).expect("export"), data);
+    let mut asked: Vec<Cid> = net.want_blocks.iter().map(|(_, c)| *c).collect();
+    let n = asked.len();
+    asked.sort_by_key(|c| c.to_bytes());
+    asked.dedup();
+    assert_eq!(n, asked.len(), "a block was asked for twice");
+    assert_eq!(n, 6);
+}
