@@ -742,7 +742,11 @@ fn identical_chunks_are_fetched_once() {
     let mut data = pattern(1 << 20, 9);
     data.extend(std::iter::repeat_n(0xffu8, 2 << 20));
     let (root, blocks) = import_image(&data);
-    assert_eq!(blocks.blocks.len(), 1 + 4 + 1, "root, 4 data leaves, 1 padding leaf");
+    assert_eq!(
+        blocks.blocks.len(),
+        1 + 4 + 1,
+        "root, 4 data leaves, 1 padding leaf"
+    );
     let mut net = Net::new(
         Session::new(root, SessionConfig::default()),
         vec![(ms(5), Behaviour::Honest, blocks)],
