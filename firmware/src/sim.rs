@@ -386,12 +386,7 @@ impl Default for RolloutConfig {
             access_delay: Duration::from_millis(10),
             seed: 1,
             deadline: Duration::from_secs(3600),
-            session: SessionConfig {
-                window: 2,
-                provider_window: 2,
-                wait_for_peers: true,
-                ..SessionConfig::default()
-            },
+            session: SessionConfig::swarm(),
             manufacturer_copies: Some(2),
             liars: 0,
             stage_dir: None,

@@ -46,7 +46,7 @@
 //! * **Resume.** [`Session::resume`] takes the blocks already held (a [`BlockSource`]); held
 //!   blocks are never requested (held dag-pb nodes are read to learn their children).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
@@ -113,6 +113,24 @@ impl Default for SessionConfig {
             lookahead: 256,
             seed: 0,
             wait_for_peers: false,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Tuning for a device in a swarm (a gateway during a roll-out): 2 wants per peer, so a
+    /// 10 Mbit/s uplink shared by a dozen requesters still answers each within the timeout;
+    /// 10 s before a silent peer's wants move (at 5 s, in the 100-gateway roll-out, 2,542 wants
+    /// timed out at peers that were only busy and 11 % of the block bytes were sent twice; at
+    /// 10 s, 57 and none); waits for peers rather than failing when a block is not yet
+    /// anywhere.
+    pub fn swarm() -> Self {
+        Self {
+            window: 2,
+            provider_window: 2,
+            want_timeout: Duration::from_secs(10),
+            wait_for_peers: true,
+            ..Self::default()
         }
     }
 }
@@ -258,9 +276,10 @@ pub struct Session {
     peers: BTreeMap<PeerId, PeerState>,
     /// Depth-first frontier of CIDs to fetch (front = next).
     frontier: VecDeque<Pending>,
-    /// Swarm peers that announced HAVE, for CIDs in the frontier or wanted.
-    announced: HashMap<Cid, Vec<PeerId>>,
-    wants: HashMap<Cid, Want>,
+    /// Swarm peers that announced HAVE, for CIDs in the frontier or wanted. (Ordered maps:
+    /// iteration order decides re-request order, and a simulation must replay bit for bit.)
+    announced: BTreeMap<Cid, Vec<PeerId>>,
+    wants: BTreeMap<Cid, Want>,
     /// Messages being assembled, per peer, drained by `poll_transmit`.
     outbox: BTreeMap<PeerId, VecDeque<Message>>,
     events: VecDeque<SessionEvent>,
@@ -293,8 +312,8 @@ impl Session {
             held: None,
             peers: BTreeMap::new(),
             frontier: VecDeque::new(),
-            announced: HashMap::new(),
-            wants: HashMap::new(),
+            announced: BTreeMap::new(),
+            wants: BTreeMap::new(),
             outbox: BTreeMap::new(),
             events: VecDeque::new(),
             progress: Progress::default(),
