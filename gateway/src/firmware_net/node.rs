@@ -334,7 +334,7 @@ impl FirmwareNode {
             up.scan(on_event);
             if up.running.is_none() && up.retry_at.is_none_or(|t| now >= t) {
                 up.retry_at = None;
-                up.start_fetch(ex, on_event)?;
+                up.start_fetch(ex, on_event);
             }
             ex.drain_engine().await;
             ex.flush().await?;
@@ -450,31 +450,24 @@ impl Updater {
             .max_by_key(|(_, u)| u.manifest().version)
     }
 
-    fn start_fetch(
-        &mut self,
-        ex: &mut Exchange,
-        on_event: &mut impl FnMut(&NodeEvent),
-    ) -> Result<(), NetError> {
+    fn start_fetch(&mut self, ex: &mut Exchange, on_event: &mut impl FnMut(&NodeEvent)) {
         let Some((path, update)) = self.best() else {
-            return Ok(());
+            return;
         };
         let root = update.manifest().root;
-        // Blocks already in the store are walked, not requested.
-        let held = Blockstore::open(ex.engine.store().root()).map_err(NetError::Store)?;
         let now = Instant::now();
-        if let Err(e) = ex
-            .engine
-            .fetch(now, root, self.cfg.session.clone(), Some(Box::new(held)))
-        {
+        // Blocks already in the store are walked, not requested.
+        let started = Blockstore::open(ex.engine.store().root())
+            .map_err(|e| e.to_string())
+            .and_then(|held| {
+                ex.engine
+                    .fetch(now, root, self.cfg.session.clone(), Some(Box::new(held)))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(reason) = started {
             self.retry_at = Some(now + self.cfg.retry_after);
-            self.report(
-                on_event,
-                NodeEvent::Failed {
-                    root,
-                    reason: e.to_string(),
-                },
-            );
-            return Ok(());
+            self.report(on_event, NodeEvent::Failed { root, reason });
+            return;
         }
         self.report(
             on_event,
@@ -488,7 +481,6 @@ impl Updater {
             update,
             started: now,
         });
-        Ok(())
     }
 
     /// The engine's fetch ended: stage the image (rebuilt and verified again from the store),
@@ -510,7 +502,6 @@ impl Updater {
                 ex.engine.store(),
                 self.pinned.as_ref(),
             )
-            .map_err(|e| e.to_string())
         });
         match outcome {
             Ok(image) => {
@@ -535,13 +526,13 @@ fn stage(
     update: &VerifiedUpdate,
     store: &Blockstore,
     previous: Option<&Cid>,
-) -> Result<StagedImage, UpdateError> {
-    let stager = Stager::open(staging)?;
+) -> Result<StagedImage, String> {
+    let stager = Stager::open(staging).map_err(|e| e.to_string())?;
     let src = StoreBlocks::new(store);
     let staged = stager.stage(update, &src).map_err(|e| match e {
-        UpdateError::Export(source) => src.explain(source),
-        other => other,
+        UpdateError::Export(source) => src.explain(source).to_string(),
+        other => other.to_string(),
     })?;
-    replace_pin(store, &staged.root, previous)?;
+    replace_pin(store, &staged.root, previous).map_err(|e| e.to_string())?;
     Ok(staged)
 }
