@@ -13,9 +13,9 @@
 //! * [`fetch`]: connect to given peers (as providers), fetch the DAG under a root into the
 //!   on-disk store, every block verified against its CID before it is stored. Blocks already
 //!   in the store are not fetched again (an interrupted fetch resumes).
-//! * [`FirmwareNode`] (`firmware_net/node.rs`): a gateway in the firmware swarm: serves like [`Serving`],
-//!   dials configured providers and swarm peers, and fetches, verifies and stages the newest
-//!   update among the signed manifests in a watched directory.
+//! * [`FirmwareNode`] (`firmware_net/node.rs`): a gateway in the firmware swarm: serves like
+//!   [`Serving`], dials configured providers and swarm peers, and fetches, verifies and stages
+//!   the newest update among the signed manifests in a watched directory.
 //!
 //! Peers are named by a [`PeerAddr`]: `<X25519 public key, base64>@<ip:port>` (the hashname
 //! is derived from the key). Mesh identities live in key files of one base64 line (32 secret
