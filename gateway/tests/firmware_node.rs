@@ -328,6 +328,77 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     assert_eq!(staged_files, 0, "nothing staged");
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let data = pattern(400_000, 24);
+    // The image is imported into a store nobody serves; the manufacturer's node lacks it.
+    let root = add_image(dir, "image.bin", &data, &dir.join("store-elsewhere"));
+    let m = dir.join("manifests-g");
+    fs::create_dir_all(&m).expect("manifest dir");
+    publish(
+        &maker_key(),
+        version(1, 1, 0),
+        root,
+        data.len(),
+        &m.join("fw.manifest"),
+    );
+    let maker = Serving::start(
+        Blockstore::open(dir.join("store-m")).expect("maker store"),
+        Identity::from_bytes([6; 32]),
+        loopback(),
+    )
+    .await
+    .expect("maker");
+    let mut cfg = update_config(dir, "g");
+    cfg.fetch_timeout = Duration::from_millis(800);
+    cfg.retry_after = Duration::from_millis(500);
+    let mut g = FirmwareNode::start(
+        Blockstore::open(dir.join("store-g")).expect("store g"),
+        Identity::from_bytes([7; 32]),
+        loopback(),
+        Some(cfg),
+    )
+    .await
+    .expect("gateway");
+    g.add_peer(maker.peer_addr(), PeerKind::Provider)
+        .await
+        .expect("provider");
+    let log: Log = Log::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (served, report, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx)),
+        g.run(stopper(&stop_rx), recorder(&log)),
+        async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let _ = stop_tx.send(true);
+        }
+    );
+    served.expect("maker stops");
+    let report = report.expect("gateway stops");
+    let events = log.borrow().clone();
+    let fetching = events
+        .iter()
+        .filter(|ev| matches!(ev, NodeEvent::Fetching { root: r, .. } if *r == root))
+        .count();
+    let timed_out = events
+        .iter()
+        .filter(|ev| {
+            matches!(ev, NodeEvent::Failed { root: r, reason } if *r == root
+                && reason.starts_with("timed out"))
+        })
+        .count();
+    assert!(fetching >= 2, "retried: {events:?}");
+    assert!(timed_out >= 1, "timed out: {events:?}");
+    assert!(report.staged.is_empty());
+    assert_eq!(report.current, Some(version(1, 0, 0)));
+    let staged_files = fs::read_dir(dir.join("staging-g"))
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(staged_files, 0, "nothing staged");
+}
+
 /// Kills the child process when dropped (also when the test fails).
 struct KillOnDrop(Child);
 
