@@ -8,7 +8,10 @@
 //!   file and renamed only on success (never a partial FILE); with `--peer`, blocks missing from
 //!   the store are first fetched from those mesh peers ([`crate::firmware_net::fetch`]).
 //! * `serve --key MESH_KEY`: serve the store's blocks to mesh peers until Ctrl-C/SIGTERM
-//!   ([`crate::firmware_net::Serving`]); prints this node's peer string first.
+//!   ([`crate::firmware_net::Serving`]); prints this node's peer string first. With
+//!   `--manifests DIR …` the gateway is a swarm member ([`crate::firmware_net::FirmwareNode`]):
+//!   newer signed manifests dropped into DIR are fetched from providers and other gateways,
+//!   verified and staged (`staged PATH` on stdout), and the blocks served on.
 //! * `publish`: sign a manifest with the manufacturer's ed25519 key (the `mef-gateway keygen`
 //!   file format).
 //! * `verify MANIFEST --trust KEY`: would a device accept this manifest?
@@ -44,9 +47,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::daemon::key::{self, KeyError};
 use crate::firmware_net::{
-    FetchOptions, MeshKeyError, NetError, PeerAddr, Serving, generate_identity, read_mesh_key,
-    shutdown_signal,
+    FetchOptions, FirmwareNode, MeshKeyError, NetError, NodeEvent, PeerAddr, Serving, UpdateConfig,
+    generate_identity, read_mesh_key, shutdown_signal,
 };
+use firmware::exchange::PeerKind;
 
 /// Files smaller than this get no progress bar.
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
@@ -226,8 +230,13 @@ pub enum FirmwareCmd {
     ///
     /// Prints this node's peer string (`KEY@IP:PORT`) on the first line of stdout, then its
     /// hashname, its key in base32 (for a `[[mesh.seed]]` entry) and the bound address.
+    ///
+    /// With --manifests the node is also a member of the firmware swarm: it watches DIR for
+    /// `*.manifest` files, fetches the newest valid update from --provider and --swarm-peer
+    /// peers (and gateways that connect to it), stages it in --staging (a `staged PATH` line
+    /// on stdout), and keeps serving its blocks to the other gateways.
     Serve {
-        /// The firmware blockstore.
+        /// The firmware blockstore (created with --manifests if missing).
         #[command(flatten)]
         store: StoreArg,
         /// The mesh identity key file (`mef-gateway keygen --mesh`).
@@ -236,6 +245,40 @@ pub enum FirmwareCmd {
         /// UDP address of the mesh (port 0: any).
         #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:4242")]
         listen: SocketAddr,
+        /// Watch this directory for signed manifests (`firmware publish` output, `*.manifest`)
+        /// and fetch, verify and stage newer images as a swarm member.
+        #[arg(
+            long,
+            value_name = "DIR",
+            requires_all = ["trust", "model", "current", "staging"]
+        )]
+        manifests: Option<PathBuf>,
+        /// A trusted manufacturer public key (base64); repeatable (with --manifests).
+        #[arg(long, value_name = "PUBKEY", value_parser = parse_pubkey, requires = "manifests")]
+        trust: Vec<VerifyingKey>,
+        /// The device model (with --manifests).
+        #[arg(long, requires = "manifests")]
+        model: Option<String>,
+        /// The running version; only newer manifests are fetched (with --manifests).
+        #[arg(long, value_name = "X.Y.Z", requires = "manifests")]
+        current: Option<Version>,
+        /// The staging directory, created if needed (with --manifests).
+        #[arg(long, value_name = "DIR", requires = "manifests")]
+        staging: Option<PathBuf>,
+        /// The manufacturer's node (`KEY@IP:PORT`): dialled, asked for the blocks the swarm
+        /// lacks; repeatable (with --manifests).
+        #[arg(long = "provider", value_name = "PEER", requires = "manifests")]
+        providers: Vec<PeerAddr>,
+        /// Another gateway (`KEY@IP:PORT`): dialled, asked for the blocks it announces;
+        /// repeatable (with --manifests).
+        #[arg(long = "swarm-peer", value_name = "PEER", requires = "manifests")]
+        swarm_peers: Vec<PeerAddr>,
+        /// Abandon a fetch after this many seconds (retried later).
+        #[arg(long, value_name = "SECS", default_value_t = 600)]
+        fetch_timeout: u64,
+        /// After a failed fetch, try again after this many seconds.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        retry_after: u64,
     },
     /// Sign a firmware manifest with the manufacturer's key; print its summary.
     ///
@@ -376,26 +419,53 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             };
             eprintln!("wrote {} ({n} bytes)", output.display());
         }
-        FirmwareCmd::Serve { store, key, listen } => {
+        FirmwareCmd::Serve {
+            store,
+            key,
+            listen,
+            manifests: Some(manifests),
+            trust,
+            model,
+            current,
+            staging,
+            providers,
+            swarm_peers,
+            fetch_timeout,
+            retry_after,
+        } => {
+            let (Some(model), Some(current), Some(staging)) = (model, current, staging) else {
+                return Err(FirmwareError::Usage(
+                    "--manifests needs --trust, --model, --current and --staging",
+                ));
+            };
+            let mut update =
+                UpdateConfig::new(manifests, UpdatePolicy::new(model, current, trust), staging);
+            update.fetch_timeout = Duration::from_secs(fetch_timeout);
+            update.retry_after = Duration::from_secs(retry_after);
+            let identity = read_mesh_key(&key)?;
+            let blocks = open_store(&store.dir)?;
+            runtime()?.block_on(serve_node(
+                blocks,
+                identity,
+                listen,
+                update,
+                &providers,
+                &swarm_peers,
+            ))?;
+        }
+        FirmwareCmd::Serve {
+            store, key, listen, ..
+        } => {
             let identity = read_mesh_key(&key)?;
             let blocks = open_existing_store(&store.dir)?;
             runtime()?.block_on(async {
                 let serving = Serving::start(blocks, identity, listen).await?;
-                // The first line is what `get --peer` takes. A closed stdout (a reader that
-                // took the first line and went) must not stop the server: errors are ignored.
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", serving.peer_addr())
-                    .and_then(|()| writeln!(out, "hashname: {}", serving.hashname()))
-                    .and_then(|()| {
-                        writeln!(
-                            out,
-                            "key:      {} (base32, for [[mesh.seed]])",
-                            serving.key_base32()
-                        )
-                    })
-                    .and_then(|()| writeln!(out, "listen:   {}", serving.local_addr()))
-                    .and_then(|()| out.flush());
-                drop(out);
+                print_node(
+                    serving.peer_addr(),
+                    serving.hashname(),
+                    &serving.key_base32(),
+                    serving.local_addr(),
+                );
                 eprintln!(
                     "serving {} over the mesh; Ctrl-C to stop",
                     store.dir.display()
@@ -480,6 +550,90 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             println!("{}", staged.display());
         }
     }
+    Ok(())
+}
+
+/// Prints how to reach a serving node on stdout. The first line is what `get --peer` takes. A
+/// closed stdout (a reader that took the first line and went) must not stop the server: errors
+/// are ignored.
+fn print_node(peer: PeerAddr, hashname: mesh::Hashname, key_base32: &str, listen: SocketAddr) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{peer}")
+        .and_then(|()| writeln!(out, "hashname: {hashname}"))
+        .and_then(|()| writeln!(out, "key:      {key_base32} (base32, for [[mesh.seed]])"))
+        .and_then(|()| writeln!(out, "listen:   {listen}"))
+        .and_then(|()| out.flush());
+}
+
+/// `serve --manifests`: a [`FirmwareNode`] serving `store` and updating as a swarm member
+/// until Ctrl-C or SIGTERM; prints `staged PATH` on stdout for every image staged.
+async fn serve_node(
+    store: Blockstore,
+    identity: mesh::Identity,
+    listen: SocketAddr,
+    update: UpdateConfig,
+    providers: &[PeerAddr],
+    swarm_peers: &[PeerAddr],
+) -> Result<(), FirmwareError> {
+    let dir = store.root().to_path_buf();
+    let manifests = update.manifests.clone();
+    let mut node = FirmwareNode::start(store, identity, listen, Some(update)).await?;
+    for p in providers {
+        node.add_peer(*p, PeerKind::Provider).await?;
+    }
+    for p in swarm_peers {
+        node.add_peer(*p, PeerKind::Swarm).await?;
+    }
+    print_node(
+        node.peer_addr(),
+        node.hashname(),
+        &node.key_base32(),
+        node.local_addr(),
+    );
+    eprintln!(
+        "serving {} over the mesh, watching {} for manifests ({} provider(s), {} swarm \
+         peer(s)); Ctrl-C to stop",
+        dir.display(),
+        manifests.display(),
+        providers.len(),
+        swarm_peers.len()
+    );
+    let report = node
+        .run(shutdown_signal(), |ev| match ev {
+            NodeEvent::Staged { image, progress } => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "staged {}", image.path.display()).and_then(|()| out.flush());
+                eprintln!(
+                    "staged {} ({} bytes, root {}): {} blocks from swarm peers, {} from \
+                     providers, {} already here",
+                    image.version,
+                    image.size,
+                    image.root,
+                    progress.blocks_from_swarm,
+                    progress.blocks_from_providers,
+                    progress.blocks_held
+                );
+            }
+            NodeEvent::Refused { path, reason } => {
+                eprintln!("manifest {} refused: {reason}", path.display());
+            }
+            NodeEvent::Fetching { version, root, .. } => {
+                eprintln!("fetching {version} (root {root})");
+            }
+            NodeEvent::Failed { root, reason } => {
+                eprintln!("update {root} failed: {reason}; will retry");
+            }
+        })
+        .await?;
+    eprintln!(
+        "served {} blocks ({} bytes) to {} peer(s); running version {}",
+        report.stats.served.blocks,
+        report.stats.served.block_bytes,
+        report.peers,
+        report
+            .current
+            .map_or_else(|| "unknown".to_owned(), |v| v.to_string())
+    );
     Ok(())
 }
 

@@ -13,6 +13,9 @@
 //! * [`fetch`]: connect to given peers (as providers), fetch the DAG under a root into the
 //!   on-disk store, every block verified against its CID before it is stored. Blocks already
 //!   in the store are not fetched again (an interrupted fetch resumes).
+//! * [`FirmwareNode`] (`firmware_net/node.rs`): a gateway in the firmware swarm: serves like
+//!   [`Serving`], dials configured providers and swarm peers, and fetches, verifies and stages
+//!   the newest update among the signed manifests in a watched directory.
 //!
 //! Peers are named by a [`PeerAddr`]: `<X25519 public key, base64>@<ip:port>` (the hashname
 //! is derived from the key). Mesh identities live in key files of one base64 line (32 secret
@@ -47,6 +50,10 @@ use mesh::{Hashname, Identity};
 use zeroize::Zeroize;
 
 pub use firmware::exchange::CHANNEL_KIND;
+
+mod node;
+
+pub use node::{FirmwareNode, NodeEvent, NodeReport, UpdateConfig, swarm_session};
 
 /// Bytes handed to a mesh channel per `send` call.
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -286,8 +293,11 @@ struct Slot {
     /// The channel's send buffer was full: wait for `Writable` (or the next tick).
     blocked: bool,
     link_up: bool,
-    /// A provider we dial (fetch); inbound peers are forgotten when their link goes down.
-    provider: bool,
+    /// A configured peer this node dials (a provider, or a swarm peer of a [`FirmwareNode`]);
+    /// inbound peers are forgotten when their link goes down.
+    dialled: bool,
+    /// The current channel was opened by this node (not by the peer).
+    outbound: bool,
     last_dial: Option<Instant>,
 }
 
@@ -337,7 +347,39 @@ impl Exchange {
         self.slots.values().filter(|s| s.chan.is_some()).count()
     }
 
-    /// Dials a provider (errors are retried on later ticks).
+    /// Adds a configured peer this node dials (and re-dials) and opens the exchange channel
+    /// to, as `kind`; a peer already known is left as it is. Dialling starts on the next tick.
+    async fn add_dialled(&mut self, peer: PeerRecord, kind: PeerKind) -> Result<(), NetError> {
+        let hn = peer.hashname;
+        if self.slots.get(&hn).is_some_and(|s| s.dialled) {
+            return Ok(());
+        }
+        self.handle.add_peer(peer).await?;
+        if let Some(slot) = self.slots.get_mut(&hn) {
+            // Already connected inbound: it becomes a configured peer of that kind from its
+            // next channel on.
+            slot.dialled = true;
+            slot.kind = kind;
+            return Ok(());
+        }
+        let id = self.new_id(hn);
+        self.slots.insert(
+            hn,
+            Slot {
+                id,
+                kind,
+                chan: None,
+                blocked: false,
+                link_up: false,
+                dialled: true,
+                outbound: false,
+                last_dial: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Dials a configured peer (errors are retried on later ticks).
     async fn dial(&mut self, peer: Hashname) -> Result<(), NetError> {
         if let Some(slot) = self.slots.get_mut(&peer) {
             slot.last_dial = Some(Instant::now());
@@ -357,7 +399,7 @@ impl Exchange {
         let Some(slot) = self.slots.get(&peer) else {
             return Ok(());
         };
-        if slot.chan.is_some() || !slot.provider {
+        if slot.chan.is_some() || !slot.dialled {
             return Ok(());
         }
         match self.handle.open_channel(peer, CHANNEL_KIND, true).await {
@@ -368,6 +410,7 @@ impl Exchange {
                     self.by_id.remove(&old);
                     slot.chan = Some(ch);
                     slot.blocked = false;
+                    slot.outbound = true;
                     let kind = slot.kind;
                     self.peers_seen.insert(peer);
                     self.engine.connect(Instant::now(), id, kind);
@@ -393,7 +436,7 @@ impl Exchange {
             self.engine.disconnect(now, slot.id);
         }
         slot.blocked = false;
-        if !slot.provider && !slot.link_up {
+        if !slot.dialled && !slot.link_up {
             let id = slot.id;
             self.slots.remove(&peer);
             self.by_id.remove(&id);
@@ -440,9 +483,18 @@ impl Exchange {
                 let existing = self.slots.get(&peer);
                 let wanted = kind == CHANNEL_KIND
                     && reliable
-                    && (self.accept_inbound || existing.is_some_and(|s| s.provider));
+                    && (self.accept_inbound || existing.is_some_and(|s| s.dialled));
                 if !wanted {
                     self.close(peer, id, CLOSE_UNWANTED, "not taken").await;
+                    return Ok(());
+                }
+                // Two swarm members that dial each other open a channel each at about the
+                // same time: both keep the one opened by the smaller hashname (else each would
+                // replace its own by the other's and close both).
+                if existing.is_some_and(|s| s.chan.is_some() && s.outbound)
+                    && self.handle.hashname() < peer
+                {
+                    self.close(peer, id, codes::NORMAL, "duplicate").await;
                     return Ok(());
                 }
                 // A peer opening a new exchange channel replaces its old one (a restarted
@@ -458,7 +510,8 @@ impl Exchange {
                     chan: None,
                     blocked: false,
                     link_up: true,
-                    provider: false,
+                    dialled: false,
+                    outbound: false,
                     last_dial: None,
                 });
                 let old = std::mem::replace(&mut slot.id, pid);
@@ -467,6 +520,7 @@ impl Exchange {
                 }
                 slot.chan = Some(id);
                 slot.blocked = false;
+                slot.outbound = false;
                 slot.link_up = true;
                 let kind = slot.kind;
                 self.peers_seen.insert(peer);
@@ -598,7 +652,7 @@ impl Exchange {
         let mut redial = Vec::new();
         for (hn, slot) in &mut self.slots {
             slot.blocked = false;
-            if slot.provider
+            if slot.dialled
                 && slot.chan.is_none()
                 && slot
                     .last_dial
@@ -812,24 +866,10 @@ pub async fn fetch(
     let mut ex = Exchange::new(handle, store, false);
     ex.progress = Some(Box::new(progress));
     for p in peers {
-        let hn = p.hashname;
-        if ex.slots.contains_key(&hn) {
-            continue;
+        if let Err(e) = ex.add_dialled(p, PeerKind::Provider).await {
+            let _ = ex.finish().await;
+            return Err(e);
         }
-        ex.handle.add_peer(p).await?;
-        let id = ex.new_id(hn);
-        ex.slots.insert(
-            hn,
-            Slot {
-                id,
-                kind: PeerKind::Provider,
-                chan: None,
-                blocked: false,
-                link_up: false,
-                provider: true,
-                last_dial: None,
-            },
-        );
     }
     if let Err(error) = ex.engine.fetch(
         Instant::now(),

@@ -1,0 +1,549 @@
+//! Gateways in the firmware swarm (seed 004: devices serve each other) over the real encrypted
+//! mesh on loopback: [`FirmwareNode`]s that serve their store and, when a signed manifest
+//! appears in their manifest directory, fetch the image as swarm members, verify and stage it;
+//! and `mef-gateway firmware serve --manifests …` as a separate process.
+
+use std::cell::RefCell;
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use cid::Cid;
+use ed25519_dalek::SigningKey;
+use firmware::blockstore::Blockstore;
+use firmware::exchange::PeerKind;
+use firmware::manifest::{Manifest, Version};
+use firmware::unixfs::MemoryBlocks;
+use firmware::unixfs::importer::import;
+use firmware::update::UpdatePolicy;
+use gateway::firmware_cli;
+use gateway::firmware_net::{FirmwareNode, NodeEvent, NodeReport, Serving, UpdateConfig};
+use mesh::Identity;
+use tokio::sync::watch;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mef-gateway");
+const IMAGE_BYTES: usize = 3 << 20;
+const MODEL: &str = "mef-gw";
+
+/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (s >> 56) as u8
+        })
+        .collect()
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn version(major: u32, minor: u32, patch: u32) -> Version {
+    Version {
+        major,
+        minor,
+        patch,
+    }
+}
+
+/// Writes the image to `dir/name` and adds it to the store `store` (pinned); returns its root.
+fn add_image(dir: &Path, name: &str, data: &[u8], store: &Path) -> Cid {
+    let file = dir.join(name);
+    fs::write(&file, data).expect("write image");
+    firmware_cli::add(&file, store, None).expect("add").root
+}
+
+/// Signs a manifest for `root` and writes it to `out`.
+fn publish(key: &SigningKey, v: Version, root: Cid, size: usize, out: &Path) {
+    let manifest = Manifest {
+        model: MODEL.into(),
+        version: v,
+        root,
+        size: size as u64,
+        notes: String::new(),
+        released_ms: 0,
+    };
+    firmware_cli::publish(manifest, key, out).expect("publish");
+}
+
+fn maker_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+/// The update side of a gateway running 1.0.0 and trusting the maker's key.
+fn update_config(dir: &Path, name: &str) -> UpdateConfig {
+    let policy = UpdatePolicy::new(MODEL, version(1, 0, 0), vec![maker_key().verifying_key()]);
+    let mut cfg = UpdateConfig::new(
+        dir.join(format!("manifests-{name}")),
+        policy,
+        dir.join(format!("staging-{name}")),
+    );
+    cfg.poll = Duration::from_millis(300);
+    cfg.fetch_timeout = Duration::from_secs(60);
+    cfg.retry_after = Duration::from_secs(1);
+    cfg
+}
+
+/// Events of a node, in order.
+type Log = Rc<RefCell<Vec<NodeEvent>>>;
+
+fn recorder(log: &Log) -> impl FnMut(&NodeEvent) + use<> {
+    let log = log.clone();
+    move |ev| log.borrow_mut().push(ev.clone())
+}
+
+fn staged(log: &Log) -> Vec<(PathBuf, firmware::exchange::Progress)> {
+    log.borrow()
+        .iter()
+        .filter_map(|ev| match ev {
+            NodeEvent::Staged { image, progress } => Some((image.path.clone(), *progress)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stopper(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + use<> {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let data = pattern(IMAGE_BYTES + 777, 21);
+    let root = add_image(dir, "image.bin", &data, &dir.join("store-m"));
+    let (_, blocks) = import(&data[..], MemoryBlocks::default()).expect("import");
+    let total = blocks.blocks.len() as u64;
+    for name in ["a", "b"] {
+        let m = dir.join(format!("manifests-{name}"));
+        fs::create_dir_all(&m).expect("manifest dir");
+        publish(
+            &maker_key(),
+            version(1, 1, 0),
+            root,
+            data.len(),
+            &m.join("fw-1.1.0.manifest"),
+        );
+    }
+
+    let maker = Serving::start(
+        Blockstore::open(dir.join("store-m")).expect("maker store"),
+        Identity::from_bytes([1; 32]),
+        loopback(),
+    )
+    .await
+    .expect("maker");
+    let mut a = FirmwareNode::start(
+        Blockstore::open(dir.join("store-a")).expect("store a"),
+        Identity::from_bytes([2; 32]),
+        loopback(),
+        Some(update_config(dir, "a")),
+    )
+    .await
+    .expect("gateway a");
+    let mut b = FirmwareNode::start(
+        Blockstore::open(dir.join("store-b")).expect("store b"),
+        Identity::from_bytes([3; 32]),
+        loopback(),
+        Some(update_config(dir, "b")),
+    )
+    .await
+    .expect("gateway b");
+    // A: the manufacturer as provider, B as swarm peer. B: only A, as swarm peer.
+    a.add_peer(maker.peer_addr(), PeerKind::Provider)
+        .await
+        .expect("a: provider");
+    a.add_peer(b.peer_addr(), PeerKind::Swarm)
+        .await
+        .expect("a: swarm peer");
+    b.add_peer(a.peer_addr(), PeerKind::Swarm)
+        .await
+        .expect("b: swarm peer");
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (log_a, log_b): (Log, Log) = Default::default();
+    let watching = {
+        let (log_a, log_b) = (log_a.clone(), log_b.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline
+                && (staged(&log_a).is_empty() || staged(&log_b).is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = stop_tx.send(true);
+        }
+    };
+    let (served, ra, rb, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx)),
+        a.run(stopper(&stop_rx), recorder(&log_a)),
+        b.run(stopper(&stop_rx), recorder(&log_b)),
+        watching
+    );
+    let served = served.expect("maker stops cleanly");
+    let ra: NodeReport = ra.expect("a stops cleanly");
+    let rb: NodeReport = rb.expect("b stops cleanly");
+
+    let sa = staged(&log_a);
+    let sb = staged(&log_b);
+    assert_eq!(sa.len(), 1, "a staged once: {:?}", log_a.borrow());
+    assert_eq!(sb.len(), 1, "b staged once: {:?}", log_b.borrow());
+    let expect_name = format!("{MODEL}-1.1.0.bin");
+    for (path, _) in [&sa[0], &sb[0]] {
+        assert!(path.ends_with(&expect_name), "{}", path.display());
+        assert!(
+            fs::read(path).expect("staged image") == data,
+            "staged image differs"
+        );
+    }
+    // B had no provider: every block came from A.
+    let pb = sb[0].1;
+    assert_eq!(pb.blocks_fetched, total);
+    assert_eq!(pb.blocks_from_swarm, total, "{pb:?}");
+    assert_eq!(pb.blocks_from_providers, 0, "{pb:?}");
+    // A served B; the manufacturer served A (and nobody else).
+    assert!(ra.stats.served.blocks >= total, "a served {:?}", ra.stats);
+    assert_eq!(served.peers, 1, "only a connected to the manufacturer");
+    let pa = sa[0].1;
+    assert_eq!(pa.blocks_fetched, total);
+    // Both run 1.1.0 now and keep the image pinned (to serve it on).
+    for (r, store) in [(&ra, "store-a"), (&rb, "store-b")] {
+        assert_eq!(r.current, Some(version(1, 1, 0)));
+        assert_eq!(r.staged.len(), 1);
+        assert!(dir.join(format!("{store}/pins/{root}.pin")).exists());
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let data = pattern(600_000, 22);
+    let root = add_image(dir, "image.bin", &data, &dir.join("store-m"));
+    let m = dir.join("manifests-g");
+    fs::create_dir_all(&m).expect("manifest dir");
+    // Newer, but signed by a key the gateway does not trust.
+    publish(
+        &SigningKey::from_bytes(&[8; 32]),
+        version(2, 0, 0),
+        root,
+        data.len(),
+        &m.join("untrusted.manifest"),
+    );
+    // Trusted, but older than the running 1.0.0.
+    publish(
+        &maker_key(),
+        version(0, 9, 0),
+        root,
+        data.len(),
+        &m.join("older.manifest"),
+    );
+    // Trusted, the running version: ignored without a word.
+    publish(
+        &maker_key(),
+        version(1, 0, 0),
+        root,
+        data.len(),
+        &m.join("same.manifest"),
+    );
+    // Not a manifest at all: refused; a file with another extension: not read.
+    fs::write(m.join("garbage.manifest"), b"not a manifest").expect("garbage");
+    fs::write(m.join("notes.txt"), b"ignored").expect("notes");
+
+    let maker = Serving::start(
+        Blockstore::open(dir.join("store-m")).expect("maker store"),
+        Identity::from_bytes([4; 32]),
+        loopback(),
+    )
+    .await
+    .expect("maker");
+    let mut g = FirmwareNode::start(
+        Blockstore::open(dir.join("store-g")).expect("store g"),
+        Identity::from_bytes([5; 32]),
+        loopback(),
+        Some(update_config(dir, "g")),
+    )
+    .await
+    .expect("gateway");
+    g.add_peer(maker.peer_addr(), PeerKind::Provider)
+        .await
+        .expect("provider");
+    let log: Log = Log::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (served, report, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx)),
+        g.run(stopper(&stop_rx), recorder(&log)),
+        async move {
+            // Several polls (every 300 ms).
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let _ = stop_tx.send(true);
+        }
+    );
+    let served = served.expect("maker stops");
+    let report = report.expect("gateway stops");
+
+    let events = log.borrow().clone();
+    let mut refused: Vec<String> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            NodeEvent::Refused { path, reason } => Some(format!(
+                "{}: {reason}",
+                path.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+            )),
+            _ => None,
+        })
+        .collect();
+    refused.sort();
+    assert_eq!(refused.len(), 3, "each refused once: {events:?}");
+    assert!(refused[0].starts_with("garbage.manifest: "), "{refused:?}");
+    assert!(
+        refused[1].starts_with("older.manifest: downgrade refused"),
+        "{refused:?}"
+    );
+    assert!(
+        refused[2].starts_with("untrusted.manifest: manifest signed by an untrusted key"),
+        "{refused:?}"
+    );
+    assert_eq!(events.len(), 3, "no fetch started: {events:?}");
+    assert!(report.staged.is_empty());
+    assert_eq!(report.current, Some(version(1, 0, 0)));
+    assert_eq!(served.stats.served.blocks, 0, "nothing was fetched");
+    let store = Blockstore::open(dir.join("store-g")).expect("store g");
+    assert!(!store.has(&root).expect("has"), "root not fetched");
+    let staging = dir.join("staging-g");
+    let staged_files = fs::read_dir(&staging)
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(staged_files, 0, "nothing staged");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let data = pattern(400_000, 24);
+    // The image is imported into a store nobody serves; the manufacturer's node lacks it.
+    let root = add_image(dir, "image.bin", &data, &dir.join("store-elsewhere"));
+    let m = dir.join("manifests-g");
+    fs::create_dir_all(&m).expect("manifest dir");
+    publish(
+        &maker_key(),
+        version(1, 1, 0),
+        root,
+        data.len(),
+        &m.join("fw.manifest"),
+    );
+    let maker = Serving::start(
+        Blockstore::open(dir.join("store-m")).expect("maker store"),
+        Identity::from_bytes([6; 32]),
+        loopback(),
+    )
+    .await
+    .expect("maker");
+    let mut cfg = update_config(dir, "g");
+    cfg.fetch_timeout = Duration::from_millis(800);
+    cfg.retry_after = Duration::from_millis(500);
+    let mut g = FirmwareNode::start(
+        Blockstore::open(dir.join("store-g")).expect("store g"),
+        Identity::from_bytes([7; 32]),
+        loopback(),
+        Some(cfg),
+    )
+    .await
+    .expect("gateway");
+    g.add_peer(maker.peer_addr(), PeerKind::Provider)
+        .await
+        .expect("provider");
+    let log: Log = Log::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (served, report, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx)),
+        g.run(stopper(&stop_rx), recorder(&log)),
+        async move {
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let _ = stop_tx.send(true);
+        }
+    );
+    served.expect("maker stops");
+    let report = report.expect("gateway stops");
+    let events = log.borrow().clone();
+    let fetching = events
+        .iter()
+        .filter(|ev| matches!(ev, NodeEvent::Fetching { root: r, .. } if *r == root))
+        .count();
+    let timed_out = events
+        .iter()
+        .filter(|ev| {
+            matches!(ev, NodeEvent::Failed { root: r, reason } if *r == root
+                && reason.starts_with("timed out"))
+        })
+        .count();
+    assert!(fetching >= 2, "retried: {events:?}");
+    assert!(timed_out >= 1, "timed out: {events:?}");
+    assert!(report.staged.is_empty());
+    assert_eq!(report.current, Some(version(1, 0, 0)));
+    let staged_files = fs::read_dir(dir.join("staging-g"))
+        .map(|d| d.count())
+        .unwrap_or_default();
+    assert_eq!(staged_files, 0, "nothing staged");
+}
+
+/// Kills the child process when dropped (also when the test fails).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mef(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
+        .env("MEF_GATEWAY_LOG", "warn")
+        .output()
+        .expect("run mef-gateway");
+    assert!(
+        out.status.success(),
+        "mef-gateway {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Spawns `mef-gateway firmware serve …` in `dir`; returns the child and its stdout lines
+/// (read on a thread, sent as they come).
+fn spawn_serve(dir: &Path, args: &[&str]) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
+    let child = Command::new(BIN)
+        .args(["firmware", "serve"])
+        .args(args)
+        .current_dir(dir)
+        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
+        .env("MEF_GATEWAY_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn serve");
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().expect("serve stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+#[test]
+fn cli_serve_with_manifests_stages_an_image_served_by_another_node() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let data = pattern(IMAGE_BYTES + 4_321, 23);
+    fs::write(dir.join("image.bin"), &data).expect("write image");
+    mef(dir, &["keygen", "--mesh", "--out", "maker-mesh.key"]);
+    mef(dir, &["keygen", "--mesh", "--out", "gw-mesh.key"]);
+    let maker = mef(dir, &["keygen", "--out", "maker.key"])
+        .trim()
+        .to_owned();
+    fs::create_dir_all(dir.join("manifests")).expect("manifest dir");
+    // The manufacturer publishes into its own store.
+    mef(
+        dir,
+        &[
+            "firmware",
+            "publish",
+            "--key",
+            "maker.key",
+            "--model",
+            MODEL,
+            "--version",
+            "1.2.0",
+            "image.bin",
+            "-o",
+            "fw.manifest",
+            "--store",
+            "store-m",
+        ],
+    );
+    let (_maker_node, maker_out) = spawn_serve(
+        dir,
+        &[
+            "--store",
+            "store-m",
+            "--key",
+            "maker-mesh.key",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let maker_peer = maker_out
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the maker's peer string");
+    let (_gateway, gw_out) = spawn_serve(
+        dir,
+        &[
+            "--store",
+            "store-g",
+            "--key",
+            "gw-mesh.key",
+            "--listen",
+            "127.0.0.1:0",
+            "--manifests",
+            "manifests",
+            "--trust",
+            &maker,
+            "--model",
+            MODEL,
+            "--current",
+            "1.0.0",
+            "--staging",
+            "staging",
+            "--provider",
+            &maker_peer,
+        ],
+    );
+    // The manifest arrives while the gateway runs.
+    fs::copy(dir.join("fw.manifest"), dir.join("manifests/fw.manifest")).expect("copy manifest");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let staged = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no `staged` line within 60 s");
+        match gw_out.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(path) = line.strip_prefix("staged ") {
+                    break PathBuf::from(path);
+                }
+            }
+            Err(e) => panic!("no `staged` line: {e}"),
+        }
+    };
+    assert!(
+        staged.ends_with(format!("{MODEL}-1.2.0.bin")),
+        "{}",
+        staged.display()
+    );
+    assert!(fs::read(dir.join(&staged)).expect("staged") == data);
+    assert!(
+        dir.join("staging")
+            .join(format!("{MODEL}-1.2.0.manifest"))
+            .exists()
+    );
+}
