@@ -10,7 +10,7 @@
 //! * it watches a manifest directory ([`UpdateConfig::manifests`], read every
 //!   [`UpdateConfig::poll`]): each `*.manifest` file (a `SignedManifest` encoding, as
 //!   `mef-gateway firmware publish` writes it) is checked with the node's [`UpdatePolicy`]. The
-//!   newest valid update starts a fetch of its root as a swarm member ([`swarm_session`]),
+//!   newest valid update starts a fetch of its root as a swarm member ([`SessionConfig::swarm`]),
 //!   blocks already in the store not fetched again. Refused manifests (untrusted signer,
 //!   another model, a downgrade, not a manifest) are logged once per file version; up-to-date
 //!   ones are ignored;
@@ -43,19 +43,6 @@ use mesh::{Hashname, Identity};
 use super::{Exchange, NetError, PeerAddr, TICK, advertised_addr, driver_config};
 use mesh::discovery::record::encode_key;
 
-/// The session tuning of a swarm member, as the roll-out simulation uses it
-/// (`firmware::sim::RolloutConfig::default`): two outstanding blocks per peer, providers asked
-/// only for what the swarm lacks, and a block nobody has yet is waited for (a swarm peer may
-/// announce it later) instead of failing the fetch.
-pub fn swarm_session() -> SessionConfig {
-    SessionConfig {
-        window: 2,
-        provider_window: 2,
-        wait_for_peers: true,
-        ..SessionConfig::default()
-    }
-}
-
 /// The update side of a [`FirmwareNode`]: where manifests appear, what the node accepts, where
 /// verified images go.
 #[derive(Debug, Clone)]
@@ -67,7 +54,7 @@ pub struct UpdateConfig {
     pub policy: UpdatePolicy,
     /// The staging directory (created if needed).
     pub staging: PathBuf,
-    /// The fetch session's tuning (default [`swarm_session`]).
+    /// The fetch session's tuning (default [`SessionConfig::swarm`], as the roll-out simulation).
     pub session: SessionConfig,
     /// How often the manifest directory is read (default 1 s).
     pub poll: Duration,
@@ -85,7 +72,7 @@ impl UpdateConfig {
             manifests,
             policy,
             staging,
-            session: swarm_session(),
+            session: SessionConfig::swarm(),
             poll: Duration::from_secs(1),
             fetch_timeout: Duration::from_secs(600),
             retry_after: Duration::from_secs(10),
