@@ -494,3 +494,57 @@ fn dag_walk_and_car_export_cover_every_block_root_first() {
     assert_eq!(back.order, cids);
     assert!(firmware::unixfs::export_to_vec(&back, &root).expect("export") == data);
 }
+
+#[test]
+fn newest_staged_image_is_found_and_half_staged_or_foreign_ones_are_not() {
+    let (data, root, blocks) = image();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stager = Stager::open(dir.path()).expect("open");
+    let p = policy(Version::new(1, 0, 0));
+    assert_eq!(stager.newest(&p).expect("scan"), None);
+    let size = data.len() as u64;
+    stager
+        .stage(
+            &verified(manifest(Version::new(1, 1, 0), root, size)),
+            &blocks,
+        )
+        .expect("stage 1.1.0");
+    let v12 = stager
+        .stage(
+            &verified(manifest(Version::new(1, 2, 0), root, size)),
+            &blocks,
+        )
+        .expect("stage 1.2.0");
+    assert_eq!(stager.newest(&p).expect("scan"), Some(v12.clone()));
+    // A newer manifest whose image is missing (a crash between the renames cannot make this,
+    // but a user deleting the image can), one signed by another key, one for another model and
+    // one under a name that is not its canonical name are all skipped.
+    let write = |name: &str, m: SignedManifest| {
+        fs::write(dir.path().join(name), m.encode().expect("encode")).expect("write");
+    };
+    write(
+        "mef-sensor-v2-2.0.0.manifest",
+        signed(manifest(Version::new(2, 0, 0), root, size)),
+    );
+    write(
+        "mef-sensor-v2-3.0.0.manifest",
+        manifest(Version::new(3, 0, 0), root, size)
+            .sign(&key(7))
+            .expect("sign"),
+    );
+    let mut other = manifest(Version::new(4, 0, 0), root, size);
+    other.model = "other-model".into();
+    write("other-model-4.0.0.manifest", signed(other));
+    fs::copy(&v12.path, dir.path().join("mef-sensor-v2-5.0.0.bin")).expect("copy");
+    write(
+        "renamed.manifest",
+        signed(manifest(Version::new(5, 0, 0), root, size)),
+    );
+    // An image of the wrong size next to a good manifest.
+    fs::write(dir.path().join("mef-sensor-v2-6.0.0.bin"), b"short").expect("write");
+    write(
+        "mef-sensor-v2-6.0.0.manifest",
+        signed(manifest(Version::new(6, 0, 0), root, size)),
+    );
+    assert_eq!(stager.newest(&p).expect("scan"), Some(v12));
+}

@@ -223,6 +223,33 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         assert_eq!(r.staged.len(), 1);
         assert!(dir.join(format!("{store}/pins/{root}.pin")).exists());
     }
+
+    // A restarts configured as running 1.0.0 with the 1.1.0 manifest still in its directory:
+    // it finds 1.1.0 staged, runs it, and neither fetches nor stages it again.
+    let a = FirmwareNode::start(
+        Blockstore::open(dir.join("store-a")).expect("store a"),
+        Identity::from_bytes([2; 32]),
+        loopback(),
+        Some(update_config(dir, "a")),
+    )
+    .await
+    .expect("gateway a again");
+    let log: Log = Log::default();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (again, ()) = tokio::join!(a.run(stopper(&stop_rx), recorder(&log)), async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let _ = stop_tx.send(true);
+    });
+    let again = again.expect("a stops cleanly");
+    assert_eq!(again.current, Some(version(1, 1, 0)));
+    assert!(again.staged.is_empty(), "{:?}", log.borrow());
+    assert!(
+        !log.borrow()
+            .iter()
+            .any(|e| matches!(e, NodeEvent::Fetching { .. })),
+        "{:?}",
+        log.borrow()
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]

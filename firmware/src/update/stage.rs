@@ -131,6 +131,62 @@ impl Stager {
         &self.dir
     }
 
+    /// The newest image already staged here for `policy`'s model: a `<model>-<version>.manifest`
+    /// signed by one of its trusted keys whose image file sits next to it with the manifest's
+    /// size (the manifest is renamed last, so its presence marks a completed staging). Other
+    /// models, untrusted or unreadable manifests and images of the wrong size are skipped. A
+    /// device that restarts learns from this what it already installed.
+    pub fn newest(&self, policy: &super::UpdatePolicy) -> Result<Option<StagedImage>, UpdateError> {
+        let mut best: Option<StagedImage> = None;
+        for entry in
+            fs::read_dir(&self.dir).map_err(UpdateError::io("read directory", &self.dir))?
+        {
+            let entry = entry.map_err(UpdateError::io("read directory", &self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TEMP_PREFIX) || !name.ends_with(".manifest") {
+                continue;
+            }
+            let manifest_path = entry.path();
+            let Some(staged) = self.verify_staged(policy, &manifest_path) else {
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| staged.version > b.version) {
+                best = Some(staged);
+            }
+        }
+        Ok(best)
+    }
+
+    /// A staged image, if `manifest_path` is a manifest `policy` trusts for its model, under its
+    /// canonical name, next to an image of the right size.
+    fn verify_staged(
+        &self,
+        policy: &super::UpdatePolicy,
+        manifest_path: &Path,
+    ) -> Option<StagedImage> {
+        let max =
+            (crate::manifest::MAX_MANIFEST_LEN + crate::manifest::SIGNATURE_TRAILER_LEN) as u64;
+        if fs::metadata(manifest_path).ok()?.len() > max {
+            return None; // not read: no manifest is that long
+        }
+        let bytes = fs::read(manifest_path).ok()?;
+        let signed = crate::manifest::SignedManifest::decode(&bytes).ok()?;
+        let manifest = super::authenticate(&signed, &policy.trusted).ok()?;
+        policy.check_model(manifest).ok()?;
+        let (path, canonical) = self.paths(manifest).ok()?;
+        if canonical != manifest_path {
+            return None;
+        }
+        let size = fs::metadata(&path).ok()?.len();
+        (size == manifest.size).then(|| StagedImage {
+            path,
+            manifest_path: canonical,
+            size,
+            root: manifest.root,
+            version: manifest.version,
+        })
+    }
+
     /// How many leftover temp files [`Stager::open`] removed.
     pub fn temps_cleaned(&self) -> usize {
         self.temps_cleaned

@@ -189,14 +189,17 @@ impl FirmwareNode {
     ) -> Result<Self, NetError> {
         let key = identity.public_key();
         let handle = driver::start(identity, driver_config(bind), Acceptor::allow_all()).await?;
-        let updater = update.map(|cfg| Updater {
-            cfg,
-            files: BTreeMap::new(),
-            running: None,
-            retry_at: None,
-            next_poll: Instant::now(),
-            pinned: None,
-            staged: Vec::new(),
+        let updater = update.map(|mut cfg| {
+            let pinned = installed(&mut cfg);
+            Updater {
+                cfg,
+                files: BTreeMap::new(),
+                running: None,
+                retry_at: None,
+                next_poll: Instant::now(),
+                pinned,
+                staged: Vec::new(),
+            }
         });
         Ok(Self {
             exchange: Exchange::new(handle, store, true),
@@ -502,6 +505,29 @@ impl Updater {
                 self.retry_at = Some(Instant::now() + self.cfg.retry_after);
                 self.report(on_event, NodeEvent::Failed { root, reason });
             }
+        }
+    }
+}
+
+/// What a restarted node already staged: the newest trusted image in the staging directory for
+/// this model, if newer than the configured running version, becomes the running version (and
+/// the pin the next staging replaces), so a restart does not fetch and stage it again.
+fn installed(cfg: &mut UpdateConfig) -> Option<Cid> {
+    let newest = Stager::open(&cfg.staging).and_then(|s| s.newest(&cfg.policy));
+    match newest {
+        Ok(Some(image)) if image.version > cfg.policy.current => {
+            tracing::info!(
+                version = %image.version,
+                path = %image.path.display(),
+                "firmware: already staged; running version taken from it"
+            );
+            cfg.policy.current = image.version;
+            Some(image.root)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "firmware: cannot read the staging directory");
+            None
         }
     }
 }
