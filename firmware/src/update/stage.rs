@@ -178,7 +178,7 @@ impl Stager {
             return None;
         }
         let size = fs::metadata(&path).ok()?.len();
-        (size == manifest.size).then(|| StagedImage {
+        (size == manifest.size).then_some(StagedImage {
             path,
             manifest_path: canonical,
             size,
