@@ -513,7 +513,10 @@ impl Updater {
 /// this model, if newer than the configured running version, becomes the running version (and
 /// the pin the next staging replaces), so a restart does not fetch and stage it again.
 fn installed(cfg: &mut UpdateConfig) -> Option<Cid> {
-    let newest = Stager::open(&cfg.staging).and_then(|s| s.newest(&cfg.policy));
+    let newest = match Stager::open(&cfg.staging) {
+        Ok(stager) => stager.newest(&cfg.policy),
+        Err(e) => Err(e),
+    };
     match newest {
         Ok(Some(image)) if image.version > cfg.policy.current => {
             tracing::info!(
