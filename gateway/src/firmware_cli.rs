@@ -8,8 +8,8 @@
 //!   file and renamed only on success (never a partial FILE); with `--peer`, blocks missing from
 //!   the store are first fetched from those mesh peers ([`crate::firmware_net::fetch`]).
 //! * `serve --key MESH_KEY`: serve the store's blocks to mesh peers until Ctrl-C/SIGTERM
-//!   ([`crate::firmware_net::Serving`]); prints this node's peer string first. With
-//!   `--manifests DIR …` the gateway is a swarm member ([`crate::firmware_net::FirmwareNode`]):
+//!   ([`crate::firmware_net::FirmwareNode`]); prints this node's peer string first. With
+//!   `--manifests DIR …` the gateway is also a swarm member:
 //!   newer signed manifests dropped into DIR are fetched from providers and other gateways,
 //!   verified and staged (`staged PATH` on stdout), and the blocks served on.
 //! * `publish`: sign a manifest with the manufacturer's ed25519 key (the `mef-gateway keygen`
@@ -47,7 +47,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::daemon::key::{self, KeyError};
 use crate::firmware_net::{
-    FetchOptions, FirmwareNode, MeshKeyError, NetError, NodeEvent, PeerAddr, Serving, UpdateConfig,
+    FetchOptions, FirmwareNode, MeshKeyError, NetError, NodeEvent, PeerAddr, UpdateConfig,
     generate_identity, read_mesh_key, shutdown_signal,
 };
 use firmware::exchange::PeerKind;
@@ -448,7 +448,7 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
                 blocks,
                 identity,
                 listen,
-                update,
+                Some(update),
                 &providers,
                 &swarm_peers,
             ))?;
@@ -458,25 +458,7 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
         } => {
             let identity = read_mesh_key(&key)?;
             let blocks = open_existing_store(&store.dir)?;
-            runtime()?.block_on(async {
-                let serving = Serving::start(blocks, identity, listen).await?;
-                print_node(
-                    serving.peer_addr(),
-                    serving.hashname(),
-                    &serving.key_base32(),
-                    serving.local_addr(),
-                );
-                eprintln!(
-                    "serving {} over the mesh; Ctrl-C to stop",
-                    store.dir.display()
-                );
-                let report = serving.run(shutdown_signal()).await?;
-                eprintln!(
-                    "served {} blocks ({} bytes) to {} peer(s)",
-                    report.stats.served.blocks, report.stats.served.block_bytes, report.peers
-                );
-                Ok::<(), FirmwareError>(())
-            })?;
+            runtime()?.block_on(serve_node(blocks, identity, listen, None, &[], &[]))?;
         }
         FirmwareCmd::Publish {
             key: key_file,
@@ -565,19 +547,20 @@ fn print_node(peer: PeerAddr, hashname: mesh::Hashname, key_base32: &str, listen
         .and_then(|()| out.flush());
 }
 
-/// `serve --manifests`: a [`FirmwareNode`] serving `store` and updating as a swarm member
-/// until Ctrl-C or SIGTERM; prints `staged PATH` on stdout for every image staged.
+/// `serve`: a [`FirmwareNode`] serving `store` until Ctrl-C or SIGTERM; with `update`
+/// (`--manifests`), also updating as a swarm member, printing `staged PATH` on stdout for every
+/// image staged.
 async fn serve_node(
     store: Blockstore,
     identity: mesh::Identity,
     listen: SocketAddr,
-    update: UpdateConfig,
+    update: Option<UpdateConfig>,
     providers: &[PeerAddr],
     swarm_peers: &[PeerAddr],
 ) -> Result<(), FirmwareError> {
     let dir = store.root().to_path_buf();
-    let manifests = update.manifests.clone();
-    let mut node = FirmwareNode::start(store, identity, listen, Some(update)).await?;
+    let manifests = update.as_ref().map(|u| u.manifests.clone());
+    let mut node = FirmwareNode::start(store, identity, listen, update).await?;
     for p in providers {
         node.add_peer(*p, PeerKind::Provider).await?;
     }
@@ -590,14 +573,17 @@ async fn serve_node(
         &node.key_base32(),
         node.local_addr(),
     );
-    eprintln!(
-        "serving {} over the mesh, watching {} for manifests ({} provider(s), {} swarm \
-         peer(s)); Ctrl-C to stop",
-        dir.display(),
-        manifests.display(),
-        providers.len(),
-        swarm_peers.len()
-    );
+    match &manifests {
+        Some(m) => eprintln!(
+            "serving {} over the mesh, watching {} for manifests ({} provider(s), {} swarm \
+             peer(s)); Ctrl-C to stop",
+            dir.display(),
+            m.display(),
+            providers.len(),
+            swarm_peers.len()
+        ),
+        None => eprintln!("serving {} over the mesh; Ctrl-C to stop", dir.display()),
+    }
     let report = node
         .run(shutdown_signal(), |ev| match ev {
             NodeEvent::Staged { image, progress } => {
@@ -626,14 +612,12 @@ async fn serve_node(
         })
         .await?;
     eprintln!(
-        "served {} blocks ({} bytes) to {} peer(s); running version {}",
-        report.stats.served.blocks,
-        report.stats.served.block_bytes,
-        report.peers,
-        report
-            .current
-            .map_or_else(|| "unknown".to_owned(), |v| v.to_string())
+        "served {} blocks ({} bytes) to {} peer(s)",
+        report.stats.served.blocks, report.stats.served.block_bytes, report.peers,
     );
+    if let Some(v) = report.current {
+        eprintln!("running version {v}");
+    }
     Ok(())
 }
 

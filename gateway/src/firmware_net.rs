@@ -8,14 +8,14 @@
 //! is full (then resumed on the channel's `Writable`); received channel bytes are fed to the
 //! engine; a peer the engine drops (garbage, corrupt blocks) has its channel closed.
 //!
-//! * [`Serving`] / [`serve`]: answer the wants of every peer that opens an exchange channel,
-//!   from the on-disk [`Blockstore`], until a shutdown future resolves.
 //! * [`fetch`]: connect to given peers (as providers), fetch the DAG under a root into the
 //!   on-disk store, every block verified against its CID before it is stored. Blocks already
 //!   in the store are not fetched again (an interrupted fetch resumes).
-//! * [`FirmwareNode`] (`firmware_net/node.rs`): a gateway in the firmware swarm: serves like
-//!   [`Serving`], dials configured providers and swarm peers, and fetches, verifies and stages
-//!   the newest update among the signed manifests in a watched directory.
+//! * [`FirmwareNode`] (`firmware_net/node.rs`): answers the wants of every peer that opens an
+//!   exchange channel, from the on-disk [`Blockstore`], until a shutdown future resolves; with
+//!   an [`UpdateConfig`], it is a gateway in the firmware swarm: dials configured providers and
+//!   swarm peers, and fetches, verifies and stages the newest update among the signed
+//!   manifests in a watched directory.
 //!
 //! Peers are named by a [`PeerAddr`]: `<X25519 public key, base64>@<ip:port>` (the hashname
 //! is derived from the key). Mesh identities live in key files of one base64 line (32 secret
@@ -42,7 +42,7 @@ use firmware::exchange::{
 };
 use mesh::channel::{ChannelError, ChannelEvent, ChannelId, codes};
 use mesh::discovery::PeerRecord;
-use mesh::discovery::record::{decode_key, encode_key};
+use mesh::discovery::record::decode_key;
 use mesh::driver::{self, DriverConfig, DriverError, DriverEvent, MeshHandle};
 use mesh::link::Acceptor;
 use mesh::node::{MeshConfig, MeshError, MeshEvent};
@@ -716,97 +716,6 @@ impl Exchange {
     }
 }
 
-/// What [`Serving::run`] reports when stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServeReport {
-    /// What the exchange served and moved.
-    pub stats: EngineStats,
-    /// Peers that opened an exchange channel.
-    pub peers: usize,
-}
-
-/// A running firmware server: the mesh driver is bound and accepting.
-pub struct Serving {
-    exchange: Exchange,
-    key: [u8; 32],
-}
-
-impl fmt::Debug for Serving {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Serving")
-            .field("hashname", &self.exchange.handle.hashname())
-            .field("addr", &self.exchange.handle.local_addr())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Serving {
-    /// Binds the mesh on `bind` (port 0: any) with `identity` and serves from `store`.
-    pub async fn start(
-        store: Blockstore,
-        identity: Identity,
-        bind: SocketAddr,
-    ) -> Result<Self, NetError> {
-        let key = identity.public_key();
-        let handle = driver::start(identity, driver_config(bind), Acceptor::allow_all()).await?;
-        Ok(Self {
-            exchange: Exchange::new(handle, store, true),
-            key,
-        })
-    }
-
-    /// The bound UDP address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.exchange.handle.local_addr()
-    }
-
-    /// This node's hashname.
-    pub fn hashname(&self) -> Hashname {
-        self.exchange.handle.hashname()
-    }
-
-    /// How others reach this node (an unspecified bind address is replaced by this host's
-    /// outbound address, see [`advertised_addr`]).
-    pub fn peer_addr(&self) -> PeerAddr {
-        PeerAddr {
-            key: self.key,
-            addr: advertised_addr(self.local_addr()),
-        }
-    }
-
-    /// This node's public key in the base32 of `[[mesh.seed]] key`.
-    pub fn key_base32(&self) -> String {
-        encode_key(&self.key)
-    }
-
-    /// Serves until `shutdown` resolves, then closes the channels and stops the driver.
-    pub async fn run(
-        mut self,
-        shutdown: impl Future<Output = ()>,
-    ) -> Result<ServeReport, NetError> {
-        let mut stop = std::pin::pin!(shutdown);
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        while self.exchange.turn(&mut tick, &mut stop).await? {}
-        let peers = self.exchange.peers_seen.len();
-        let stats = self.exchange.finish().await?;
-        Ok(ServeReport { stats, peers })
-    }
-}
-
-/// [`Serving::start`] then [`Serving::run`].
-pub async fn serve(
-    store: Blockstore,
-    identity: Identity,
-    bind: SocketAddr,
-    shutdown: impl Future<Output = ()>,
-) -> Result<ServeReport, NetError> {
-    Serving::start(store, identity, bind)
-        .await?
-        .run(shutdown)
-        .await
-}
-
 /// Options of [`fetch`].
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
@@ -961,7 +870,10 @@ mod tests {
         assert_eq!(text.parse::<PeerAddr>(), Ok(p));
         assert_eq!(p.hashname(), id.hashname());
         // The base32 key of a `[[mesh.seed]]` entry works too.
-        let b32 = format!("{}@127.0.0.1:4242", encode_key(&p.key));
+        let b32 = format!(
+            "{}@127.0.0.1:4242",
+            mesh::discovery::record::encode_key(&p.key)
+        );
         assert_eq!(b32.parse::<PeerAddr>(), Ok(p));
         assert!(matches!(
             "no-at-sign".parse::<PeerAddr>(),

@@ -16,7 +16,7 @@ use firmware::unixfs::importer::import;
 use firmware::unixfs::{MemoryBlocks, RAW_CODEC};
 use gateway::firmware_cli;
 use gateway::firmware_net::{
-    FetchOptions, FetchReport, NetError, PeerAddr, ServeReport, Serving, fetch,
+    FetchOptions, FetchReport, FirmwareNode, NetError, NodeReport, PeerAddr, fetch,
 };
 use mesh::Identity;
 use tokio::sync::oneshot;
@@ -62,11 +62,12 @@ async fn serve_and_fetch(
     served: &Path,
     fetcher: &Path,
     root: Cid,
-) -> (Result<FetchReport, NetError>, ServeReport, Vec<Progress>) {
-    let serving = Serving::start(
+) -> (Result<FetchReport, NetError>, NodeReport, Vec<Progress>) {
+    let serving = FirmwareNode::start(
         Blockstore::open(served).expect("served store"),
         Identity::from_bytes([1; 32]),
         loopback(),
+        None,
     )
     .await
     .expect("serve");
@@ -91,7 +92,7 @@ async fn serve_and_fetch(
     let stop = async {
         let _ = stop_rx.await;
     };
-    let (fetched, served) = tokio::join!(fetching, serving.run(stop));
+    let (fetched, served) = tokio::join!(fetching, serving.run(stop, |_| {}));
     let progress = seen.borrow().clone();
     (fetched, served.expect("server stops cleanly"), progress)
 }

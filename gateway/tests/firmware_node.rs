@@ -21,7 +21,7 @@ use firmware::unixfs::MemoryBlocks;
 use firmware::unixfs::importer::import;
 use firmware::update::UpdatePolicy;
 use gateway::firmware_cli;
-use gateway::firmware_net::{FirmwareNode, NodeEvent, NodeReport, Serving, UpdateConfig};
+use gateway::firmware_net::{FirmwareNode, NodeEvent, NodeReport, UpdateConfig};
 use mesh::Identity;
 use tokio::sync::watch;
 
@@ -137,10 +137,11 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         );
     }
 
-    let maker = Serving::start(
+    let maker = FirmwareNode::start(
         Blockstore::open(dir.join("store-m")).expect("maker store"),
         Identity::from_bytes([1; 32]),
         loopback(),
+        None,
     )
     .await
     .expect("maker");
@@ -186,7 +187,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         }
     };
     let (served, ra, rb, ()) = tokio::join!(
-        maker.run(stopper(&stop_rx)),
+        maker.run(stopper(&stop_rx), |_| {}),
         a.run(stopper(&stop_rx), recorder(&log_a)),
         b.run(stopper(&stop_rx), recorder(&log_b)),
         watching
@@ -288,10 +289,11 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     fs::write(m.join("garbage.manifest"), b"not a manifest").expect("garbage");
     fs::write(m.join("notes.txt"), b"ignored").expect("notes");
 
-    let maker = Serving::start(
+    let maker = FirmwareNode::start(
         Blockstore::open(dir.join("store-m")).expect("maker store"),
         Identity::from_bytes([4; 32]),
         loopback(),
+        None,
     )
     .await
     .expect("maker");
@@ -309,7 +311,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     let log: Log = Log::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (served, report, ()) = tokio::join!(
-        maker.run(stopper(&stop_rx)),
+        maker.run(stopper(&stop_rx), |_| {}),
         g.run(stopper(&stop_rx), recorder(&log)),
         async move {
             // Several polls (every 300 ms).
@@ -371,10 +373,11 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
         data.len(),
         &m.join("fw.manifest"),
     );
-    let maker = Serving::start(
+    let maker = FirmwareNode::start(
         Blockstore::open(dir.join("store-m")).expect("maker store"),
         Identity::from_bytes([6; 32]),
         loopback(),
+        None,
     )
     .await
     .expect("maker");
@@ -395,7 +398,7 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
     let log: Log = Log::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (served, report, ()) = tokio::join!(
-        maker.run(stopper(&stop_rx)),
+        maker.run(stopper(&stop_rx), |_| {}),
         g.run(stopper(&stop_rx), recorder(&log)),
         async move {
             tokio::time::sleep(Duration::from_secs(4)).await;

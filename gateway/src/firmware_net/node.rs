@@ -1,6 +1,6 @@
 //! A gateway in the firmware swarm (seed 004: "once enough devices have the update they serve
 //! each other"): a [`FirmwareNode`] serves its blockstore to every peer that opens an exchange
-//! channel, as [`super::Serving`] does, and, while serving, runs the update flow of
+//! channel and, with an [`UpdateConfig`], while serving, runs the update flow of
 //! `firmware::sim::DeviceEndpoint` over the real mesh:
 //!
 //! * it dials configured peers: providers (the manufacturer's node, [`PeerKind::Provider`],
