@@ -48,7 +48,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::daemon::key::{self, KeyError};
 use crate::firmware_net::{
     FetchOptions, FirmwareNode, MeshKeyError, NetError, NodeEvent, PeerAddr, UpdateConfig,
-    generate_identity, read_mesh_key, shutdown_signal,
+    generate_identity, read_mesh_key,
 };
 use firmware::exchange::PeerKind;
 
@@ -585,7 +585,7 @@ async fn serve_node(
         None => eprintln!("serving {} over the mesh; Ctrl-C to stop", dir.display()),
     }
     let report = node
-        .run(shutdown_signal(), |ev| match ev {
+        .run(crate::daemon::shutdown_signal(), |ev| match ev {
             NodeEvent::Staged { image, progress } => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "staged {}", image.path.display()).and_then(|()| out.flush());

@@ -83,21 +83,6 @@ enum Cmd {
     },
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
@@ -149,7 +134,7 @@ fn run(cmd: Cmd) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .map_err(|e| anyhow::anyhow!("tokio runtime: {e}"))?;
-            rt.block_on(daemon::run(cfg, opts, shutdown_signal()))?;
+            rt.block_on(daemon::run(cfg, opts, daemon::shutdown_signal()))?;
         }
         Cmd::Status { config, metrics } => {
             let cfg = Config::load(&config)?;

@@ -13,3 +13,19 @@ pub mod status;
 pub use config::{Config, ConfigError};
 pub use ingest::{Flushed, Ingest, IngestConfig, IngestCounters};
 pub use run::{DaemonError, RunOptions, Simulate, fetch, run, status};
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: when `mef-gateway run` and `firmware serve` stop.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
