@@ -37,7 +37,7 @@ use firmware::car::{CarError, CarReader};
 use firmware::manifest::{MAX_MANIFEST_LEN, Manifest, ManifestError, SignedManifest, Version};
 use firmware::unixfs::dagpb::{PbNode, UnixFsData};
 use firmware::unixfs::{
-    BlockSink, BlockSource, DAG_PB_CODEC, ExportError, ImportError, Importer, RAW_CODEC, export,
+    BlockSink, BlockSource, DAG_PB_CODEC, ExportError, ImportError, RAW_CODEC, export, import,
 };
 use firmware::update::{
     Decision, Stager, StoreBlocks, UpdateError, UpdatePolicy, authenticate, check_version,
@@ -54,8 +54,6 @@ use firmware::exchange::PeerKind;
 
 /// Files smaller than this get no progress bar.
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
-/// Read buffer of `add` (one UnixFS chunk).
-const READ_BUF: usize = 256 * 1024;
 
 /// Why a firmware command failed.
 #[derive(Debug, thiserror::Error)]
@@ -761,24 +759,13 @@ pub fn add(file: &Path, store_dir: &Path, car: Option<&Path>) -> Result<Added, F
         cids: Vec::new(),
         error: None,
     };
-    let mut reader = BufReader::with_capacity(READ_BUF, f);
-    let mut buf = vec![0u8; READ_BUF];
-    let mut size = 0u64;
-    let result = (|| {
-        let mut imp = Importer::new(&mut sink);
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ImportError::Read(e)),
-            };
-            imp.write(buf.get(..n).unwrap_or_default())?;
-            size += n as u64;
-            bar.set_position(size);
-        }
-        imp.finish().map(|(root, _)| root)
-    })();
+    let mut reader = Counting {
+        inner: f,
+        n: 0,
+        bar: &bar,
+    };
+    let result = import(&mut reader, &mut sink).map(|(root, _)| root);
+    let size = reader.n;
     bar.finish_and_clear();
     let root = match result {
         Ok(root) => root,
@@ -1036,11 +1023,20 @@ pub struct PeerFetch {
     pub opts: FetchOptions,
 }
 
-/// A writer advancing a progress bar.
-struct Counting<'a, W: Write> {
-    inner: W,
+/// A reader or writer advancing a progress bar by the bytes it moves.
+struct Counting<'a, T> {
+    inner: T,
     n: u64,
     bar: &'a ProgressBar,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n += k as u64;
+        self.bar.set_position(self.n);
+        Ok(k)
+    }
 }
 
 impl<W: Write> Write for Counting<'_, W> {
