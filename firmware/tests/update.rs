@@ -14,7 +14,7 @@ use firmware::unixfs::importer::CHUNK_SIZE;
 use firmware::unixfs::{BlockSource, ExportError, MemoryBlocks, RAW_CODEC, import};
 use firmware::update::{
     Decision, Stager, StoreBlocks, UpdateError, UpdatePolicy, VerifiedUpdate, dag_blocks,
-    pin_image, replace_pin, staged_name, write_dag_car,
+    is_complete, pin_image, replace_pin, staged_name, write_dag_car,
 };
 
 const MODEL: &str = "mef-sensor-v2";
@@ -547,4 +547,37 @@ fn newest_staged_image_is_found_and_half_staged_or_foreign_ones_are_not() {
         signed(manifest(Version::new(6, 0, 0), root, size)),
     );
     assert_eq!(stager.newest(&p).expect("scan"), Some(v12));
+}
+
+#[test]
+fn is_complete_reads_only_the_dag_nodes() {
+    use std::cell::Cell;
+    struct Counting<'a> {
+        inner: &'a MemoryBlocks,
+        gets: Cell<usize>,
+    }
+    impl BlockSource for Counting<'_> {
+        fn get(&self, cid: &Cid) -> Option<Vec<u8>> {
+            self.gets.set(self.gets.get() + 1);
+            self.inner.get(cid)
+        }
+        fn has(&self, cid: &Cid) -> bool {
+            self.inner.blocks.contains_key(cid)
+        }
+    }
+    let (_, root, mut blocks) = image();
+    let src = Counting {
+        inner: &blocks,
+        gets: Cell::new(0),
+    };
+    assert!(is_complete(&src, &root));
+    assert_eq!(src.gets.get(), 1, "only the root node is read");
+    let leaf = *blocks
+        .blocks
+        .keys()
+        .find(|c| c.codec() == RAW_CODEC)
+        .expect("a leaf");
+    blocks.blocks.remove(&leaf);
+    assert!(!is_complete(&blocks, &root));
+    assert!(!is_complete(&MemoryBlocks::default(), &root));
 }

@@ -41,7 +41,7 @@ use firmware::unixfs::{
 };
 use firmware::update::{
     Decision, Stager, StoreBlocks, UpdateError, UpdatePolicy, authenticate, check_version,
-    dag_blocks, pin_image, write_dag_car,
+    is_complete, pin_image, write_dag_car,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -953,9 +953,8 @@ pub fn get_with_peers(
     opts: &FetchOptions,
 ) -> Result<u64, FirmwareError> {
     let store = open_store(store_dir)?;
-    match get(&store, root, output) {
-        Err(FirmwareError::MissingBlock { .. }) => {}
-        other => return other,
+    if is_complete(&StoreBlocks::new(&store), root) {
+        return get(&store, root, output);
     }
     fetch_from_peers(store, root, peers, key, opts)?;
     let store = open_store(store_dir)?;
@@ -1124,7 +1123,7 @@ pub fn stage(
     let root = update.manifest().root;
     if let Some(f) = fetch {
         let store = open_store(store_dir)?;
-        if dag_blocks(&StoreBlocks::new(&store), &root).is_err() {
+        if !is_complete(&StoreBlocks::new(&store), &root) {
             fetch_from_peers(store, &root, &f.peers, f.key.as_deref(), &f.opts)?;
         }
     }

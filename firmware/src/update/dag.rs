@@ -57,6 +57,17 @@ impl BlockSource for StoreBlocks<'_> {
             }
         }
     }
+
+    fn has(&self, cid: &Cid) -> bool {
+        match self.store.has(cid) {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(%cid, error = %e, "blockstore lookup failed");
+                self.error.borrow_mut().get_or_insert(e);
+                false
+            }
+        }
+    }
 }
 
 /// Visits every block of the DAG rooted at `root` once, parents before children and children in
@@ -66,6 +77,24 @@ impl BlockSource for StoreBlocks<'_> {
 pub fn walk_dag<B: BlockSource + ?Sized>(
     source: &B,
     root: &Cid,
+    visit: impl FnMut(&Cid, &[u8]) -> std::io::Result<()>,
+) -> Result<(), ExportError> {
+    walk(source, root, true, visit)
+}
+
+/// Whether every block of the DAG rooted at `root` is in `source`, reading and verifying only
+/// its dag-pb nodes (raw leaves are checked with [`BlockSource::has`]): what to ask before
+/// deciding to fetch, without reading the whole image.
+pub fn is_complete<B: BlockSource + ?Sized>(source: &B, root: &Cid) -> bool {
+    walk(source, root, false, |_, _| Ok(())).is_ok()
+}
+
+/// [`walk_dag`]; with `read_leaves` false, raw leaves are only checked for presence and
+/// visited with empty data.
+fn walk<B: BlockSource + ?Sized>(
+    source: &B,
+    root: &Cid,
+    read_leaves: bool,
     mut visit: impl FnMut(&Cid, &[u8]) -> std::io::Result<()>,
 ) -> Result<(), ExportError> {
     let mut seen = HashSet::new();
@@ -80,6 +109,13 @@ pub fn walk_dag<B: BlockSource + ?Sized>(
         let codec = cid.codec();
         if codec != RAW_CODEC && codec != DAG_PB_CODEC {
             return Err(ExportError::UnsupportedCodec { cid, codec });
+        }
+        if codec == RAW_CODEC && !read_leaves {
+            if !source.has(&cid) {
+                return Err(ExportError::Missing(cid));
+            }
+            visit(&cid, &[]).map_err(ExportError::Write)?;
+            continue;
         }
         let block = source.get(&cid).ok_or(ExportError::Missing(cid))?;
         verify_block(&cid, &block).map_err(|source| ExportError::Corrupt { cid, source })?;

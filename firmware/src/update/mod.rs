@@ -29,7 +29,8 @@ use crate::manifest::{Manifest, ManifestError, SignedManifest, Version};
 use crate::unixfs::ExportError;
 
 pub use dag::{
-    PinReport, StoreBlocks, dag_blocks, pin_image, replace_pin, walk_dag, write_dag_car,
+    PinReport, StoreBlocks, dag_blocks, is_complete, pin_image, replace_pin, walk_dag,
+    write_dag_car,
 };
 pub use stage::{StagedImage, Stager, staged_name};
 
