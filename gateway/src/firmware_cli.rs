@@ -174,6 +174,30 @@ pub struct StoreArg {
     pub dir: PathBuf,
 }
 
+/// `--peer`, `--key`, `--timeout`: the mesh peers blocks missing from the store are fetched
+/// from.
+#[derive(Args, Debug, Clone)]
+pub struct PeerArgs {
+    /// A mesh peer serving the image, `KEY@IP:PORT` as `firmware serve` prints it; repeatable.
+    #[arg(long = "peer", value_name = "PEER")]
+    pub peers: Vec<PeerAddr>,
+    /// This node's mesh key file (`keygen --mesh`); default: a fresh identity.
+    #[arg(long, value_name = "MESH_KEY_FILE", requires = "peers")]
+    pub key: Option<PathBuf>,
+    /// Give up fetching after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub timeout: u64,
+}
+
+impl PeerArgs {
+    fn options(&self) -> FetchOptions {
+        FetchOptions {
+            timeout: Duration::from_secs(self.timeout),
+            ..FetchOptions::default()
+        }
+    }
+}
+
 /// `mef-gateway firmware` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum FirmwareCmd {
@@ -213,16 +237,9 @@ pub enum FirmwareCmd {
         /// The firmware blockstore.
         #[command(flatten)]
         store: StoreArg,
-        /// A mesh peer serving the image, `KEY@IP:PORT` as `firmware serve` prints it;
-        /// repeatable.
-        #[arg(long = "peer", value_name = "PEER")]
-        peers: Vec<PeerAddr>,
-        /// This node's mesh key file (`keygen --mesh`); default: a fresh identity.
-        #[arg(long, value_name = "MESH_KEY_FILE", requires = "peers")]
-        key: Option<PathBuf>,
-        /// Give up fetching after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 600)]
-        timeout: u64,
+        /// Where blocks missing from the store are fetched from.
+        #[command(flatten)]
+        fetch: PeerArgs,
     },
     /// Serve the blockstore's blocks to mesh peers (`get --peer`) until Ctrl-C or SIGTERM.
     ///
@@ -346,17 +363,10 @@ pub enum FirmwareCmd {
         /// The staging directory (created if needed).
         #[arg(long, value_name = "DIR")]
         staging: PathBuf,
-        /// A mesh peer serving the image (`KEY@IP:PORT`, as `firmware serve` prints it),
-        /// repeatable: blocks missing from the store are fetched from them (after the manifest
-        /// is checked, before anything is staged).
-        #[arg(long = "peer", value_name = "PEER")]
-        peers: Vec<PeerAddr>,
-        /// This node's mesh key file (`keygen --mesh`); default: a fresh identity.
-        #[arg(long, value_name = "MESH_KEY_FILE", requires = "peers")]
-        key: Option<PathBuf>,
-        /// Give up fetching after this many seconds.
-        #[arg(long, value_name = "SECS", default_value_t = 600)]
-        timeout: u64,
+        /// Where blocks missing from the store are fetched from (after the manifest is checked,
+        /// before anything is staged).
+        #[command(flatten)]
+        fetch: PeerArgs,
     },
 }
 
@@ -401,19 +411,13 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             cid,
             output,
             store,
-            peers,
-            key,
-            timeout,
+            fetch,
         } => {
-            let n = if peers.is_empty() {
+            let n = if fetch.peers.is_empty() {
                 let store = open_existing_store(&store.dir)?;
                 get(&store, &cid, &output)?
             } else {
-                let opts = FetchOptions {
-                    timeout: Duration::from_secs(timeout),
-                    ..FetchOptions::default()
-                };
-                get_with_peers(&store.dir, &cid, &output, &peers, key.as_deref(), &opts)?
+                get_with_peers(&store.dir, &cid, &output, &fetch)?
             };
             eprintln!("wrote {} ({n} bytes)", output.display());
         }
@@ -512,21 +516,11 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             current,
             store,
             staging,
-            peers,
-            key,
-            timeout,
+            fetch,
         } => {
             let signed = read_manifest(&manifest)?;
             let policy = UpdatePolicy::new(model, current, trust);
-            let fetch = (!peers.is_empty()).then(|| PeerFetch {
-                peers,
-                key,
-                opts: FetchOptions {
-                    timeout: Duration::from_secs(timeout),
-                    ..FetchOptions::default()
-                },
-            });
-            let staged = stage(&policy, &signed, &store.dir, &staging, fetch.as_ref())?;
+            let staged = stage(&policy, &signed, &store.dir, &staging, &fetch)?;
             println!("{}", staged.display());
         }
     }
@@ -948,15 +942,13 @@ pub fn get_with_peers(
     store_dir: &Path,
     root: &Cid,
     output: &Path,
-    peers: &[PeerAddr],
-    key: Option<&Path>,
-    opts: &FetchOptions,
+    fetch: &PeerArgs,
 ) -> Result<u64, FirmwareError> {
     let store = open_store(store_dir)?;
     if is_complete(&StoreBlocks::new(&store), root) {
         return get(&store, root, output);
     }
-    fetch_from_peers(store, root, peers, key, opts)?;
+    fetch_from_peers(store, root, fetch)?;
     let store = open_store(store_dir)?;
     let n = get(&store, root, output)?;
     match pin_image(&store, root) {
@@ -970,18 +962,12 @@ pub fn get_with_peers(
 
 /// Fetches the DAG under `root` into `store` from mesh `peers`, with a progress bar on stderr
 /// (blocks already in the store are not fetched again).
-fn fetch_from_peers(
-    store: Blockstore,
-    root: &Cid,
-    peers: &[PeerAddr],
-    key: Option<&Path>,
-    opts: &FetchOptions,
-) -> Result<(), FirmwareError> {
-    let identity = match key {
+fn fetch_from_peers(store: Blockstore, root: &Cid, fetch: &PeerArgs) -> Result<(), FirmwareError> {
+    let identity = match fetch.key.as_deref() {
         Some(k) => read_mesh_key(k)?,
         None => generate_identity()?,
     };
-    let records = peers.iter().map(PeerAddr::record).collect();
+    let records = fetch.peers.iter().map(PeerAddr::record).collect();
     let bar = fetch_bar();
     let shown = bar.clone();
     let result = runtime()?.block_on(crate::firmware_net::fetch(
@@ -989,7 +975,7 @@ fn fetch_from_peers(
         identity,
         records,
         *root,
-        opts,
+        &fetch.options(),
         move |p| {
             shown.set_position(p.bytes_fetched);
             shown.set_message(format!(
@@ -1009,17 +995,6 @@ fn fetch_from_peers(
         report.progress.blocks_held
     );
     Ok(())
-}
-
-/// Where `stage` fetches missing blocks from.
-#[derive(Debug, Clone)]
-pub struct PeerFetch {
-    /// Mesh peers serving the image.
-    pub peers: Vec<PeerAddr>,
-    /// This node's mesh key file; `None`: a fresh identity.
-    pub key: Option<PathBuf>,
-    /// Timeout and session tuning.
-    pub opts: FetchOptions,
 }
 
 /// A reader or writer advancing a progress bar by the bytes it moves.
@@ -1108,23 +1083,24 @@ pub fn verify(
 }
 
 /// Checks `signed` against `policy`, stages its image from the store at `store_dir` into
-/// `staging` (see [`Stager`]) and pins it in the store. Returns the staged image's path.
+/// `staging` (see [`Stager`]) and pins it in the store, first fetching missing blocks from
+/// `fetch.peers` if any. Returns the staged image's path.
 pub fn stage(
     policy: &UpdatePolicy,
     signed: &SignedManifest,
     store_dir: &Path,
     staging: &Path,
-    fetch: Option<&PeerFetch>,
+    fetch: &PeerArgs,
 ) -> Result<PathBuf, FirmwareError> {
     let update = match policy.check(signed).map_err(FirmwareError::refused)? {
         Decision::Update(u) => u,
         Decision::UpToDate { version } => return Err(FirmwareError::UpToDate(version)),
     };
     let root = update.manifest().root;
-    if let Some(f) = fetch {
+    if !fetch.peers.is_empty() {
         let store = open_store(store_dir)?;
         if !is_complete(&StoreBlocks::new(&store), &root) {
-            fetch_from_peers(store, &root, &f.peers, f.key.as_deref(), &f.opts)?;
+            fetch_from_peers(store, &root, fetch)?;
         }
     }
     let store = open_existing_store(store_dir)?;
