@@ -402,12 +402,7 @@ impl Session {
             .collect();
         for cid in lost {
             if let Some(w) = self.wants.remove(&cid) {
-                self.progress.rerequests += 1;
-                self.frontier.push_front(Pending {
-                    cid,
-                    avoid: w.excluded,
-                    refused_at: w.refused_at,
-                });
+                self.requeue(cid, w, None, None);
             }
         }
         self.pump(now);
@@ -557,14 +552,9 @@ impl Session {
             };
             self.dec(w.peer);
             self.cancel_at(w.peer, cid);
-            self.progress.rerequests += 1;
             // Not avoided for good: its raised latency estimate steers the want to a cheaper
             // peer, and it may be asked again if it turns out to be the only one.
-            self.frontier.push_front(Pending {
-                cid,
-                avoid: w.excluded,
-                refused_at: w.refused_at,
-            });
+            self.requeue(cid, w, None, None);
         }
         self.pump(now);
     }
@@ -624,20 +614,10 @@ impl Session {
         }
         if verify_block(&b.cid, &b.data).is_err() {
             if wanted_from == Some(peer) {
-                let mut excluded = Vec::new();
-                let mut refused_at = None;
                 if let Some(w) = self.wants.remove(&b.cid) {
-                    excluded = w.excluded;
-                    refused_at = w.refused_at;
                     self.dec(peer);
+                    self.requeue(b.cid, w, Some(peer), None);
                 }
-                excluded.push(peer);
-                self.progress.rerequests += 1;
-                self.frontier.push_front(Pending {
-                    cid: b.cid,
-                    avoid: excluded,
-                    refused_at,
-                });
             } else if let Some(i) = late
                 && let Some(e) = self.frontier.get_mut(i)
             {
@@ -691,6 +671,24 @@ impl Session {
             });
             self.check_complete();
         }
+    }
+
+    /// Puts a want taken out of `wants` back at the front of the frontier, avoiding `avoid`
+    /// from now on, with its refusal time (or `refused_now` if a provider just refused).
+    fn requeue(
+        &mut self,
+        cid: Cid,
+        mut w: Want,
+        avoid: Option<PeerId>,
+        refused_now: Option<Instant>,
+    ) {
+        w.excluded.extend(avoid);
+        self.progress.rerequests += 1;
+        self.frontier.push_front(Pending {
+            cid,
+            avoid: w.excluded,
+            refused_at: refused_now.or(w.refused_at),
+        });
     }
 
     fn dec(&mut self, peer: PeerId) {
@@ -773,20 +771,14 @@ impl Session {
         if w.peer != peer {
             return;
         }
-        if let Some(mut w) = self.wants.remove(&cid) {
+        if let Some(w) = self.wants.remove(&cid) {
             self.dec(peer);
             self.progress.dont_haves += 1;
-            w.excluded.push(peer);
-            self.progress.rerequests += 1;
             let provider = self
                 .peers
                 .get(&peer)
                 .is_some_and(|p| p.kind == PeerKind::Provider);
-            self.frontier.push_front(Pending {
-                cid,
-                avoid: w.excluded,
-                refused_at: if provider { Some(now) } else { w.refused_at },
-            });
+            self.requeue(cid, w, Some(peer), provider.then_some(now));
         }
     }
 
