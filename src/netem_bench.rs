@@ -79,11 +79,7 @@ pub fn run(json: Option<&Path>) -> anyhow::Result<()> {
             "loss_z": r.loss_z,
             "highest_sustained_bps": r.highest_sustained_bps,
         });
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        mef_benches::record::write_json(path, &doc)?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -682,13 +682,6 @@ pub fn report(r: &FirmwareReport, json: Option<&Path>) -> anyhow::Result<()> {
             );
         }
     }
-    let path = json.map_or_else(
-        || Path::new("bench-out").join("firmware.json"),
-        Path::to_path_buf,
-    );
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let out = JsonOut {
         import_mb_per_s: im.import_mb_per_s,
         manufacturer_bytes_over_image: r.rollout.map(|x| x.manufacturer_bytes_over_image),
@@ -696,13 +689,9 @@ pub fn report(r: &FirmwareReport, json: Option<&Path>) -> anyhow::Result<()> {
         import: im,
         rollout: r.rollout.as_ref(),
     };
-    std::fs::write(&path, serde_json::to_string_pretty(&out)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
-    let svg = path.with_extension("svg");
-    plot(r, &svg)?;
-    println!("wrote {}", svg.display());
-    Ok(())
+    crate::record::write_report(&crate::record::report_path(json, "firmware"), &out, |svg| {
+        plot(r, svg)
+    })
 }
 
 /// Bars of the MB/s figures against the target; with a roll-out, a second panel of the two

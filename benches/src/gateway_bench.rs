@@ -626,20 +626,9 @@ pub fn report(r: &GatewayReport, json: Option<&Path>) -> anyhow::Result<()> {
         "  readings acknowledged / seconds",
         format!("{} / {:.1}", r.steady_readings, r.steady_seconds)
     );
-    let path = json.map_or_else(
-        || Path::new("bench-out").join("gateway.json"),
-        Path::to_path_buf,
-    );
-    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&path, serde_json::to_string_pretty(r)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    println!("wrote {}", path.display());
-    let svg = path.with_extension("svg");
-    plot(r, &svg)?;
-    println!("wrote {}", svg.display());
-    Ok(())
+    crate::record::write_report(&crate::record::report_path(json, "gateway"), r, |svg| {
+        plot(r, svg)
+    })
 }
 
 /// Bars: the durable rates against the 20,000/s target.

@@ -390,15 +390,7 @@ pub fn report(r: &PoeReport, json: Option<&Path>) -> anyhow::Result<()> {
         );
     }
     if let Some(path) = json {
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(path, serde_json::to_string_pretty(r)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
-        let svg = path.with_extension("svg");
-        plot(r, &svg)?;
-        println!("wrote {}", svg.display());
+        crate::record::write_report(path, r, |svg| plot(r, svg))?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! One row of results, its JSON form and the aligned text table.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
@@ -114,13 +114,37 @@ impl Record {
     }
 }
 
-/// Writes the records as a pretty-printed JSON array.
-pub fn write_json(path: &Path, records: &[Record]) -> anyhow::Result<()> {
+/// Writes `value` (the records, a suite's report) as pretty-printed JSON, creating the
+/// directory.
+pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let json = serde_json::to_string_pretty(records).context("serialising records")?;
+    let json = serde_json::to_string_pretty(value).context("serialising records")?;
     std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+}
+
+/// `json`, or `bench-out/<suite>.json` when none was given.
+pub fn report_path(json: Option<&Path>, suite: &str) -> PathBuf {
+    json.map_or_else(
+        || Path::new("bench-out").join(format!("{suite}.json")),
+        Path::to_path_buf,
+    )
+}
+
+/// Writes a suite's report as JSON to `path` and its plot next to it (`.svg`), printing both
+/// paths.
+pub fn write_report<T: Serialize + ?Sized>(
+    path: &Path,
+    value: &T,
+    plot: impl FnOnce(&Path) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    write_json(path, value)?;
+    println!("wrote {}", path.display());
+    let svg = path.with_extension("svg");
+    plot(&svg)?;
+    println!("wrote {}", svg.display());
+    Ok(())
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Serialize;
 
 use super::{KernelRecord, KernelReport};
@@ -279,9 +278,6 @@ struct JsonOut<'a> {
 /// Writes `{"records": [...], "tunnel": {...}, "skipped": [...], "not_applicable": [...]}` as
 /// pretty JSON (`not_applicable` only when some selected case does not apply).
 pub fn write_json(path: &Path, report: &KernelReport) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let out = JsonOut {
         records: &report.records,
         tunnel: report.tunnel.as_ref(),
@@ -296,8 +292,7 @@ pub fn write_json(path: &Path, report: &KernelReport) -> anyhow::Result<()> {
             .map(|s| serde_json::json!({"cell": s.cell, "case": s.case, "reason": s.reason}))
             .collect(),
     };
-    let json = serde_json::to_string_pretty(&out).context("serialising records")?;
-    std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))
+    crate::record::write_json(path, &out)
 }
 
 /// `dir/name` (an SVG): goodput vs RTT (one panel per tool × loss, one line per protocol), mean
