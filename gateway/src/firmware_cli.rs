@@ -25,7 +25,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -482,17 +482,13 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
                 (None, Some(given)) => given,
                 (None, None) => return Err(FirmwareError::Usage("give FILE, or --cid and --size")),
             };
-            let released_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
             let manifest = Manifest {
                 model,
                 version,
                 root,
                 size,
                 notes,
-                released_ms,
+                released_ms: crate::reading::now_ms(),
             };
             let signed = publish(manifest, &key, &output)?;
             print!("{}", summary(&signed));
