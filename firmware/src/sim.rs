@@ -514,11 +514,7 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
         ed25519_dalek::SigningKey::from_bytes(&Sha256::digest(cfg.seed.to_le_bytes()).into());
     let manifest = Manifest {
         model: MODEL.into(),
-        version: Version {
-            major: 1,
-            minor: 1,
-            patch: 0,
-        },
+        version: Version::new(1, 1, 0),
         root,
         size: cfg.image_bytes as u64,
         notes: "simulated roll-out".into(),
@@ -527,15 +523,7 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
     let Ok(signed): Result<SignedManifest, _> = manifest.sign(&maker) else {
         return RolloutReport::default();
     };
-    let policy = UpdatePolicy::new(
-        MODEL,
-        Version {
-            major: 1,
-            minor: 0,
-            patch: 0,
-        },
-        vec![maker.verifying_key()],
-    );
+    let policy = UpdatePolicy::new(MODEL, Version::new(1, 0, 0), vec![maker.verifying_key()]);
     let n = cfg.gateways + 1;
     let mut sim = Sim::new(cfg.seed);
     let core = sim.add_router("core");
@@ -545,8 +533,8 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
     let addr = |i: usize| SocketAddr::new(IpAddr::V4(node_ip(i)), PORT);
     let graph = swarm_graph(cfg.gateways, cfg.swarm_peers, cfg.seed);
     let mut mesh_cfg = MeshConfig::default();
-    mesh_cfg.channels.max_send_buffer = 512 * 1024;
-    mesh_cfg.channels.max_recv_buffer = 1024 * 1024;
+    mesh_cfg.channels.max_send_buffer = crate::exchange::CHANNEL_SEND_BUFFER;
+    mesh_cfg.channels.max_recv_buffer = crate::exchange::CHANNEL_RECV_BUFFER;
     let rtt = cfg.access_delay * 4;
     let mut eps: Vec<EndpointId> = Vec::with_capacity(n);
     let mut uplinks = Vec::with_capacity(n);

@@ -274,8 +274,8 @@ pub fn advertised_addr(local: SocketAddr) -> SocketAddr {
 /// automatic connections.
 fn driver_config(bind: SocketAddr) -> DriverConfig {
     let mut mesh = MeshConfig::default();
-    mesh.channels.max_send_buffer = 512 * 1024;
-    mesh.channels.max_recv_buffer = 1024 * 1024;
+    mesh.channels.max_send_buffer = firmware::exchange::CHANNEL_SEND_BUFFER;
+    mesh.channels.max_recv_buffer = firmware::exchange::CHANNEL_RECV_BUFFER;
     DriverConfig {
         bind,
         mesh,

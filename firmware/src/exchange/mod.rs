@@ -34,6 +34,15 @@ pub use session::{
 /// The mesh channel type (a reliable channel) the exchange runs on between devices.
 pub const CHANNEL_KIND: &str = "fw-exchange";
 
+/// Send buffer of an exchange channel: room for two 256 KiB blocks, so a peer's stream never
+/// waits on the server while its channel drains (the mesh default, 256 KiB, holds less than
+/// one block message).
+pub const CHANNEL_SEND_BUFFER: usize = 512 * 1024;
+
+/// Receive buffer (and largest window) of an exchange channel: a 50 Mbit/s downlink at 160 ms
+/// of round trip.
+pub const CHANNEL_RECV_BUFFER: usize = 1024 * 1024;
+
 /// Identifies a peer to a [`Session`] or [`Server`] (the caller's connection handle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u64);
