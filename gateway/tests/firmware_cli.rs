@@ -2,61 +2,16 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mef-gateway");
+mod firmware_common;
+
+use firmware_common::{BIN, fails, mef, ok, pattern};
+
 /// `ipfs add --cid-version=1` of the empty file (firmware/tests/unixfs.rs).
 const EMPTY_CID: &str = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku";
 /// `ipfs add --cid-version=1` of "hello world" without a newline (firmware/tests/unixfs.rs).
 const HELLO_CID: &str = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e";
-
-/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
-
-fn mef(dir: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
-        .env("MEF_GATEWAY_LOG", "warn")
-        .output()
-        .expect("run mef-gateway")
-}
-
-/// Runs a command that must succeed; returns its trimmed stdout.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let out = mef(dir, args);
-    assert!(
-        out.status.success(),
-        "mef-gateway {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf-8 stdout")
-        .trim()
-        .to_owned()
-}
-
-/// Runs a command that must fail; returns its stderr.
-fn fails(dir: &Path, args: &[&str]) -> String {
-    let out = mef(dir, args);
-    assert!(
-        !out.status.success(),
-        "mef-gateway {args:?} succeeded: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 fn write(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     let p = dir.join(name);

@@ -2,11 +2,11 @@
 //! store in one process (two mesh drivers), a resumed fetch, and `mef-gateway firmware serve` /
 //! `get --peer` end to end as separate processes.
 
+mod firmware_common;
+
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use cid::Cid;
@@ -14,6 +14,7 @@ use firmware::blockstore::Blockstore;
 use firmware::exchange::Progress;
 use firmware::unixfs::importer::import;
 use firmware::unixfs::{MemoryBlocks, RAW_CODEC};
+use firmware_common::{add_image, loopback, ok, pattern, spawn_serve};
 use gateway::firmware_cli;
 use gateway::firmware_net::{
     FetchOptions, FetchReport, FirmwareNode, NetError, NodeReport, PeerAddr, fetch,
@@ -21,25 +22,7 @@ use gateway::firmware_net::{
 use mesh::Identity;
 use tokio::sync::oneshot;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mef-gateway");
 const IMAGE_BYTES: usize = 3 << 20;
-
-/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
 
 fn fetch_options() -> FetchOptions {
     FetchOptions {
@@ -47,13 +30,6 @@ fn fetch_options() -> FetchOptions {
         timeout: Duration::from_secs(60),
         ..FetchOptions::default()
     }
-}
-
-/// Writes the image to `dir/name` and adds it to the store `store` (pinned); returns its root.
-fn add_image(dir: &Path, name: &str, data: &[u8], store: &Path) -> Cid {
-    let file = dir.join(name);
-    fs::write(&file, data).expect("write image");
-    firmware_cli::add(&file, store, None).expect("add").root
 }
 
 /// Serves `served` and fetches `root` into `fetcher` at the same time, in this task; the
@@ -235,68 +211,32 @@ async fn a_silent_peer_times_the_fetch_out() {
     }
 }
 
-/// Kills the child process when dropped (also when the test fails).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mef(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
-        .env("MEF_GATEWAY_LOG", "warn")
-        .output()
-        .expect("run mef-gateway");
-    assert!(
-        out.status.success(),
-        "mef-gateway {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
 #[test]
 fn cli_serve_and_get_from_a_peer_end_to_end() {
     let t = tempfile::tempdir().expect("tempdir");
     let dir = t.path();
     let data = pattern(IMAGE_BYTES + 12_345, 6);
     fs::write(dir.join("image.bin"), &data).expect("write image");
-    let keygen = mef(dir, &["keygen", "--mesh", "--out", "mesh.key"]);
+    let keygen = ok(dir, &["keygen", "--mesh", "--out", "mesh.key"]);
     let pubkey = keygen.lines().next().expect("public key line").to_owned();
-    let root = mef(dir, &["firmware", "add", "image.bin", "--store", "store-a"])
+    let root = ok(dir, &["firmware", "add", "image.bin", "--store", "store-a"])
         .trim()
         .to_owned();
 
-    let child = Command::new(BIN)
-        .args([
-            "firmware",
-            "serve",
+    let (mut server, lines) = spawn_serve(
+        dir,
+        &[
             "--store",
             "store-a",
             "--key",
             "mesh.key",
             "--listen",
             "127.0.0.1:0",
-        ])
-        .current_dir(dir)
-        .env("MEF_GATEWAY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn serve");
-    let mut server = KillOnDrop(child);
-    let stdout = server.0.stdout.take().expect("serve stdout");
-    let mut stdout = BufReader::new(stdout);
-    let mut first = String::new();
-    stdout.read_line(&mut first).expect("read the peer string");
-    // The rest of its output is read (and dropped) as it comes.
-    std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        ],
+    );
+    let first = lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the peer string");
     let peer_string = first.trim().to_owned();
     let peer: PeerAddr = peer_string.parse().expect("serve prints a peer string");
     assert_eq!(peer.addr.ip().to_string(), "127.0.0.1");
@@ -304,7 +244,7 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
     assert!(peer_string.starts_with(&pubkey), "the key of keygen --mesh");
 
     // An empty store B (it does not even exist yet) fetches the image from the server.
-    mef(
+    ok(
         dir,
         &[
             "firmware",
@@ -325,10 +265,8 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
 
     // The update flow: a signed manifest checked, the image fetched from the peer into an
     // empty store C, rebuilt with every block verified, and staged.
-    let maker = mef(dir, &["keygen", "--out", "maker.key"])
-        .trim()
-        .to_owned();
-    mef(
+    let maker = ok(dir, &["keygen", "--out", "maker.key"]).trim().to_owned();
+    ok(
         dir,
         &[
             "firmware",
@@ -346,7 +284,7 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
             "store-m",
         ],
     );
-    let staged = mef(
+    let staged = ok(
         dir,
         &[
             "firmware",
@@ -399,7 +337,7 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
         if let Some(p) = peer {
             args.extend(["--peer", p, "--timeout", "1"]);
         }
-        mef(dir, &args);
+        ok(dir, &args);
         assert!(fs::read(dir.join(out)).expect("output") == data);
     };
     get("again.bin", None);

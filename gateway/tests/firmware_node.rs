@@ -3,12 +3,11 @@
 //! appears in their manifest directory, fetch the image as swarm members, verify and stage it;
 //! and `mef-gateway firmware serve --manifests …` as a separate process.
 
+mod firmware_common;
+
 use std::cell::RefCell;
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -20,46 +19,14 @@ use firmware::manifest::{Manifest, Version};
 use firmware::unixfs::MemoryBlocks;
 use firmware::unixfs::importer::import;
 use firmware::update::UpdatePolicy;
+use firmware_common::{add_image, loopback, ok, pattern, spawn_serve};
 use gateway::firmware_cli;
 use gateway::firmware_net::{FirmwareNode, NodeEvent, NodeReport, UpdateConfig};
 use mesh::Identity;
 use tokio::sync::watch;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mef-gateway");
 const IMAGE_BYTES: usize = 3 << 20;
 const MODEL: &str = "mef-gw";
-
-/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
-
-fn version(major: u32, minor: u32, patch: u32) -> Version {
-    Version {
-        major,
-        minor,
-        patch,
-    }
-}
-
-/// Writes the image to `dir/name` and adds it to the store `store` (pinned); returns its root.
-fn add_image(dir: &Path, name: &str, data: &[u8], store: &Path) -> Cid {
-    let file = dir.join(name);
-    fs::write(&file, data).expect("write image");
-    firmware_cli::add(&file, store, None).expect("add").root
-}
 
 /// Signs a manifest for `root` and writes it to `out`.
 fn publish(key: &SigningKey, v: Version, root: Cid, size: usize, out: &Path) {
@@ -80,7 +47,11 @@ fn maker_key() -> SigningKey {
 
 /// The update side of a gateway running 1.0.0 and trusting the maker's key.
 fn update_config(dir: &Path, name: &str) -> UpdateConfig {
-    let policy = UpdatePolicy::new(MODEL, version(1, 0, 0), vec![maker_key().verifying_key()]);
+    let policy = UpdatePolicy::new(
+        MODEL,
+        Version::new(1, 0, 0),
+        vec![maker_key().verifying_key()],
+    );
     let mut cfg = UpdateConfig::new(
         dir.join(format!("manifests-{name}")),
         policy,
@@ -130,7 +101,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         fs::create_dir_all(&m).expect("manifest dir");
         publish(
             &maker_key(),
-            version(1, 1, 0),
+            Version::new(1, 1, 0),
             root,
             data.len(),
             &m.join("fw-1.1.0.manifest"),
@@ -220,7 +191,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
     assert_eq!(pa.blocks_fetched, total);
     // Both run 1.1.0 now and keep the image pinned (to serve it on).
     for (r, store) in [(&ra, "store-a"), (&rb, "store-b")] {
-        assert_eq!(r.current, Some(version(1, 1, 0)));
+        assert_eq!(r.current, Some(Version::new(1, 1, 0)));
         assert_eq!(r.staged.len(), 1);
         assert!(dir.join(format!("{store}/pins/{root}.pin")).exists());
     }
@@ -242,7 +213,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         let _ = stop_tx.send(true);
     });
     let again = again.expect("a stops cleanly");
-    assert_eq!(again.current, Some(version(1, 1, 0)));
+    assert_eq!(again.current, Some(Version::new(1, 1, 0)));
     assert!(again.staged.is_empty(), "{:?}", log.borrow());
     assert!(
         !log.borrow()
@@ -264,7 +235,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     // Newer, but signed by a key the gateway does not trust.
     publish(
         &SigningKey::from_bytes(&[8; 32]),
-        version(2, 0, 0),
+        Version::new(2, 0, 0),
         root,
         data.len(),
         &m.join("untrusted.manifest"),
@@ -272,7 +243,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     // Trusted, but older than the running 1.0.0.
     publish(
         &maker_key(),
-        version(0, 9, 0),
+        Version::new(0, 9, 0),
         root,
         data.len(),
         &m.join("older.manifest"),
@@ -280,7 +251,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     // Trusted, the running version: ignored without a word.
     publish(
         &maker_key(),
-        version(1, 0, 0),
+        Version::new(1, 0, 0),
         root,
         data.len(),
         &m.join("same.manifest"),
@@ -346,7 +317,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     );
     assert_eq!(events.len(), 3, "no fetch started: {events:?}");
     assert!(report.staged.is_empty());
-    assert_eq!(report.current, Some(version(1, 0, 0)));
+    assert_eq!(report.current, Some(Version::new(1, 0, 0)));
     assert_eq!(served.stats.served.blocks, 0, "nothing was fetched");
     let store = Blockstore::open(dir.join("store-g")).expect("store g");
     assert!(!store.has(&root).expect("has"), "root not fetched");
@@ -368,7 +339,7 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
     fs::create_dir_all(&m).expect("manifest dir");
     publish(
         &maker_key(),
-        version(1, 1, 0),
+        Version::new(1, 1, 0),
         root,
         data.len(),
         &m.join("fw.manifest"),
@@ -422,64 +393,11 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
     assert!(fetching >= 2, "retried: {events:?}");
     assert!(timed_out >= 1, "timed out: {events:?}");
     assert!(report.staged.is_empty());
-    assert_eq!(report.current, Some(version(1, 0, 0)));
+    assert_eq!(report.current, Some(Version::new(1, 0, 0)));
     let staged_files = fs::read_dir(dir.join("staging-g"))
         .map(|d| d.count())
         .unwrap_or_default();
     assert_eq!(staged_files, 0, "nothing staged");
-}
-
-/// Kills the child process when dropped (also when the test fails).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mef(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
-        .env("MEF_GATEWAY_LOG", "warn")
-        .output()
-        .expect("run mef-gateway");
-    assert!(
-        out.status.success(),
-        "mef-gateway {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
-
-/// Spawns `mef-gateway firmware serve …` in `dir`; returns the child and its stdout lines
-/// (read on a thread, sent as they come).
-fn spawn_serve(dir: &Path, args: &[&str]) -> (KillOnDrop, std::sync::mpsc::Receiver<String>) {
-    let child = Command::new(BIN)
-        .args(["firmware", "serve"])
-        .args(args)
-        .current_dir(dir)
-        .env_remove("MEF_GATEWAY_FIRMWARE_STORE")
-        .env("MEF_GATEWAY_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn serve");
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().expect("serve stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
 }
 
 #[test]
@@ -488,14 +406,12 @@ fn cli_serve_with_manifests_stages_an_image_served_by_another_node() {
     let dir = t.path();
     let data = pattern(IMAGE_BYTES + 4_321, 23);
     fs::write(dir.join("image.bin"), &data).expect("write image");
-    mef(dir, &["keygen", "--mesh", "--out", "maker-mesh.key"]);
-    mef(dir, &["keygen", "--mesh", "--out", "gw-mesh.key"]);
-    let maker = mef(dir, &["keygen", "--out", "maker.key"])
-        .trim()
-        .to_owned();
+    ok(dir, &["keygen", "--mesh", "--out", "maker-mesh.key"]);
+    ok(dir, &["keygen", "--mesh", "--out", "gw-mesh.key"]);
+    let maker = ok(dir, &["keygen", "--out", "maker.key"]).trim().to_owned();
     fs::create_dir_all(dir.join("manifests")).expect("manifest dir");
     // The manufacturer publishes into its own store.
-    mef(
+    ok(
         dir,
         &[
             "firmware",
