@@ -17,20 +17,10 @@ use firmware::update::{
     is_complete, pin_image, replace_pin, staged_name, write_dag_car,
 };
 
-const MODEL: &str = "mef-sensor-v2";
+mod common;
+use common::pattern;
 
-/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
+const MODEL: &str = "mef-sensor-v2";
 
 fn key(seed: u8) -> SigningKey {
     SigningKey::from_bytes(&[seed; 32])
