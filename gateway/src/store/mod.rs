@@ -51,7 +51,6 @@ mod stats;
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
@@ -64,13 +63,9 @@ use crate::reading::{DeviceId, Reading, Source};
 use error::sql;
 use queue::{to_sql, u64_col};
 
-/// How long a call waits for another connection's lock before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// With [`Limits::max_file_bytes`], forwarding (`next_batch`, `confirm`) may grow the file
 /// this much past the cap, so a queue that filled the capped file can always be drained.
 const CAP_HEADROOM: u64 = 1 << 20;
-/// Size the WAL file is truncated to after a checkpoint.
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Bounds of the queue and the de-duplication window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,7 +188,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql("open"))?;
-        configure(&conn)?;
+        sqlite_durable::configure(&conn, false)?;
         schema::migrate(&mut conn)?;
         let page_cap = match limits.max_file_bytes {
             None => None,
@@ -668,17 +663,7 @@ impl Store {
     /// the file): `Ok` when sound, else [`StoreError::Corrupt`]. For start-up and tests.
     pub fn check(&self) -> Result<(), StoreError> {
         const OP: &str = "check";
-        let findings: Vec<String> = self
-            .conn
-            .prepare("PRAGMA integrity_check")
-            .and_then(|mut st| {
-                st.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sql(OP))?;
-        if findings.len() != 1 || findings[0] != "ok" {
-            return Err(StoreError::corrupt(OP, findings.join("; ")));
-        }
+        sqlite_durable::integrity_check(&self.conn)?;
         let bad: i64 = self
             .conn
             .query_row(
@@ -752,31 +737,6 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Sets the pragmas the store's guarantees rest on, and checks them.
-fn configure(conn: &Connection) -> Result<(), StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT)
-        .map_err(sql("open: busy_timeout"))?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-        .map_err(sql("open: journal_mode"))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::NoWal { mode });
-    }
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sql("open: synchronous"))?;
-    let synchronous: i64 = conn
-        .pragma_query_value(None, "synchronous", |r| r.get(0))
-        .map_err(sql("open: synchronous"))?;
-    if synchronous != 2 {
-        return Err(StoreError::Pragma {
-            name: "synchronous",
-            found: synchronous,
-        });
-    }
-    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-        .map_err(sql("open: journal_size_limit"))
 }
 
 /// Adds to counters inside a transaction.

@@ -16,9 +16,10 @@
 //! - `devices`: last seen time per device (bounded), for the status.
 //! - `counters`: totals since the store was created (appended, duplicates, ...).
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::Connection;
+use sqlite_durable::Schema;
 
-use super::error::{StoreError, sql};
+use super::error::StoreError;
 
 /// `PRAGMA application_id` of a gateway store: "MGW1" in ASCII.
 pub(crate) const APPLICATION_ID: i32 = 0x4D47_5731;
@@ -75,91 +76,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
-/// The schema version this code writes.
-pub(crate) const LATEST: i64 = MIGRATIONS.len() as i64;
+/// The schema: application id and migrations (applied by [`sqlite_durable::Schema::migrate`]).
+pub(crate) const SCHEMA: Schema = Schema {
+    kind: "gateway",
+    application_id: APPLICATION_ID,
+    migrations: MIGRATIONS,
+};
 
-/// Checks that the file is a gateway store (or empty) and brings its schema to [`LATEST`].
+/// Checks that the file is a gateway store (or empty) and brings its schema to the latest.
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(sql("open: begin migration"))?;
-    let app_id: i32 = tx
-        .query_row("PRAGMA application_id", [], |r| r.get(0))
-        .map_err(sql("open: read application_id"))?;
-    let count_tables = |filter: &str| -> Result<i64, StoreError> {
-        tx.query_row(
-            &format!("SELECT count(*) FROM sqlite_schema WHERE type = 'table' {filter}"),
-            [],
-            |r| r.get(0),
-        )
-        .map_err(sql("open: read schema"))
-    };
-    let has_version_table = count_tables("AND name = 'schema_version'")? > 0;
-    let version = if app_id == 0 && !has_version_table {
-        let tables = count_tables("")?;
-        if tables != 0 {
-            return Err(StoreError::NotAStore {
-                reason: format!("{tables} table(s) but no application_id or schema_version"),
-            });
-        }
-        tx.pragma_update(None, "application_id", APPLICATION_ID)
-            .map_err(sql("open: set application_id"))?;
-        tx.execute_batch(
-            "CREATE TABLE schema_version (
-                one     INTEGER PRIMARY KEY CHECK (one = 1),
-                version INTEGER NOT NULL
-            );
-            INSERT INTO schema_version (one, version) VALUES (1, 0);",
-        )
-        .map_err(sql("open: create schema_version"))?;
-        0
-    } else if app_id != APPLICATION_ID {
-        return Err(StoreError::NotAStore {
-            reason: format!("application_id is {app_id:#010x}, expected {APPLICATION_ID:#010x}"),
-        });
-    } else if !has_version_table {
-        return Err(StoreError::corrupt(
-            "open",
-            "gateway store without a schema_version table",
-        ));
-    } else {
-        tx.query_row(
-            "SELECT version FROM schema_version WHERE one = 1",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .optional()
-        .map_err(sql("open: read schema_version"))?
-        .ok_or_else(|| StoreError::corrupt("open", "schema_version has no row"))?
-    };
-    if version > LATEST {
-        return Err(StoreError::UnsupportedVersion {
-            found: version,
-            supported: LATEST,
-        });
-    }
-    let start = usize::try_from(version)
-        .map_err(|_| StoreError::corrupt("open", format!("schema version {version}")))?;
-    for migration in &MIGRATIONS[start..] {
-        tx.execute_batch(migration)
-            .map_err(sql("open: apply migration"))?;
-    }
-    if start < MIGRATIONS.len() {
-        tx.execute(
-            "UPDATE schema_version SET version = ?1 WHERE one = 1",
-            [LATEST],
-        )
-        .map_err(sql("open: write schema_version"))?;
-    }
-    tx.commit().map_err(sql("open: commit migration"))
+    Ok(SCHEMA.migrate(conn)?)
 }
 
 /// Reads the schema version (for tests and diagnostics).
 pub(crate) fn version(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row(
-        "SELECT version FROM schema_version WHERE one = 1",
-        [],
-        |r| r.get(0),
-    )
-    .map_err(sql("schema_version"))
+    Ok(sqlite_durable::schema_version(conn)?)
 }

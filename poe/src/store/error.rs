@@ -149,6 +149,24 @@ impl StoreError {
     }
 }
 
+impl From<sqlite_durable::SchemaError> for StoreError {
+    /// The shared set-up's errors, as this store's (SQLite's own classified as by
+    /// [`StoreError::sqlite`]).
+    fn from(e: sqlite_durable::SchemaError) -> Self {
+        use sqlite_durable::SchemaError as S;
+        match e {
+            S::Sqlite { op, source } => StoreError::sqlite(op, source),
+            S::Corrupt { op, reason } => StoreError::Corrupt { op, reason },
+            S::NotAStore { reason, .. } => StoreError::NotAStore { reason },
+            S::UnsupportedVersion { found, supported } => {
+                StoreError::UnsupportedVersion { found, supported }
+            }
+            S::NoWal { mode } => StoreError::NoWal { mode },
+            S::Pragma { name, found } => StoreError::Pragma { name, found },
+        }
+    }
+}
+
 /// `map_err` helper: `.map_err(sql("op"))`.
 pub(crate) fn sql(op: &'static str) -> impl Fn(rusqlite::Error) -> StoreError {
     move |e| StoreError::sqlite(op, e)

@@ -31,8 +31,6 @@ mod schema;
 use std::borrow::ToOwned;
 use std::format;
 use std::path::{Path, PathBuf};
-use std::string::String;
-use std::time::Duration;
 use std::vec::Vec;
 
 use rusqlite::types::ValueRef;
@@ -43,13 +41,6 @@ use error::sql;
 
 /// A 32-byte id (block id or transaction id); the same type as `poe::wire::Hash`.
 type Id = [u8; 32];
-
-/// How long a call waits for another connection's lock before failing with
-/// [`StoreError::Sqlite`] (`SQLITE_BUSY`).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Size the WAL file is truncated to after a checkpoint (`PRAGMA journal_size_limit`).
-const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// A block as stored: its id, encoded header, finality and transactions in block order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,40 +114,7 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(sql("open"))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
-            .map_err(sql("open: busy_timeout"))?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(sql("open: journal_mode"))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::NoWal { mode });
-        }
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql("open: synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(sql("open: foreign_keys"))?;
-        let synchronous: i64 = conn
-            .pragma_query_value(None, "synchronous", |r| r.get(0))
-            .map_err(sql("open: synchronous"))?;
-        let foreign_keys: i64 = conn
-            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
-            .map_err(sql("open: foreign_keys"))?;
-        // 2 = FULL.
-        if synchronous != 2 {
-            return Err(StoreError::Pragma {
-                name: "synchronous",
-                found: synchronous,
-            });
-        }
-        if foreign_keys != 1 {
-            return Err(StoreError::Pragma {
-                name: "foreign_keys",
-                found: foreign_keys,
-            });
-        }
-        // After a checkpoint, shrink a WAL that a big block grew back to this size.
-        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
-            .map_err(sql("open: journal_size_limit"))?;
+        sqlite_durable::configure(&conn, true)?;
         schema::migrate(&mut conn)?;
         Ok(Store { conn, path })
     }
@@ -405,17 +363,7 @@ impl Store {
     /// size; for start-up checks and tools, not the hot path.
     pub fn check(&self) -> Result<(), StoreError> {
         const OP: &str = "check";
-        let findings: Vec<String> = self
-            .conn
-            .prepare("PRAGMA integrity_check")
-            .and_then(|mut st| {
-                st.query_map([], |r| r.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(sql(OP))?;
-        if findings.len() != 1 || findings[0] != "ok" {
-            return Err(StoreError::corrupt(OP, findings.join("; ")));
-        }
+        sqlite_durable::integrity_check(&self.conn)?;
         let orphans: i64 = self
             .conn
             .prepare("PRAGMA foreign_key_check")
