@@ -150,8 +150,8 @@ impl StoreError {
 }
 
 impl From<sqlite_durable::SchemaError> for StoreError {
-    /// The shared set-up's errors, as this store's (SQLite's own classified as by
-    /// [`StoreError::sqlite`]).
+    /// The shared set-up's errors, as this store's (SQLite's own classified as every other
+    /// SQLite error of this store: damage as `Corrupt`).
     fn from(e: sqlite_durable::SchemaError) -> Self {
         use sqlite_durable::SchemaError as S;
         match e {
