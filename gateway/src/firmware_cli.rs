@@ -374,7 +374,8 @@ fn parse_cid(s: &str) -> Result<Cid, String> {
     Cid::try_from(s).map_err(|e| format!("not a CID: {e}"))
 }
 
-fn parse_pubkey(s: &str) -> Result<VerifyingKey, String> {
+/// A manufacturer public key: base64 of the 32-byte ed25519 key, as `mef-gateway keygen` prints.
+pub fn parse_pubkey(s: &str) -> Result<VerifyingKey, String> {
     let bytes = STANDARD
         .decode(s.trim())
         .map_err(|_| "not base64".to_owned())?;

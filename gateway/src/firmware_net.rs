@@ -53,7 +53,7 @@ pub use firmware::exchange::CHANNEL_KIND;
 
 mod node;
 
-pub use node::{FirmwareNode, NodeEvent, NodeReport, UpdateConfig};
+pub use node::{FirmwareNode, NodeEvent, NodeReport, NodeStatus, UpdateConfig};
 
 /// Bytes handed to a mesh channel per `send` call.
 const WRITE_CHUNK: usize = 64 * 1024;

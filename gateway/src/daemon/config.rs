@@ -38,14 +38,34 @@
 //!
 //! [metrics]
 //! listen = "127.0.0.1:9187"           # GET /metrics (Prometheus), GET /status
+//!
+//! [firmware]                          # the firmware swarm (docs/FIRMWARE.md); optional
+//! store = "firmware"                  # content-addressed blockstore (directory)
+//! key = "mesh.key"                    # mesh identity (`mef-gateway keygen --mesh`)
+//! listen = "0.0.0.0:4242"             # mesh UDP
+//! providers = ["KEY@198.51.100.7:4242"]   # the manufacturer's node
+//! swarm_peers = ["KEY@192.0.2.10:4242"]   # other gateways
+//! manifests = "manifests"             # watched for signed `*.manifest` files ...
+//! staging = "staged"                  # ... whose verified images are staged here
+//! model = "mef-gw-1"
+//! current = "1.0.0"
+//! trust = ["<base64 ed25519 key>"]    # manufacturer keys (`mef-gateway keygen`)
 //! ```
+//!
+//! `[firmware]` without `manifests` only serves the blockstore; with it, the gateway also
+//! fetches, verifies and stages newer images ([`crate::firmware_net::FirmwareNode`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use firmware::manifest::Version;
+use firmware::update::UpdatePolicy;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::firmware_net::{PeerAddr, UpdateConfig};
 use crate::store::Limits;
 
 /// Why a configuration could not be loaded.
@@ -254,6 +274,169 @@ impl Default for MetricsSection {
     }
 }
 
+/// `[firmware]`, as written: see the module docs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareSection {
+    /// Run the firmware node. Default true (when the section is present).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The blockstore directory (created if missing).
+    pub store: PathBuf,
+    /// The mesh identity key file (`mef-gateway keygen --mesh`).
+    pub key: PathBuf,
+    /// The mesh's UDP address. Default `0.0.0.0:4242`.
+    #[serde(default = "default_mesh_listen")]
+    pub listen: SocketAddr,
+    /// The manufacturer's nodes, `KEY@IP:PORT`: asked for the blocks the swarm lacks.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Other gateways, `KEY@IP:PORT`: asked for the blocks they announce.
+    #[serde(default)]
+    pub swarm_peers: Vec<String>,
+    /// The directory watched for signed manifests; absent: serve only.
+    #[serde(default)]
+    pub manifests: Option<PathBuf>,
+    /// Where verified images are staged (with `manifests`).
+    #[serde(default)]
+    pub staging: Option<PathBuf>,
+    /// The device model (with `manifests`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The running version, `X.Y.Z` (with `manifests`).
+    #[serde(default)]
+    pub current: Option<String>,
+    /// Trusted manufacturer public keys, base64 (with `manifests`).
+    #[serde(default)]
+    pub trust: Vec<String>,
+    /// Abandon a fetch after this many seconds (tried again later). Default 600.
+    #[serde(default = "default_fetch_timeout_s")]
+    pub fetch_timeout_s: u64,
+    /// Wait this long after a failed fetch before trying again, seconds. Default 10.
+    #[serde(default = "default_retry_after_s")]
+    pub retry_after_s: u64,
+    /// How often the manifest directory is read, ms. Default 1000.
+    #[serde(default = "default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+fn default_mesh_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4242))
+}
+fn default_fetch_timeout_s() -> u64 {
+    600
+}
+fn default_retry_after_s() -> u64 {
+    10
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+
+/// `[firmware]`, checked: what [`super::run::run`] starts a
+/// [`crate::firmware_net::FirmwareNode`] with.
+#[derive(Debug, Clone)]
+pub struct FirmwareConfig {
+    /// The blockstore directory (resolved).
+    pub store: PathBuf,
+    /// The mesh key file (resolved).
+    pub key: PathBuf,
+    /// The mesh's UDP address.
+    pub listen: SocketAddr,
+    /// Providers, parsed.
+    pub providers: Vec<PeerAddr>,
+    /// Swarm peers, parsed.
+    pub swarm_peers: Vec<PeerAddr>,
+    /// The update flow (`manifests` given), paths resolved.
+    pub update: Option<UpdateConfig>,
+}
+
+impl FirmwareSection {
+    /// Checks the section; `resolve` makes paths absolute, `invalid` names the field.
+    fn check(
+        self,
+        resolve: &dyn Fn(&Path) -> PathBuf,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<FirmwareConfig, ConfigError> {
+        let peers = |list: &[String], field: &str| {
+            list.iter()
+                .map(|p| {
+                    p.parse::<PeerAddr>()
+                        .map_err(|e| invalid(field, e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let providers = peers(&self.providers, "firmware.providers")?;
+        let swarm_peers = peers(&self.swarm_peers, "firmware.swarm_peers")?;
+        let update = match self.manifests {
+            None => {
+                let stray = [
+                    ("firmware.staging", self.staging.is_some()),
+                    ("firmware.model", self.model.is_some()),
+                    ("firmware.current", self.current.is_some()),
+                    ("firmware.trust", !self.trust.is_empty()),
+                ];
+                if let Some((field, _)) = stray.into_iter().find(|(_, set)| *set) {
+                    return Err(invalid(
+                        field,
+                        "only used with `firmware.manifests` (the update flow)".into(),
+                    ));
+                }
+                None
+            }
+            Some(manifests) => {
+                let needed = |field: &str| {
+                    invalid(
+                        field,
+                        "needed with `firmware.manifests` (the update flow)".into(),
+                    )
+                };
+                let staging = self.staging.ok_or_else(|| needed("firmware.staging"))?;
+                let model = self.model.ok_or_else(|| needed("firmware.model"))?;
+                let current = self
+                    .current
+                    .ok_or_else(|| needed("firmware.current"))?
+                    .parse::<Version>()
+                    .map_err(|e| invalid("firmware.current", e.to_string()))?;
+                if self.trust.is_empty() {
+                    return Err(needed("firmware.trust"));
+                }
+                let trust = self
+                    .trust
+                    .iter()
+                    .map(|k| {
+                        crate::firmware_cli::parse_pubkey(k)
+                            .map_err(|m| invalid("firmware.trust", m))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                if self.poll_ms == 0 || self.fetch_timeout_s == 0 {
+                    return Err(invalid(
+                        "firmware.poll_ms",
+                        "poll_ms and fetch_timeout_s must be positive".into(),
+                    ));
+                }
+                let mut cfg = UpdateConfig::new(
+                    resolve(&manifests),
+                    UpdatePolicy::new(model, current, trust),
+                    resolve(&staging),
+                );
+                cfg.poll = Duration::from_millis(self.poll_ms);
+                cfg.fetch_timeout = Duration::from_secs(self.fetch_timeout_s);
+                cfg.retry_after = Duration::from_secs(self.retry_after_s);
+                Some(cfg)
+            }
+        };
+        Ok(FirmwareConfig {
+            store: resolve(&self.store),
+            key: resolve(&self.key),
+            listen: self.listen,
+            providers,
+            swarm_peers,
+            update,
+        })
+    }
+}
+
 /// The whole file, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -269,6 +452,8 @@ struct RawConfig {
     uplink: UplinkSection,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    firmware: Option<FirmwareSection>,
 }
 
 /// A checked configuration, paths resolved.
@@ -294,6 +479,8 @@ pub struct Config {
     pub uplink: UplinkSection,
     /// `[metrics]`.
     pub metrics: MetricsSection,
+    /// `[firmware]`, when present and enabled.
+    pub firmware: Option<FirmwareConfig>,
 }
 
 impl Config {
@@ -368,6 +555,14 @@ impl Config {
                 base.join(p)
             }
         };
+        // Checked even when disabled, so a section switched on later is known to be valid.
+        let firmware = match raw.firmware {
+            Some(f) => {
+                let enabled = f.enabled;
+                Some(f.check(&resolve, &invalid)?).filter(|_| enabled)
+            }
+            None => None,
+        };
         let mut store = raw.store;
         store.path = resolve(&store.path);
         let mut uplink = raw.uplink;
@@ -383,6 +578,7 @@ impl Config {
             ble_keys,
             uplink,
             metrics: raw.metrics,
+            firmware,
         })
     }
 
@@ -447,6 +643,7 @@ mod tests {
         assert_eq!(c.metrics.listen.port(), 9187);
         assert!(c.key_path.is_absolute());
         assert_eq!(c.ble_keys.len(), 1);
+        assert!(c.firmware.is_none(), "the example's [firmware] is disabled");
     }
 
     #[test]
@@ -457,6 +654,62 @@ mod tests {
         let bad = GOOD.replace("231d39c1d7cc1ab1aee224cd096db932", "zz");
         let e = Config::parse(&bad, "x.toml", Path::new(".")).expect_err("bad key");
         assert!(e.to_string().contains("ble.device.bind_key"), "{e}");
+    }
+
+    const FIRMWARE: &str = "\n[firmware]\nstore = \"fw\"\nkey = \"mesh.key\"\n\
+        providers = [\"PcuRnL1sZKUO3RpTnW4nFybM4feF99E0wdueL1OMaAQ=@127.0.0.1:4242\"]\n";
+    const UPDATE: &str = "manifests = \"m\"\nstaging = \"s\"\nmodel = \"gw\"\n\
+        current = \"1.2.3\"\ntrust = [\"B8Rj7pT58ghRdQmGQMgXMfbSL+f9TaNMn6HPkyrATi0=\"]\n";
+
+    /// The smallest valid file, `[firmware]` with `extra` lines.
+    fn parse_firmware(extra: &str) -> Result<Option<FirmwareConfig>, ConfigError> {
+        let text = format!(
+            "[gateway]\nkey = \"k\"\n[store]\npath = \"q.db\"\n[uplink]\nkind = \"file\"\n\
+             path = \"u\"\n{FIRMWARE}{extra}"
+        );
+        Config::parse(&text, "x.toml", Path::new("/etc/gw")).map(|c| c.firmware)
+    }
+
+    #[test]
+    fn the_firmware_section_serves_or_updates() {
+        let serve = parse_firmware("").expect("serve only").expect("enabled");
+        assert_eq!(serve.store, Path::new("/etc/gw/fw"));
+        assert_eq!(serve.key, Path::new("/etc/gw/mesh.key"));
+        assert_eq!(serve.listen.port(), 4242);
+        assert_eq!(serve.providers.len(), 1);
+        assert!(serve.update.is_none());
+        let update = parse_firmware(UPDATE).expect("update").expect("enabled");
+        let u = update.update.expect("update flow");
+        assert_eq!(u.manifests, Path::new("/etc/gw/m"));
+        assert_eq!(u.staging, Path::new("/etc/gw/s"));
+        assert_eq!(u.policy.current, Version::new(1, 2, 3));
+        assert!(
+            parse_firmware("enabled = false\n")
+                .expect("disabled")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn firmware_mistakes_name_the_field() {
+        let field = |extra: &str| match parse_firmware(extra) {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("{extra:?}: expected an invalid field, got {other:?}"),
+        };
+        assert_eq!(field(&UPDATE.replace("trust = [", "#")), "firmware.trust");
+        assert_eq!(field(&UPDATE.replace("staging", "#")), "firmware.staging");
+        assert_eq!(field(&UPDATE.replace("1.2.3", "1.2")), "firmware.current");
+        assert_eq!(field(&UPDATE.replace("B8Rj", "x")), "firmware.trust");
+        assert_eq!(field("model = \"gw\"\n"), "firmware.model");
+        assert_eq!(
+            field("swarm_peers = [\"nokey@127.0.0.1:1\"]\n"),
+            "firmware.swarm_peers"
+        );
+        // Disabled sections are checked too.
+        assert_eq!(
+            field("enabled = false\nswarm_peers = [\"k@1\"]\n"),
+            "firmware.swarm_peers"
+        );
     }
 
     #[test]

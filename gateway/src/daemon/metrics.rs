@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::firmware_net::NodeStatus;
 use crate::reading::Source;
 use crate::store::QueueStats;
 
@@ -37,12 +38,13 @@ fn label(s: Source) -> &'static str {
     }
 }
 
-/// Renders every metric.
+/// Renders every metric; the `mef_gateway_firmware_*` family when the firmware node runs.
 pub fn render(
     q: &QueueStats,
     ingest: &IngestCounters,
     uplink: &UplinkCounters,
     input_dropped: u64,
+    firmware: Option<&NodeStatus>,
 ) -> String {
     let mut o = String::new();
     let per = [(Source::Ble, &ingest.ble), (Source::Lora, &ingest.lora)];
@@ -241,5 +243,92 @@ pub fn render(
         "1 while the uplink is backing off after a failure.",
         u64::from(uplink.down),
     );
+    if let Some(f) = firmware {
+        render_firmware(&mut o, f);
+    }
     o
+}
+
+/// The firmware node's metrics (`[firmware]`).
+fn render_firmware(o: &mut String, f: &NodeStatus) {
+    let scalar = |o: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+        metric(o, name, kind, help);
+        let _ = writeln!(o, "mef_gateway_{name} {v}");
+    };
+    let served = &f.stats.served;
+    scalar(
+        o,
+        "firmware_served_blocks_total",
+        "counter",
+        "Firmware blocks this gateway served to peers.",
+        served.blocks,
+    );
+    scalar(
+        o,
+        "firmware_served_bytes_total",
+        "counter",
+        "Firmware block bytes this gateway served to peers.",
+        served.block_bytes,
+    );
+    scalar(
+        o,
+        "firmware_peers",
+        "gauge",
+        "Peers with an exchange channel open.",
+        f.connected as u64,
+    );
+    scalar(
+        o,
+        "firmware_bad_peers_total",
+        "counter",
+        "Peers disconnected for garbage or corrupt blocks.",
+        f.stats.garbage_peers + f.stats.faulty_peers,
+    );
+    scalar(
+        o,
+        "firmware_staged_total",
+        "counter",
+        "Verified images staged by this process.",
+        f.staged,
+    );
+    scalar(
+        o,
+        "firmware_refused_manifests_total",
+        "counter",
+        "Manifest files refused (untrusted, other model, downgrade, malformed).",
+        f.refused,
+    );
+    scalar(
+        o,
+        "firmware_failed_updates_total",
+        "counter",
+        "Fetches or stagings that failed (each retried).",
+        f.failed,
+    );
+    let (fetching, blocks) = f
+        .fetching
+        .map_or((0, 0), |(_, p)| (1, p.blocks_fetched + p.blocks_held));
+    scalar(
+        o,
+        "firmware_fetching",
+        "gauge",
+        "1 while an update is being fetched.",
+        fetching,
+    );
+    scalar(
+        o,
+        "firmware_fetch_blocks",
+        "gauge",
+        "Blocks of the update being fetched that are in the store.",
+        blocks,
+    );
+    if let Some(v) = f.current {
+        metric(
+            o,
+            "firmware_version_info",
+            "gauge",
+            "The running firmware version (staged last, or configured).",
+        );
+        let _ = writeln!(o, "mef_gateway_firmware_version_info{{version=\"{v}\"}} 1");
+    }
 }

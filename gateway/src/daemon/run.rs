@@ -9,6 +9,10 @@
 //! - **Forwarding thread**: [`Forwarder::pump`] from the store to the uplink, with back-off.
 //! - **Metrics task**: a minimal HTTP/1.1 responder for `GET /metrics` and `GET /status`.
 //! - **Simulator thread** with `--simulate` ([`super::simulate`]).
+//! - **Firmware task** with `[firmware]`: a [`FirmwareNode`] on the tokio runtime, serving the
+//!   blockstore to the swarm and, with `manifests`, fetching and staging newer images. Its live
+//!   [`NodeStatus`] feeds `/metrics` and `/status`; a failure there is logged and never stops
+//!   the sensor path.
 //!
 //! The store is one SQLite connection behind a mutex shared by the ingest and forwarding
 //! threads (and briefly by the metrics task for [`Store::stats`]).
@@ -22,11 +26,16 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use firmware::blockstore::{Blockstore, BlockstoreError};
+use firmware::exchange::PeerKind;
+use tokio::sync::{oneshot, watch};
+
+use crate::firmware_net::{FirmwareNode, MeshKeyError, NetError, NodeStatus, read_mesh_key};
 use crate::lpp::LoraDevices;
 use crate::store::{Store, StoreError};
 use crate::uplink::{FileUplink, Forwarder, ForwarderConfig, PumpState, Uplink, UplinkError};
 
-use super::config::{Config, ConfigError, UplinkKind};
+use super::config::{Config, ConfigError, FirmwareConfig, UplinkKind};
 use super::ingest::{Ingest, IngestConfig, IngestCounters, lock};
 use super::key::KeyError;
 use super::metrics::UplinkCounters;
@@ -60,9 +69,24 @@ pub enum DaemonError {
         /// The error.
         source: std::io::Error,
     },
+    /// The firmware node's mesh key file.
+    #[error("firmware mesh key: {0}")]
+    MeshKey(#[from] MeshKeyError),
+    /// The firmware blockstore could not be opened.
+    #[error("firmware store: {0}")]
+    Blockstore(#[from] BlockstoreError),
+    /// The firmware node could not start (mesh socket, peers).
+    #[error("firmware node: {0}")]
+    Firmware(Box<NetError>),
     /// `[ble] enabled = true` in a binary built without the `bluez` feature.
     #[error("[ble] enabled = true, but this mef-gateway was built without the `bluez` feature")]
     NoBluez,
+}
+
+impl From<NetError> for DaemonError {
+    fn from(e: NetError) -> Self {
+        DaemonError::Firmware(Box::new(e))
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
@@ -121,6 +145,7 @@ struct Shared {
     uplink: Mutex<UplinkCounters>,
     input_dropped: AtomicU64,
     stop: AtomicBool,
+    firmware: Option<watch::Receiver<NodeStatus>>,
 }
 
 fn get<T: Clone>(m: &Mutex<T>) -> T {
@@ -153,12 +178,18 @@ pub async fn run(
         "metrics on http://{}/metrics",
         listener.local_addr().map_err(io("metrics address"))?
     );
+    // Started before any thread too: a bad key, store or address fails the start.
+    let firmware = match &cfg.firmware {
+        Some(f) => Some(start_firmware(f).await?),
+        None => None,
+    };
     let shared = Arc::new(Shared {
         store: Arc::new(Mutex::new(store)),
         ingest: Mutex::new(IngestCounters::default()),
         uplink: Mutex::new(UplinkCounters::default()),
         input_dropped: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        firmware: firmware.as_ref().map(|f| f.status.clone()),
     });
 
     let mut lora = LoraDevices::new();
@@ -251,6 +282,9 @@ pub async fn run(
     tracing::info!("shutting down");
     shared.stop.store(true, Ordering::Relaxed);
     http.abort();
+    if let Some(f) = firmware {
+        f.stop().await;
+    }
     tokio::task::spawn_blocking(move || {
         for t in threads {
             let _ = t.join();
@@ -262,6 +296,106 @@ pub async fn run(
         source: std::io::Error::other(e.to_string()),
     })?;
     Ok(())
+}
+
+/// The running firmware node, on its own thread.
+struct FirmwareTask {
+    status: watch::Receiver<NodeStatus>,
+    stop: oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Starts the [`FirmwareNode`] on a thread of its own with a current-thread runtime (the
+/// node's future is not `Send`: its fetch session holds the store as a `dyn BlockSource`):
+/// opens the blockstore, binds the mesh, adds the peers, and returns once that is done, or
+/// with the reason it failed.
+async fn start_firmware(f: &FirmwareConfig) -> Result<FirmwareTask, DaemonError> {
+    let identity = read_mesh_key(&f.key)?;
+    let store = Blockstore::open(&f.store)?;
+    let f = f.clone();
+    let (started_tx, started) =
+        oneshot::channel::<Result<watch::Receiver<NodeStatus>, DaemonError>>();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("firmware".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(io("firmware runtime")(e)));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                let node = async {
+                    let mut node =
+                        FirmwareNode::start(store, identity, f.listen, f.update.clone()).await?;
+                    for p in &f.providers {
+                        node.add_peer(*p, PeerKind::Provider).await?;
+                    }
+                    for p in &f.swarm_peers {
+                        node.add_peer(*p, PeerKind::Swarm).await?;
+                    }
+                    Ok::<_, NetError>(node)
+                };
+                let node = match node.await {
+                    Ok(node) => node,
+                    Err(e) => {
+                        let _ = started_tx.send(Err(e.into()));
+                        return;
+                    }
+                };
+                tracing::info!(
+                    peer = %node.peer_addr(),
+                    store = %f.store.display(),
+                    providers = f.providers.len(),
+                    swarm_peers = f.swarm_peers.len(),
+                    manifests = ?f.update.as_ref().map(|u| u.manifests.display().to_string()),
+                    "firmware node on the mesh"
+                );
+                let _ = started_tx.send(Ok(node.status()));
+                let stop = async move {
+                    let _ = stopped.await;
+                };
+                match node.run(stop, |_| {}).await {
+                    Ok(r) => tracing::info!(
+                        served_blocks = r.stats.served.blocks,
+                        served_bytes = r.stats.served.block_bytes,
+                        peers = r.peers,
+                        staged = r.staged.len(),
+                        "firmware node stopped"
+                    ),
+                    Err(e) => tracing::error!("firmware node stopped: {e}"),
+                }
+            });
+        })
+        .map_err(io("starting thread firmware"))?;
+    let status = match started.await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(DaemonError::Io {
+                what: "starting the firmware node".into(),
+                source: std::io::Error::other("its thread ended"),
+            });
+        }
+    };
+    Ok(FirmwareTask {
+        status,
+        stop,
+        thread,
+    })
+}
+
+impl FirmwareTask {
+    /// Stops the node (channels closed, driver stopped) and waits for its thread.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 fn spawn(
@@ -463,6 +597,7 @@ fn metrics_body(shared: &Shared, path: &str) -> Option<Result<String, StoreError
     let stats = lock(&shared.store).stats(now, STATUS_DEVICES);
     let ingest = get(&shared.ingest);
     let uplink = get(&shared.uplink);
+    let firmware = shared.firmware.as_ref().map(|f| f.borrow().clone());
     Some(stats.map(|q| {
         if path == "/metrics" {
             super::metrics::render(
@@ -470,9 +605,10 @@ fn metrics_body(shared: &Shared, path: &str) -> Option<Result<String, StoreError
                 &ingest,
                 &uplink,
                 shared.input_dropped.load(Ordering::Relaxed),
+                firmware.as_ref(),
             )
         } else {
-            super::status::render(&q, Some((&ingest, &uplink)), now)
+            super::status::render(&q, Some((&ingest, &uplink)), firmware.as_ref(), now)
         }
     }))
 }
@@ -569,7 +705,7 @@ pub fn status(cfg: &Config) -> Result<String, DaemonError> {
             let store = Store::open(&cfg.store.path, cfg.limits(), key)?;
             let now = now_ms();
             let q = store.stats(now, STATUS_DEVICES)?;
-            Ok(super::status::render(&q, None, now))
+            Ok(super::status::render(&q, None, None, now))
         }
     }
 }

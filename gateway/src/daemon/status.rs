@@ -2,16 +2,19 @@
 
 use std::fmt::Write as _;
 
+use crate::firmware_net::NodeStatus;
 use crate::store::QueueStats;
 
 use super::ingest::IngestCounters;
 use super::metrics::UplinkCounters;
 
 /// Renders the status. `live` carries the running daemon's counters (absent when the store was
-/// opened directly because no daemon answered); `now_ms` for the devices' ages.
+/// opened directly because no daemon answered); `firmware` the firmware node's, when it runs;
+/// `now_ms` for the devices' ages.
 pub fn render(
     q: &QueueStats,
     live: Option<(&IngestCounters, &UplinkCounters)>,
+    firmware: Option<&NodeStatus>,
     now_ms: u64,
 ) -> String {
     let mut o = String::new();
@@ -62,6 +65,22 @@ pub fn render(
         );
     } else {
         let _ = writeln!(o, "daemon: not answering (store opened directly)");
+    }
+    if let Some(f) = firmware {
+        let running = f.current.map_or("-".to_string(), |v| v.to_string());
+        let _ = write!(
+            o,
+            "firmware: running {running}, {} staged, {} peers, served {} blocks ({} bytes)",
+            f.staged, f.connected, f.stats.served.blocks, f.stats.served.block_bytes
+        );
+        if let Some((v, p)) = f.fetching {
+            let _ = write!(
+                o,
+                "; fetching {v}: {} blocks from swarm peers, {} from providers, {} held",
+                p.blocks_from_swarm, p.blocks_from_providers, p.blocks_held
+            );
+        }
+        let _ = writeln!(o);
     }
     if !q.devices.is_empty() {
         let _ = writeln!(o, "last seen devices:");

@@ -39,6 +39,7 @@ use firmware::update::{
 use mesh::driver;
 use mesh::link::Acceptor;
 use mesh::{Hashname, Identity};
+use tokio::sync::watch;
 
 use super::{Exchange, NetError, PeerAddr, TICK, advertised_addr, driver_config};
 use mesh::discovery::record::encode_key;
@@ -129,6 +130,28 @@ pub struct NodeReport {
     pub current: Option<Version>,
 }
 
+/// A live view of a running [`FirmwareNode`] ([`FirmwareNode::status`]), refreshed every loop
+/// turn: what the daemon's `/metrics` and `/status` report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// What the exchange served and moved so far.
+    pub stats: EngineStats,
+    /// Peers with an exchange channel open now.
+    pub connected: usize,
+    /// Peers that ever had an exchange channel open.
+    pub peers_seen: usize,
+    /// The running version (`None` without an [`UpdateConfig`]).
+    pub current: Option<Version>,
+    /// The update being fetched, and how far it is.
+    pub fetching: Option<(Version, Progress)>,
+    /// Images staged since the start.
+    pub staged: u64,
+    /// Manifest files refused (once per file version).
+    pub refused: u64,
+    /// Fetches or stagings that failed (each retried later).
+    pub failed: u64,
+}
+
 /// A manifest file as last read.
 #[derive(Debug)]
 struct ManifestFile {
@@ -158,6 +181,8 @@ struct Updater {
     /// The root this node pinned last (unpinned when the next image is pinned).
     pinned: Option<Cid>,
     staged: Vec<StagedImage>,
+    refused: u64,
+    failed: u64,
 }
 
 /// A firmware node: serves its store to the swarm and, with an [`UpdateConfig`], fetches and
@@ -166,6 +191,7 @@ pub struct FirmwareNode {
     exchange: Exchange,
     key: [u8; 32],
     updater: Option<Updater>,
+    status: watch::Sender<NodeStatus>,
 }
 
 impl fmt::Debug for FirmwareNode {
@@ -199,12 +225,19 @@ impl FirmwareNode {
                 next_poll: Instant::now(),
                 pinned,
                 staged: Vec::new(),
+                refused: 0,
+                failed: 0,
             }
+        });
+        let (status, _) = watch::channel(NodeStatus {
+            current: updater.as_ref().map(|u| u.cfg.policy.current),
+            ..NodeStatus::default()
         });
         Ok(Self {
             exchange: Exchange::new(handle, store, true),
             key,
             updater,
+            status,
         })
     }
 
@@ -230,6 +263,12 @@ impl FirmwareNode {
             key: self.key,
             addr: advertised_addr(self.local_addr()),
         }
+    }
+
+    /// A live view of the node, refreshed every loop turn of [`FirmwareNode::run`] (every
+    /// event, and at least every half second).
+    pub fn status(&self) -> watch::Receiver<NodeStatus> {
+        self.status.subscribe()
     }
 
     /// This node's public key in the base32 of `[[mesh.seed]] key`.
@@ -261,6 +300,7 @@ impl FirmwareNode {
             }
             loop {
                 self.update_step(&mut on_event).await?;
+                self.publish_status();
                 if !self.exchange.turn(&mut tick, &mut stop).await? {
                     return Ok::<(), NetError>(());
                 }
@@ -280,6 +320,29 @@ impl FirmwareNode {
             staged,
             current,
         })
+    }
+
+    /// Refreshes what [`FirmwareNode::status`] shows.
+    fn publish_status(&self) {
+        let ex = &self.exchange;
+        let up = self.updater.as_ref();
+        let status = NodeStatus {
+            stats: ex.engine.stats(),
+            connected: ex.connected(),
+            peers_seen: ex.peers_seen.len(),
+            current: up.map(|u| u.cfg.policy.current),
+            fetching: up
+                .and_then(|u| u.running.as_ref())
+                .map(|r| (r.update.manifest().version, ex.engine.progress())),
+            staged: up.map_or(0, |u| u.staged.len() as u64),
+            refused: up.map_or(0, |u| u.refused),
+            failed: up.map_or(0, |u| u.failed),
+        };
+        self.status.send_if_modified(|old| {
+            let changed = *old != status;
+            *old = status;
+            changed
+        });
     }
 
     /// The update flow's part of a loop turn: the fetch's end, the manifest directory, the
@@ -334,9 +397,10 @@ impl FirmwareNode {
 }
 
 impl Updater {
-    fn report(&self, on_event: &mut impl FnMut(&NodeEvent), ev: NodeEvent) {
+    fn report(&mut self, on_event: &mut impl FnMut(&NodeEvent), ev: NodeEvent) {
         match &ev {
             NodeEvent::Refused { path, reason } => {
+                self.refused += 1;
                 tracing::warn!(path = %path.display(), %reason, "firmware: manifest refused");
             }
             NodeEvent::Fetching {
@@ -347,6 +411,7 @@ impl Updater {
                 tracing::info!(path = %path.display(), %version, %root, "firmware: fetching update");
             }
             NodeEvent::Failed { root, reason } => {
+                self.failed += 1;
                 tracing::warn!(%root, %reason, retry_in_s = self.cfg.retry_after.as_secs(),
                     "firmware: update failed, will retry");
             }
