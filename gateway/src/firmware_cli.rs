@@ -50,7 +50,7 @@ use crate::firmware_net::{
     FetchOptions, FirmwareNode, MeshKeyError, NetError, NodeEvent, PeerAddr, UpdateConfig,
     generate_identity, read_mesh_key,
 };
-use firmware::exchange::PeerKind;
+use firmware::exchange::{PeerKind, ServerConfig};
 
 /// Files smaller than this get no progress bar.
 const PROGRESS_MIN_BYTES: u64 = 4 << 20;
@@ -288,6 +288,11 @@ pub enum FirmwareCmd {
         /// repeatable (with --manifests).
         #[arg(long = "swarm-peer", value_name = "PEER", requires = "manifests")]
         swarm_peers: Vec<PeerAddr>,
+        /// Super-seeding, for the manufacturer's node: serve each leaf block of an image at
+        /// most N times, then answer DONT_HAVE so that gateways fetch it from each other (they
+        /// still get, by an urgent re-ask, a block no other gateway announces).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        copies_per_block: Option<u32>,
         /// Abandon a fetch after this many seconds (retried later).
         #[arg(long, value_name = "SECS", default_value_t = 600)]
         fetch_timeout: u64,
@@ -433,6 +438,7 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             staging,
             providers,
             swarm_peers,
+            copies_per_block,
             fetch_timeout,
             retry_after,
         } => {
@@ -452,16 +458,22 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
                 identity,
                 listen,
                 Some(update),
+                server_config(copies_per_block),
                 &providers,
                 &swarm_peers,
             ))?;
         }
         FirmwareCmd::Serve {
-            store, key, listen, ..
+            store,
+            key,
+            listen,
+            copies_per_block,
+            ..
         } => {
             let identity = read_mesh_key(&key)?;
             let blocks = open_existing_store(&store.dir)?;
-            runtime()?.block_on(serve_node(blocks, identity, listen, None, &[], &[]))?;
+            let server = server_config(copies_per_block);
+            runtime()?.block_on(serve_node(blocks, identity, listen, None, server, &[], &[]))?;
         }
         FirmwareCmd::Publish {
             key: key_file,
@@ -544,12 +556,13 @@ async fn serve_node(
     identity: mesh::Identity,
     listen: SocketAddr,
     update: Option<UpdateConfig>,
+    server: ServerConfig,
     providers: &[PeerAddr],
     swarm_peers: &[PeerAddr],
 ) -> Result<(), FirmwareError> {
     let dir = store.root().to_path_buf();
     let manifests = update.as_ref().map(|u| u.manifests.clone());
-    let mut node = FirmwareNode::start(store, identity, listen, update).await?;
+    let mut node = FirmwareNode::start(store, identity, listen, update, server).await?;
     for p in providers {
         node.add_peer(*p, PeerKind::Provider).await?;
     }
@@ -608,6 +621,14 @@ async fn serve_node(
         eprintln!("running version {v}");
     }
     Ok(())
+}
+
+/// The serving side's configuration: defaults, with the super-seeding budget if given.
+pub fn server_config(copies_per_block: Option<u32>) -> ServerConfig {
+    ServerConfig {
+        copies_per_block,
+        ..ServerConfig::default()
+    }
 }
 
 /// Human summary of a signed manifest, one `key: value` per line.

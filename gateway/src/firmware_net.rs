@@ -322,10 +322,15 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(handle: MeshHandle, store: Blockstore, accept_inbound: bool) -> Self {
+    fn new(
+        handle: MeshHandle,
+        store: Blockstore,
+        accept_inbound: bool,
+        server: ServerConfig,
+    ) -> Self {
         Self {
             handle,
-            engine: Engine::new(store, ServerConfig::default()),
+            engine: Engine::new(store, server),
             slots: BTreeMap::new(),
             by_id: BTreeMap::new(),
             next_id: 1,
@@ -772,7 +777,7 @@ pub async fn fetch(
     // Blocks already in the store (an interrupted fetch) are walked, not requested.
     let held = Blockstore::open(store.root()).map_err(NetError::Store)?;
     let handle = driver::start(identity, driver_config(opts.bind), Acceptor::allow_all()).await?;
-    let mut ex = Exchange::new(handle, store, false);
+    let mut ex = Exchange::new(handle, store, false, ServerConfig::default());
     ex.progress = Some(Box::new(progress));
     for p in peers {
         if let Err(e) = ex.add_dialled(p, PeerKind::Provider).await {

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cid::Cid;
 use firmware::blockstore::Blockstore;
-use firmware::exchange::Progress;
+use firmware::exchange::{Progress, ServerConfig};
 use firmware::unixfs::importer::import;
 use firmware::unixfs::{MemoryBlocks, RAW_CODEC};
 use firmware_common::{add_image, loopback, ok, pattern, spawn_serve};
@@ -44,6 +44,7 @@ async fn serve_and_fetch(
         Identity::from_bytes([1; 32]),
         loopback(),
         None,
+        ServerConfig::default(),
     )
     .await
     .expect("serve");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cid::Cid;
 use ed25519_dalek::SigningKey;
 use firmware::blockstore::Blockstore;
-use firmware::exchange::PeerKind;
+use firmware::exchange::{PeerKind, ServerConfig};
 use firmware::manifest::{Manifest, Version};
 use firmware::unixfs::MemoryBlocks;
 use firmware::unixfs::importer::import;
@@ -113,6 +113,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         Identity::from_bytes([1; 32]),
         loopback(),
         None,
+        ServerConfig::default(),
     )
     .await
     .expect("maker");
@@ -121,6 +122,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         Identity::from_bytes([2; 32]),
         loopback(),
         Some(update_config(dir, "a")),
+        ServerConfig::default(),
     )
     .await
     .expect("gateway a");
@@ -129,6 +131,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         Identity::from_bytes([3; 32]),
         loopback(),
         Some(update_config(dir, "b")),
+        ServerConfig::default(),
     )
     .await
     .expect("gateway b");
@@ -203,6 +206,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         Identity::from_bytes([2; 32]),
         loopback(),
         Some(update_config(dir, "a")),
+        ServerConfig::default(),
     )
     .await
     .expect("gateway a again");
@@ -265,6 +269,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
         Identity::from_bytes([4; 32]),
         loopback(),
         None,
+        ServerConfig::default(),
     )
     .await
     .expect("maker");
@@ -273,6 +278,7 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
         Identity::from_bytes([5; 32]),
         loopback(),
         Some(update_config(dir, "g")),
+        ServerConfig::default(),
     )
     .await
     .expect("gateway");
@@ -349,6 +355,7 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
         Identity::from_bytes([6; 32]),
         loopback(),
         None,
+        ServerConfig::default(),
     )
     .await
     .expect("maker");
@@ -360,6 +367,7 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
         Identity::from_bytes([7; 32]),
         loopback(),
         Some(cfg),
+        ServerConfig::default(),
     )
     .await
     .expect("gateway");
@@ -491,5 +499,119 @@ fn cli_serve_with_manifests_stages_an_image_served_by_another_node() {
         dir.join("staging")
             .join(format!("{MODEL}-1.2.0.manifest"))
             .exists()
+    );
+}
+
+/// Two gateways, each with the manufacturer as provider and the other as swarm peer, fetch one
+/// image; returns the manufacturer's report and both gateways' fetch progress.
+async fn two_gateways_and_a_maker(
+    dir: &Path,
+    data: &[u8],
+    maker_server: ServerConfig,
+) -> (NodeReport, [firmware::exchange::Progress; 2]) {
+    let root = add_image(dir, "image.bin", data, &dir.join("store-m"));
+    for name in ["a", "b"] {
+        let m = dir.join(format!("manifests-{name}"));
+        fs::create_dir_all(&m).expect("manifest dir");
+        publish(
+            &maker_key(),
+            Version::new(1, 1, 0),
+            root,
+            data.len(),
+            &m.join("fw.manifest"),
+        );
+    }
+    let maker = FirmwareNode::start(
+        Blockstore::open(dir.join("store-m")).expect("maker store"),
+        Identity::from_bytes([1; 32]),
+        loopback(),
+        None,
+        maker_server,
+    )
+    .await
+    .expect("maker");
+    let mut gateways = Vec::new();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let node = FirmwareNode::start(
+            Blockstore::open(dir.join(format!("store-{name}"))).expect("store"),
+            Identity::from_bytes([2 + i as u8; 32]),
+            loopback(),
+            Some(update_config(dir, name)),
+            ServerConfig::default(),
+        )
+        .await
+        .expect("gateway");
+        gateways.push(node);
+    }
+    let (pa, pb) = (gateways[0].peer_addr(), gateways[1].peer_addr());
+    for (g, other) in gateways.iter_mut().zip([pb, pa]) {
+        g.add_peer(maker.peer_addr(), PeerKind::Provider)
+            .await
+            .expect("provider");
+        g.add_peer(other, PeerKind::Swarm)
+            .await
+            .expect("swarm peer");
+    }
+    let [a, b]: [FirmwareNode; 2] = gateways.try_into().expect("two gateways");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (log_a, log_b): (Log, Log) = Default::default();
+    let watching = {
+        let (log_a, log_b) = (log_a.clone(), log_b.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline
+                && (staged(&log_a).is_empty() || staged(&log_b).is_empty())
+            {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = stop_tx.send(true);
+        }
+    };
+    let (served, ra, rb, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx), |_| {}),
+        a.run(stopper(&stop_rx), recorder(&log_a)),
+        b.run(stopper(&stop_rx), recorder(&log_b)),
+        watching
+    );
+    ra.expect("a stops cleanly");
+    rb.expect("b stops cleanly");
+    let (sa, sb) = (staged(&log_a), staged(&log_b));
+    assert_eq!(sa.len(), 1, "a staged once: {:?}", log_a.borrow());
+    assert_eq!(sb.len(), 1, "b staged once: {:?}", log_b.borrow());
+    for (path, _) in [&sa[0], &sb[0]] {
+        assert!(
+            fs::read(path).expect("staged") == data,
+            "staged image differs"
+        );
+    }
+    (served.expect("maker stops cleanly"), [sa[0].1, sb[0].1])
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_super_seeding_maker_serves_each_leaf_once_and_the_swarm_the_rest() {
+    let data = pattern((8 << 20) + 99, 31);
+    let (_, blocks) = import(&data[..], MemoryBlocks::default()).expect("import");
+    let total = blocks.blocks.len() as u64;
+    let leaves = blocks
+        .blocks
+        .keys()
+        .filter(|c| c.codec() == firmware::unixfs::RAW_CODEC)
+        .count() as u64;
+    let t = tempfile::tempdir().expect("tempdir");
+    let (open, _) = two_gateways_and_a_maker(t.path(), &data, ServerConfig::default()).await;
+    let t = tempfile::tempdir().expect("tempdir");
+    let budget = firmware_cli::server_config(Some(1));
+    let (seeding, progress) = two_gateways_and_a_maker(t.path(), &data, budget).await;
+    eprintln!(
+        "maker served {} blocks without a budget, {} with one copy per leaf ({total} blocks, \
+         {leaves} leaves); gateways: {progress:?}",
+        open.stats.served.blocks, seeding.stats.served.blocks
+    );
+    // Each leaf left the manufacturer once; the dag-pb nodes went to both gateways.
+    assert_eq!(seeding.stats.served.blocks, leaves + 2 * (total - leaves));
+    let from_swarm: u64 = progress.iter().map(|p| p.blocks_from_swarm).sum();
+    assert_eq!(
+        from_swarm, leaves,
+        "the other copy of every leaf came from the swarm"
     );
 }

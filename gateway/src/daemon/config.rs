@@ -50,6 +50,7 @@
 //! model = "mef-gw-1"
 //! current = "1.0.0"
 //! trust = ["<base64 ed25519 key>"]    # manufacturer keys (`mef-gateway keygen`)
+//! # copies_per_block = 2              # a manufacturer's node: super-seeding budget
 //! ```
 //!
 //! `[firmware]` without `manifests` only serves the blockstore; with it, the gateway also
@@ -60,6 +61,7 @@ use std::path::{Path, PathBuf};
 
 use std::time::Duration;
 
+use firmware::exchange::ServerConfig;
 use firmware::manifest::Version;
 use firmware::update::UpdatePolicy;
 use serde::Deserialize;
@@ -318,6 +320,10 @@ pub struct FirmwareSection {
     /// How often the manifest directory is read, ms. Default 1000.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// Super-seeding (a manufacturer's node): serve each leaf block at most this many times,
+    /// then let the gateways fetch it from each other. Absent: no limit.
+    #[serde(default)]
+    pub copies_per_block: Option<u32>,
 }
 
 fn default_mesh_listen() -> SocketAddr {
@@ -349,6 +355,8 @@ pub struct FirmwareConfig {
     pub swarm_peers: Vec<PeerAddr>,
     /// The update flow (`manifests` given), paths resolved.
     pub update: Option<UpdateConfig>,
+    /// The serving side (`copies_per_block`).
+    pub server: ServerConfig,
 }
 
 impl FirmwareSection {
@@ -366,6 +374,12 @@ impl FirmwareSection {
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
+        if self.copies_per_block == Some(0) {
+            return Err(invalid(
+                "firmware.copies_per_block",
+                "must be at least 1 (leave it out for no limit)".into(),
+            ));
+        }
         let providers = peers(&self.providers, "firmware.providers")?;
         let swarm_peers = peers(&self.swarm_peers, "firmware.swarm_peers")?;
         let update = match self.manifests {
@@ -433,6 +447,7 @@ impl FirmwareSection {
             providers,
             swarm_peers,
             update,
+            server: crate::firmware_cli::server_config(self.copies_per_block),
         })
     }
 }
@@ -701,6 +716,7 @@ mod tests {
         assert_eq!(field(&UPDATE.replace("1.2.3", "1.2")), "firmware.current");
         assert_eq!(field(&UPDATE.replace("B8Rj", "x")), "firmware.trust");
         assert_eq!(field("model = \"gw\"\n"), "firmware.model");
+        assert_eq!(field("copies_per_block = 0\n"), "firmware.copies_per_block");
         assert_eq!(
             field("swarm_peers = [\"nokey@127.0.0.1:1\"]\n"),
             "firmware.swarm_peers"

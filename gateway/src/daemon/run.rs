@@ -331,8 +331,14 @@ async fn start_firmware(f: &FirmwareConfig) -> Result<FirmwareTask, DaemonError>
             };
             rt.block_on(async move {
                 let node = async {
-                    let mut node =
-                        FirmwareNode::start(store, identity, f.listen, f.update.clone()).await?;
+                    let mut node = FirmwareNode::start(
+                        store,
+                        identity,
+                        f.listen,
+                        f.update.clone(),
+                        f.server.clone(),
+                    )
+                    .await?;
                     for p in &f.providers {
                         node.add_peer(*p, PeerKind::Provider).await?;
                     }

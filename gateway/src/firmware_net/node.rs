@@ -30,7 +30,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use cid::Cid;
 use firmware::blockstore::Blockstore;
-use firmware::exchange::{EngineStats, FetchError, PeerKind, Progress, SessionConfig};
+use firmware::exchange::{
+    EngineStats, FetchError, PeerKind, Progress, ServerConfig, SessionConfig,
+};
 use firmware::manifest::{SignedManifest, Version};
 use firmware::update::{
     Decision, StagedImage, Stager, StoreBlocks, UpdateError, UpdatePolicy, VerifiedUpdate,
@@ -204,14 +206,16 @@ impl fmt::Debug for FirmwareNode {
 }
 
 impl FirmwareNode {
-    /// Binds the mesh on `bind` (port 0: any) with `identity`, serving from `store`; with
-    /// `update`, runs the update flow too. Add peers with [`FirmwareNode::add_peer`], then
+    /// Binds the mesh on `bind` (port 0: any) with `identity`, serving from `store` as `server`
+    /// says (the manufacturer's node sets [`ServerConfig::copies_per_block`]); with `update`,
+    /// runs the update flow too. Add peers with [`FirmwareNode::add_peer`], then
     /// [`FirmwareNode::run`].
     pub async fn start(
         store: Blockstore,
         identity: Identity,
         bind: SocketAddr,
         update: Option<UpdateConfig>,
+        server: ServerConfig,
     ) -> Result<Self, NetError> {
         let key = identity.public_key();
         let handle = driver::start(identity, driver_config(bind), Acceptor::allow_all()).await?;
@@ -234,7 +238,7 @@ impl FirmwareNode {
             ..NodeStatus::default()
         });
         Ok(Self {
-            exchange: Exchange::new(handle, store, true),
+            exchange: Exchange::new(handle, store, true, server),
             key,
             updater,
             status,
