@@ -751,3 +751,45 @@ fn identical_chunks_are_fetched_once() {
     assert_eq!(n, asked.len(), "a block was asked for twice");
     assert_eq!(n, 6);
 }
+
+#[test]
+fn identical_chunks_under_later_nodes_are_not_fetched_again() {
+    // 4 KiB chunks, 4 links per node: 8 data leaves, then 56 leaves of padding. The padding
+    // leaf (and the dag-pb node of four padding leaves) is linked again under nodes fetched
+    // after it arrived.
+    let mut data = pattern(8 * 4096, 12);
+    data.extend(std::iter::repeat_n(0xffu8, 56 * 4096));
+    let cfg = ImporterConfig {
+        chunk_size: 4096,
+        max_links: 4,
+        leaves: LeafFormat::Raw,
+    };
+    let mut imp = Importer::with_config(MemoryBlocks::default(), cfg);
+    imp.write(&data).expect("write");
+    let (root, blocks) = imp.finish().expect("finish");
+    // One want at a time, depth first: the padding node under the first subtree has arrived
+    // before the all-padding subtrees that link it again are read.
+    let one_at_a_time = SessionConfig {
+        window: 1,
+        provider_window: 1,
+        ..SessionConfig::default()
+    };
+    let mut net = Net::new(
+        Session::new(root, one_at_a_time),
+        vec![(ms(5), Behaviour::Honest, blocks.clone())],
+    );
+    net.run(None);
+    assert!(net.completed());
+    assert_eq!(export_to_vec(&net.store, &root).expect("export"), data);
+    let asked: Vec<Cid> = net.want_blocks.iter().map(|(_, c)| *c).collect();
+    let mut unique = asked.clone();
+    unique.sort_by_key(|c| c.to_bytes());
+    unique.dedup();
+    assert_eq!(asked.len(), unique.len(), "a block was asked for twice");
+    assert_eq!(
+        asked.len(),
+        blocks.blocks.len(),
+        "every distinct block once"
+    );
+    assert!(net.session.progress().duplicate_links > 0);
+}

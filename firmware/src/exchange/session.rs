@@ -46,7 +46,7 @@
 //! * **Resume.** [`Session::resume`] takes the blocks already held (a [`BlockSource`]); held
 //!   blocks are never requested (held dag-pb nodes are read to learn their children).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use cid::Cid;
@@ -97,6 +97,11 @@ pub struct SessionConfig {
     /// peers (a device in a swarm whose neighbours are still connecting) instead of failing
     /// with [`FailReason::Unavailable`] (a one-off fetch from given providers).
     pub wait_for_peers: bool,
+    /// How many fetched CIDs the session remembers, so that a block linked again after it
+    /// arrived (identical chunks, e.g. padding, under a later dag-pb node) is not fetched
+    /// again. A CID's bytes are about 40, so the default 4,096 costs about 200 KiB at most; a
+    /// session resumed over a store ([`Session::resume`]) also finds such blocks there.
+    pub remember_fetched: usize,
 }
 
 impl Default for SessionConfig {
@@ -113,6 +118,7 @@ impl Default for SessionConfig {
             lookahead: 256,
             seed: 0,
             wait_for_peers: false,
+            remember_fetched: 4_096,
         }
     }
 }
@@ -217,6 +223,9 @@ pub struct Progress {
     pub bytes_fetched: u64,
     /// Blocks found already held (resume).
     pub blocks_held: u64,
+    /// Links to a block this session had already fetched (identical chunks): not fetched
+    /// again.
+    pub duplicate_links: u64,
     /// Wants currently outstanding.
     pub in_flight: usize,
     /// CIDs discovered but not yet requested.
@@ -283,6 +292,9 @@ pub struct Session {
     /// Messages being assembled, per peer, drained by `poll_transmit`.
     outbox: BTreeMap<PeerId, VecDeque<Message>>,
     events: VecDeque<SessionEvent>,
+    /// The newest fetched CIDs (at most `remember_fetched`), oldest first, and as a set.
+    fetched: VecDeque<Cid>,
+    fetched_set: BTreeSet<Cid>,
     progress: Progress,
     rng: u64,
     /// The latest `now` seen.
@@ -316,6 +328,8 @@ impl Session {
             wants: BTreeMap::new(),
             outbox: BTreeMap::new(),
             events: VecDeque::new(),
+            fetched: VecDeque::new(),
+            fetched_set: BTreeSet::new(),
             progress: Progress::default(),
             rng,
             last_now: None,
@@ -664,6 +678,7 @@ impl Session {
         }
         self.progress.blocks_fetched += 1;
         self.progress.bytes_fetched += b.data.len() as u64;
+        self.remember(b.cid);
         if self.learn_children(&b.cid, &b.data) {
             self.events.push_back(SessionEvent::BlockVerified {
                 cid: b.cid,
@@ -793,11 +808,29 @@ impl Session {
         }
     }
 
-    /// Puts a newly discovered CID on the frontier, or, if held, walks it (resume). False if
-    /// the session failed.
+    /// Notes a fetched CID, forgetting the oldest beyond `remember_fetched`.
+    fn remember(&mut self, cid: Cid) {
+        if self.cfg.remember_fetched == 0 || !self.fetched_set.insert(cid) {
+            return;
+        }
+        self.fetched.push_back(cid);
+        while self.fetched.len() > self.cfg.remember_fetched {
+            if let Some(old) = self.fetched.pop_front() {
+                self.fetched_set.remove(&old);
+            }
+        }
+    }
+
+    /// Puts a newly discovered CID on the frontier, or, if held, walks it (resume). A CID
+    /// fetched earlier in this session (and still remembered) is skipped: its children were
+    /// learnt when it arrived. False if the session failed.
     fn discover(&mut self, cid: Cid) -> bool {
         let mut stack = vec![cid];
         while let Some(cid) = stack.pop() {
+            if self.fetched_set.contains(&cid) {
+                self.progress.duplicate_links += 1;
+                continue;
+            }
             if let Some(children) = self.held_children(&cid) {
                 match children {
                     Ok(links) => {
@@ -1026,8 +1059,9 @@ impl Session {
                 return;
             }
         }
-        // Drop entries already wanted (a CID met twice in the DAG).
-        self.frontier.retain(|e| !self.wants.contains_key(&e.cid));
+        // Drop entries already wanted or fetched (a CID met twice in the DAG).
+        self.frontier
+            .retain(|e| !self.wants.contains_key(&e.cid) && !self.fetched_set.contains(&e.cid));
         while !self.done {
             if self
                 .frontier
