@@ -17,9 +17,12 @@
 //! * `verify MANIFEST --trust KEY`: would a device accept this manifest?
 //! * `stage MANIFEST …`: the update check, then the image staged from the blockstore with
 //!   [`firmware::update::Stager`] (nothing unverified reaches the staging directory).
+//! * `export CID -o CAR`, `pins`, `unpin CID`, `gc`: store upkeep ([`repo`]).
 //!
 //! The file rebuilding works over any [`BlockSource`]; the commands here use the local blockstore
 //! ([`StoreBlocks`]), filled from the mesh first when peers are given.
+
+pub mod repo;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -72,6 +75,9 @@ pub enum FirmwareError {
     /// The blockstore failed (I/O, or a stored block no longer matches its CID).
     #[error("firmware store: {0}")]
     Store(#[source] BlockstoreError),
+    /// `unpin` of a CID that is not pinned.
+    #[error("{0} is not pinned (see `firmware pins`)")]
+    NotPinned(Cid),
     /// The store directory does not exist (commands that only read do not create it).
     #[error(
         "no firmware store at {0} (see --store; `firmware add` or `firmware import-car` create one)"
@@ -218,6 +224,41 @@ pub enum FirmwareCmd {
     ImportCar {
         /// The CAR file.
         car: PathBuf,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Write the image CID's whole DAG from the blockstore as a CARv1 (as `ipfs dag export`),
+    /// every block verified; for a gateway off the network (`import-car` there).
+    Export {
+        /// The image root CID.
+        #[arg(value_parser = parse_cid)]
+        cid: Cid,
+        /// The CAR file to write (temp file, then renamed).
+        #[arg(short = 'o', long = "output", value_name = "CAR")]
+        output: PathBuf,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// List the pinned images: root CID and number of blocks (as `ipfs pin ls`).
+    Pins {
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove an image's pin; its blocks go at the next `gc` (as `ipfs pin rm`).
+    Unpin {
+        /// The image root CID.
+        #[arg(value_parser = parse_cid)]
+        cid: Cid,
+        /// The firmware blockstore.
+        #[command(flatten)]
+        store: StoreArg,
+    },
+    /// Remove every block no pin holds (as `ipfs repo gc`). Not while another process fetches
+    /// into the same store; a gateway running the update flow collects after each staging.
+    Gc {
         /// The firmware blockstore.
         #[command(flatten)]
         store: StoreArg,
@@ -397,6 +438,28 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
         FirmwareCmd::Add { file, store, car } => {
             let added = add(&file, &store.dir, car.as_deref())?;
             println!("{}", added.root);
+        }
+        FirmwareCmd::Export { cid, output, store } => {
+            let n = repo::export_car(&store.dir, &cid, &output)?;
+            eprintln!("wrote {} ({n} blocks)", output.display());
+        }
+        FirmwareCmd::Pins { store } => {
+            for pin in repo::pins(&store.dir)? {
+                println!("{} {}", pin.root, pin.blocks);
+            }
+        }
+        FirmwareCmd::Unpin { cid, store } => {
+            if !repo::unpin(&store.dir, &cid)? {
+                return Err(FirmwareError::NotPinned(cid));
+            }
+            eprintln!("unpinned {cid}; `firmware gc` removes its blocks");
+        }
+        FirmwareCmd::Gc { store } => {
+            let r = repo::gc(&store.dir)?;
+            println!(
+                "removed {} blocks ({} bytes), kept {}",
+                r.blocks_removed, r.bytes_freed, r.blocks_kept
+            );
         }
         FirmwareCmd::ImportCar { car, store } => {
             let imported = import_car(&car, &store.dir)?;

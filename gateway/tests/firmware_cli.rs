@@ -396,3 +396,75 @@ fn get_with_a_missing_block_fails_clearly_and_writes_nothing() {
     // A malformed CID is a usage error.
     fails(t.path(), &["firmware", "get", "not-a-cid", "-o", "x.bin"]);
 }
+
+#[test]
+fn export_pins_unpin_and_gc_keep_what_is_pinned() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let old = pattern((1 << 20) + 5, 3); // 5 leaves + root
+    let mut new = old.clone();
+    new[(1 << 20) + 1] ^= 0xff; // only the last leaf and the root differ
+    write(dir, "old.bin", &old);
+    write(dir, "new.bin", &new);
+    let old_root = ok(dir, &["firmware", "add", "old.bin", "--store", "s"]);
+    let new_root = ok(dir, &["firmware", "add", "new.bin", "--store", "s"]);
+    let pins = ok(dir, &["firmware", "pins", "--store", "s"]);
+    let mut want = vec![format!("{old_root} 6"), format!("{new_root} 6")];
+    want.sort();
+    assert_eq!(pins.lines().collect::<Vec<_>>(), want);
+    assert_eq!(
+        block_files(&dir.join("s")).len(),
+        8,
+        "4 shared leaves, 2 + 2 own"
+    );
+
+    // Export as a CAR, import it into another store, rebuild there.
+    ok(
+        dir,
+        &[
+            "firmware", "export", &old_root, "-o", "old.car", "--store", "s",
+        ],
+    );
+    ok(dir, &["firmware", "import-car", "old.car", "--store", "t"]);
+    ok(
+        dir,
+        &["firmware", "get", &old_root, "-o", "t.bin", "--store", "t"],
+    );
+    assert!(fs::read(dir.join("t.bin")).expect("read") == old);
+
+    // Pinned blocks survive gc; an unpinned image's own blocks go, the shared ones stay.
+    assert_eq!(
+        ok(dir, &["firmware", "gc", "--store", "s"]),
+        "removed 0 blocks (0 bytes), kept 8"
+    );
+    ok(dir, &["firmware", "unpin", &old_root, "--store", "s"]);
+    let gc = ok(dir, &["firmware", "gc", "--store", "s"]);
+    assert!(gc.starts_with("removed 2 blocks ("), "{gc}");
+    assert!(gc.ends_with("kept 6"), "{gc}");
+    assert_eq!(block_files(&dir.join("s")).len(), 6);
+    let err = fails(
+        dir,
+        &["firmware", "get", &old_root, "-o", "x.bin", "--store", "s"],
+    );
+    assert!(err.contains("is not in the firmware store"), "{err}");
+    ok(
+        dir,
+        &["firmware", "get", &new_root, "-o", "n.bin", "--store", "s"],
+    );
+    assert!(fs::read(dir.join("n.bin")).expect("read") == new);
+    let err = fails(dir, &["firmware", "unpin", &old_root, "--store", "s"]);
+    assert!(err.contains("is not pinned"), "{err}");
+    let err = fails(
+        dir,
+        &[
+            "firmware", "export", &old_root, "-o", "y.car", "--store", "s",
+        ],
+    );
+    assert!(err.contains("is not in the firmware store"), "{err}");
+    assert!(!dir.join("y.car").exists(), "no partial CAR");
+    assert!(
+        !names(dir).iter().any(|n| n.contains(".tmp")),
+        "{:?}",
+        names(dir)
+    );
+}

@@ -615,3 +615,91 @@ async fn a_super_seeding_maker_serves_each_leaf_once_and_the_swarm_the_rest() {
         "the other copy of every leaf came from the swarm"
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn staging_a_newer_image_collects_the_blocks_of_the_one_before() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let v1 = pattern(IMAGE_BYTES, 51);
+    let v2 = pattern(IMAGE_BYTES, 52);
+    let r1 = add_image(dir, "v1.bin", &v1, &dir.join("store-m"));
+    let r2 = add_image(dir, "v2.bin", &v2, &dir.join("store-m"));
+    let (_, b2) = import(&v2[..], MemoryBlocks::default()).expect("import");
+    let m = dir.join("manifests-g");
+    fs::create_dir_all(&m).expect("manifest dir");
+    publish(
+        &maker_key(),
+        Version::new(1, 1, 0),
+        r1,
+        v1.len(),
+        &m.join("a.manifest"),
+    );
+
+    let maker = FirmwareNode::start(
+        Blockstore::open(dir.join("store-m")).expect("maker store"),
+        Identity::from_bytes([1; 32]),
+        loopback(),
+        None,
+        ServerConfig::default(),
+    )
+    .await
+    .expect("maker");
+    let mut g = FirmwareNode::start(
+        Blockstore::open(dir.join("store-g")).expect("store g"),
+        Identity::from_bytes([2; 32]),
+        loopback(),
+        Some(update_config(dir, "g")),
+        ServerConfig::default(),
+    )
+    .await
+    .expect("gateway");
+    g.add_peer(maker.peer_addr(), PeerKind::Provider)
+        .await
+        .expect("provider");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let log: Log = Log::default();
+    let driving = {
+        let log = log.clone();
+        let m = m.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline && staged(&log).is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // 1.1.0 is staged: 1.2.0 is released.
+            publish(
+                &maker_key(),
+                Version::new(1, 2, 0),
+                r2,
+                v2.len(),
+                &m.join("b.manifest"),
+            );
+            while Instant::now() < deadline && staged(&log).len() < 2 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let _ = stop_tx.send(true);
+        }
+    };
+    let (_, rg, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx), |_| {}),
+        g.run(stopper(&stop_rx), recorder(&log)),
+        driving
+    );
+    let rg = rg.expect("gateway stops cleanly");
+    assert_eq!(
+        rg.current,
+        Some(Version::new(1, 2, 0)),
+        "{:?}",
+        log.borrow()
+    );
+    assert_eq!(rg.staged.len(), 2);
+    let store = Blockstore::open(dir.join("store-g")).expect("store g");
+    assert_eq!(store.pinned_roots().expect("pins"), vec![r2]);
+    let stats = store.stats().expect("stats");
+    assert_eq!(
+        stats.blocks,
+        b2.blocks.len() as u64,
+        "only 1.2.0's blocks are left"
+    );
+    assert!(!store.has(&r1).expect("has"), "1.1.0's root was collected");
+}

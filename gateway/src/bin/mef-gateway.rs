@@ -73,7 +73,8 @@ enum Cmd {
         #[arg(long)]
         metrics: bool,
     },
-    /// Firmware images (issue 7): add, import-car, get, serve, publish, verify, stage.
+    /// Firmware images (issue 7): add, import-car, export, get, serve, publish, verify, stage,
+    /// pins, unpin, gc.
     ///
     /// Images live in a content-addressed blockstore (--store, default ./mef-firmware); CIDs are
     /// those `ipfs add --cid-version=1` gives. Manifests are signed with a `keygen` key.

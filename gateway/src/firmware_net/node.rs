@@ -15,7 +15,8 @@
 //!   another model, a downgrade, not a manifest) are logged once per file version; up-to-date
 //!   ones are ignored;
 //! * once every block is in, the image is rebuilt with every block verified and staged
-//!   ([`Stager`]), pinned (replacing the pin of the image this node staged before), and the
+//!   ([`Stager`]), pinned (replacing the pin of the image this node staged before; the
+//!   blockstore is then garbage-collected, so the old image's blocks go), and the
 //!   staged version becomes the running one for later manifests. The node keeps serving: its
 //!   blocks go to the gateways still fetching;
 //! * a failed fetch, or one running longer than [`UpdateConfig::fetch_timeout`], is abandoned
@@ -619,5 +620,16 @@ fn stage(
         other => other.to_string(),
     })?;
     replace_pin(store, &staged.root, previous).map_err(|e| e.to_string())?;
+    // The previous image is unpinned and the fetch is over (no unpinned block is still being
+    // fetched): reclaim its blocks. A failure here does not undo the staging.
+    match store.gc() {
+        Ok(r) => tracing::info!(
+            blocks_removed = r.blocks_removed,
+            bytes_freed = r.bytes_freed,
+            blocks_kept = r.blocks_kept,
+            "firmware: blockstore collected"
+        ),
+        Err(e) => tracing::warn!(error = %e, "firmware: blockstore gc failed"),
+    }
     Ok(staged)
 }
