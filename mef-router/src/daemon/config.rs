@@ -132,33 +132,15 @@ impl fmt::Display for Prefix {
     }
 }
 
-/// Parses a rate in `tc` units: `bit`, `kbit`, `mbit`, `gbit` (decimal, bits per second); a bare
-/// number is bits per second.
+/// Parses a rate in `tc` units (`sim_netem::units::parse_rate`: `bit`, `kbit`, `mbit`, `gbit`
+/// in bits per second, `bps`, `kbps`, `mbps`, `gbps` in bytes per second, as `tc` reads them; a
+/// bare number is bits per second) and checks it is within 1 kbit/s .. 1,000 gbit/s.
 pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad rate {s:?}: expected a number and a unit like 100mbit"))?;
-    let mult = match unit.trim() {
-        "" | "bit" | "bps" => 1.0,
-        "kbit" => 1e3,
-        "mbit" => 1e6,
-        "gbit" => 1e9,
-        u => {
-            return Err(format!(
-                "bad rate unit {u:?} in {s:?}: use bit, kbit, mbit or gbit"
-            ));
-        }
-    };
-    let bps = n * mult;
-    if !(1000.0..=1e12).contains(&bps) {
+    let bps = sim_netem::units::parse_rate(s).map_err(|e| format!("bad rate {s:?}: {e}"))?;
+    if !(1_000..=1_000_000_000_000).contains(&bps) {
         return Err(format!("rate {s:?} out of range (1kbit..1000gbit)"));
     }
-    Ok(bps as u64)
+    Ok(bps)
 }
 
 fn from_str_de<'de, D, T>(d: D) -> Result<T, D::Error>
@@ -640,5 +622,8 @@ prefixes = ["10.2.0.0/24"]
         assert_eq!(parse_rate("2.5mbit"), Ok(2_500_000));
         assert!(parse_rate("fast").is_err());
         assert!(parse_rate("10").is_err(), "below 1 kbit/s");
+        // tc's units: `bps` is bytes per second.
+        assert_eq!(parse_rate("1mbps"), Ok(8_000_000));
+        assert_eq!(parse_rate(" 100Mbit "), Ok(100_000_000));
     }
 }
