@@ -334,6 +334,10 @@ pub enum FirmwareCmd {
         /// still get, by an urgent re-ask, a block no other gateway announces).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
         copies_per_block: Option<u32>,
+        /// Cap what this node uploads to the swarm (blocks served and its own wants), in tc
+        /// units: `8mbit`, `500kbit`, `1mbps` (bytes/s); peers share it chunk by chunk.
+        #[arg(long, value_name = "RATE", value_parser = parse_upload_rate)]
+        max_upload: Option<u64>,
         /// Abandon a fetch after this many seconds (retried later).
         #[arg(long, value_name = "SECS", default_value_t = 600)]
         fetch_timeout: u64,
@@ -420,6 +424,15 @@ fn parse_cid(s: &str) -> Result<Cid, String> {
     Cid::try_from(s).map_err(|e| format!("not a CID: {e}"))
 }
 
+/// An upload cap in tc units (bits per second), at least 8 kbit/s.
+pub fn parse_upload_rate(s: &str) -> Result<u64, String> {
+    let bps = sim_netem::units::parse_rate(s).map_err(|e| e.to_string())?;
+    if bps < 8_000 {
+        return Err(format!("{s:?}: an upload cap below 8kbit is not usable"));
+    }
+    Ok(bps)
+}
+
 /// A manufacturer public key: base64 of the 32-byte ed25519 key, as `mef-gateway keygen` prints.
 pub fn parse_pubkey(s: &str) -> Result<VerifyingKey, String> {
     let bytes = STANDARD
@@ -502,6 +515,7 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             providers,
             swarm_peers,
             copies_per_block,
+            max_upload,
             fetch_timeout,
             retry_after,
         } => {
@@ -521,7 +535,7 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
                 identity,
                 listen,
                 Some(update),
-                server_config(copies_per_block),
+                (server_config(copies_per_block), max_upload),
                 &providers,
                 &swarm_peers,
             ))?;
@@ -531,12 +545,21 @@ pub fn run(cmd: FirmwareCmd) -> Result<(), FirmwareError> {
             key,
             listen,
             copies_per_block,
+            max_upload,
             ..
         } => {
             let identity = read_mesh_key(&key)?;
             let blocks = open_existing_store(&store.dir)?;
-            let server = server_config(copies_per_block);
-            runtime()?.block_on(serve_node(blocks, identity, listen, None, server, &[], &[]))?;
+            let serving = (server_config(copies_per_block), max_upload);
+            runtime()?.block_on(serve_node(
+                blocks,
+                identity,
+                listen,
+                None,
+                serving,
+                &[],
+                &[],
+            ))?;
         }
         FirmwareCmd::Publish {
             key: key_file,
@@ -619,13 +642,14 @@ async fn serve_node(
     identity: mesh::Identity,
     listen: SocketAddr,
     update: Option<UpdateConfig>,
-    server: ServerConfig,
+    (server, max_upload): (ServerConfig, Option<u64>),
     providers: &[PeerAddr],
     swarm_peers: &[PeerAddr],
 ) -> Result<(), FirmwareError> {
     let dir = store.root().to_path_buf();
     let manifests = update.as_ref().map(|u| u.manifests.clone());
     let mut node = FirmwareNode::start(store, identity, listen, update, server).await?;
+    node.set_upload_cap(max_upload);
     for p in providers {
         node.add_peer(*p, PeerKind::Provider).await?;
     }

@@ -49,14 +49,19 @@ use mesh::node::{MeshConfig, MeshError, MeshEvent};
 use mesh::{Hashname, Identity};
 use zeroize::Zeroize;
 
+use pace::UploadCap;
+
 pub use firmware::exchange::CHANNEL_KIND;
 
 mod node;
+pub mod pace;
 
 pub use node::{FirmwareNode, NodeEvent, NodeReport, NodeStatus, UpdateConfig};
 
 /// Bytes handed to a mesh channel per `send` call.
 const WRITE_CHUNK: usize = 64 * 1024;
+/// Under an upload cap, flushing resumes once this many bytes may be written.
+const PACE_QUANTUM: usize = 16 * 1024;
 /// Bytes taken from a mesh channel per `recv` call.
 const READ_CHUNK: usize = 256 * 1024;
 /// Housekeeping interval: retry blocked channels, re-dial unconnected providers.
@@ -319,6 +324,10 @@ struct Exchange {
     done: Option<Result<(), FetchError>>,
     /// Called with the fetch's progress after each stored block.
     progress: Option<ProgressFn>,
+    /// The upload cap, if any.
+    upload: Option<UploadCap>,
+    /// Flushing stopped at the cap: flush again at this time.
+    paced_until: Option<Instant>,
 }
 
 impl Exchange {
@@ -338,6 +347,8 @@ impl Exchange {
             peers_seen: BTreeSet::new(),
             done: None,
             progress: None,
+            upload: None,
+            paced_until: None,
         }
     }
 
@@ -615,37 +626,61 @@ impl Exchange {
         }
     }
 
-    /// Writes what the engine has for each peer into its channel while the channel takes it.
+    /// Writes what the engine has for each peer into its channel while the channel takes it,
+    /// one chunk per peer per pass (so that under an upload cap every peer gets its share);
+    /// at the cap, notes when to go on ([`Exchange::paced_until`]).
     async fn flush(&mut self) -> Result<(), NetError> {
-        let targets: Vec<(Hashname, PeerId, ChannelId)> = self
+        self.paced_until = None;
+        let mut targets: Vec<(Hashname, PeerId, ChannelId)> = self
             .slots
             .iter()
             .filter(|(_, s)| !s.blocked)
             .filter_map(|(hn, s)| s.chan.map(|ch| (*hn, s.id, ch)))
             .collect();
-        for (hn, pid, ch) in targets {
-            while self.engine.wants_transmit(pid) {
-                let chunk = self.engine.peek_transmit(pid, WRITE_CHUNK);
+        'passes: while !targets.is_empty() {
+            let mut again = Vec::with_capacity(targets.len());
+            for (hn, pid, ch) in targets {
+                if !self.engine.wants_transmit(pid) {
+                    continue;
+                }
+                let max = match &mut self.upload {
+                    Some(cap) => {
+                        let now = Instant::now();
+                        let n = cap.available(now, WRITE_CHUNK);
+                        if n == 0 {
+                            self.paced_until = Some(cap.ready_at(now, PACE_QUANTUM));
+                            break 'passes;
+                        }
+                        n
+                    }
+                    None => WRITE_CHUNK,
+                };
+                let chunk = self.engine.peek_transmit(pid, max);
                 if chunk.is_empty() {
-                    break;
+                    continue;
                 }
                 let n = chunk.len();
                 match self.handle.send(hn, ch, chunk).await {
-                    Ok(()) => self.engine.advance_transmit(pid, n),
+                    Ok(()) => {
+                        self.engine.advance_transmit(pid, n);
+                        if let Some(cap) = &mut self.upload {
+                            cap.spend(n);
+                        }
+                        again.push((hn, pid, ch));
+                    }
                     Err(DriverError::Mesh(MeshError::Channel(ChannelError::WouldBlock))) => {
                         if let Some(slot) = self.slots.get_mut(&hn) {
                             slot.blocked = true;
                         }
-                        break;
                     }
                     Err(DriverError::Stopped) => return Err(NetError::Mesh(DriverError::Stopped)),
                     Err(e) => {
                         tracing::debug!(peer = %hn, error = %e, "firmware: send");
                         self.channel_gone(hn);
-                        break;
                     }
                 }
             }
+            targets = again;
         }
         self.drain_engine().await;
         Ok(())
@@ -694,6 +729,13 @@ impl Exchange {
                 None => std::future::pending().await,
             }
         };
+        let paced_until = self.paced_until;
+        let paced = async {
+            match paced_until {
+                Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             ev = self.handle.next_event() => match ev {
                 Some(ev) => self.on_driver_event(ev).await?,
@@ -701,6 +743,7 @@ impl Exchange {
             },
             () = timer => self.engine.handle_timeout(Instant::now()),
             _ = tick.tick() => self.tick().await?,
+            () = paced => {}
             () = stop => return Ok(false),
         }
         self.drain_engine().await;

@@ -38,8 +38,9 @@ async fn serve_and_fetch(
     served: &Path,
     fetcher: &Path,
     root: Cid,
+    upload_cap: Option<u64>,
 ) -> (Result<FetchReport, NetError>, NodeReport, Vec<Progress>) {
-    let serving = FirmwareNode::start(
+    let mut serving = FirmwareNode::start(
         Blockstore::open(served).expect("served store"),
         Identity::from_bytes([1; 32]),
         loopback(),
@@ -48,6 +49,7 @@ async fn serve_and_fetch(
     )
     .await
     .expect("serve");
+    serving.set_upload_cap(upload_cap);
     let peer = serving.peer_addr();
     assert_eq!(peer.addr, serving.local_addr(), "bound to 127.0.0.1");
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -84,7 +86,7 @@ async fn a_three_mebibyte_image_is_fetched_over_the_mesh_and_rebuilt_identical()
     let total = blocks.blocks.len() as u64;
 
     let (fetched, served, progress) =
-        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root, None).await;
     let report = fetched.expect("fetch completes");
     assert_eq!(report.root, root);
     assert_eq!(report.progress.blocks_fetched, total);
@@ -138,7 +140,7 @@ async fn a_resumed_fetch_transfers_only_the_missing_blocks() {
     drop(b);
 
     let (fetched, served, _) =
-        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root, None).await;
     let report = fetched.expect("fetch completes");
     assert_eq!(report.progress.blocks_held, half as u64);
     assert_eq!(report.progress.blocks_fetched, total - half as u64);
@@ -154,7 +156,7 @@ async fn a_resumed_fetch_transfers_only_the_missing_blocks() {
 
     // A third fetch finds everything held and asks for nothing.
     let (fetched, served, _) =
-        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root, None).await;
     let report = fetched.expect("fetch completes");
     assert_eq!(report.progress.blocks_fetched, 0);
     assert_eq!(report.progress.blocks_held, total);
@@ -168,7 +170,8 @@ async fn a_peer_without_the_image_fails_the_fetch() {
     let root = add_image(t.path(), "image.bin", &data, &t.path().join("other"));
     // The served store exists but does not hold the image.
     Blockstore::open(t.path().join("a")).expect("store a");
-    let (fetched, _, _) = serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root).await;
+    let (fetched, _, _) =
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root, None).await;
     match fetched {
         Err(NetError::Fetch { root: r, .. }) => assert_eq!(r, root),
         other => panic!("expected a failed fetch, got {other:?}"),
@@ -344,4 +347,29 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
     get("again.bin", None);
     get("third.bin", Some(&peer_string));
     drop(server);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_upload_cap_holds_the_server_to_its_rate() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let data = pattern(IMAGE_BYTES, 8);
+    let root = add_image(t.path(), "image.bin", &data, &t.path().join("a"));
+    // 16 Mbit/s = 2,000,000 bytes/s, burst 200,000: 3 MiB cannot leave in under
+    // (3,145,728 - 200,000) / 2,000,000 = 1.47 s, whatever the machine.
+    let cap = 16_000_000;
+    let (fetched, served, _) =
+        serve_and_fetch(&t.path().join("a"), &t.path().join("b"), root, Some(cap)).await;
+    let report = fetched.expect("fetch completes under the cap");
+    let sent = served.stats.sent;
+    assert!(sent >= IMAGE_BYTES as u64, "served {sent} bytes");
+    let floor = (sent - 200_000) as f64 / (cap / 8) as f64;
+    let took = report.elapsed.as_secs_f64();
+    assert!(
+        took >= floor * 0.98,
+        "{sent} bytes in {took:.2} s: faster than the cap allows ({floor:.2} s)"
+    );
+    let b = Blockstore::open(t.path().join("b")).expect("store b");
+    let out = t.path().join("out.bin");
+    firmware_cli::get(&b, &root, &out).expect("rebuild");
+    assert!(fs::read(&out).expect("read") == data);
 }

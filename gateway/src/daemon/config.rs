@@ -51,6 +51,7 @@
 //! current = "1.0.0"
 //! trust = ["<base64 ed25519 key>"]    # manufacturer keys (`mef-gateway keygen`)
 //! # copies_per_block = 2              # a manufacturer's node: super-seeding budget
+//! # max_upload = "8mbit"              # cap on what serving firmware may upload
 //! ```
 //!
 //! `[firmware]` without `manifests` only serves the blockstore; with it, the gateway also
@@ -324,6 +325,9 @@ pub struct FirmwareSection {
     /// then let the gateways fetch it from each other. Absent: no limit.
     #[serde(default)]
     pub copies_per_block: Option<u32>,
+    /// Cap on what the node uploads, tc units (`8mbit`). Absent: no cap.
+    #[serde(default)]
+    pub max_upload: Option<String>,
 }
 
 fn default_mesh_listen() -> SocketAddr {
@@ -357,6 +361,8 @@ pub struct FirmwareConfig {
     pub update: Option<UpdateConfig>,
     /// The serving side (`copies_per_block`).
     pub server: ServerConfig,
+    /// The upload cap, bits per second.
+    pub max_upload: Option<u64>,
 }
 
 impl FirmwareSection {
@@ -380,6 +386,12 @@ impl FirmwareSection {
                 "must be at least 1 (leave it out for no limit)".into(),
             ));
         }
+        let max_upload = self
+            .max_upload
+            .as_deref()
+            .map(crate::firmware_cli::parse_upload_rate)
+            .transpose()
+            .map_err(|m| invalid("firmware.max_upload", m))?;
         let providers = peers(&self.providers, "firmware.providers")?;
         let swarm_peers = peers(&self.swarm_peers, "firmware.swarm_peers")?;
         let update = match self.manifests {
@@ -448,6 +460,7 @@ impl FirmwareSection {
             swarm_peers,
             update,
             server: crate::firmware_cli::server_config(self.copies_per_block),
+            max_upload,
         })
     }
 }
@@ -717,6 +730,8 @@ mod tests {
         assert_eq!(field(&UPDATE.replace("B8Rj", "x")), "firmware.trust");
         assert_eq!(field("model = \"gw\"\n"), "firmware.model");
         assert_eq!(field("copies_per_block = 0\n"), "firmware.copies_per_block");
+        assert_eq!(field("max_upload = \"fast\"\n"), "firmware.max_upload");
+        assert_eq!(field("max_upload = \"1kbit\"\n"), "firmware.max_upload");
         assert_eq!(
             field("swarm_peers = [\"nokey@127.0.0.1:1\"]\n"),
             "firmware.swarm_peers"

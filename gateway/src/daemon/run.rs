@@ -339,6 +339,7 @@ async fn start_firmware(f: &FirmwareConfig) -> Result<FirmwareTask, DaemonError>
                         f.server.clone(),
                     )
                     .await?;
+                    node.set_upload_cap(f.max_upload);
                     for p in &f.providers {
                         node.add_peer(*p, PeerKind::Provider).await?;
                     }

@@ -270,6 +270,12 @@ impl FirmwareNode {
         }
     }
 
+    /// Caps what the node writes into exchange channels (blocks served, and its own wants)
+    /// at `bits_per_second` (`None`: no cap). See [`super::pace::UploadCap`].
+    pub fn set_upload_cap(&mut self, bits_per_second: Option<u64>) {
+        self.exchange.upload = bits_per_second.map(super::pace::UploadCap::new);
+    }
+
     /// A live view of the node, refreshed every loop turn of [`FirmwareNode::run`] (every
     /// event, and at least every half second).
     pub fn status(&self) -> watch::Receiver<NodeStatus> {
