@@ -20,6 +20,18 @@ use proptest::prelude::*;
 mod common;
 use common::pattern;
 
+/// Imports with raw leaves of `chunk_size` bytes and at most `max_links` links per node.
+fn import_small(data: &[u8], chunk_size: usize, max_links: usize) -> (Cid, MemoryBlocks) {
+    let cfg = ImporterConfig {
+        chunk_size,
+        max_links,
+        leaves: LeafFormat::Raw,
+    };
+    let mut imp = Importer::with_config(MemoryBlocks::default(), cfg);
+    imp.write(data).expect("write");
+    imp.finish().expect("finish")
+}
+
 fn import_image(data: &[u8]) -> (Cid, MemoryBlocks) {
     import(data, MemoryBlocks::default()).expect("import")
 }
@@ -259,14 +271,7 @@ fn fetches_3mib_image_from_three_peers() {
 fn deep_dag_keeps_frontier_bounded() {
     // 4 KiB chunks, 4 links per node: 256 leaves, a tree of depth 4.
     let data = pattern(1 << 20, 2);
-    let cfg = ImporterConfig {
-        chunk_size: 4096,
-        max_links: 4,
-        leaves: LeafFormat::Raw,
-    };
-    let mut imp = Importer::with_config(MemoryBlocks::default(), cfg);
-    imp.write(&data).expect("write");
-    let (root, blocks) = imp.finish().expect("finish");
+    let (root, blocks) = import_small(&data, 4096, 4);
     let peers = (0..3)
         .map(|i| (ms(5 + i), Behaviour::Honest, blocks.clone()))
         .collect();
@@ -287,14 +292,7 @@ fn deep_dag_keeps_frontier_bounded() {
 fn lying_peer_is_penalised_and_image_still_fetched() {
     // 16 KiB chunks: 192 leaves, so the liar keeps being offered work until disconnected.
     let data = pattern(3 << 20, 3);
-    let cfg = ImporterConfig {
-        chunk_size: 16 << 10,
-        max_links: 16,
-        leaves: LeafFormat::Raw,
-    };
-    let mut imp = Importer::with_config(MemoryBlocks::default(), cfg);
-    imp.write(&data).expect("write");
-    let (root, blocks) = imp.finish().expect("finish");
+    let (root, blocks) = import_small(&data, 16 << 10, 16);
     // The liar is the fastest, so it is offered work first.
     let peers = vec![
         (ms(2), Behaviour::Corrupt, blocks.clone()),
@@ -759,14 +757,7 @@ fn identical_chunks_under_later_nodes_are_not_fetched_again() {
     // after it arrived.
     let mut data = pattern(8 * 4096, 12);
     data.extend(std::iter::repeat_n(0xffu8, 56 * 4096));
-    let cfg = ImporterConfig {
-        chunk_size: 4096,
-        max_links: 4,
-        leaves: LeafFormat::Raw,
-    };
-    let mut imp = Importer::with_config(MemoryBlocks::default(), cfg);
-    imp.write(&data).expect("write");
-    let (root, blocks) = imp.finish().expect("finish");
+    let (root, blocks) = import_small(&data, 4096, 4);
     // One want at a time, depth first: the padding node under the first subtree has arrived
     // before the all-padding subtrees that link it again are read.
     let one_at_a_time = SessionConfig {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use firmware_common::{BIN, KillOnDrop, ok, pattern, spawn_serve};
+use firmware_common::{BIN, KillOnDrop, ok, pattern, publish_image, serve_on_loopback};
 use gateway::daemon::run::fetch;
 
 const MODEL: &str = "mef-gw";
@@ -59,6 +59,18 @@ fn wait_for(dir: &Path, metrics: SocketAddr, path: &str, pred: impl Fn(&str) -> 
     panic!("GET {path}: condition not met within 60 s\n{last}\n--- daemon log ---\n{log}");
 }
 
+/// Waits up to 20 s for the daemon to exit; panics with `why` if it does not.
+fn wait_exit(daemon: &mut KillOnDrop, why: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = daemon.0.try_wait().expect("wait") {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{why}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The value of an unlabelled metric.
 fn metric(body: &str, name: &str) -> Option<u64> {
     body.lines()
@@ -76,44 +88,8 @@ fn the_daemon_stages_a_manifested_image_and_then_serves_it() {
     ok(dir, &["keygen", "--mesh", "--out", "maker-mesh.key"]);
     let gw_mesh = ok(dir, &["keygen", "--mesh", "--out", "gw-mesh.key"]);
     let gw_key = gw_mesh.lines().next().expect("mesh public key").trim();
-    let signed = ok(
-        dir,
-        &[
-            "firmware",
-            "publish",
-            "--key",
-            "maker.key",
-            "--model",
-            MODEL,
-            "--version",
-            "1.2.0",
-            "image.bin",
-            "-o",
-            "fw.manifest",
-            "--store",
-            "store-m",
-        ],
-    );
-    let root = signed
-        .lines()
-        .find_map(|l| l.strip_prefix("root:"))
-        .expect("root line")
-        .trim()
-        .to_owned();
-    let (_maker_node, maker_out) = spawn_serve(
-        dir,
-        &[
-            "--store",
-            "store-m",
-            "--key",
-            "maker-mesh.key",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let maker_peer = maker_out
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the maker's peer string");
+    let root = publish_image(dir, "maker.key", MODEL, "1.2.0", "store-m");
+    let (_maker_node, _, maker_peer) = serve_on_loopback(dir, "store-m", "maker-mesh.key", &[]);
 
     let (metrics, mesh) = (free_port(), free_port());
     let metrics = SocketAddr::from(([127, 0, 0, 1], metrics));
@@ -180,14 +156,7 @@ fn the_daemon_stages_a_manifested_image_and_then_serves_it() {
     let pid = daemon.0.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status();
     assert!(killed.is_ok_and(|s| s.success()), "kill -TERM");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no exit within 20 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_exit(&mut daemon, "no exit within 20 s of SIGTERM");
     assert!(status.success(), "exit status {status}");
     let log = fs::read_to_string(dir.join("run.log")).expect("log");
     assert!(log.contains("firmware node stopped"), "{log}");
@@ -208,14 +177,7 @@ fn a_bad_firmware_key_stops_the_start_and_names_it() {
     );
     fs::write(dir.join("gateway.toml"), config).expect("config");
     let mut daemon = start_daemon(dir);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = daemon.0.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the daemon kept running");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = wait_exit(&mut daemon, "the daemon kept running");
     assert!(!status.success());
     let log = fs::read_to_string(dir.join("run.log")).expect("log");
     assert!(log.contains("firmware mesh key"), "{log}");

@@ -14,7 +14,7 @@ use firmware::blockstore::Blockstore;
 use firmware::exchange::{Progress, ServerConfig};
 use firmware::unixfs::importer::import;
 use firmware::unixfs::{MemoryBlocks, RAW_CODEC};
-use firmware_common::{add_image, loopback, ok, pattern, spawn_serve};
+use firmware_common::{add_image, loopback, ok, pattern, serve_on_loopback};
 use gateway::firmware_cli;
 use gateway::firmware_net::{
     FetchOptions, FetchReport, FirmwareNode, NetError, NodeReport, PeerAddr, fetch,
@@ -227,21 +227,7 @@ fn cli_serve_and_get_from_a_peer_end_to_end() {
         .trim()
         .to_owned();
 
-    let (mut server, lines) = spawn_serve(
-        dir,
-        &[
-            "--store",
-            "store-a",
-            "--key",
-            "mesh.key",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let first = lines
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the peer string");
-    let peer_string = first.trim().to_owned();
+    let (mut server, _, peer_string) = serve_on_loopback(dir, "store-a", "mesh.key", &[]);
     let peer: PeerAddr = peer_string.parse().expect("serve prints a peer string");
     assert_eq!(peer.addr.ip().to_string(), "127.0.0.1");
     assert_ne!(peer.addr.port(), 0);

@@ -19,7 +19,7 @@ use firmware::manifest::{Manifest, Version};
 use firmware::unixfs::MemoryBlocks;
 use firmware::unixfs::importer::import;
 use firmware::update::UpdatePolicy;
-use firmware_common::{add_image, loopback, ok, pattern, spawn_serve};
+use firmware_common::{add_image, loopback, ok, pattern, publish_image, serve_on_loopback};
 use gateway::firmware_cli;
 use gateway::firmware_net::{FirmwareNode, NodeEvent, NodeReport, UpdateConfig};
 use mesh::Identity;
@@ -81,6 +81,60 @@ fn staged(log: &Log) -> Vec<(PathBuf, firmware::exchange::Progress)> {
         .collect()
 }
 
+/// Waits until every log holds `n` stagings, or 60 s.
+async fn wait_staged(logs: &[Log], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline && logs.iter().any(|l| staged(l).len() < n) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The maker signs 1.1.0 of `root` into the manifest directory of each gateway in `names`.
+fn release(dir: &Path, names: &[&str], root: Cid, size: usize) {
+    for name in names {
+        let m = dir.join(format!("manifests-{name}"));
+        fs::create_dir_all(&m).expect("manifest dir");
+        publish(
+            &maker_key(),
+            Version::new(1, 1, 0),
+            root,
+            size,
+            &m.join("fw-1.1.0.manifest"),
+        );
+    }
+}
+
+/// A gateway running the update flow (`update_config(dir, name)`), serving with defaults.
+async fn gateway(dir: &Path, name: &str, id: u8) -> FirmwareNode {
+    node(
+        dir,
+        name,
+        id,
+        Some(update_config(dir, name)),
+        ServerConfig::default(),
+    )
+    .await
+}
+
+/// A node on loopback, identity `[id; 32]`, over the store `dir/store-NAME`.
+async fn node(
+    dir: &Path,
+    name: &str,
+    id: u8,
+    update: Option<UpdateConfig>,
+    server: ServerConfig,
+) -> FirmwareNode {
+    FirmwareNode::start(
+        Blockstore::open(dir.join(format!("store-{name}"))).expect("store"),
+        Identity::from_bytes([id; 32]),
+        loopback(),
+        update,
+        server,
+    )
+    .await
+    .expect("start node")
+}
+
 fn stopper(rx: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + use<> {
     let mut rx = rx.clone();
     async move {
@@ -96,45 +150,11 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
     let root = add_image(dir, "image.bin", &data, &dir.join("store-m"));
     let (_, blocks) = import(&data[..], MemoryBlocks::default()).expect("import");
     let total = blocks.blocks.len() as u64;
-    for name in ["a", "b"] {
-        let m = dir.join(format!("manifests-{name}"));
-        fs::create_dir_all(&m).expect("manifest dir");
-        publish(
-            &maker_key(),
-            Version::new(1, 1, 0),
-            root,
-            data.len(),
-            &m.join("fw-1.1.0.manifest"),
-        );
-    }
+    release(dir, &["a", "b"], root, data.len());
 
-    let maker = FirmwareNode::start(
-        Blockstore::open(dir.join("store-m")).expect("maker store"),
-        Identity::from_bytes([1; 32]),
-        loopback(),
-        None,
-        ServerConfig::default(),
-    )
-    .await
-    .expect("maker");
-    let mut a = FirmwareNode::start(
-        Blockstore::open(dir.join("store-a")).expect("store a"),
-        Identity::from_bytes([2; 32]),
-        loopback(),
-        Some(update_config(dir, "a")),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("gateway a");
-    let mut b = FirmwareNode::start(
-        Blockstore::open(dir.join("store-b")).expect("store b"),
-        Identity::from_bytes([3; 32]),
-        loopback(),
-        Some(update_config(dir, "b")),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("gateway b");
+    let maker = node(dir, "m", 1, None, ServerConfig::default()).await;
+    let mut a = gateway(dir, "a", 2).await;
+    let mut b = gateway(dir, "b", 3).await;
     // A: the manufacturer as provider, B as swarm peer. B: only A, as swarm peer.
     a.add_peer(maker.peer_addr(), PeerKind::Provider)
         .await
@@ -149,14 +169,9 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
     let (stop_tx, stop_rx) = watch::channel(false);
     let (log_a, log_b): (Log, Log) = Default::default();
     let watching = {
-        let (log_a, log_b) = (log_a.clone(), log_b.clone());
+        let logs = [log_a.clone(), log_b.clone()];
         async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline
-                && (staged(&log_a).is_empty() || staged(&log_b).is_empty())
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_staged(&logs, 1).await;
             let _ = stop_tx.send(true);
         }
     };
@@ -201,15 +216,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
 
     // A restarts configured as running 1.0.0 with the 1.1.0 manifest still in its directory:
     // it finds 1.1.0 staged, runs it, and neither fetches nor stages it again.
-    let a = FirmwareNode::start(
-        Blockstore::open(dir.join("store-a")).expect("store a"),
-        Identity::from_bytes([2; 32]),
-        loopback(),
-        Some(update_config(dir, "a")),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("gateway a again");
+    let a = gateway(dir, "a", 2).await;
     let log: Log = Log::default();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (again, ()) = tokio::join!(a.run(stopper(&stop_rx), recorder(&log)), async move {
@@ -264,24 +271,8 @@ async fn untrusted_and_older_manifests_are_refused_once_and_nothing_is_fetched()
     fs::write(m.join("garbage.manifest"), b"not a manifest").expect("garbage");
     fs::write(m.join("notes.txt"), b"ignored").expect("notes");
 
-    let maker = FirmwareNode::start(
-        Blockstore::open(dir.join("store-m")).expect("maker store"),
-        Identity::from_bytes([4; 32]),
-        loopback(),
-        None,
-        ServerConfig::default(),
-    )
-    .await
-    .expect("maker");
-    let mut g = FirmwareNode::start(
-        Blockstore::open(dir.join("store-g")).expect("store g"),
-        Identity::from_bytes([5; 32]),
-        loopback(),
-        Some(update_config(dir, "g")),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("gateway");
+    let maker = node(dir, "m", 4, None, ServerConfig::default()).await;
+    let mut g = gateway(dir, "g", 5).await;
     g.add_peer(maker.peer_addr(), PeerKind::Provider)
         .await
         .expect("provider");
@@ -350,27 +341,11 @@ async fn a_fetch_nobody_can_serve_times_out_and_is_retried_without_staging() {
         data.len(),
         &m.join("fw.manifest"),
     );
-    let maker = FirmwareNode::start(
-        Blockstore::open(dir.join("store-m")).expect("maker store"),
-        Identity::from_bytes([6; 32]),
-        loopback(),
-        None,
-        ServerConfig::default(),
-    )
-    .await
-    .expect("maker");
+    let maker = node(dir, "m", 6, None, ServerConfig::default()).await;
     let mut cfg = update_config(dir, "g");
     cfg.fetch_timeout = Duration::from_millis(800);
     cfg.retry_after = Duration::from_millis(500);
-    let mut g = FirmwareNode::start(
-        Blockstore::open(dir.join("store-g")).expect("store g"),
-        Identity::from_bytes([7; 32]),
-        loopback(),
-        Some(cfg),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("gateway");
+    let mut g = node(dir, "g", 7, Some(cfg), ServerConfig::default()).await;
     g.add_peer(maker.peer_addr(), PeerKind::Provider)
         .await
         .expect("provider");
@@ -419,47 +394,13 @@ fn cli_serve_with_manifests_stages_an_image_served_by_another_node() {
     let maker = ok(dir, &["keygen", "--out", "maker.key"]).trim().to_owned();
     fs::create_dir_all(dir.join("manifests")).expect("manifest dir");
     // The manufacturer publishes into its own store.
-    ok(
+    publish_image(dir, "maker.key", MODEL, "1.2.0", "store-m");
+    let (_maker_node, _, maker_peer) = serve_on_loopback(dir, "store-m", "maker-mesh.key", &[]);
+    let (_gateway, gw_out, _) = serve_on_loopback(
         dir,
+        "store-g",
+        "gw-mesh.key",
         &[
-            "firmware",
-            "publish",
-            "--key",
-            "maker.key",
-            "--model",
-            MODEL,
-            "--version",
-            "1.2.0",
-            "image.bin",
-            "-o",
-            "fw.manifest",
-            "--store",
-            "store-m",
-        ],
-    );
-    let (_maker_node, maker_out) = spawn_serve(
-        dir,
-        &[
-            "--store",
-            "store-m",
-            "--key",
-            "maker-mesh.key",
-            "--listen",
-            "127.0.0.1:0",
-        ],
-    );
-    let maker_peer = maker_out
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the maker's peer string");
-    let (_gateway, gw_out) = spawn_serve(
-        dir,
-        &[
-            "--store",
-            "store-g",
-            "--key",
-            "gw-mesh.key",
-            "--listen",
-            "127.0.0.1:0",
             "--manifests",
             "manifests",
             "--trust",
@@ -510,38 +451,12 @@ async fn two_gateways_and_a_maker(
     maker_server: ServerConfig,
 ) -> (NodeReport, [firmware::exchange::Progress; 2]) {
     let root = add_image(dir, "image.bin", data, &dir.join("store-m"));
-    for name in ["a", "b"] {
-        let m = dir.join(format!("manifests-{name}"));
-        fs::create_dir_all(&m).expect("manifest dir");
-        publish(
-            &maker_key(),
-            Version::new(1, 1, 0),
-            root,
-            data.len(),
-            &m.join("fw.manifest"),
-        );
-    }
-    let maker = FirmwareNode::start(
-        Blockstore::open(dir.join("store-m")).expect("maker store"),
-        Identity::from_bytes([1; 32]),
-        loopback(),
-        None,
-        maker_server,
-    )
-    .await
-    .expect("maker");
+    release(dir, &["a", "b"], root, data.len());
+    let maker = node(dir, "m", 1, None, maker_server).await;
     let mut gateways = Vec::new();
     for (i, name) in ["a", "b"].into_iter().enumerate() {
-        let node = FirmwareNode::start(
-            Blockstore::open(dir.join(format!("store-{name}"))).expect("store"),
-            Identity::from_bytes([2 + i as u8; 32]),
-            loopback(),
-            Some(update_config(dir, name)),
-            ServerConfig::default(),
-        )
-        .await
-        .expect("gateway");
-        gateways.push(node);
+        let id = 2 + i as u8;
+        gateways.push(gateway(dir, name, id).await);
     }
     let (pa, pb) = (gateways[0].peer_addr(), gateways[1].peer_addr());
     for (g, other) in gateways.iter_mut().zip([pb, pa]) {
@@ -556,14 +471,9 @@ async fn two_gateways_and_a_maker(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (log_a, log_b): (Log, Log) = Default::default();
     let watching = {
-        let (log_a, log_b) = (log_a.clone(), log_b.clone());
+        let logs = [log_a.clone(), log_b.clone()];
         async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline
-                && (staged(&log_a).is_empty() || staged(&log_b).is_empty())
-            {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_staged(&logs, 1).await;
             let _ = stop_tx.send(true);
         }
     };
@@ -635,24 +545,8 @@ async fn staging_a_newer_image_collects_the_blocks_of_the_one_before() {
         &m.join("a.manifest"),
     );
 
-    let maker = FirmwareNode::start(
-        Blockstore::open(dir.join("store-m")).expect("maker store"),
-        Identity::from_bytes([1; 32]),
-        loopback(),
-        None,
-        ServerConfig::default(),
-    )
-    .await
-    .expect("maker");
-    let mut g = FirmwareNode::start(
-        Blockstore::open(dir.join("store-g")).expect("store g"),
-        Identity::from_bytes([2; 32]),
-        loopback(),
-        Some(update_config(dir, "g")),
-        ServerConfig::default(),
-    )
-    .await
-    .expect("gateway");
+    let maker = node(dir, "m", 1, None, ServerConfig::default()).await;
+    let mut g = gateway(dir, "g", 2).await;
     g.add_peer(maker.peer_addr(), PeerKind::Provider)
         .await
         .expect("provider");
@@ -662,10 +556,7 @@ async fn staging_a_newer_image_collects_the_blocks_of_the_one_before() {
         let log = log.clone();
         let m = m.clone();
         async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline && staged(&log).is_empty() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_staged(std::slice::from_ref(&log), 1).await;
             // 1.1.0 is staged: 1.2.0 is released.
             publish(
                 &maker_key(),
@@ -674,9 +565,7 @@ async fn staging_a_newer_image_collects_the_blocks_of_the_one_before() {
                 v2.len(),
                 &m.join("b.manifest"),
             );
-            while Instant::now() < deadline && staged(&log).len() < 2 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            wait_staged(&[log], 2).await;
             let _ = stop_tx.send(true);
         }
     };

@@ -112,3 +112,51 @@ pub fn spawn_serve(dir: &Path, args: &[&str]) -> (KillOnDrop, Receiver<String>) 
     });
     (child, rx)
 }
+
+/// `firmware publish --key KEY --model MODEL --version VERSION image.bin -o fw.manifest
+/// --store STORE` in `dir` (the image must be at `dir/image.bin`); returns the root CID printed.
+pub fn publish_image(dir: &Path, key: &str, model: &str, version: &str, store: &str) -> String {
+    let summary = ok(
+        dir,
+        &[
+            "firmware",
+            "publish",
+            "--key",
+            key,
+            "--model",
+            model,
+            "--version",
+            version,
+            "image.bin",
+            "-o",
+            "fw.manifest",
+            "--store",
+            store,
+        ],
+    );
+    summary
+        .lines()
+        .find_map(|l| l.strip_prefix("root:"))
+        .expect("a root line")
+        .trim()
+        .to_owned()
+}
+
+/// `firmware serve --store STORE --key KEY --listen 127.0.0.1:0 EXTRA…` in `dir`; returns the
+/// child, its stdout lines after the first, and the first: the node's peer string.
+pub fn serve_on_loopback(
+    dir: &Path,
+    store: &str,
+    key: &str,
+    extra: &[&str],
+) -> (KillOnDrop, Receiver<String>, String) {
+    let mut args = vec!["--store", store, "--key", key, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let (child, lines) = spawn_serve(dir, &args);
+    let peer = lines
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the node's peer string")
+        .trim()
+        .to_owned();
+    (child, lines, peer)
+}
