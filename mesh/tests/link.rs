@@ -4,11 +4,17 @@ use std::time::{Duration, Instant};
 
 use mesh::link::{
     AcceptError, Accepted, Acceptor, AcceptorConfig, DownReason, Link, LinkConfig, LinkError,
-    LinkEvent, LinkState,
+    LinkEvent, LinkState, Tai64N,
 };
 use mesh::packet::{Packet, Transport};
 use mesh::{Hashname, Identity};
 use proptest::prelude::*;
+
+/// The wall clock the tests' links and acceptors start from (any fixed value works).
+const WALL: Tai64N = Tai64N {
+    secs: 1_700_000_000,
+    nanos: 0,
+};
 
 fn id(n: u8) -> Identity {
     Identity::from_bytes([n; 32])
@@ -17,6 +23,7 @@ fn id(n: u8) -> Identity {
 fn acceptor(now: Instant, local: &Identity, link: LinkConfig) -> Acceptor {
     Acceptor::new(
         now,
+        WALL,
         local,
         AcceptorConfig {
             link,
@@ -29,7 +36,8 @@ fn acceptor(now: Instant, local: &Identity, link: LinkConfig) -> Acceptor {
 /// An IK link pair (a initiated, b accepted), both Up, events drained.
 fn ik_pair(now: Instant, cfg: LinkConfig) -> (Link, Link) {
     let (ida, idb) = (id(1), id(2));
-    let (mut a, init) = Link::connect(now, &ida, idb.public_key(), cfg.clone()).expect("connect");
+    let (mut a, init) =
+        Link::connect(now, WALL, &ida, idb.public_key(), cfg.clone()).expect("connect");
     assert_eq!(a.state(), LinkState::Connecting);
     let mut acc = acceptor(now, &idb, cfg);
     let Ok(Accepted::Link {
@@ -89,7 +97,8 @@ fn ik_handshake_and_data_both_ways() {
 fn xx_with_unknown_initiator() {
     let now = Instant::now();
     let (ida, idb) = (id(3), id(4));
-    let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
+    let (mut a, m1) =
+        Link::connect_unknown(now, WALL, &ida, LinkConfig::default()).expect("connect");
     let mut acc = acceptor(now, &idb, LinkConfig::default());
     let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else {
         panic!("no XX reply")
@@ -128,9 +137,11 @@ fn xx_with_unknown_initiator() {
 fn xx_refused_by_allow_list() {
     let now = Instant::now();
     let (ida, idb) = (id(3), id(4));
-    let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
+    let (mut a, m1) =
+        Link::connect_unknown(now, WALL, &ida, LinkConfig::default()).expect("connect");
     let mut acc = Acceptor::new(
         now,
+        WALL,
         &idb,
         AcceptorConfig::default(),
         Acceptor::allow_list([id(9).hashname()]),
@@ -145,11 +156,13 @@ fn xx_refused_by_allow_list() {
     // And an allow-listed peer gets in.
     let mut acc = Acceptor::new(
         now,
+        WALL,
         &idb,
         AcceptorConfig::default(),
         Acceptor::allow_list([ida.hashname()]),
     );
-    let (mut a, m1) = Link::connect_unknown(now, &ida, LinkConfig::default()).expect("connect");
+    let (mut a, m1) =
+        Link::connect_unknown(now, WALL, &ida, LinkConfig::default()).expect("connect");
     let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else {
         panic!("no XX reply")
     };
@@ -164,7 +177,7 @@ fn wrong_key_rejection() {
     let (ida, idb, idc) = (id(1), id(2), id(5));
     // a believes the peer's key is c's, but the packet reaches b.
     let (_a, init) =
-        Link::connect(now, &ida, idc.public_key(), LinkConfig::default()).expect("connect");
+        Link::connect(now, WALL, &ida, idc.public_key(), LinkConfig::default()).expect("connect");
     let mut acc = acceptor(now, &idb, LinkConfig::default());
     assert!(matches!(
         acc.handle(now, &init, 1),
@@ -174,7 +187,7 @@ fn wrong_key_rejection() {
     assert_eq!(acc.stats().accepted_ik, 0);
     // The same initiation with b's real key is accepted.
     let (_a, init) =
-        Link::connect(now, &ida, idb.public_key(), LinkConfig::default()).expect("connect");
+        Link::connect(now, WALL, &ida, idb.public_key(), LinkConfig::default()).expect("connect");
     assert!(matches!(
         acc.handle(now, &init, 2),
         Ok(Accepted::Link { .. })
@@ -362,7 +375,8 @@ fn handshake_retry_backoff_and_give_up() {
         handshake_give_up: Duration::from_secs(20),
         ..LinkConfig::default()
     };
-    let (mut a, first) = Link::connect(now, &id(1), id(2).public_key(), cfg).expect("connect");
+    let (mut a, first) =
+        Link::connect(now, WALL, &id(1), id(2).public_key(), cfg).expect("connect");
     let mut retries = Vec::new();
     while let Some(t) = a.poll_timeout() {
         a.handle_timeout(t);
@@ -387,8 +401,8 @@ fn responder_retransmitted_init_gets_a_link_that_expires() {
     // A second copy of an IK initiation creates a second, unconfirmed link; unconfirmed links
     // go Down after the give-up time.
     let now = Instant::now();
-    let (_a, init) =
-        Link::connect(now, &id(1), id(2).public_key(), LinkConfig::default()).expect("connect");
+    let (_a, init) = Link::connect(now, WALL, &id(1), id(2).public_key(), LinkConfig::default())
+        .expect("connect");
     let mut acc = acceptor(now, &id(2), LinkConfig::default());
     let Ok(Accepted::Link { link, .. }) = acc.handle(now, &init, 1) else {
         panic!("no link")
@@ -411,14 +425,14 @@ fn pending_table_bounded_under_flood() {
         ..AcceptorConfig::default()
     };
     let server = id(2);
-    let mut acc = Acceptor::new(now, &server, cfg, Acceptor::allow_all());
+    let mut acc = Acceptor::new(now, WALL, &server, cfg, Acceptor::allow_all());
     let mut replies = 0u64;
     for i in 0..10_000u32 {
         let mut key = [0u8; 32];
         key[..4].copy_from_slice(&i.to_le_bytes());
         key[31] = 0x55;
         let (_l, m1) =
-            Link::connect_unknown(now, &Identity::from_bytes(key), LinkConfig::default())
+            Link::connect_unknown(now, WALL, &Identity::from_bytes(key), LinkConfig::default())
                 .expect("connect");
         // Every 100 initiations, time moves on by 1 ms; each comes from its own source.
         let t = now + Duration::from_millis(u64::from(i / 100));
@@ -435,7 +449,8 @@ fn pending_table_bounded_under_flood() {
     let later = now + Duration::from_secs(60);
     acc.handle_timeout(later);
     assert_eq!(acc.pending_len(), 0);
-    let (mut a, m1) = Link::connect_unknown(later, &id(1), LinkConfig::default()).expect("connect");
+    let (mut a, m1) =
+        Link::connect_unknown(later, WALL, &id(1), LinkConfig::default()).expect("connect");
     let Ok(Accepted::Reply(m2)) = acc.handle(later, &m1, 424_242) else {
         panic!("refused")
     };
@@ -453,6 +468,7 @@ fn ik_flood_is_rate_limited_before_dh() {
     let server = id(2);
     let mut acc = Acceptor::new(
         now,
+        WALL,
         &server,
         AcceptorConfig::default(),
         Acceptor::allow_list([]),
@@ -463,6 +479,7 @@ fn ik_flood_is_rate_limited_before_dh() {
         key[31] = 0x66;
         let (_l, m1) = Link::connect(
             now,
+            WALL,
             &Identity::from_bytes(key),
             server.public_key(),
             LinkConfig::default(),
@@ -571,4 +588,140 @@ fn retransmitted_rekey_initiation_gets_the_same_response() {
     let confirm = a.poll_transmit().expect("confirmation");
     b.handle(t, &confirm).expect("confirm");
     assert_eq!((a.stats().rekeys, b.stats().rekeys), (1, 1));
+}
+
+/// An IK initiation from `from` to `to` whose clock reads `wall` at `now`.
+fn ik_init(now: Instant, wall: Tai64N, from: &Identity, to: &Identity) -> (Link, Vec<u8>) {
+    Link::connect(now, wall, from, to.public_key(), LinkConfig::default()).expect("connect")
+}
+
+#[test]
+fn replayed_ik_initiation_is_rejected_before_any_link() {
+    // WireGuard paper §5.1: the acceptor keeps the greatest timestamp per initiator key.
+    let now = Instant::now();
+    let (ida, idb) = (id(1), id(2));
+    let mut acc = acceptor(now, &idb, LinkConfig::default());
+    let (_a1, first) = ik_init(now, WALL, &ida, &idb);
+    assert!(matches!(
+        acc.handle(now, &first, 1),
+        Ok(Accepted::Link { .. })
+    ));
+    // The initiator restarts later; its new initiation carries a newer timestamp.
+    let later = now + Duration::from_secs(2);
+    let (_a2, second) = ik_init(later, WALL.plus(Duration::from_secs(2)), &ida, &idb);
+    assert!(matches!(
+        acc.handle(later, &second, 1),
+        Ok(Accepted::Link { .. })
+    ));
+    // An attacker replays the first one: rejected, no link, counted.
+    assert!(matches!(
+        acc.handle(later, &first, 2),
+        Err(AcceptError::Replayed)
+    ));
+    // And the second one, once its retransmission window is over.
+    let much_later = later + LinkConfig::default().handshake_give_up;
+    assert!(matches!(
+        acc.handle(much_later, &second, 3),
+        Err(AcceptError::Replayed)
+    ));
+    // A clock that went backwards looks like a replay too.
+    let (_a3, old) = ik_init(much_later, WALL, &ida, &idb);
+    assert!(matches!(
+        acc.handle(much_later, &old, 4),
+        Err(AcceptError::Replayed)
+    ));
+    let s = acc.stats();
+    assert_eq!(s.replayed_initiations, 3);
+    assert_eq!(s.accepted_ik, 2);
+    assert_eq!(s.retransmitted_initiations, 0);
+    assert_eq!(
+        acc.greatest_timestamp(&ida.public_key()),
+        Some(WALL.plus(Duration::from_secs(2)))
+    );
+}
+
+#[test]
+fn retransmitted_ik_initiation_gets_the_same_response_and_no_second_link() {
+    // The response is lost; the initiator retransmits message 1 unchanged. The acceptor must
+    // neither reject it as a replay (the handshake would stall) nor make a second link.
+    let now = Instant::now();
+    let (ida, idb) = (id(1), id(2));
+    let mut acc = acceptor(now, &idb, LinkConfig::default());
+    let (mut a, init) = ik_init(now, WALL, &ida, &idb);
+    let Ok(Accepted::Link {
+        link: b,
+        reply: Some(lost),
+    }) = acc.handle(now, &init, 1)
+    else {
+        panic!("IK initiation not accepted")
+    };
+    let mut b = *b;
+    let t = a.poll_timeout().expect("retry timer");
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("retransmission");
+    assert_eq!(again, init);
+    let Ok(Accepted::Reply(resp)) = acc.handle(t, &again, 1) else {
+        panic!("retransmission not answered")
+    };
+    assert_eq!(resp, lost, "the same response");
+    assert_eq!(acc.stats().retransmitted_initiations, 1);
+    assert_eq!(acc.stats().accepted_ik, 1);
+    a.handle(t, &resp).expect("response");
+    let confirm = a.poll_transmit().expect("confirmation");
+    b.handle(t, &confirm).expect("confirm");
+    assert_eq!((a.state(), b.state()), (LinkState::Up, LinkState::Up));
+}
+
+#[test]
+fn replayed_rekey_initiation_is_rejected() {
+    let now = Instant::now();
+    let cfg = LinkConfig {
+        rekey_after_packets: 2,
+        ..LinkConfig::default()
+    };
+    let (mut a, mut b) = ik_pair(now, cfg);
+    let t = now + Duration::from_millis(10);
+    let p = a.send(t, b"x").expect("send");
+    b.handle(t, &p).expect("data");
+    let init = a.poll_transmit().expect("rekey initiation");
+    b.handle(t, &init).expect("init");
+    let resp = b.poll_transmit().expect("response");
+    a.handle(t, &resp).expect("response");
+    let confirm = a.poll_transmit().expect("confirmation");
+    b.handle(t, &confirm).expect("confirm");
+    assert_eq!(b.stats().rekeys, 1);
+    // The captured rekey initiation, replayed: no new session, no response.
+    assert_eq!(b.handle(t, &init), Err(LinkError::ReplayedInitiation));
+    assert!(b.poll_transmit().is_none());
+    assert_eq!(b.stats().replayed_initiations, 1);
+    let p = a.send(t, b"after").expect("send");
+    assert_eq!(b.handle(t, &p), Ok(Some(b"after".to_vec())));
+}
+
+#[test]
+fn replay_table_is_bounded() {
+    let now = Instant::now();
+    let server = id(2);
+    let mut acc = Acceptor::new(
+        now,
+        WALL,
+        &server,
+        AcceptorConfig {
+            max_timestamps: 8,
+            ..AcceptorConfig::default()
+        },
+        Acceptor::allow_all(),
+    );
+    for i in 0..20u32 {
+        let mut key = [0u8; 32];
+        // Byte 0's low bits are cleared by X25519 clamping: vary bytes 1..5.
+        key[1..5].copy_from_slice(&i.to_le_bytes());
+        key[31] = 0x77;
+        let t = now + Duration::from_millis(u64::from(i));
+        let (_l, m1) = ik_init(t, WALL, &Identity::from_bytes(key), &server);
+        let r = acc.handle(t, &m1, u64::from(i));
+        assert!(matches!(r, Ok(Accepted::Link { .. })), "{i}: {r:?}");
+        assert!(acc.timestamps_len() <= 8);
+    }
+    assert_eq!(acc.stats().timestamps_evicted, 12);
 }

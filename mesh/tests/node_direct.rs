@@ -99,6 +99,7 @@ fn add_peer_checks_the_key() {
     let net = star(2, |_| MeshConfig::default(), |_| None);
     let mut m = mesh::node::Mesh::new(
         net.sim.now(),
+        mesh::link::Tai64N::default(),
         mesh::node::sim::identity(9, 0),
         MeshConfig::default(),
         mesh::link::Acceptor::allow_all(),

@@ -9,6 +9,7 @@ use super::session::Session;
 use super::{LinkConfig, build_handshake, new_index};
 use crate::hashname::{Hashname, Identity};
 use crate::packet::{Handshake, HandshakeKind, Packet, PacketError, Pattern};
+use wg_guard::{Tai64N, WallClock};
 
 const NOISE_BUF: usize = 65535;
 
@@ -35,6 +36,9 @@ pub struct AcceptorConfig {
     pub global_burst: u32,
     /// Whether XX initiations (from initiators that do not know our key) are answered at all.
     pub allow_xx: bool,
+    /// Most initiator static keys whose greatest IK timestamp is remembered (the replay table,
+    /// WireGuard paper §5.1). When full, the key seen least recently is forgotten.
+    pub max_timestamps: usize,
     /// Configuration of the links this acceptor creates.
     pub link: LinkConfig,
 }
@@ -50,6 +54,7 @@ impl Default for AcceptorConfig {
             global_rate: 200,
             global_burst: 400,
             allow_xx: true,
+            max_timestamps: 4096,
             link: LinkConfig::default(),
         }
     }
@@ -79,6 +84,10 @@ pub enum AcceptError {
     /// The policy refused the peer, or XX is disabled.
     #[error("peer refused by policy")]
     Refused,
+    /// An IK initiation whose TAI64N timestamp is not greater than the greatest accepted from
+    /// the same static key: a replay (WireGuard paper §5.1). No link or session was created.
+    #[error("replayed initiation (timestamp not newer than the last one)")]
+    Replayed,
 }
 
 /// What an inbound handshake message produced.
@@ -120,6 +129,14 @@ pub struct AcceptorStats {
     pub accepted_ik: u64,
     /// Links created by XX.
     pub accepted_xx: u64,
+    /// IK initiations rejected as replays (timestamp not newer, WireGuard paper §5.1); no link
+    /// or session was created for them.
+    pub replayed_initiations: u64,
+    /// Byte-identical retransmissions of the latest IK initiation of a key, answered with the
+    /// same response again (no new link or session).
+    pub retransmitted_initiations: u64,
+    /// Replay-table entries forgotten because the table was full.
+    pub timestamps_evicted: u64,
 }
 
 /// A token bucket in milli-tokens.
@@ -154,6 +171,20 @@ impl Bucket {
     }
 }
 
+/// The replay-table entry of one initiator static key (WireGuard paper §5.1: the responder
+/// keeps the greatest timestamp per initiator).
+struct Seen {
+    /// Greatest accepted timestamp.
+    greatest: Tai64N,
+    /// When it was accepted (for eviction and the retransmission window).
+    at: Instant,
+    /// The initiation that carried it (sender index and Noise bytes) and our response, so a
+    /// byte-identical retransmission (the initiator lost our response) gets the same response.
+    sender: u32,
+    noise: Vec<u8>,
+    response: Vec<u8>,
+}
+
 struct PendingXx {
     hs: snow::HandshakeState,
     remote_index: u32,
@@ -172,6 +203,11 @@ pub struct Acceptor {
     sources: HashMap<u64, Bucket>,
     global: Bucket,
     stats: AcceptorStats,
+    /// Wall clock for the links we create (their IK rekeys carry timestamps).
+    clock: WallClock,
+    /// Replay table: initiator static key → greatest timestamp (bounded by
+    /// [`AcceptorConfig::max_timestamps`]).
+    seen: HashMap<[u8; 32], Seen>,
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -185,9 +221,11 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor for `local` with a policy hook.
+    /// An acceptor for `local` with a policy hook. `wall` is the wall-clock time at `now`
+    /// (see [`Link::connect`]); the links it creates use it for their rekey timestamps.
     pub fn new(
         now: Instant,
+        wall: Tai64N,
         local: &Identity,
         cfg: AcceptorConfig,
         policy: AcceptPolicy,
@@ -201,7 +239,55 @@ impl Acceptor {
             sources: HashMap::new(),
             global,
             stats: AcceptorStats::default(),
+            clock: WallClock::new(now, wall),
+            seen: HashMap::new(),
         }
+    }
+
+    /// Keys in the replay table now (never more than [`AcceptorConfig::max_timestamps`]).
+    pub fn timestamps_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// The greatest IK timestamp accepted from `key`, if remembered.
+    pub fn greatest_timestamp(&self, key: &[u8; 32]) -> Option<Tai64N> {
+        self.seen.get(key).map(|s| s.greatest)
+    }
+
+    /// Raises the greatest timestamp remembered for `key` to `ts` (a driver reports the
+    /// timestamps of rekey initiations its links accepted, so a replay of one that reaches the
+    /// acceptor is rejected too). Never lowers it; does not add a key that is not in the table.
+    pub fn note_timestamp(&mut self, key: &[u8; 32], ts: Tai64N) {
+        if let Some(s) = self.seen.get_mut(key)
+            && ts > s.greatest
+        {
+            s.greatest = ts;
+            s.noise.clear();
+            s.response.clear();
+        }
+    }
+
+    /// Tells the acceptor that the driver did not keep the link it returned for `key`'s latest
+    /// initiation: a retransmission of that initiation is then rejected as a replay instead of
+    /// being answered with the response of a link that no longer exists. (The greatest
+    /// timestamp is kept.)
+    pub fn discard(&mut self, key: &[u8; 32]) {
+        if let Some(s) = self.seen.get_mut(key) {
+            s.noise.clear();
+            s.response.clear();
+        }
+    }
+
+    /// Records an accepted initiation, evicting the least recently accepted key when full.
+    fn remember(&mut self, key: [u8; 32], entry: Seen) {
+        if !self.seen.contains_key(&key) && self.seen.len() >= self.cfg.max_timestamps.max(1) {
+            let oldest = self.seen.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.seen.remove(&k);
+                self.stats.timestamps_evicted += 1;
+            }
+        }
+        self.seen.insert(key, entry);
     }
 
     /// A policy accepting every authenticated peer.
@@ -292,6 +378,7 @@ impl Acceptor {
                 AcceptError::UnknownPending(_) => s.unknown_pending += 1,
                 AcceptError::BadAuth => s.bad_auth += 1,
                 AcceptError::Refused => s.refused += 1,
+                AcceptError::Replayed => s.replayed_initiations += 1,
             }
         }
         r
@@ -338,9 +425,35 @@ impl Acceptor {
         let mut hs =
             build_handshake(Pattern::IK, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        hs.read_message(h.noise, &mut buf)
+        let n = hs
+            .read_message(h.noise, &mut buf)
             .map_err(|_| AcceptError::BadAuth)?;
         let key = self.authenticated(hs.get_remote_static())?;
+        // WireGuard paper §5.1 / §5.4.2: the initiation's encrypted payload is a TAI64N
+        // timestamp; it must be greater than the greatest accepted from this key. Checked
+        // before any link, session or response is made.
+        let ts = buf
+            .get(..n)
+            .and_then(Tai64N::from_slice)
+            .ok_or(AcceptError::BadAuth)?;
+        if let Some(s) = self.seen.get(&key)
+            && ts <= s.greatest
+        {
+            let window = self.cfg.link.handshake_give_up;
+            if ts == s.greatest
+                && s.sender == h.sender
+                && s.noise == h.noise
+                && !s.response.is_empty()
+                && now < s.at + window
+            {
+                // The initiator retransmits message 1 unchanged until it gets a response
+                // (LinkConfig::handshake_retry_initial): ours was lost. Answer with the same
+                // response; the link made for the first copy is the one it confirms.
+                self.stats.retransmitted_initiations += 1;
+                return Ok(Accepted::Reply(s.response.clone()));
+            }
+            return Err(AcceptError::Replayed);
+        }
         let n = hs
             .write_message(&[], &mut buf)
             .map_err(|_| AcceptError::BadAuth)?;
@@ -353,11 +466,30 @@ impl Acceptor {
             noise: &buf[..n],
         })
         .to_vec()?;
-        let ts = hs
+        let ts_state = hs
             .into_stateless_transport_mode()
             .map_err(|_| AcceptError::BadAuth)?;
-        let session = Session::new(ts, local_index, h.sender, false, now);
-        let link = Link::accepted(now, &self.local, key, session, false, self.cfg.link.clone());
+        let session = Session::new(ts_state, local_index, h.sender, false, now);
+        self.remember(
+            key,
+            Seen {
+                greatest: ts,
+                at: now,
+                sender: h.sender,
+                noise: h.noise.to_vec(),
+                response: reply.clone(),
+            },
+        );
+        let link = Link::accepted(
+            now,
+            self.clock,
+            &self.local,
+            key,
+            session,
+            false,
+            Some(ts),
+            self.cfg.link.clone(),
+        );
         self.stats.accepted_ik += 1;
         Ok(Accepted::Link {
             link: Box::new(link),
@@ -421,7 +553,16 @@ impl Acceptor {
             p.hs.into_stateless_transport_mode()
                 .map_err(|_| AcceptError::BadAuth)?;
         let session = Session::new(ts, h.receiver, h.sender, false, now);
-        let link = Link::accepted(now, &self.local, key, session, true, self.cfg.link.clone());
+        let link = Link::accepted(
+            now,
+            self.clock,
+            &self.local,
+            key,
+            session,
+            true,
+            None,
+            self.cfg.link.clone(),
+        );
         self.stats.accepted_xx += 1;
         Ok(Accepted::Link {
             link: Box::new(link),

@@ -75,6 +75,7 @@ use std::time::Duration;
 
 pub use acceptor::{AcceptError, AcceptPolicy, Accepted, Acceptor, AcceptorConfig, AcceptorStats};
 pub use peer::Link;
+pub use wg_guard::Tai64N;
 
 use crate::hashname::Hashname;
 use crate::packet::{PacketError, Pattern};
@@ -190,6 +191,10 @@ pub enum LinkError {
     /// The link is down.
     #[error("link is down")]
     Down,
+    /// An IK rekey initiation whose TAI64N timestamp is not greater than the greatest accepted
+    /// from this peer: a replay (WireGuard paper §5.1).
+    #[error("replayed initiation (timestamp not newer than the last one)")]
+    ReplayedInitiation,
     /// Payload larger than a Noise message allows.
     #[error("payload too large")]
     TooLarge,
@@ -226,6 +231,9 @@ pub struct LinkStats {
     pub handshakes_completed: u64,
     /// Rekeys completed.
     pub rekeys: u64,
+    /// Rekey initiations rejected because their timestamp was not newer (replays, WireGuard
+    /// paper §5.1).
+    pub replayed_initiations: u64,
 }
 
 /// Builds a snow handshake state.

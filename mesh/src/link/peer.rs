@@ -11,6 +11,7 @@ use super::{
 use crate::hashname::{Hashname, Identity};
 use crate::link::replay::ReplayError;
 use crate::packet::{Handshake, HandshakeKind, Packet, Pattern, TAG_LEN};
+use wg_guard::{Tai64N, WallClock};
 
 /// Room for a Noise handshake message (Noise rev 34 §3: at most 65535 bytes).
 const NOISE_BUF: usize = 65535;
@@ -68,6 +69,12 @@ pub struct Link {
     stats: LinkStats,
     last_sent: Instant,
     last_received: Instant,
+    /// Our wall clock for the TAI64N timestamps of the IK initiations we send (WireGuard §5.1).
+    clock: WallClock,
+    /// The greatest TAI64N timestamp seen in an IK initiation from the peer (the first one, if
+    /// the acceptor made this link, then every accepted rekey); a rekey initiation whose
+    /// timestamp is not greater is a replay (WireGuard §5.1, §5.4.2).
+    peer_timestamp: Option<Tai64N>,
 }
 
 impl std::fmt::Debug for Link {
@@ -88,6 +95,7 @@ fn noise_err(_: snow::Error) -> LinkError {
 impl Link {
     fn blank(
         now: Instant,
+        clock: WallClock,
         local: &Identity,
         peer_static: Option<[u8; 32]>,
         cfg: LinkConfig,
@@ -108,45 +116,67 @@ impl Link {
             stats: LinkStats::default(),
             last_sent: now,
             last_received: now,
+            clock,
+            peer_timestamp: None,
         }
     }
 
     /// Starts an IK handshake to a peer whose static key we know; returns the link and the
     /// first packet to send (it is *not* also queued in `poll_transmit`).
+    ///
+    /// `wall` is the wall-clock time at `now` (the driver reads it, e.g. [`Tai64N::now`]; a
+    /// simulation passes a deterministic value): IK initiations carry the TAI64N timestamp
+    /// `wall + (t - now)` for a later instant `t` (WireGuard paper §5.1), so it must not go
+    /// backwards across restarts of this identity or the peer rejects our initiations as
+    /// replays.
     pub fn connect(
         now: Instant,
+        wall: Tai64N,
         local: &Identity,
         remote_static: [u8; 32],
         cfg: LinkConfig,
     ) -> Result<(Link, Vec<u8>), LinkError> {
-        let mut link = Link::blank(now, local, Some(remote_static), cfg);
+        let mut link = Link::blank(
+            now,
+            WallClock::new(now, wall),
+            local,
+            Some(remote_static),
+            cfg,
+        );
         let first = link.start_handshake(now, Pattern::IK, 0)?;
         Ok((link, first))
     }
 
     /// Starts an XX handshake to a peer whose static key we do not know (the peer's hashname
-    /// is learned from message 2 and reported in [`LinkEvent::Up`]).
+    /// is learned from message 2 and reported in [`LinkEvent::Up`]). `wall` is as for
+    /// [`connect`](Self::connect) (later rekeys are IK and carry timestamps).
     pub fn connect_unknown(
         now: Instant,
+        wall: Tai64N,
         local: &Identity,
         cfg: LinkConfig,
     ) -> Result<(Link, Vec<u8>), LinkError> {
-        let mut link = Link::blank(now, local, None, cfg);
+        let mut link = Link::blank(now, WallClock::new(now, wall), local, None, cfg);
         let first = link.start_handshake(now, Pattern::XX, 0)?;
         Ok((link, first))
     }
 
     /// A link created by the [`Acceptor`](super::Acceptor) for a completed inbound handshake.
     /// `confirmed` is false for IK (wait for the first transport packet), true for XX.
+    /// `peer_timestamp` is the TAI64N timestamp of the IK initiation (None for XX).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn accepted(
         now: Instant,
+        clock: WallClock,
         local: &Identity,
         peer_static: [u8; 32],
         session: Session,
         confirmed: bool,
+        peer_timestamp: Option<Tai64N>,
         cfg: LinkConfig,
     ) -> Link {
-        let mut link = Link::blank(now, local, Some(peer_static), cfg);
+        let mut link = Link::blank(now, clock, local, Some(peer_static), cfg);
+        link.peer_timestamp = peer_timestamp;
         link.stats.handshakes_completed = u64::from(confirmed);
         if confirmed {
             link.current = Some(session);
@@ -176,7 +206,14 @@ impl Link {
         };
         let mut hs = build_handshake(pattern, &secret, remote, true).map_err(noise_err)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
+        // IK message 1 carries the encrypted TAI64N timestamp as its payload (WireGuard paper
+        // §5.1, §5.4.2: `timestamp` after `s` in the initiation); XX message 1 is sent before
+        // any key is known, so it carries none (see the module docs).
+        let payload = match pattern {
+            Pattern::IK => self.clock.next(now).to_bytes().to_vec(),
+            Pattern::XX => Vec::new(),
+        };
+        let n = hs.write_message(&payload, &mut buf).map_err(noise_err)?;
         let local_index = new_index();
         let packet = Packet::Handshake(Handshake {
             kind: HandshakeKind::Init,
@@ -257,6 +294,14 @@ impl Link {
         &self.stats
     }
 
+    /// The greatest TAI64N timestamp accepted in an IK initiation from the peer (WireGuard
+    /// paper §5.1), for a driver that keeps one replay table per peer key (the mesh feeds it
+    /// back to its [`Acceptor`](super::Acceptor) so a rekey initiation replayed with a stale
+    /// routing hint is rejected there too).
+    pub fn peer_timestamp(&self) -> Option<Tai64N> {
+        self.peer_timestamp
+    }
+
     /// Whether a packet addressed to `index` belongs to this link (for a driver's routing table).
     pub fn owns_index(&self, index: u32) -> bool {
         index != 0 && self.local_indices().contains(&index)
@@ -321,6 +366,7 @@ impl Link {
                 match &r {
                     Err(LinkError::UnexpectedHandshake) => self.stats.unexpected_handshake += 1,
                     Err(LinkError::BadAuth | LinkError::WrongPeer) => self.stats.bad_auth += 1,
+                    Err(LinkError::ReplayedInitiation) => self.stats.replayed_initiations += 1,
                     _ => {}
                 }
                 r.map(|()| None)
@@ -504,9 +550,19 @@ impl Link {
         let secret = self.local.secret_bytes();
         let mut hs = build_handshake(Pattern::IK, &secret, None, false).map_err(noise_err)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        hs.read_message(h.noise, &mut buf).map_err(noise_err)?;
+        let n = hs.read_message(h.noise, &mut buf).map_err(noise_err)?;
         if hs.get_remote_static() != Some(&peer_static[..]) {
             return Err(LinkError::WrongPeer);
+        }
+        // WireGuard paper §5.1 / §5.4.2: a rekey initiation must carry a timestamp greater than
+        // every one accepted from this peer, else it is a replay; checked after the Noise
+        // message authenticated it (the timestamp is encrypted to us by `es`/`ss`).
+        let ts = buf
+            .get(..n)
+            .and_then(Tai64N::from_slice)
+            .ok_or(LinkError::BadAuth)?;
+        if self.peer_timestamp.is_some_and(|g| ts <= g) {
+            return Err(LinkError::ReplayedInitiation);
         }
         if self.pending.is_some() {
             // Simultaneous rekeys: the initiation of the smaller static key wins.
@@ -525,8 +581,9 @@ impl Link {
             noise: &buf[..n],
         })
         .to_vec()?;
-        let ts = hs.into_stateless_transport_mode().map_err(noise_err)?;
-        self.next = Some(Session::new(ts, local_index, h.sender, false, now));
+        let ts_state = hs.into_stateless_transport_mode().map_err(noise_err)?;
+        self.peer_timestamp = Some(ts);
+        self.next = Some(Session::new(ts_state, local_index, h.sender, false, now));
         self.next_origin = Some(NextOrigin {
             sender: h.sender,
             ephemeral: ephemeral.to_vec(),

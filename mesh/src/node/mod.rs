@@ -104,6 +104,7 @@ use crate::link::{
     LinkEvent,
 };
 use crate::packet::{HandshakeKind, Packet};
+use wg_guard::{Tai64N, WallClock};
 
 pub use control::{Control, ControlError, RefuseReason};
 pub use peers::{Path, PeerInfo, PeerState};
@@ -367,6 +368,8 @@ pub struct Mesh {
     stats: MeshStats,
     /// Peers whose links or muxes may have output or events to move (see `pump`).
     dirty: BTreeSet<Hashname>,
+    /// Wall clock for the TAI64N timestamps of our IK initiations (WireGuard paper §5.1).
+    clock: WallClock,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -381,12 +384,21 @@ impl std::fmt::Debug for Mesh {
 
 impl Mesh {
     /// A node with this identity; `policy` decides which authenticated peers may link to us.
-    pub fn new(now: Instant, identity: Identity, cfg: MeshConfig, policy: AcceptPolicy) -> Self {
+    /// `wall` is the wall-clock time at `now` (the driver passes [`Tai64N::now`], a simulation
+    /// a fixed value): our IK initiations carry TAI64N timestamps derived from it (WireGuard
+    /// paper §5.1), so it must not go backwards across restarts of this identity.
+    pub fn new(
+        now: Instant,
+        wall: Tai64N,
+        identity: Identity,
+        cfg: MeshConfig,
+        policy: AcceptPolicy,
+    ) -> Self {
         let acc_cfg = AcceptorConfig {
             link: cfg.link.clone(),
             ..cfg.acceptor.clone()
         };
-        let acceptor = Acceptor::new(now, &identity, acc_cfg, policy);
+        let acceptor = Acceptor::new(now, wall, &identity, acc_cfg, policy);
         Mesh {
             hashname: identity.hashname(),
             identity,
@@ -399,6 +411,7 @@ impl Mesh {
             events: VecDeque::new(),
             stats: MeshStats::default(),
             dirty: BTreeSet::new(),
+            clock: WallClock::new(now, wall),
         }
     }
 
@@ -809,7 +822,9 @@ impl Mesh {
     }
 
     fn start_link(&mut self, now: Instant, hn: Hashname, key: [u8; 32], path: Path) -> bool {
-        let Ok((link, first)) = Link::connect(now, &self.identity, key, self.cfg.link.clone())
+        let wall = self.clock.next(now);
+        let Ok((link, first)) =
+            Link::connect(now, wall, &self.identity, key, self.cfg.link.clone())
         else {
             return false;
         };
@@ -970,7 +985,16 @@ impl Mesh {
         let Some(slot) = slot_of(p, which) else {
             return;
         };
-        match slot.link.handle(now, bytes) {
+        let result = slot.link.handle(now, bytes);
+        // A rekey initiation a link accepted raises the acceptor's replay table too, so a copy
+        // of it replayed with a stale routing hint (which reaches the acceptor) is rejected
+        // there as well (WireGuard paper §5.1).
+        if !transport
+            && let (Some(key), Some(ts)) = (slot.link.peer_static(), slot.link.peer_timestamp())
+        {
+            self.acceptor.note_timestamp(&key, ts);
+        }
+        match result {
             Ok(plain) => {
                 self.on_authenticated(hn, which, via, transport);
                 if let Some(plain) = plain {
@@ -1129,9 +1153,13 @@ impl Mesh {
                     && from != hn
                 {
                     self.stats.misrouted += 1;
+                    self.acceptor.discard(&key);
                     return;
                 }
                 if hn == self.hashname || !self.install_inbound(hn, key, *link, via.path()) {
+                    // Not kept: a retransmission of this initiation must not be answered with
+                    // the response of a link that does not exist.
+                    self.acceptor.discard(&key);
                     return;
                 }
                 if let Some(r) = reply {

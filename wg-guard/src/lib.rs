@@ -1,0 +1,13 @@
+//! Handshake guards from the WireGuard paper ("WireGuard: Next Generation Kernel Network
+//! Tunnel", J. A. Donenfeld, NDSS 2017; section numbers below refer to it), shared by the
+//! router tunnel (`mef-router::tunnel`) and the mesh links (`mesh::link`):
+//!
+//! * [`Tai64N`]: the TAI64N timestamp carried encrypted in every initiation so a responder can
+//!   reject replayed initiations (§5.1 "Replay attack", §5.4.2).
+//!
+//! Everything here is sans-IO: no clock is read except by [`Tai64N::now`], which only drivers
+//! call; cores get timestamps passed in.
+
+mod tai64n;
+
+pub use tai64n::{TAI64N_LEN, Tai64N, WallClock};
