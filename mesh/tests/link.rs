@@ -725,3 +725,117 @@ fn replay_table_is_bounded() {
     }
     assert_eq!(acc.stats().timestamps_evicted, 12);
 }
+
+/// An XX handshake up to message 3: (initiator, acceptor, message 3), the initiator Up.
+fn xx_until_final(now: Instant, ida: &Identity, idb: &Identity) -> (Link, Acceptor, Vec<u8>) {
+    let (mut a, m1) =
+        Link::connect_unknown(now, WALL, ida, LinkConfig::default()).expect("connect");
+    let mut acc = acceptor(now, idb, LinkConfig::default());
+    let Ok(Accepted::Reply(m2)) = acc.handle(now, &m1, 1) else {
+        panic!("no XX reply")
+    };
+    assert_eq!(a.handle(now, &m2), Ok(None));
+    assert_eq!(
+        a.poll_event(),
+        Some(LinkEvent::Up {
+            peer: idb.hashname()
+        })
+    );
+    let m3 = a.poll_transmit().expect("XX message 3");
+    (a, acc, m3)
+}
+
+#[test]
+fn lost_xx_message_3_is_retransmitted_until_confirmed() {
+    let now = Instant::now();
+    let (ida, idb) = (id(3), id(4));
+    let (mut a, mut acc, m3) = xx_until_final(now, &ida, &idb);
+    // Message 3 is lost. The initiator retransmits it on the handshake retry timer.
+    let t = a.poll_timeout().expect("retry timer");
+    assert_eq!(t, now + LinkConfig::default().handshake_retry_initial);
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("message 3 retransmitted");
+    assert_eq!(again, m3);
+    let Ok(Accepted::Link { link: b, .. }) = acc.handle(t, &again, 1) else {
+        panic!("no link")
+    };
+    let mut b = *b;
+    assert_eq!(b.state(), LinkState::Up);
+    // The responder confirms at once with a keepalive; then the initiator stops.
+    let ka = b.poll_transmit().expect("responder keepalive");
+    assert_eq!(a.handle(t, &ka), Ok(None));
+    let t2 = t + Duration::from_secs(5);
+    a.handle_timeout(t2);
+    b.handle_timeout(t2);
+    assert!(
+        a.poll_transmit().is_none(),
+        "no more message 3 once confirmed"
+    );
+    assert!(t2 < now + LinkConfig::default().dead_after);
+    let p = a.send(t2, b"x").expect("send");
+    assert_eq!(b.handle(t2, &p), Ok(Some(b"x".to_vec())));
+    let p = b.send(t2, b"y").expect("send");
+    assert_eq!(a.handle(t2, &p), Ok(Some(b"y".to_vec())));
+    assert_eq!((a.state(), b.state()), (LinkState::Up, LinkState::Up));
+}
+
+#[test]
+fn duplicate_xx_message_3_is_answered_with_a_keepalive() {
+    // Message 3 arrives but the responder's confirming keepalive is lost: the retransmitted
+    // message 3 reaches the responder's link (its index), which answers with a keepalive.
+    let now = Instant::now();
+    let (ida, idb) = (id(3), id(4));
+    let (mut a, mut acc, m3) = xx_until_final(now, &ida, &idb);
+    let Ok(Accepted::Link { link: b, .. }) = acc.handle(now, &m3, 1) else {
+        panic!("no link")
+    };
+    let mut b = *b;
+    let _lost = b.poll_transmit().expect("responder keepalive");
+    let t = a.poll_timeout().expect("retry timer");
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("message 3 retransmitted");
+    assert!(
+        !acc.has_pending(b.local_indices()[0]),
+        "routed to the link, not the acceptor"
+    );
+    assert_eq!(b.handle(t, &again), Ok(None));
+    let ka = b.poll_transmit().expect("keepalive for the duplicate");
+    assert_eq!(a.handle(t, &ka), Ok(None));
+    a.handle_timeout(t + Duration::from_secs(10));
+    while let Some(p) = a.poll_transmit() {
+        assert!(
+            matches!(Packet::parse(&p), Ok(Packet::Transport(_))),
+            "only keepalives once confirmed"
+        );
+    }
+    // A message 3 that is not the one b accepted gets nothing.
+    let mut forged = again.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(b.handle(t, &forged), Err(LinkError::UnexpectedHandshake));
+    assert!(b.poll_transmit().is_none());
+}
+
+#[test]
+fn unconfirmed_xx_initiator_gives_up_after_the_handshake_time() {
+    // The responder never gets message 3: the initiator goes Down after handshake_give_up,
+    // not after dead_after.
+    let now = Instant::now();
+    let (ida, idb) = (id(3), id(4));
+    let (mut a, _acc, _m3) = xx_until_final(now, &ida, &idb);
+    let mut sends = 0;
+    while let Some(t) = a.poll_timeout() {
+        a.handle_timeout(t);
+        while let Some(p) = a.poll_transmit() {
+            if Packet::parse(&p).is_ok_and(|p| matches!(p, Packet::Handshake(_))) {
+                sends += 1;
+            }
+        }
+        if matches!(a.state(), LinkState::Down(_)) {
+            assert_eq!(t, now + LinkConfig::default().handshake_give_up);
+            break;
+        }
+    }
+    assert_eq!(a.state(), LinkState::Down(DownReason::HandshakeTimeout));
+    assert!(sends >= 4, "message 3 retransmitted ({sends})");
+}

@@ -311,6 +311,12 @@ impl Acceptor {
         self.pending.len()
     }
 
+    /// Whether a half-open XX handshake with our index `index` is pending (a driver routes an
+    /// XX message 3 here if so, else to the link owning `index`: a retransmitted message 3).
+    pub fn has_pending(&self, index: u32) -> bool {
+        self.pending.contains_key(&index)
+    }
+
     /// Rate-limit buckets held now (never more than [`AcceptorConfig::max_sources`]).
     pub fn sources_len(&self) -> usize {
         self.sources.len()
@@ -553,7 +559,7 @@ impl Acceptor {
             p.hs.into_stateless_transport_mode()
                 .map_err(|_| AcceptError::BadAuth)?;
         let session = Session::new(ts, h.receiver, h.sender, false, now);
-        let link = Link::accepted(
+        let mut link = Link::accepted(
             now,
             self.clock,
             &self.local,
@@ -563,6 +569,7 @@ impl Acceptor {
             None,
             self.cfg.link.clone(),
         );
+        link.set_final_seen(h.sender, h.noise);
         self.stats.accepted_xx += 1;
         Ok(Accepted::Link {
             link: Box::new(link),

@@ -31,6 +31,17 @@ struct Pending {
     backoff: Duration,
 }
 
+/// XX message 3 we sent, retransmitted until the responder proves it has the session (an
+/// authenticated transport packet from it), because a lost message 3 leaves the responder
+/// without the session (Noise rev 34 §7.5: XX's third message is the responder's only proof).
+struct FinalRetx {
+    packet: Vec<u8>,
+    /// When message 3 was first sent: the give-up clock.
+    started: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
 /// What produced our unconfirmed `next` session (to answer a retransmitted initiation with
 /// the same response instead of a new session).
 struct NextOrigin {
@@ -64,6 +75,11 @@ pub struct Link {
     next: Option<Session>,
     next_origin: Option<NextOrigin>,
     pending: Option<Pending>,
+    /// XX initiator: message 3 awaiting the responder's confirmation.
+    final_retx: Option<FinalRetx>,
+    /// XX responder: the message 3 that made our session (sender index and Noise bytes), so a
+    /// retransmitted copy is answered with a keepalive instead of being dropped.
+    final_seen: Option<(u32, Vec<u8>)>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
@@ -111,6 +127,8 @@ impl Link {
             next: None,
             next_origin: None,
             pending: None,
+            final_retx: None,
+            final_seen: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: LinkStats::default(),
@@ -184,10 +202,19 @@ impl Link {
             link.events.push_back(LinkEvent::Up {
                 peer: Hashname::of_x25519(&peer_static),
             });
+            // XX responder: a keepalive right away tells the initiator that message 3 arrived
+            // (it retransmits message 3 until it hears from us).
+            link.send_keepalive(now);
         } else {
             link.next = Some(session);
         }
         link
+    }
+
+    /// XX responder: remembers the message 3 that created this link, so that a retransmitted
+    /// copy (our keepalive was lost) is answered with another keepalive.
+    pub(crate) fn set_final_seen(&mut self, sender: u32, noise: &[u8]) {
+        self.final_seen = Some((sender, noise.to_vec()));
     }
 
     /// Builds and records a handshake message 1 (also the rekey path). `hint` is the peer's
@@ -266,6 +293,8 @@ impl Link {
         self.next = None;
         self.next_origin = None;
         self.pending = None;
+        self.final_retx = None;
+        self.final_seen = None;
         self.events.push_back(LinkEvent::Down { reason });
     }
 
@@ -361,6 +390,9 @@ impl Link {
                     HandshakeKind::Init if h.pattern == Pattern::IK => {
                         self.recv_rekey_init(now, &h)
                     }
+                    HandshakeKind::Final if h.pattern == Pattern::XX => {
+                        self.recv_duplicate_final(now, &h)
+                    }
                     _ => Err(LinkError::UnexpectedHandshake),
                 };
                 match &r {
@@ -428,6 +460,11 @@ impl Link {
         };
         self.last_received = now;
         self.stats.packets_received += 1;
+        if slot == Slot::Current {
+            // The XX responder has our session: message 3 arrived (or data did, which it
+            // could only decrypt after message 3).
+            self.final_retx = None;
+        }
         if slot == Slot::Next {
             self.promote_next(now);
         }
@@ -517,8 +554,15 @@ impl Link {
                 noise: &buf[..n],
             })
             .to_vec()?;
-            self.transmit.push_back(fin);
+            self.transmit.push_back(fin.clone());
             self.stats.handshakes_sent += 1;
+            let backoff = self.cfg.handshake_retry_initial;
+            self.final_retx = Some(FinalRetx {
+                packet: fin,
+                started: now,
+                retry_at: now + backoff,
+                backoff,
+            });
         }
         let ts = p.hs.into_stateless_transport_mode().map_err(noise_err)?;
         let session = Session::new(ts, p.local_index, h.sender, true, now);
@@ -594,6 +638,23 @@ impl Link {
         Ok(())
     }
 
+    /// A retransmitted XX message 3 for the session we already made from it (our keepalive
+    /// was lost): answer with a keepalive, the initiator's proof that we have the session. Only
+    /// a byte-identical copy of the message 3 we accepted is answered.
+    fn recv_duplicate_final(&mut self, now: Instant, h: &Handshake<'_>) -> Result<(), LinkError> {
+        let ours = self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.local_index == h.receiver && s.remote_index == h.sender);
+        match &self.final_seen {
+            Some((sender, noise)) if ours && *sender == h.sender && noise.as_slice() == h.noise => {
+                self.send_keepalive(now);
+                Ok(())
+            }
+            _ => Err(LinkError::UnexpectedHandshake),
+        }
+    }
+
     fn send_keepalive(&mut self, now: Instant) {
         if let Some(s) = self.current.as_mut()
             && let Some(p) = s.seal(&[])
@@ -625,6 +686,10 @@ impl Link {
         if let Some(p) = &self.pending {
             at(p.retry_at);
             at(p.started + self.cfg.handshake_give_up);
+        }
+        if let Some(f) = &self.final_retx {
+            at(f.retry_at);
+            at(f.started + self.cfg.handshake_give_up);
         }
         if self.current.is_none() && self.pending.is_none() {
             at(self.created + self.cfg.handshake_give_up);
@@ -658,6 +723,19 @@ impl Link {
                 p.backoff = (p.backoff * 2).min(self.cfg.handshake_retry_max);
                 p.retry_at = now + p.backoff;
                 self.last_sent = now;
+            }
+        }
+        if let Some(f) = self.final_retx.as_mut() {
+            if now >= f.started + self.cfg.handshake_give_up {
+                // The responder never confirmed message 3: it has no session.
+                self.go_down(DownReason::HandshakeTimeout);
+                return;
+            }
+            if now >= f.retry_at {
+                self.transmit.push_back(f.packet.clone());
+                self.stats.handshakes_sent += 1;
+                f.backoff = (f.backoff * 2).min(self.cfg.handshake_retry_max);
+                f.retry_at = now + f.backoff;
             }
         }
         if self.current.is_none()

@@ -954,6 +954,13 @@ impl Mesh {
                 HandshakeKind::Init if h.receiver != 0 && self.routes.contains_key(&h.receiver) => {
                     (h.receiver, false)
                 }
+                // A retransmitted XX message 3 for a link the acceptor already made.
+                HandshakeKind::Final
+                    if self.routes.contains_key(&h.receiver)
+                        && !self.acceptor.has_pending(h.receiver) =>
+                {
+                    (h.receiver, false)
+                }
                 HandshakeKind::Init | HandshakeKind::Final => {
                     self.accept(now, bytes, via);
                     return;
