@@ -2,11 +2,12 @@
 
 use std::time::{Duration, Instant};
 
+use mesh::link::cookie;
 use mesh::link::{
     AcceptError, Accepted, Acceptor, AcceptorConfig, DownReason, Link, LinkConfig, LinkError,
     LinkEvent, LinkState, Tai64N,
 };
-use mesh::packet::{Packet, Transport};
+use mesh::packet::{Packet, Pattern, Transport};
 use mesh::{Hashname, Identity};
 use proptest::prelude::*;
 
@@ -179,6 +180,14 @@ fn wrong_key_rejection() {
     let (_a, init) =
         Link::connect(now, WALL, &ida, idc.public_key(), LinkConfig::default()).expect("connect");
     let mut acc = acceptor(now, &idb, LinkConfig::default());
+    // Its MAC1 is keyed by c's key: dropped before any DH (WireGuard paper §5.4.4).
+    assert!(matches!(
+        acc.handle(now, &init, 1),
+        Err(AcceptError::BadMac1)
+    ));
+    // With MAC1 re-keyed for b, the Noise handshake itself rejects it (es/ss, rev 34 §7.1).
+    let mut init = init;
+    cookie::seal_init(&mut init, Pattern::IK, &idb.public_key(), None).expect("seal");
     assert!(matches!(
         acc.handle(now, &init, 1),
         Err(AcceptError::BadAuth)
@@ -422,6 +431,8 @@ fn pending_table_bounded_under_flood() {
         max_sources: 128,
         global_rate: 1_000_000,
         global_burst: 1_000_000,
+        // This test is about the pending table: no cookie replies.
+        cookie_threshold: u32::MAX,
         ..AcceptorConfig::default()
     };
     let server = id(2);
@@ -470,7 +481,11 @@ fn ik_flood_is_rate_limited_before_dh() {
         now,
         WALL,
         &server,
-        AcceptorConfig::default(),
+        AcceptorConfig {
+            // This test is about the token buckets: no cookie replies.
+            cookie_threshold: u32::MAX,
+            ..AcceptorConfig::default()
+        },
         Acceptor::allow_list([]),
     );
     for i in 0..2_000u32 {
@@ -838,4 +853,152 @@ fn unconfirmed_xx_initiator_gives_up_after_the_handshake_time() {
     }
     assert_eq!(a.state(), LinkState::Down(DownReason::HandshakeTimeout));
     assert!(sends >= 4, "message 3 retransmitted ({sends})");
+}
+
+/// An IK initiation to `server` that passes MAC1 but fails the Noise handshake: what an
+/// attacker who knows the server's public key can make cheaply from spoofed sources.
+fn bogus_init_with_valid_mac1(server: &Identity, n: u32) -> Vec<u8> {
+    let (_l, mut p) = ik_init(Instant::now(), WALL, &id(9), server);
+    p[4..8].copy_from_slice(&n.to_le_bytes());
+    p[12 + 40] ^= 0x5a; // inside the encrypted static key: fails after the DH
+    cookie::seal_init(&mut p, Pattern::IK, &server.public_key(), None).expect("long enough");
+    p
+}
+
+#[test]
+fn spoofed_flood_gets_cookie_replies_without_dh_and_the_real_peer_connects() {
+    // WireGuard paper §5.3 / §5.4.7.
+    let now = Instant::now();
+    let server = id(2);
+    let mut acc = Acceptor::new(
+        now,
+        WALL,
+        &server,
+        AcceptorConfig {
+            cookie_threshold: 10,
+            ..AcceptorConfig::default()
+        },
+        Acceptor::allow_all(),
+    );
+    let flood = |acc: &mut Acceptor, from: Instant, count: u32| {
+        for i in 0..count {
+            let t = from + Duration::from_micros(u64::from(i) * 100);
+            let r = acc.handle(
+                t,
+                &bogus_init_with_valid_mac1(&server, i),
+                1_000_000 + u64::from(i),
+            );
+            assert!(!matches!(r, Ok(Accepted::Link { .. })));
+        }
+    };
+    flood(&mut acc, now, 1_000);
+    let s = acc.stats().clone();
+    assert_eq!(
+        s.handshakes_processed, 10,
+        "DH only below the load threshold"
+    );
+    assert_eq!(s.bad_auth, 10);
+    assert_eq!(s.cookie_replies, 990);
+    assert_eq!(
+        s.rate_limited, 0,
+        "cookie replies come before the token buckets"
+    );
+
+    // The real peer: its first initiation gets a cookie reply, not a link.
+    let t0 = now + Duration::from_millis(100);
+    let (mut a, init) = ik_init(t0, WALL, &id(1), &server);
+    let Ok(Accepted::CookieReply(reply)) = acc.handle(t0, &init, 7) else {
+        panic!("no cookie reply under load")
+    };
+    assert_eq!(a.handle(t0, &reply), Ok(None));
+    assert_eq!(a.stats().cookies_received, 1);
+    // The flood goes on; on its retry timer the peer resends message 1 with MAC2.
+    let t1 = a.poll_timeout().expect("retry");
+    flood(&mut acc, t1 - Duration::from_millis(50), 500);
+    a.handle_timeout(t1);
+    let again = a.poll_transmit().expect("retransmission");
+    let n = init.len();
+    assert_eq!(
+        again[..n - 16],
+        init[..n - 16],
+        "same message 1, only MAC2 differs"
+    );
+    assert_ne!(again[n - 16..], init[n - 16..]);
+    // The cookie is bound to the peer's source: from another source it is still refused.
+    assert!(matches!(
+        acc.handle(t1, &again, 8),
+        Ok(Accepted::CookieReply(_))
+    ));
+    let before = acc.stats().handshakes_processed;
+    let Ok(Accepted::Link {
+        link: b,
+        reply: Some(resp),
+    }) = acc.handle(t1, &again, 7)
+    else {
+        panic!("valid MAC2 not processed under load")
+    };
+    assert_eq!(acc.stats().handshakes_processed, before + 1);
+    let mut b = *b;
+    a.handle(t1, &resp).expect("response");
+    let confirm = a.poll_transmit().expect("confirmation");
+    b.handle(t1, &confirm).expect("confirm");
+    assert_eq!((a.state(), b.state()), (LinkState::Up, LinkState::Up));
+    assert_eq!(acc.stats().handshakes_processed, 11);
+}
+
+#[test]
+fn wrong_mac1_is_dropped_before_dh() {
+    let now = Instant::now();
+    let mut acc = acceptor(now, &id(2), LinkConfig::default());
+    // Meant for another key: its MAC1 is keyed by that key.
+    let (_l, other) = ik_init(now, WALL, &id(1), &id(3));
+    assert!(matches!(
+        acc.handle(now, &other, 1),
+        Err(AcceptError::BadMac1)
+    ));
+    // Any bytes with an Init header.
+    let mut junk = vec![0x33u8; 150];
+    junk[..4].copy_from_slice(&[1, 1, 0, 0]);
+    assert!(matches!(
+        acc.handle(now, &junk, 1),
+        Err(AcceptError::BadMac1)
+    ));
+    junk[1] = 2;
+    assert!(matches!(
+        acc.handle(now, &junk, 1),
+        Err(AcceptError::BadMac1)
+    ));
+    let s = acc.stats();
+    assert_eq!((s.bad_mac1, s.handshakes_processed, s.bad_auth), (3, 0, 0));
+}
+
+#[test]
+fn xx_initiator_under_load_uses_the_cookie() {
+    let now = Instant::now();
+    let server = id(4);
+    let mut acc = Acceptor::new(
+        now,
+        WALL,
+        &server,
+        AcceptorConfig {
+            cookie_threshold: 0,
+            ..AcceptorConfig::default()
+        },
+        Acceptor::allow_all(),
+    );
+    let (mut a, m1) =
+        Link::connect_unknown(now, WALL, &id(3), LinkConfig::default()).expect("connect");
+    let Ok(Accepted::CookieReply(c)) = acc.handle(now, &m1, 5) else {
+        panic!("no cookie reply")
+    };
+    assert_eq!(a.handle(now, &c), Ok(None));
+    let t = a.poll_timeout().expect("retry");
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("retransmission");
+    let Ok(Accepted::Reply(m2)) = acc.handle(t, &again, 5) else {
+        panic!("XX with MAC2 not answered")
+    };
+    a.handle(t, &m2).expect("m2");
+    let m3 = a.poll_transmit().expect("m3");
+    assert!(matches!(acc.handle(t, &m3, 5), Ok(Accepted::Link { .. })));
 }

@@ -5,20 +5,17 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use blake2::digest::consts::U16;
-use blake2::digest::{Digest, KeyInit, Mac};
-use blake2::{Blake2s256, Blake2sMac};
 use rand::Rng as _;
 use std::fmt;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::wire::MAC_LEN;
-
-/// WireGuard §5.4.4: `LABEL_MAC1`.
-pub const LABEL_MAC1: &[u8] = b"mac1----";
-/// WireGuard §5.4.4: `LABEL_COOKIE`.
-pub const LABEL_COOKIE: &[u8] = b"cookie--";
+/// WireGuard §5.4.4: `LABEL_COOKIE` (shared with the mesh, crate `wg-guard`).
+pub use wg_guard::cookie::LABEL_COOKIE;
+/// WireGuard §5.4.4: `LABEL_MAC1` (shared with the mesh, crate `wg-guard`).
+pub use wg_guard::cookie::LABEL_MAC1;
+/// `MAC(key, data)` and constant-time MAC equality (WireGuard §5.4.4), from `wg-guard`.
+pub use wg_guard::cookie::{mac, mac_eq};
 
 /// Why a key could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -147,26 +144,7 @@ pub use wg_guard::Tai64N;
 
 /// `HASH(label || key)` with BLAKE2s-256 (WireGuard §5.4.4).
 pub fn hash_label(label: &[u8], key: &PublicKey) -> [u8; 32] {
-    let mut h = Blake2s256::new();
-    Digest::update(&mut h, label);
-    Digest::update(&mut h, key.0);
-    h.finalize().into()
-}
-
-/// `MAC(key, data)`: keyed BLAKE2s with a 16-byte output (WireGuard §5.4.4). `key` is at most 32
-/// bytes (the cookie is 16, the MAC1 key 32).
-pub fn mac(key: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
-    // Keys are produced internally (16 or 32 bytes); BLAKE2s accepts up to 32.
-    let Ok(mut m) = <Blake2sMac<U16> as KeyInit>::new_from_slice(key) else {
-        return [0u8; MAC_LEN];
-    };
-    Mac::update(&mut m, data);
-    m.finalize().into_bytes().into()
-}
-
-/// Constant-time equality of two MACs.
-pub fn mac_eq(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    wg_guard::cookie::hash_label(label, &key.0)
 }
 
 /// Our own keys plus the values derived from the public key that every incoming message needs.

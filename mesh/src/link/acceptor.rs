@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::cookie;
 use super::peer::Link;
 use super::session::Session;
 use super::{LinkConfig, build_handshake, new_index};
 use crate::hashname::{Hashname, Identity};
-use crate::packet::{Handshake, HandshakeKind, Packet, PacketError, Pattern};
+use crate::packet::{CookieReply, Handshake, HandshakeKind, MAC_LEN, Packet, PacketError, Pattern};
+use wg_guard::cookie::CookieChecker;
 use wg_guard::{Tai64N, WallClock};
 
 const NOISE_BUF: usize = 65535;
@@ -36,6 +38,11 @@ pub struct AcceptorConfig {
     pub global_burst: u32,
     /// Whether XX initiations (from initiators that do not know our key) are answered at all.
     pub allow_xx: bool,
+    /// Under load when more than this many initiations with a valid MAC1 arrive in one second
+    /// (this second or the previous): initiations then need a valid MAC2 and are otherwise
+    /// answered with a cookie reply, without any Diffie-Hellman (WireGuard paper §5.3, §5.4.7).
+    /// `u32::MAX` never demands cookies; 0 always does.
+    pub cookie_threshold: u32,
     /// Most initiator static keys whose greatest IK timestamp is remembered (the replay table,
     /// WireGuard paper §5.1). When full, the key seen least recently is forgotten.
     pub max_timestamps: usize,
@@ -55,6 +62,7 @@ impl Default for AcceptorConfig {
             global_burst: 400,
             allow_xx: true,
             max_timestamps: 4096,
+            cookie_threshold: 100,
             link: LinkConfig::default(),
         }
     }
@@ -84,6 +92,10 @@ pub enum AcceptError {
     /// The policy refused the peer, or XX is disabled.
     #[error("peer refused by policy")]
     Refused,
+    /// An initiation whose MAC1 is wrong: random bytes, or an IK initiation for another static
+    /// key (WireGuard paper §5.4.4). Dropped before any Diffie-Hellman.
+    #[error("invalid MAC1")]
+    BadMac1,
     /// An IK initiation whose TAI64N timestamp is not greater than the greatest accepted from
     /// the same static key: a replay (WireGuard paper §5.1). No link or session was created.
     #[error("replayed initiation (timestamp not newer than the last one)")]
@@ -93,8 +105,12 @@ pub enum AcceptError {
 /// What an inbound handshake message produced.
 #[derive(Debug)]
 pub enum Accepted {
-    /// Send this reply (XX message 2); the handshake continues.
+    /// Send this reply (XX message 2, or the repeated IK message 2 for a retransmitted
+    /// initiation); the handshake continues.
     Reply(Vec<u8>),
+    /// We are under load and the initiation had no valid MAC2: send this cookie reply back to
+    /// the source; the initiation was not processed (WireGuard paper §5.4.7).
+    CookieReply(Vec<u8>),
     /// A new link to the (authenticated) peer, and a reply to send if any (IK message 2).
     Link {
         /// The new link (IK: `Connecting` until the initiator's first transport packet; XX: `Up`).
@@ -137,6 +153,13 @@ pub struct AcceptorStats {
     pub retransmitted_initiations: u64,
     /// Replay-table entries forgotten because the table was full.
     pub timestamps_evicted: u64,
+    /// Initiations dropped for a wrong MAC1 (before any Diffie-Hellman).
+    pub bad_mac1: u64,
+    /// Cookie replies sent instead of processing an initiation (under load, no valid MAC2).
+    pub cookie_replies: u64,
+    /// Handshake messages that reached the Noise handshake, i.e. cost Diffie-Hellman work (XX
+    /// message 1 and 3, IK message 1; retransmissions answered from the cache included).
+    pub handshakes_processed: u64,
 }
 
 /// A token bucket in milli-tokens.
@@ -205,6 +228,13 @@ pub struct Acceptor {
     stats: AcceptorStats,
     /// Wall clock for the links we create (their IK rekeys carry timestamps).
     clock: WallClock,
+    /// Load meter and cookie secret (WireGuard paper §5.4.7).
+    cookies: CookieChecker,
+    /// MAC1 and cookie keys for IK (from our static key) and XX (from the public label).
+    mac1_ik: [u8; 32],
+    mac1_xx: [u8; 32],
+    cookie_ik: [u8; 32],
+    cookie_xx: [u8; 32],
     /// Replay table: initiator static key → greatest timestamp (bounded by
     /// [`AcceptorConfig::max_timestamps`]).
     seen: HashMap<[u8; 32], Seen>,
@@ -231,6 +261,8 @@ impl Acceptor {
         policy: AcceptPolicy,
     ) -> Acceptor {
         let global = Bucket::full(now, cfg.global_burst);
+        let pk = local.public_key();
+        let cookies = CookieChecker::new(cfg.cookie_threshold);
         Acceptor {
             local: local.clone(),
             cfg,
@@ -241,6 +273,11 @@ impl Acceptor {
             stats: AcceptorStats::default(),
             clock: WallClock::new(now, wall),
             seen: HashMap::new(),
+            cookies,
+            mac1_ik: cookie::mac1_key(Pattern::IK, &pk),
+            mac1_xx: cookie::mac1_key(Pattern::XX, &pk),
+            cookie_ik: cookie::cookie_key(Pattern::IK, &pk),
+            cookie_xx: cookie::cookie_key(Pattern::XX, &pk),
         }
     }
 
@@ -385,6 +422,7 @@ impl Acceptor {
                 AcceptError::BadAuth => s.bad_auth += 1,
                 AcceptError::Refused => s.refused += 1,
                 AcceptError::Replayed => s.replayed_initiations += 1,
+                AcceptError::BadMac1 => s.bad_mac1 += 1,
             }
         }
         r
@@ -401,6 +439,32 @@ impl Acceptor {
         };
         match (h.kind, h.pattern) {
             (HandshakeKind::Init, pattern) => {
+                // WireGuard paper §5.4.4: MAC1 first (one BLAKE2s), then, under load, MAC2 or a
+                // cookie reply (§5.4.7) — all before the token buckets, so a spoofed flood
+                // answered with cookies does not use up the global bucket of real peers.
+                let (mac1_key, cookie_key) = match pattern {
+                    Pattern::IK => (self.mac1_ik, self.cookie_ik),
+                    Pattern::XX => (self.mac1_xx, self.cookie_xx),
+                };
+                if !cookie::mac1_ok(&mac1_key, bytes) {
+                    return Err(AcceptError::BadMac1);
+                }
+                let src = source.to_le_bytes();
+                if self.cookies.note_handshake(now)
+                    && !self.cookies.check_msg_mac2(now, &src, bytes)
+                {
+                    let mac1 = h.macs.map_or([0u8; MAC_LEN], |m| m.mac1);
+                    let (nonce, encrypted_cookie) =
+                        self.cookies.seal_cookie(now, &src, &cookie_key, &mac1);
+                    let reply = Packet::CookieReply(CookieReply {
+                        receiver: h.sender,
+                        nonce,
+                        encrypted_cookie,
+                    })
+                    .to_vec()?;
+                    self.stats.cookie_replies += 1;
+                    return Ok(Accepted::CookieReply(reply));
+                }
                 self.handle_timeout(now);
                 if !self.rate_ok(now, source) {
                     return Err(AcceptError::RateLimited);
@@ -427,6 +491,7 @@ impl Acceptor {
     }
 
     fn init_ik(&mut self, now: Instant, h: &Handshake<'_>) -> Result<Accepted, AcceptError> {
+        self.stats.handshakes_processed += 1;
         let secret = self.local.secret_bytes();
         let mut hs =
             build_handshake(Pattern::IK, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
@@ -470,6 +535,7 @@ impl Acceptor {
             sender: local_index,
             receiver: h.sender,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
         let ts_state = hs
@@ -510,6 +576,7 @@ impl Acceptor {
         if self.pending.len() >= self.cfg.max_pending {
             return Err(AcceptError::PendingFull);
         }
+        self.stats.handshakes_processed += 1;
         let secret = self.local.secret_bytes();
         let mut hs =
             build_handshake(Pattern::XX, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
@@ -529,6 +596,7 @@ impl Acceptor {
             sender: local_index,
             receiver: h.sender,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
         self.pending.insert(
@@ -551,6 +619,7 @@ impl Acceptor {
         let Some(mut p) = self.pending.remove(&h.receiver) else {
             return Err(AcceptError::UnknownPending(h.receiver));
         };
+        self.stats.handshakes_processed += 1;
         let mut buf = vec![0u8; NOISE_BUF];
         p.hs.read_message(h.noise, &mut buf)
             .map_err(|_| AcceptError::BadAuth)?;

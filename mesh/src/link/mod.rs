@@ -67,6 +67,7 @@
 //! (`x25519_dalek::StaticSecret`, `zeroize::Zeroizing`), and no `Debug` impl prints keys.
 
 mod acceptor;
+pub mod cookie;
 mod peer;
 pub mod replay;
 mod session;
@@ -195,6 +196,9 @@ pub enum LinkError {
     /// from this peer: a replay (WireGuard paper §5.1).
     #[error("replayed initiation (timestamp not newer than the last one)")]
     ReplayedInitiation,
+    /// A rekey initiation whose MAC1 is not keyed by our static key (WireGuard paper §5.4.4).
+    #[error("invalid MAC1")]
+    BadMac1,
     /// Payload larger than a Noise message allows.
     #[error("payload too large")]
     TooLarge,
@@ -234,6 +238,8 @@ pub struct LinkStats {
     /// Rekey initiations rejected because their timestamp was not newer (replays, WireGuard
     /// paper §5.1).
     pub replayed_initiations: u64,
+    /// Cookie replies accepted (the responder was under load, WireGuard paper §5.4.7).
+    pub cookies_received: u64,
 }
 
 /// Builds a snow handshake state.

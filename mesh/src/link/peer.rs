@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::cookie;
 use super::session::{RecvError, Session};
 use super::{
     DownReason, LinkConfig, LinkError, LinkEvent, LinkState, LinkStats, build_handshake,
@@ -10,7 +11,7 @@ use super::{
 };
 use crate::hashname::{Hashname, Identity};
 use crate::link::replay::ReplayError;
-use crate::packet::{Handshake, HandshakeKind, Packet, Pattern, TAG_LEN};
+use crate::packet::{CookieReply, Handshake, HandshakeKind, MAC_LEN, Packet, Pattern, TAG_LEN};
 use wg_guard::{Tai64N, WallClock};
 
 /// Room for a Noise handshake message (Noise rev 34 §3: at most 65535 bytes).
@@ -23,8 +24,11 @@ struct Pending {
     hs: snow::HandshakeState,
     pattern: Pattern,
     local_index: u32,
-    /// Message 1, retransmitted unchanged until answered.
+    /// Message 1, retransmitted unchanged until answered (except for MAC2 once we hold a
+    /// cookie).
     packet: Vec<u8>,
+    /// Its MAC1: the associated data of a cookie reply to it (WireGuard paper §5.4.7).
+    mac1: [u8; MAC_LEN],
     /// When this handshake (cycle) began: the give-up clock.
     started: Instant,
     retry_at: Instant,
@@ -75,6 +79,9 @@ pub struct Link {
     next: Option<Session>,
     next_origin: Option<NextOrigin>,
     pending: Option<Pending>,
+    /// The cookie from the peer's last cookie reply and when it came (WireGuard paper §5.4.7):
+    /// our initiations carry MAC2 with it for [`cookie::COOKIE_LIFETIME`].
+    cookie: Option<([u8; MAC_LEN], Instant)>,
     /// XX initiator: message 3 awaiting the responder's confirmation.
     final_retx: Option<FinalRetx>,
     /// XX responder: the message 3 that made our session (sender index and Noise bytes), so a
@@ -127,6 +134,7 @@ impl Link {
             next: None,
             next_origin: None,
             pending: None,
+            cookie: None,
             final_retx: None,
             final_seen: None,
             transmit: VecDeque::new(),
@@ -242,14 +250,21 @@ impl Link {
         };
         let n = hs.write_message(&payload, &mut buf).map_err(noise_err)?;
         let local_index = new_index();
-        let packet = Packet::Handshake(Handshake {
+        let mut packet = Packet::Handshake(Handshake {
             kind: HandshakeKind::Init,
             pattern,
             sender: local_index,
             receiver: hint,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
+        // WireGuard paper §5.4.4: MAC1 keyed by the responder's key (a public label for XX,
+        // see `cookie`), MAC2 by a fresh cookie if the responder sent us one.
+        let responder = remote.copied().unwrap_or([0u8; 32]);
+        let fresh = self.fresh_cookie(now);
+        let mac1 = cookie::seal_init(&mut packet, pattern, &responder, fresh.as_ref())
+            .ok_or(LinkError::TooLarge)?;
         let (started, backoff) = match &self.pending {
             Some(p) => (p.started, p.backoff),
             None => (now, self.cfg.handshake_retry_initial),
@@ -259,6 +274,7 @@ impl Link {
             pattern,
             local_index,
             packet: packet.clone(),
+            mac1,
             started,
             retry_at: now + backoff,
             backoff,
@@ -266,6 +282,13 @@ impl Link {
         self.stats.handshakes_sent += 1;
         self.last_sent = now;
         Ok(packet)
+    }
+
+    /// The cookie to put in MAC2, if we hold one younger than its lifetime.
+    fn fresh_cookie(&self, now: Instant) -> Option<[u8; MAC_LEN]> {
+        self.cookie
+            .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_LIFETIME)
+            .map(|(c, _)| c)
     }
 
     fn start_rekey(&mut self, now: Instant) {
@@ -384,11 +407,20 @@ impl Link {
         };
         match packet {
             Packet::Transport(t) => self.recv_transport(now, t.receiver, t.counter, t.ciphertext),
+            Packet::CookieReply(c) => {
+                let r = self.recv_cookie(now, &c);
+                match &r {
+                    Err(LinkError::UnexpectedHandshake) => self.stats.unexpected_handshake += 1,
+                    Err(_) => self.stats.bad_auth += 1,
+                    Ok(()) => self.stats.cookies_received += 1,
+                }
+                r.map(|()| None)
+            }
             Packet::Handshake(h) => {
                 let r = match h.kind {
                     HandshakeKind::Response => self.recv_response(now, &h),
                     HandshakeKind::Init if h.pattern == Pattern::IK => {
-                        self.recv_rekey_init(now, &h)
+                        self.recv_rekey_init(now, &h, bytes)
                     }
                     HandshakeKind::Final if h.pattern == Pattern::XX => {
                         self.recv_duplicate_final(now, &h)
@@ -397,7 +429,9 @@ impl Link {
                 };
                 match &r {
                     Err(LinkError::UnexpectedHandshake) => self.stats.unexpected_handshake += 1,
-                    Err(LinkError::BadAuth | LinkError::WrongPeer) => self.stats.bad_auth += 1,
+                    Err(LinkError::BadAuth | LinkError::WrongPeer | LinkError::BadMac1) => {
+                        self.stats.bad_auth += 1
+                    }
                     Err(LinkError::ReplayedInitiation) => self.stats.replayed_initiations += 1,
                     _ => {}
                 }
@@ -552,6 +586,7 @@ impl Link {
                 sender: p.local_index,
                 receiver: h.sender,
                 noise: &buf[..n],
+                macs: None,
             })
             .to_vec()?;
             self.transmit.push_back(fin.clone());
@@ -574,10 +609,41 @@ impl Link {
         Ok(())
     }
 
-    fn recv_rekey_init(&mut self, now: Instant, h: &Handshake<'_>) -> Result<(), LinkError> {
+    /// A cookie reply to our pending initiation (WireGuard paper §5.4.7): decrypt the cookie
+    /// with the responder's cookie key and the MAC1 we sent, and keep it; the next
+    /// retransmission (on the retry timer, as in WireGuard) carries MAC2.
+    fn recv_cookie(&mut self, now: Instant, c: &CookieReply) -> Result<(), LinkError> {
+        let Some(p) = self
+            .pending
+            .as_ref()
+            .filter(|p| p.local_index == c.receiver)
+        else {
+            return Err(LinkError::UnexpectedHandshake);
+        };
+        let responder = self.peer_static.unwrap_or([0u8; 32]);
+        let key = cookie::cookie_key(p.pattern, &responder);
+        let tau = cookie::open_cookie(&key, &c.nonce, &c.encrypted_cookie, &p.mac1)
+            .ok_or(LinkError::BadAuth)?;
+        self.cookie = Some((tau, now));
+        Ok(())
+    }
+
+    fn recv_rekey_init(
+        &mut self,
+        now: Instant,
+        h: &Handshake<'_>,
+        bytes: &[u8],
+    ) -> Result<(), LinkError> {
         let Some(peer_static) = self.peer_static else {
             return Err(LinkError::UnexpectedHandshake);
         };
+        // WireGuard paper §5.4.4: MAC1 (keyed by our static key) before any Diffie-Hellman.
+        if !cookie::mac1_ok(
+            &cookie::mac1_key(Pattern::IK, &self.local.public_key()),
+            bytes,
+        ) {
+            return Err(LinkError::BadMac1);
+        }
         if !matches!(self.state, LinkState::Up | LinkState::Rekeying) {
             return Err(LinkError::UnexpectedHandshake);
         }
@@ -623,6 +689,7 @@ impl Link {
             sender: local_index,
             receiver: h.sender,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
         let ts_state = hs.into_stateless_transport_mode().map_err(noise_err)?;
@@ -712,12 +779,18 @@ impl Link {
         if matches!(self.state, LinkState::Down(_)) {
             return;
         }
+        let fresh = self.fresh_cookie(now);
+        let responder = self.peer_static.unwrap_or([0u8; 32]);
         if let Some(p) = self.pending.as_mut() {
             if now >= p.started + self.cfg.handshake_give_up {
                 self.go_down(DownReason::HandshakeTimeout);
                 return;
             }
             if now >= p.retry_at {
+                if let Some(c) = fresh {
+                    // Same message 1, MAC2 now keyed by the cookie (WireGuard paper §5.4.7).
+                    cookie::seal_init(&mut p.packet, p.pattern, &responder, Some(&c));
+                }
                 self.transmit.push_back(p.packet.clone());
                 self.stats.handshakes_sent += 1;
                 p.backoff = (p.backoff * 2).min(self.cfg.handshake_retry_max);

@@ -949,6 +949,7 @@ impl Mesh {
         };
         let (index, transport) = match packet {
             Packet::Transport(t) => (t.receiver, true),
+            Packet::CookieReply(c) => (c.receiver, false),
             Packet::Handshake(h) => match h.kind {
                 HandshakeKind::Response => (h.receiver, false),
                 HandshakeKind::Init if h.receiver != 0 && self.routes.contains_key(&h.receiver) => {
@@ -1150,7 +1151,7 @@ impl Mesh {
             Via::Relayed { from, .. } => hashname_token(from),
         };
         match self.acceptor.handle(now, bytes, source) {
-            Ok(Accepted::Reply(r)) => self.send_via(now, via, r),
+            Ok(Accepted::Reply(r) | Accepted::CookieReply(r)) => self.send_via(now, via, r),
             Ok(Accepted::Link { link, reply }) => {
                 let Some(key) = link.peer_static() else {
                     return;
