@@ -5,10 +5,11 @@
 //! # Design note
 //!
 //! **Demultiplexing.** [`Mesh::handle_datagram`] parses the link packet header
-//! ([`crate::packet`]). Transport packets, handshake responses and rekey initiations (whose
-//! receiver field is a routing hint) go to the link owning that receiver index through a
-//! `HashMap<u32, Hashname>` routing table; first initiations and XX final messages go to the
-//! [`Acceptor`]. Two links drawing the same random index (a 2⁻³² event per pair) cannot both
+//! ([`crate::packet`]). Transport packets, handshake responses, cookie replies and rekey
+//! initiations (whose receiver field is a routing hint) go to the link owning that receiver
+//! index through a `HashMap<u32, Hashname>` routing table; first initiations and XX final
+//! messages go to the [`Acceptor`] (an XX final message for an index the acceptor no longer
+//! has pending but a link owns is a retransmission and goes to that link). Two links drawing the same random index (a 2⁻³² event per pair) cannot both
 //! be routed: the later one is not routed, the collision is counted in
 //! [`MeshStats::index_collisions`] and that link times out. Anything unparseable, unroutable
 //! or failing authentication is dropped and counted.
@@ -63,7 +64,10 @@
 //! initiation from P while our own initiation to P is still connecting is dropped if our
 //! hashname is smaller, otherwise it replaces ours. An inbound initiation while a link exists
 //! is kept as one of at most two *spare* links and replaces the main link only once confirmed
-//! (a peer restart); replayed initiations never confirm and expire.
+//! (a peer restart). Replayed initiations are rejected by the acceptor's timestamp table
+//! (WireGuard paper §5.1; the timestamps of rekeys our links accept are fed back to it); for a
+//! key evicted from that bounded table a replay only yields a spare that never confirms and
+//! expires.
 //!
 //! **Router failure.** When a router's link goes down, links relayed through it move to another
 //! router (their packets are opaque to routers, so the end-to-end link and its channels
