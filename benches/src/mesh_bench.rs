@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use mesh::Identity;
 use mesh::channel::{ChannelEvent, Channels, Config, Side};
-use mesh::link::{Accepted, Acceptor, AcceptorConfig, Link, LinkConfig};
+use mesh::link::{Accepted, Acceptor, AcceptorConfig, Link, LinkConfig, Tai64N};
 use serde::Serialize;
 
 /// Live heap bytes (allocated minus freed) through [`CountingAlloc`].
@@ -238,9 +238,27 @@ fn acceptor(now: Instant, local: &Identity) -> Acceptor {
         per_source_burst: u32::MAX / 4,
         global_rate: u32::MAX / 4,
         global_burst: u32::MAX / 4,
+        // One initiator in a tight loop is not an attack: never demand cookies.
+        cookie_threshold: u32::MAX,
         ..AcceptorConfig::default()
     };
-    Acceptor::new(now, local, cfg, Acceptor::allow_all())
+    Acceptor::new(now, Tai64N::default(), local, cfg, Acceptor::allow_all())
+}
+
+/// A strictly increasing wall-clock value per call: every IK initiation of the benchmark comes
+/// from the same identity to the same acceptor, which rejects a timestamp that is not newer
+/// (WireGuard paper §5.1), and the system clock may repeat or step back.
+fn next_wall() -> Tai64N {
+    thread_local!(static N: std::cell::Cell<u64> = const { std::cell::Cell::new(0) });
+    let n = N.with(|c| {
+        let n = c.get() + 1;
+        c.set(n);
+        n
+    });
+    Tai64N {
+        secs: 1_700_000_000 + n,
+        nanos: 0,
+    }
 }
 
 /// One full IK handshake; returns both ends, Up.
@@ -250,7 +268,13 @@ fn ik_pair(
     idb: &Identity,
     acc: &mut Acceptor,
 ) -> anyhow::Result<(Link, Link)> {
-    let (mut a, init) = Link::connect(now, ida, idb.public_key(), LinkConfig::default())?;
+    let (mut a, init) = Link::connect(
+        now,
+        next_wall(),
+        ida,
+        idb.public_key(),
+        LinkConfig::default(),
+    )?;
     let Accepted::Link {
         link: b,
         reply: Some(reply),

@@ -64,7 +64,13 @@ pub fn relayed(total: u64) -> anyhow::Result<RelayedRun> {
         }
         nodes.push(Node {
             sock,
-            mesh: Mesh::new(now, id, cfg, Acceptor::allow_all()),
+            mesh: Mesh::new(
+                now,
+                mesh::link::Tai64N::now(),
+                id,
+                cfg,
+                Acceptor::allow_all(),
+            ),
         });
     }
     let addrs: Vec<SocketAddr> = nodes

@@ -551,6 +551,8 @@ pub fn run_rollout(cfg: &RolloutConfig) -> RolloutReport {
         sim.add_link_droptail(core, host, down_cfg);
         let mut mesh = Mesh::new(
             start,
+            // Deterministic wall clock: every run gives the same timestamps.
+            mesh::link::Tai64N::default(),
             ids[i].clone(),
             mesh_cfg.clone(),
             Acceptor::allow_all(),

@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
     let mut m = Mesh::new(
         now,
+        mesh::link::Tai64N::default(),
         Identity::from_bytes([7; 32]),
         MeshConfig::default(),
         Acceptor::allow_all(),

@@ -12,8 +12,8 @@ use mesh::Identity;
 
 fn pair(now: Instant) -> Option<(Link, Link, Acceptor)> {
     let (ida, idb) = (Identity::from_bytes([1; 32]), Identity::from_bytes([2; 32]));
-    let (mut a, init) = Link::connect(now, &ida, idb.public_key(), LinkConfig::default()).ok()?;
-    let mut acc = Acceptor::new(now, &idb, AcceptorConfig::default(), Acceptor::allow_all());
+    let (mut a, init) = Link::connect(now,mesh::link::Tai64N::default(), &ida, idb.public_key(), LinkConfig::default()).ok()?;
+    let mut acc = Acceptor::new(now,mesh::link::Tai64N::default(), &idb, AcceptorConfig::default(), Acceptor::allow_all());
     let Ok(Accepted::Link { link, reply: Some(resp) }) = acc.handle(now, &init, 0) else {
         return None;
     };

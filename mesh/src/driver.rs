@@ -164,7 +164,13 @@ pub async fn start(
         None => None,
     };
     cfg.mesh.channels.data_events = false;
-    let mut mesh = Mesh::new(Instant::now(), identity, cfg.mesh.clone(), policy);
+    let mut mesh = Mesh::new(
+        Instant::now(),
+        wg_guard::Tai64N::now(),
+        identity,
+        cfg.mesh.clone(),
+        policy,
+    );
     for seed in &cfg.seeds {
         mesh.add_peer(seed.hashname, seed.static_key, &seed.addrs)?;
         if cfg.auto_connect {

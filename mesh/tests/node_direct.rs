@@ -99,6 +99,7 @@ fn add_peer_checks_the_key() {
     let net = star(2, |_| MeshConfig::default(), |_| None);
     let mut m = mesh::node::Mesh::new(
         net.sim.now(),
+        mesh::link::Tai64N::default(),
         mesh::node::sim::identity(9, 0),
         MeshConfig::default(),
         mesh::link::Acceptor::allow_all(),
@@ -166,4 +167,60 @@ fn peers_table_is_bounded_and_evicts_idle_inbound_peers() {
     let s = net.ep(0).mesh.stats();
     assert_eq!(s.peers_evicted, 1);
     assert_eq!(s.peers, 1);
+}
+
+#[test]
+fn node_answers_a_retransmitted_xx_message_3_from_its_link() {
+    // An XX initiator (it does not know the node's key) whose message 3 the node got but whose
+    // confirming keepalive was lost: the retransmitted message 3 is routed to the node's new
+    // link (not the acceptor, which no longer has it pending) and answered with a keepalive.
+    use mesh::link::{Link, LinkConfig, LinkEvent, Tai64N};
+    use mesh::packet::{Packet, Transport};
+    let now = std::time::Instant::now();
+    let mut node = mesh::node::Mesh::new(
+        now,
+        Tai64N::default(),
+        mesh::node::sim::identity(5, 0),
+        MeshConfig::default(),
+        mesh::link::Acceptor::allow_all(),
+    );
+    let me = mesh::node::sim::identity(6, 0);
+    let from = addr(7);
+    let (mut a, m1) =
+        Link::connect_unknown(now, Tai64N::default(), &me, LinkConfig::default()).expect("connect");
+    node.handle_datagram(now, from, &m1);
+    let (to, m2) = node.poll_transmit(now).expect("XX message 2");
+    assert_eq!(to, from);
+    a.handle(now, &m2).expect("m2");
+    assert!(matches!(a.poll_event(), Some(LinkEvent::Up { .. })));
+    let m3 = a.poll_transmit().expect("m3");
+    node.handle_datagram(now, from, &m3);
+    let is_transport =
+        |p: &[u8]| matches!(Packet::parse(p), Ok(Packet::Transport(Transport { .. })));
+    let mut lost = 0;
+    while let Some((_, p)) = node.poll_transmit(now) {
+        lost += usize::from(is_transport(&p));
+    }
+    assert_eq!(
+        lost, 1,
+        "the node confirms message 3 with a keepalive (lost here)"
+    );
+    let t = a.poll_timeout().expect("retry");
+    a.handle_timeout(t);
+    let again = a.poll_transmit().expect("m3 again");
+    assert_eq!(again, m3);
+    node.handle_datagram(t, from, &again);
+    let mut confirmed = false;
+    while let Some((_, p)) = node.poll_transmit(t) {
+        if is_transport(&p) {
+            confirmed |= a.handle(t, &p).is_ok();
+        }
+    }
+    assert!(confirmed, "keepalive for the retransmitted message 3");
+    let t2 = t + Duration::from_secs(20);
+    a.handle_timeout(t2);
+    while let Some(p) = a.poll_transmit() {
+        assert!(is_transport(&p), "no more message 3");
+    }
+    assert!(node.stats().links_up >= 1);
 }

@@ -3,24 +3,19 @@
 //! Every secret type zeroizes its bytes on drop and prints as `<redacted>` in `Debug`, so a
 //! `tracing` field or a panic message can never leak key material.
 
-use std::fmt;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use blake2::digest::consts::U16;
-use blake2::digest::{Digest, KeyInit, Mac};
-use blake2::{Blake2s256, Blake2sMac};
 use rand::Rng as _;
+use std::fmt;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use super::wire::MAC_LEN;
-
-/// WireGuard §5.4.4: `LABEL_MAC1`.
-pub const LABEL_MAC1: &[u8] = b"mac1----";
-/// WireGuard §5.4.4: `LABEL_COOKIE`.
-pub const LABEL_COOKIE: &[u8] = b"cookie--";
+/// WireGuard §5.4.4: `LABEL_COOKIE` (shared with the mesh, crate `wg-guard`).
+pub use wg_guard::cookie::LABEL_COOKIE;
+/// WireGuard §5.4.4: `LABEL_MAC1` (shared with the mesh, crate `wg-guard`).
+pub use wg_guard::cookie::LABEL_MAC1;
+/// `MAC(key, data)` and constant-time MAC equality (WireGuard §5.4.4), from `wg-guard`.
+pub use wg_guard::cookie::{mac, mac_eq};
 
 /// Why a key could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -144,85 +139,12 @@ impl fmt::Display for PublicKey {
     }
 }
 
-/// A TAI64N timestamp (WireGuard §5.1, "Replay attack"; D. J. Bernstein's TAI64N format): 8
-/// bytes big-endian `2^62 + seconds`, 4 bytes big-endian nanoseconds. Carried encrypted in every
-/// initiation; a responder rejects an initiation whose timestamp is not newer than the greatest
-/// it has seen from that peer, so a captured initiation cannot be replayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct Tai64N {
-    /// Seconds since 1970 (TAI offset ignored, as WireGuard does).
-    pub secs: u64,
-    /// Nanoseconds.
-    pub nanos: u32,
-}
-
-impl Tai64N {
-    /// The wall clock now. Only the daemon calls this; the tunnel core gets it passed in.
-    pub fn now() -> Self {
-        Self::from_system_time(SystemTime::now())
-    }
-
-    /// Converts a system time (times before 1970 map to 0).
-    pub fn from_system_time(t: SystemTime) -> Self {
-        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-        Self {
-            secs: d.as_secs(),
-            nanos: d.subsec_nanos(),
-        }
-    }
-
-    /// This timestamp plus a duration.
-    pub fn plus(self, d: std::time::Duration) -> Self {
-        let total = u128::from(self.nanos) + u128::from(d.subsec_nanos());
-        Self {
-            secs: self.secs + d.as_secs() + (total / 1_000_000_000) as u64,
-            nanos: (total % 1_000_000_000) as u32,
-        }
-    }
-
-    /// The 12 wire bytes.
-    pub fn to_bytes(self) -> [u8; 12] {
-        let mut b = [0u8; 12];
-        b[..8].copy_from_slice(&(self.secs.wrapping_add(1 << 62)).to_be_bytes());
-        b[8..].copy_from_slice(&self.nanos.to_be_bytes());
-        b
-    }
-
-    /// Parses 12 wire bytes.
-    pub fn from_bytes(b: &[u8; 12]) -> Self {
-        let mut s = [0u8; 8];
-        s.copy_from_slice(&b[..8]);
-        let mut n = [0u8; 4];
-        n.copy_from_slice(&b[8..]);
-        Self {
-            secs: u64::from_be_bytes(s).wrapping_sub(1 << 62),
-            nanos: u32::from_be_bytes(n),
-        }
-    }
-}
+/// The TAI64N timestamp of WireGuard §5.1, shared with the mesh (crate `wg-guard`).
+pub use wg_guard::Tai64N;
 
 /// `HASH(label || key)` with BLAKE2s-256 (WireGuard §5.4.4).
 pub fn hash_label(label: &[u8], key: &PublicKey) -> [u8; 32] {
-    let mut h = Blake2s256::new();
-    Digest::update(&mut h, label);
-    Digest::update(&mut h, key.0);
-    h.finalize().into()
-}
-
-/// `MAC(key, data)`: keyed BLAKE2s with a 16-byte output (WireGuard §5.4.4). `key` is at most 32
-/// bytes (the cookie is 16, the MAC1 key 32).
-pub fn mac(key: &[u8], data: &[u8]) -> [u8; MAC_LEN] {
-    // Keys are produced internally (16 or 32 bytes); BLAKE2s accepts up to 32.
-    let Ok(mut m) = <Blake2sMac<U16> as KeyInit>::new_from_slice(key) else {
-        return [0u8; MAC_LEN];
-    };
-    Mac::update(&mut m, data);
-    m.finalize().into_bytes().into()
-}
-
-/// Constant-time equality of two MACs.
-pub fn mac_eq(a: &[u8; MAC_LEN], b: &[u8; MAC_LEN]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    wg_guard::cookie::hash_label(label, &key.0)
 }
 
 /// Our own keys plus the values derived from the public key that every incoming message needs.
@@ -276,18 +198,5 @@ mod tests {
             PublicKey::from_base64("!!"),
             Err(KeyError::Base64(_))
         ));
-    }
-
-    #[test]
-    fn tai64n_orders_and_round_trips() {
-        let a = Tai64N {
-            secs: 1_700_000_000,
-            nanos: 999_999_999,
-        };
-        let b = a.plus(std::time::Duration::from_nanos(2));
-        assert!(b > a);
-        assert_eq!(b.nanos, 1);
-        assert_eq!(Tai64N::from_bytes(&a.to_bytes()), a);
-        assert!(a.to_bytes() < b.to_bytes(), "wire bytes compare like time");
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::RngExt as _;
+use wg_guard::WallClock;
 
 use super::cookie::{COOKIE_LIFETIME, open_cookie_reply};
 use super::keys::{
@@ -207,12 +208,11 @@ pub struct Tunnel {
     current: Option<Session>,
     next: Option<Session>,
     greatest_timestamp: Option<Tai64N>,
-    last_timestamp_sent: Option<Tai64N>,
     last_initiation_consumed: Option<Instant>,
     cookie: Option<([u8; MAC_LEN], Instant)>,
     last_mac1: Option<[u8; MAC_LEN]>,
     queue: VecDeque<Vec<u8>>,
-    clock: (Instant, Tai64N),
+    clock: WallClock,
     rekey_requested: Option<Instant>,
     last_sent: Option<Instant>,
     last_received: Option<Instant>,
@@ -274,12 +274,11 @@ impl Tunnel {
             current: None,
             next: None,
             greatest_timestamp: None,
-            last_timestamp_sent: None,
             last_initiation_consumed: None,
             cookie: None,
             last_mac1: None,
             queue: VecDeque::new(),
-            clock: (now, wall),
+            clock: WallClock::new(now, wall),
             rekey_requested: None,
             last_sent: None,
             last_received: None,
@@ -419,18 +418,10 @@ impl Tunnel {
         }
     }
 
+    /// The TAI64N timestamp for an initiation sent at `now` (WireGuard §5.1), strictly
+    /// increasing.
     fn timestamp(&mut self, now: Instant) -> Tai64N {
-        let mut ts = self
-            .clock
-            .1
-            .plus(now.saturating_duration_since(self.clock.0));
-        if let Some(last) = self.last_timestamp_sent
-            && ts <= last
-        {
-            ts = last.plus(Duration::from_nanos(1));
-        }
-        self.last_timestamp_sent = Some(ts);
-        ts
+        self.clock.next(now)
     }
 
     /// WireGuard §5.4.2: builds and emits a handshake initiation with a fresh ephemeral key.

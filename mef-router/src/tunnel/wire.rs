@@ -27,7 +27,7 @@ pub const INITIATION_NOISE_LEN: usize = 32 + 48 + 28;
 /// Length of the Noise part of a response: e (32) + encrypted empty payload (16).
 pub const RESPONSE_NOISE_LEN: usize = 32 + 16;
 /// Length of a MAC1 or MAC2 field (keyed BLAKE2s-128, WireGuard §5.4.4).
-pub const MAC_LEN: usize = 16;
+pub const MAC_LEN: usize = wg_guard::cookie::MAC_LEN;
 /// Length of an initiation message.
 pub const INITIATION_LEN: usize = 8 + INITIATION_NOISE_LEN + 2 * MAC_LEN;
 /// Length of a response message.

@@ -4,11 +4,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::cookie;
 use super::peer::Link;
 use super::session::Session;
 use super::{LinkConfig, build_handshake, new_index};
 use crate::hashname::{Hashname, Identity};
-use crate::packet::{Handshake, HandshakeKind, Packet, PacketError, Pattern};
+use crate::packet::{CookieReply, Handshake, HandshakeKind, MAC_LEN, Packet, PacketError, Pattern};
+use wg_guard::cookie::CookieChecker;
+use wg_guard::{Tai64N, WallClock};
 
 const NOISE_BUF: usize = 65535;
 
@@ -35,6 +38,14 @@ pub struct AcceptorConfig {
     pub global_burst: u32,
     /// Whether XX initiations (from initiators that do not know our key) are answered at all.
     pub allow_xx: bool,
+    /// Under load when more than this many initiations with a valid MAC1 arrive in one second
+    /// (this second or the previous): initiations then need a valid MAC2 and are otherwise
+    /// answered with a cookie reply, without any Diffie-Hellman (WireGuard paper §5.3, §5.4.7).
+    /// `u32::MAX` never demands cookies; 0 always does.
+    pub cookie_threshold: u32,
+    /// Most initiator static keys whose greatest IK timestamp is remembered (the replay table,
+    /// WireGuard paper §5.1). When full, the key seen least recently is forgotten.
+    pub max_timestamps: usize,
     /// Configuration of the links this acceptor creates.
     pub link: LinkConfig,
 }
@@ -50,6 +61,8 @@ impl Default for AcceptorConfig {
             global_rate: 200,
             global_burst: 400,
             allow_xx: true,
+            max_timestamps: 4096,
+            cookie_threshold: 100,
             link: LinkConfig::default(),
         }
     }
@@ -79,13 +92,25 @@ pub enum AcceptError {
     /// The policy refused the peer, or XX is disabled.
     #[error("peer refused by policy")]
     Refused,
+    /// An initiation whose MAC1 is wrong: random bytes, or an IK initiation for another static
+    /// key (WireGuard paper §5.4.4). Dropped before any Diffie-Hellman.
+    #[error("invalid MAC1")]
+    BadMac1,
+    /// An IK initiation whose TAI64N timestamp is not greater than the greatest accepted from
+    /// the same static key: a replay (WireGuard paper §5.1). No link or session was created.
+    #[error("replayed initiation (timestamp not newer than the last one)")]
+    Replayed,
 }
 
 /// What an inbound handshake message produced.
 #[derive(Debug)]
 pub enum Accepted {
-    /// Send this reply (XX message 2); the handshake continues.
+    /// Send this reply (XX message 2, or the repeated IK message 2 for a retransmitted
+    /// initiation); the handshake continues.
     Reply(Vec<u8>),
+    /// We are under load and the initiation had no valid MAC2: send this cookie reply back to
+    /// the source; the initiation was not processed (WireGuard paper §5.4.7).
+    CookieReply(Vec<u8>),
     /// A new link to the (authenticated) peer, and a reply to send if any (IK message 2).
     Link {
         /// The new link (IK: `Connecting` until the initiator's first transport packet; XX: `Up`).
@@ -120,6 +145,21 @@ pub struct AcceptorStats {
     pub accepted_ik: u64,
     /// Links created by XX.
     pub accepted_xx: u64,
+    /// IK initiations rejected as replays (timestamp not newer, WireGuard paper §5.1); no link
+    /// or session was created for them.
+    pub replayed_initiations: u64,
+    /// Byte-identical retransmissions of the latest IK initiation of a key, answered with the
+    /// same response again (no new link or session).
+    pub retransmitted_initiations: u64,
+    /// Replay-table entries forgotten because the table was full.
+    pub timestamps_evicted: u64,
+    /// Initiations dropped for a wrong MAC1 (before any Diffie-Hellman).
+    pub bad_mac1: u64,
+    /// Cookie replies sent instead of processing an initiation (under load, no valid MAC2).
+    pub cookie_replies: u64,
+    /// Handshake messages that reached the Noise handshake, i.e. cost Diffie-Hellman work (XX
+    /// message 1 and 3, IK message 1; retransmissions answered from the cache included).
+    pub handshakes_processed: u64,
 }
 
 /// A token bucket in milli-tokens.
@@ -154,6 +194,20 @@ impl Bucket {
     }
 }
 
+/// The replay-table entry of one initiator static key (WireGuard paper §5.1: the responder
+/// keeps the greatest timestamp per initiator).
+struct Seen {
+    /// Greatest accepted timestamp.
+    greatest: Tai64N,
+    /// When it was accepted (for eviction and the retransmission window).
+    at: Instant,
+    /// The initiation that carried it (sender index and Noise bytes) and our response, so a
+    /// byte-identical retransmission (the initiator lost our response) gets the same response.
+    sender: u32,
+    noise: Vec<u8>,
+    response: Vec<u8>,
+}
+
 struct PendingXx {
     hs: snow::HandshakeState,
     remote_index: u32,
@@ -172,6 +226,18 @@ pub struct Acceptor {
     sources: HashMap<u64, Bucket>,
     global: Bucket,
     stats: AcceptorStats,
+    /// Wall clock for the links we create (their IK rekeys carry timestamps).
+    clock: WallClock,
+    /// Load meter and cookie secret (WireGuard paper §5.4.7).
+    cookies: CookieChecker,
+    /// MAC1 and cookie keys for IK (from our static key) and XX (from the public label).
+    mac1_ik: [u8; 32],
+    mac1_xx: [u8; 32],
+    cookie_ik: [u8; 32],
+    cookie_xx: [u8; 32],
+    /// Replay table: initiator static key → greatest timestamp (bounded by
+    /// [`AcceptorConfig::max_timestamps`]).
+    seen: HashMap<[u8; 32], Seen>,
 }
 
 impl std::fmt::Debug for Acceptor {
@@ -185,14 +251,18 @@ impl std::fmt::Debug for Acceptor {
 }
 
 impl Acceptor {
-    /// An acceptor for `local` with a policy hook.
+    /// An acceptor for `local` with a policy hook. `wall` is the wall-clock time at `now`
+    /// (see [`Link::connect`]); the links it creates use it for their rekey timestamps.
     pub fn new(
         now: Instant,
+        wall: Tai64N,
         local: &Identity,
         cfg: AcceptorConfig,
         policy: AcceptPolicy,
     ) -> Acceptor {
         let global = Bucket::full(now, cfg.global_burst);
+        let pk = local.public_key();
+        let cookies = CookieChecker::new(cfg.cookie_threshold);
         Acceptor {
             local: local.clone(),
             cfg,
@@ -201,7 +271,60 @@ impl Acceptor {
             sources: HashMap::new(),
             global,
             stats: AcceptorStats::default(),
+            clock: WallClock::new(now, wall),
+            seen: HashMap::new(),
+            cookies,
+            mac1_ik: cookie::mac1_key(Pattern::IK, &pk),
+            mac1_xx: cookie::mac1_key(Pattern::XX, &pk),
+            cookie_ik: cookie::cookie_key(Pattern::IK, &pk),
+            cookie_xx: cookie::cookie_key(Pattern::XX, &pk),
         }
+    }
+
+    /// Keys in the replay table now (never more than [`AcceptorConfig::max_timestamps`]).
+    pub fn timestamps_len(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// The greatest IK timestamp accepted from `key`, if remembered.
+    pub fn greatest_timestamp(&self, key: &[u8; 32]) -> Option<Tai64N> {
+        self.seen.get(key).map(|s| s.greatest)
+    }
+
+    /// Raises the greatest timestamp remembered for `key` to `ts` (a driver reports the
+    /// timestamps of rekey initiations its links accepted, so a replay of one that reaches the
+    /// acceptor is rejected too). Never lowers it; does not add a key that is not in the table.
+    pub fn note_timestamp(&mut self, key: &[u8; 32], ts: Tai64N) {
+        if let Some(s) = self.seen.get_mut(key)
+            && ts > s.greatest
+        {
+            s.greatest = ts;
+            s.noise.clear();
+            s.response.clear();
+        }
+    }
+
+    /// Tells the acceptor that the driver did not keep the link it returned for `key`'s latest
+    /// initiation: a retransmission of that initiation is then rejected as a replay instead of
+    /// being answered with the response of a link that no longer exists. (The greatest
+    /// timestamp is kept.)
+    pub fn discard(&mut self, key: &[u8; 32]) {
+        if let Some(s) = self.seen.get_mut(key) {
+            s.noise.clear();
+            s.response.clear();
+        }
+    }
+
+    /// Records an accepted initiation, evicting the least recently accepted key when full.
+    fn remember(&mut self, key: [u8; 32], entry: Seen) {
+        if !self.seen.contains_key(&key) && self.seen.len() >= self.cfg.max_timestamps.max(1) {
+            let oldest = self.seen.iter().min_by_key(|(_, s)| s.at).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.seen.remove(&k);
+                self.stats.timestamps_evicted += 1;
+            }
+        }
+        self.seen.insert(key, entry);
     }
 
     /// A policy accepting every authenticated peer.
@@ -223,6 +346,12 @@ impl Acceptor {
     /// Half-open handshakes held now (never more than [`AcceptorConfig::max_pending`]).
     pub fn pending_len(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether a half-open XX handshake with our index `index` is pending (a driver routes an
+    /// XX message 3 here if so, else to the link owning `index`: a retransmitted message 3).
+    pub fn has_pending(&self, index: u32) -> bool {
+        self.pending.contains_key(&index)
     }
 
     /// Rate-limit buckets held now (never more than [`AcceptorConfig::max_sources`]).
@@ -292,6 +421,8 @@ impl Acceptor {
                 AcceptError::UnknownPending(_) => s.unknown_pending += 1,
                 AcceptError::BadAuth => s.bad_auth += 1,
                 AcceptError::Refused => s.refused += 1,
+                AcceptError::Replayed => s.replayed_initiations += 1,
+                AcceptError::BadMac1 => s.bad_mac1 += 1,
             }
         }
         r
@@ -308,6 +439,32 @@ impl Acceptor {
         };
         match (h.kind, h.pattern) {
             (HandshakeKind::Init, pattern) => {
+                // WireGuard paper §5.4.4: MAC1 first (one BLAKE2s), then, under load, MAC2 or a
+                // cookie reply (§5.4.7) — all before the token buckets, so a spoofed flood
+                // answered with cookies does not use up the global bucket of real peers.
+                let (mac1_key, cookie_key) = match pattern {
+                    Pattern::IK => (self.mac1_ik, self.cookie_ik),
+                    Pattern::XX => (self.mac1_xx, self.cookie_xx),
+                };
+                if !cookie::mac1_ok(&mac1_key, bytes) {
+                    return Err(AcceptError::BadMac1);
+                }
+                let src = source.to_le_bytes();
+                if self.cookies.note_handshake(now)
+                    && !self.cookies.check_msg_mac2(now, &src, bytes)
+                {
+                    let mac1 = h.macs.map_or([0u8; MAC_LEN], |m| m.mac1);
+                    let (nonce, encrypted_cookie) =
+                        self.cookies.seal_cookie(now, &src, &cookie_key, &mac1);
+                    let reply = Packet::CookieReply(CookieReply {
+                        receiver: h.sender,
+                        nonce,
+                        encrypted_cookie,
+                    })
+                    .to_vec()?;
+                    self.stats.cookie_replies += 1;
+                    return Ok(Accepted::CookieReply(reply));
+                }
                 self.handle_timeout(now);
                 if !self.rate_ok(now, source) {
                     return Err(AcceptError::RateLimited);
@@ -334,13 +491,40 @@ impl Acceptor {
     }
 
     fn init_ik(&mut self, now: Instant, h: &Handshake<'_>) -> Result<Accepted, AcceptError> {
+        self.stats.handshakes_processed += 1;
         let secret = self.local.secret_bytes();
         let mut hs =
             build_handshake(Pattern::IK, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        hs.read_message(h.noise, &mut buf)
+        let n = hs
+            .read_message(h.noise, &mut buf)
             .map_err(|_| AcceptError::BadAuth)?;
         let key = self.authenticated(hs.get_remote_static())?;
+        // WireGuard paper §5.1 / §5.4.2: the initiation's encrypted payload is a TAI64N
+        // timestamp; it must be greater than the greatest accepted from this key. Checked
+        // before any link, session or response is made.
+        let ts = buf
+            .get(..n)
+            .and_then(Tai64N::from_slice)
+            .ok_or(AcceptError::BadAuth)?;
+        if let Some(s) = self.seen.get(&key)
+            && ts <= s.greatest
+        {
+            let window = self.cfg.link.handshake_give_up;
+            if ts == s.greatest
+                && s.sender == h.sender
+                && s.noise == h.noise
+                && !s.response.is_empty()
+                && now < s.at + window
+            {
+                // The initiator retransmits message 1 unchanged until it gets a response
+                // (LinkConfig::handshake_retry_initial): ours was lost. Answer with the same
+                // response; the link made for the first copy is the one it confirms.
+                self.stats.retransmitted_initiations += 1;
+                return Ok(Accepted::Reply(s.response.clone()));
+            }
+            return Err(AcceptError::Replayed);
+        }
         let n = hs
             .write_message(&[], &mut buf)
             .map_err(|_| AcceptError::BadAuth)?;
@@ -351,13 +535,33 @@ impl Acceptor {
             sender: local_index,
             receiver: h.sender,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
-        let ts = hs
+        let ts_state = hs
             .into_stateless_transport_mode()
             .map_err(|_| AcceptError::BadAuth)?;
-        let session = Session::new(ts, local_index, h.sender, false, now);
-        let link = Link::accepted(now, &self.local, key, session, false, self.cfg.link.clone());
+        let session = Session::new(ts_state, local_index, h.sender, false, now);
+        self.remember(
+            key,
+            Seen {
+                greatest: ts,
+                at: now,
+                sender: h.sender,
+                noise: h.noise.to_vec(),
+                response: reply.clone(),
+            },
+        );
+        let link = Link::accepted(
+            now,
+            self.clock,
+            &self.local,
+            key,
+            session,
+            false,
+            Some(ts),
+            self.cfg.link.clone(),
+        );
         self.stats.accepted_ik += 1;
         Ok(Accepted::Link {
             link: Box::new(link),
@@ -372,6 +576,7 @@ impl Acceptor {
         if self.pending.len() >= self.cfg.max_pending {
             return Err(AcceptError::PendingFull);
         }
+        self.stats.handshakes_processed += 1;
         let secret = self.local.secret_bytes();
         let mut hs =
             build_handshake(Pattern::XX, &secret, None, false).map_err(|_| AcceptError::BadAuth)?;
@@ -391,6 +596,7 @@ impl Acceptor {
             sender: local_index,
             receiver: h.sender,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
         self.pending.insert(
@@ -413,6 +619,7 @@ impl Acceptor {
         let Some(mut p) = self.pending.remove(&h.receiver) else {
             return Err(AcceptError::UnknownPending(h.receiver));
         };
+        self.stats.handshakes_processed += 1;
         let mut buf = vec![0u8; NOISE_BUF];
         p.hs.read_message(h.noise, &mut buf)
             .map_err(|_| AcceptError::BadAuth)?;
@@ -421,7 +628,17 @@ impl Acceptor {
             p.hs.into_stateless_transport_mode()
                 .map_err(|_| AcceptError::BadAuth)?;
         let session = Session::new(ts, h.receiver, h.sender, false, now);
-        let link = Link::accepted(now, &self.local, key, session, true, self.cfg.link.clone());
+        let mut link = Link::accepted(
+            now,
+            self.clock,
+            &self.local,
+            key,
+            session,
+            true,
+            None,
+            self.cfg.link.clone(),
+        );
+        link.set_final_seen(h.sender, h.noise);
         self.stats.accepted_xx += 1;
         Ok(Accepted::Link {
             link: Box::new(link),

@@ -19,7 +19,44 @@
 //! message 1 only). Like WireGuard (paper §5.4.7), the responder's new session is therefore
 //! *unconfirmed* and unusable for sending until the first authenticated transport packet
 //! arrives on it; the initiator sends an empty keepalive right after the handshake so this
-//! happens at once. XX message 3 is itself that confirmation.
+//! happens at once. XX message 3 is the responder's confirmation; the XX *initiator* in turn
+//! keeps message 3 and retransmits it on the handshake retry timer until an authenticated
+//! transport packet arrives from the responder, which sends a keepalive as soon as message 3
+//! made its link and answers a byte-identical retransmitted message 3 with another keepalive
+//! (no new session). Without that confirmation within [`LinkConfig::handshake_give_up`] the
+//! initiator's link goes Down ([`DownReason::HandshakeTimeout`]).
+//!
+//! **Replayed initiations** (WireGuard paper §5.1 "Replay attack", §5.4.2). The payload of IK
+//! message 1 — first handshake and rekeys — is a 12-byte TAI64N timestamp, encrypted by the
+//! `es`/`ss` keys (rev 34 §7.7). The core reads no clock: [`Link::connect`],
+//! [`Acceptor::new`] (and the mesh node) take the wall-clock time at their `now`, and every
+//! later timestamp is that plus the elapsed [`Instant`](std::time::Instant) time, strictly
+//! increasing (`wg_guard::WallClock`). The [`Acceptor`] keeps the greatest timestamp per
+//! initiator static key and rejects an initiation whose timestamp is not greater
+//! ([`AcceptError::Replayed`]) after authenticating it but before any link, session or response
+//! exists. The table holds at most [`AcceptorConfig::max_timestamps`] keys (default 4,096,
+//! about 300 bytes each); when full, the key accepted least recently is forgotten. Entries are
+//! only made for keys the policy accepted, at most the token buckets' rate; a replay for a
+//! forgotten key degrades to the key-confirmation case above (an unconfirmed link that never
+//! confirms). A [`Link`] checks rekey initiations against the greatest timestamp it has seen
+//! from its peer ([`LinkError::ReplayedInitiation`]). Because a [`Link`] retransmits message 1
+//! unchanged, the acceptor answers a byte-identical copy of the latest initiation of a key
+//! within [`LinkConfig::handshake_give_up`] with the same response (no second link; the driver
+//! calls [`Acceptor::discard`] if it dropped that link), and a link answers a retransmitted
+//! rekey initiation the same way while its new session is unconfirmed.
+//!
+//! **Cookies under load** (WireGuard paper §5.3, §5.4.4, §5.4.7; shared code in `wg-guard`).
+//! Every initiation ends with MAC1 and MAC2. MAC1 is keyed by the responder's static key, so
+//! the [`Acceptor`] (and a [`Link`], for rekeys) drops random bytes and initiations for another
+//! key with one BLAKE2s, before any Diffie-Hellman. Under load (more than
+//! [`AcceptorConfig::cookie_threshold`] initiations per second) an initiation needs a MAC2
+//! keyed by a cookie bound to its source token; otherwise it is answered with a cookie reply
+//! ([`Accepted::CookieReply`]) and not processed. The initiator decrypts the cookie with the
+//! MAC1 it sent and its next retransmission carries MAC2. This comes before the token buckets,
+//! so a spoofed flood answered with cookies leaves the global bucket to real peers. XX
+//! initiators do not know the responder's key: XX keys use a public label instead (see
+//! [`cookie`]), so their MAC1 only drops random bytes while MAC2 still binds the cookie to the
+//! source.
 //!
 //! **Nonces.** Transport packets carry their 64-bit counter explicitly and are decrypted with
 //! snow's `StatelessTransportState` using that counter as the nonce (rev 34 §5.1: `n` is the
@@ -52,21 +89,21 @@
 //! full *before* any Diffie-Hellman; it also rate-limits handshake initiations per source
 //! token and globally with token buckets (at most [`AcceptorConfig::max_sources`] buckets) so
 //! a flood of initiations from unknown keys neither grows memory nor buys unbounded DH work.
-//! A link holds at most three sessions (previous, current, next) and one pending handshake.
+//! The replay table is bounded by [`AcceptorConfig::max_timestamps`] (above). A link holds at
+//! most three sessions (previous, current, next), one pending handshake, one retransmitted XX
+//! message 3 and one cookie.
 //!
-//! **Not (yet) here:** WireGuard's MAC1/MAC2 cookie reply under load (paper §5.4.4, §5.4.7)
-//! — we rate-limit instead; a replay-protected timestamp in IK message 1 (paper §5.1) — a
-//! replayed message 1 only produces an unconfirmed session that is never used (at the
-//! [`Acceptor`] it yields a second, unconfirmed [`Link`] that goes Down after the give-up time;
-//! the driver should keep its confirmed link). A lost XX message 3 is not retransmitted: the
-//! initiator is Up at once, the responder never learns of it, and the initiator's link goes
-//! Down after [`LinkConfig::dead_after`]. Rekey initiations arriving at a [`Link`] are not
-//! rate-limited. Session indices come from `rand::random` and are not checked for collisions
-//! across links (the driver's routing table should). Session keys live inside `snow`'s
-//! transport state; our own copies of the static secret are zeroized
-//! (`x25519_dalek::StaticSecret`, `zeroize::Zeroizing`), and no `Debug` impl prints keys.
+//! **Not (yet) here:** rekey initiations arriving at a [`Link`] are MAC1- and replay-checked
+//! but not rate-limited. Two links of the same identity to the same peer starting initiations
+//! at the very same [`Instant`](std::time::Instant) carry equal timestamps and the second is
+//! rejected (each link has its own clock; the mesh node derives them from one). Session indices
+//! come from `rand::random` and are not checked for collisions across links (the driver's
+//! routing table should). Session keys live inside `snow`'s transport state; our own copies of
+//! the static secret are zeroized (`x25519_dalek::StaticSecret`, `zeroize::Zeroizing`), the
+//! cookie secret is zeroized (`wg_guard`), and no `Debug` impl prints keys.
 
 mod acceptor;
+pub mod cookie;
 mod peer;
 pub mod replay;
 mod session;
@@ -75,6 +112,7 @@ use std::time::Duration;
 
 pub use acceptor::{AcceptError, AcceptPolicy, Accepted, Acceptor, AcceptorConfig, AcceptorStats};
 pub use peer::Link;
+pub use wg_guard::Tai64N;
 
 use crate::hashname::Hashname;
 use crate::packet::{PacketError, Pattern};
@@ -190,6 +228,13 @@ pub enum LinkError {
     /// The link is down.
     #[error("link is down")]
     Down,
+    /// An IK rekey initiation whose TAI64N timestamp is not greater than the greatest accepted
+    /// from this peer: a replay (WireGuard paper §5.1).
+    #[error("replayed initiation (timestamp not newer than the last one)")]
+    ReplayedInitiation,
+    /// A rekey initiation whose MAC1 is not keyed by our static key (WireGuard paper §5.4.4).
+    #[error("invalid MAC1")]
+    BadMac1,
     /// Payload larger than a Noise message allows.
     #[error("payload too large")]
     TooLarge,
@@ -226,6 +271,11 @@ pub struct LinkStats {
     pub handshakes_completed: u64,
     /// Rekeys completed.
     pub rekeys: u64,
+    /// Rekey initiations rejected because their timestamp was not newer (replays, WireGuard
+    /// paper §5.1).
+    pub replayed_initiations: u64,
+    /// Cookie replies accepted (the responder was under load, WireGuard paper §5.4.7).
+    pub cookies_received: u64,
 }
 
 /// Builds a snow handshake state.

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::cookie;
 use super::session::{RecvError, Session};
 use super::{
     DownReason, LinkConfig, LinkError, LinkEvent, LinkState, LinkStats, build_handshake,
@@ -10,7 +11,8 @@ use super::{
 };
 use crate::hashname::{Hashname, Identity};
 use crate::link::replay::ReplayError;
-use crate::packet::{Handshake, HandshakeKind, Packet, Pattern, TAG_LEN};
+use crate::packet::{CookieReply, Handshake, HandshakeKind, MAC_LEN, Packet, Pattern, TAG_LEN};
+use wg_guard::{Tai64N, WallClock};
 
 /// Room for a Noise handshake message (Noise rev 34 §3: at most 65535 bytes).
 const NOISE_BUF: usize = 65535;
@@ -22,9 +24,23 @@ struct Pending {
     hs: snow::HandshakeState,
     pattern: Pattern,
     local_index: u32,
-    /// Message 1, retransmitted unchanged until answered.
+    /// Message 1, retransmitted unchanged until answered (except for MAC2 once we hold a
+    /// cookie).
     packet: Vec<u8>,
+    /// Its MAC1: the associated data of a cookie reply to it (WireGuard paper §5.4.7).
+    mac1: [u8; MAC_LEN],
     /// When this handshake (cycle) began: the give-up clock.
+    started: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+/// XX message 3 we sent, retransmitted until the responder proves it has the session (an
+/// authenticated transport packet from it), because a lost message 3 leaves the responder
+/// without the session (Noise rev 34 §7.5: XX's third message is the responder's only proof).
+struct FinalRetx {
+    packet: Vec<u8>,
+    /// When message 3 was first sent: the give-up clock.
     started: Instant,
     retry_at: Instant,
     backoff: Duration,
@@ -63,11 +79,25 @@ pub struct Link {
     next: Option<Session>,
     next_origin: Option<NextOrigin>,
     pending: Option<Pending>,
+    /// The cookie from the peer's last cookie reply and when it came (WireGuard paper §5.4.7):
+    /// our initiations carry MAC2 with it for [`cookie::COOKIE_LIFETIME`].
+    cookie: Option<([u8; MAC_LEN], Instant)>,
+    /// XX initiator: message 3 awaiting the responder's confirmation.
+    final_retx: Option<FinalRetx>,
+    /// XX responder: the message 3 that made our session (sender index and Noise bytes), so a
+    /// retransmitted copy is answered with a keepalive instead of being dropped.
+    final_seen: Option<(u32, Vec<u8>)>,
     transmit: VecDeque<Vec<u8>>,
     events: VecDeque<LinkEvent>,
     stats: LinkStats,
     last_sent: Instant,
     last_received: Instant,
+    /// Our wall clock for the TAI64N timestamps of the IK initiations we send (WireGuard §5.1).
+    clock: WallClock,
+    /// The greatest TAI64N timestamp seen in an IK initiation from the peer (the first one, if
+    /// the acceptor made this link, then every accepted rekey); a rekey initiation whose
+    /// timestamp is not greater is a replay (WireGuard §5.1, §5.4.2).
+    peer_timestamp: Option<Tai64N>,
 }
 
 impl std::fmt::Debug for Link {
@@ -88,6 +118,7 @@ fn noise_err(_: snow::Error) -> LinkError {
 impl Link {
     fn blank(
         now: Instant,
+        clock: WallClock,
         local: &Identity,
         peer_static: Option<[u8; 32]>,
         cfg: LinkConfig,
@@ -103,50 +134,75 @@ impl Link {
             next: None,
             next_origin: None,
             pending: None,
+            cookie: None,
+            final_retx: None,
+            final_seen: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             stats: LinkStats::default(),
             last_sent: now,
             last_received: now,
+            clock,
+            peer_timestamp: None,
         }
     }
 
     /// Starts an IK handshake to a peer whose static key we know; returns the link and the
     /// first packet to send (it is *not* also queued in `poll_transmit`).
+    ///
+    /// `wall` is the wall-clock time at `now` (the driver reads it, e.g. [`Tai64N::now`]; a
+    /// simulation passes a deterministic value): IK initiations carry the TAI64N timestamp
+    /// `wall + (t - now)` for a later instant `t` (WireGuard paper §5.1), so it must not go
+    /// backwards across restarts of this identity or the peer rejects our initiations as
+    /// replays.
     pub fn connect(
         now: Instant,
+        wall: Tai64N,
         local: &Identity,
         remote_static: [u8; 32],
         cfg: LinkConfig,
     ) -> Result<(Link, Vec<u8>), LinkError> {
-        let mut link = Link::blank(now, local, Some(remote_static), cfg);
+        let mut link = Link::blank(
+            now,
+            WallClock::new(now, wall),
+            local,
+            Some(remote_static),
+            cfg,
+        );
         let first = link.start_handshake(now, Pattern::IK, 0)?;
         Ok((link, first))
     }
 
     /// Starts an XX handshake to a peer whose static key we do not know (the peer's hashname
-    /// is learned from message 2 and reported in [`LinkEvent::Up`]).
+    /// is learned from message 2 and reported in [`LinkEvent::Up`]). `wall` is as for
+    /// [`connect`](Self::connect) (later rekeys are IK and carry timestamps).
     pub fn connect_unknown(
         now: Instant,
+        wall: Tai64N,
         local: &Identity,
         cfg: LinkConfig,
     ) -> Result<(Link, Vec<u8>), LinkError> {
-        let mut link = Link::blank(now, local, None, cfg);
+        let mut link = Link::blank(now, WallClock::new(now, wall), local, None, cfg);
         let first = link.start_handshake(now, Pattern::XX, 0)?;
         Ok((link, first))
     }
 
     /// A link created by the [`Acceptor`](super::Acceptor) for a completed inbound handshake.
     /// `confirmed` is false for IK (wait for the first transport packet), true for XX.
+    /// `peer_timestamp` is the TAI64N timestamp of the IK initiation (None for XX).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn accepted(
         now: Instant,
+        clock: WallClock,
         local: &Identity,
         peer_static: [u8; 32],
         session: Session,
         confirmed: bool,
+        peer_timestamp: Option<Tai64N>,
         cfg: LinkConfig,
     ) -> Link {
-        let mut link = Link::blank(now, local, Some(peer_static), cfg);
+        let mut link = Link::blank(now, clock, local, Some(peer_static), cfg);
+        link.peer_timestamp = peer_timestamp;
         link.stats.handshakes_completed = u64::from(confirmed);
         if confirmed {
             link.current = Some(session);
@@ -154,10 +210,19 @@ impl Link {
             link.events.push_back(LinkEvent::Up {
                 peer: Hashname::of_x25519(&peer_static),
             });
+            // XX responder: a keepalive right away tells the initiator that message 3 arrived
+            // (it retransmits message 3 until it hears from us).
+            link.send_keepalive(now);
         } else {
             link.next = Some(session);
         }
         link
+    }
+
+    /// XX responder: remembers the message 3 that created this link, so that a retransmitted
+    /// copy (our keepalive was lost) is answered with another keepalive.
+    pub(crate) fn set_final_seen(&mut self, sender: u32, noise: &[u8]) {
+        self.final_seen = Some((sender, noise.to_vec()));
     }
 
     /// Builds and records a handshake message 1 (also the rekey path). `hint` is the peer's
@@ -176,16 +241,30 @@ impl Link {
         };
         let mut hs = build_handshake(pattern, &secret, remote, true).map_err(noise_err)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        let n = hs.write_message(&[], &mut buf).map_err(noise_err)?;
+        // IK message 1 carries the encrypted TAI64N timestamp as its payload (WireGuard paper
+        // §5.1, §5.4.2: `timestamp` after `s` in the initiation); XX message 1 is sent before
+        // any key is known, so it carries none (see the module docs).
+        let payload = match pattern {
+            Pattern::IK => self.clock.next(now).to_bytes().to_vec(),
+            Pattern::XX => Vec::new(),
+        };
+        let n = hs.write_message(&payload, &mut buf).map_err(noise_err)?;
         let local_index = new_index();
-        let packet = Packet::Handshake(Handshake {
+        let mut packet = Packet::Handshake(Handshake {
             kind: HandshakeKind::Init,
             pattern,
             sender: local_index,
             receiver: hint,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
+        // WireGuard paper §5.4.4: MAC1 keyed by the responder's key (a public label for XX,
+        // see `cookie`), MAC2 by a fresh cookie if the responder sent us one.
+        let responder = remote.copied().unwrap_or([0u8; 32]);
+        let fresh = self.fresh_cookie(now);
+        let mac1 = cookie::seal_init(&mut packet, pattern, &responder, fresh.as_ref())
+            .ok_or(LinkError::TooLarge)?;
         let (started, backoff) = match &self.pending {
             Some(p) => (p.started, p.backoff),
             None => (now, self.cfg.handshake_retry_initial),
@@ -195,6 +274,7 @@ impl Link {
             pattern,
             local_index,
             packet: packet.clone(),
+            mac1,
             started,
             retry_at: now + backoff,
             backoff,
@@ -202,6 +282,13 @@ impl Link {
         self.stats.handshakes_sent += 1;
         self.last_sent = now;
         Ok(packet)
+    }
+
+    /// The cookie to put in MAC2, if we hold one younger than its lifetime.
+    fn fresh_cookie(&self, now: Instant) -> Option<[u8; MAC_LEN]> {
+        self.cookie
+            .filter(|(_, at)| now.saturating_duration_since(*at) < cookie::COOKIE_LIFETIME)
+            .map(|(c, _)| c)
     }
 
     fn start_rekey(&mut self, now: Instant) {
@@ -229,6 +316,8 @@ impl Link {
         self.next = None;
         self.next_origin = None;
         self.pending = None;
+        self.final_retx = None;
+        self.final_seen = None;
         self.events.push_back(LinkEvent::Down { reason });
     }
 
@@ -255,6 +344,14 @@ impl Link {
     /// Counters.
     pub fn stats(&self) -> &LinkStats {
         &self.stats
+    }
+
+    /// The greatest TAI64N timestamp accepted in an IK initiation from the peer (WireGuard
+    /// paper §5.1), for a driver that keeps one replay table per peer key (the mesh feeds it
+    /// back to its [`Acceptor`](super::Acceptor) so a rekey initiation replayed with a stale
+    /// routing hint is rejected there too).
+    pub fn peer_timestamp(&self) -> Option<Tai64N> {
+        self.peer_timestamp
     }
 
     /// Whether a packet addressed to `index` belongs to this link (for a driver's routing table).
@@ -310,17 +407,32 @@ impl Link {
         };
         match packet {
             Packet::Transport(t) => self.recv_transport(now, t.receiver, t.counter, t.ciphertext),
+            Packet::CookieReply(c) => {
+                let r = self.recv_cookie(now, &c);
+                match &r {
+                    Err(LinkError::UnexpectedHandshake) => self.stats.unexpected_handshake += 1,
+                    Err(_) => self.stats.bad_auth += 1,
+                    Ok(()) => self.stats.cookies_received += 1,
+                }
+                r.map(|()| None)
+            }
             Packet::Handshake(h) => {
                 let r = match h.kind {
                     HandshakeKind::Response => self.recv_response(now, &h),
                     HandshakeKind::Init if h.pattern == Pattern::IK => {
-                        self.recv_rekey_init(now, &h)
+                        self.recv_rekey_init(now, &h, bytes)
+                    }
+                    HandshakeKind::Final if h.pattern == Pattern::XX => {
+                        self.recv_duplicate_final(now, &h)
                     }
                     _ => Err(LinkError::UnexpectedHandshake),
                 };
                 match &r {
                     Err(LinkError::UnexpectedHandshake) => self.stats.unexpected_handshake += 1,
-                    Err(LinkError::BadAuth | LinkError::WrongPeer) => self.stats.bad_auth += 1,
+                    Err(LinkError::BadAuth | LinkError::WrongPeer | LinkError::BadMac1) => {
+                        self.stats.bad_auth += 1
+                    }
+                    Err(LinkError::ReplayedInitiation) => self.stats.replayed_initiations += 1,
                     _ => {}
                 }
                 r.map(|()| None)
@@ -382,6 +494,11 @@ impl Link {
         };
         self.last_received = now;
         self.stats.packets_received += 1;
+        if slot == Slot::Current {
+            // The XX responder has our session: message 3 arrived (or data did, which it
+            // could only decrypt after message 3).
+            self.final_retx = None;
+        }
         if slot == Slot::Next {
             self.promote_next(now);
         }
@@ -469,10 +586,18 @@ impl Link {
                 sender: p.local_index,
                 receiver: h.sender,
                 noise: &buf[..n],
+                macs: None,
             })
             .to_vec()?;
-            self.transmit.push_back(fin);
+            self.transmit.push_back(fin.clone());
             self.stats.handshakes_sent += 1;
+            let backoff = self.cfg.handshake_retry_initial;
+            self.final_retx = Some(FinalRetx {
+                packet: fin,
+                started: now,
+                retry_at: now + backoff,
+                backoff,
+            });
         }
         let ts = p.hs.into_stateless_transport_mode().map_err(noise_err)?;
         let session = Session::new(ts, p.local_index, h.sender, true, now);
@@ -484,10 +609,41 @@ impl Link {
         Ok(())
     }
 
-    fn recv_rekey_init(&mut self, now: Instant, h: &Handshake<'_>) -> Result<(), LinkError> {
+    /// A cookie reply to our pending initiation (WireGuard paper §5.4.7): decrypt the cookie
+    /// with the responder's cookie key and the MAC1 we sent, and keep it; the next
+    /// retransmission (on the retry timer, as in WireGuard) carries MAC2.
+    fn recv_cookie(&mut self, now: Instant, c: &CookieReply) -> Result<(), LinkError> {
+        let Some(p) = self
+            .pending
+            .as_ref()
+            .filter(|p| p.local_index == c.receiver)
+        else {
+            return Err(LinkError::UnexpectedHandshake);
+        };
+        let responder = self.peer_static.unwrap_or([0u8; 32]);
+        let key = cookie::cookie_key(p.pattern, &responder);
+        let tau = cookie::open_cookie(&key, &c.nonce, &c.encrypted_cookie, &p.mac1)
+            .ok_or(LinkError::BadAuth)?;
+        self.cookie = Some((tau, now));
+        Ok(())
+    }
+
+    fn recv_rekey_init(
+        &mut self,
+        now: Instant,
+        h: &Handshake<'_>,
+        bytes: &[u8],
+    ) -> Result<(), LinkError> {
         let Some(peer_static) = self.peer_static else {
             return Err(LinkError::UnexpectedHandshake);
         };
+        // WireGuard paper §5.4.4: MAC1 (keyed by our static key) before any Diffie-Hellman.
+        if !cookie::mac1_ok(
+            &cookie::mac1_key(Pattern::IK, &self.local.public_key()),
+            bytes,
+        ) {
+            return Err(LinkError::BadMac1);
+        }
         if !matches!(self.state, LinkState::Up | LinkState::Rekeying) {
             return Err(LinkError::UnexpectedHandshake);
         }
@@ -504,9 +660,19 @@ impl Link {
         let secret = self.local.secret_bytes();
         let mut hs = build_handshake(Pattern::IK, &secret, None, false).map_err(noise_err)?;
         let mut buf = vec![0u8; NOISE_BUF];
-        hs.read_message(h.noise, &mut buf).map_err(noise_err)?;
+        let n = hs.read_message(h.noise, &mut buf).map_err(noise_err)?;
         if hs.get_remote_static() != Some(&peer_static[..]) {
             return Err(LinkError::WrongPeer);
+        }
+        // WireGuard paper §5.1 / §5.4.2: a rekey initiation must carry a timestamp greater than
+        // every one accepted from this peer, else it is a replay; checked after the Noise
+        // message authenticated it (the timestamp is encrypted to us by `es`/`ss`).
+        let ts = buf
+            .get(..n)
+            .and_then(Tai64N::from_slice)
+            .ok_or(LinkError::BadAuth)?;
+        if self.peer_timestamp.is_some_and(|g| ts <= g) {
+            return Err(LinkError::ReplayedInitiation);
         }
         if self.pending.is_some() {
             // Simultaneous rekeys: the initiation of the smaller static key wins.
@@ -523,10 +689,12 @@ impl Link {
             sender: local_index,
             receiver: h.sender,
             noise: &buf[..n],
+            macs: None,
         })
         .to_vec()?;
-        let ts = hs.into_stateless_transport_mode().map_err(noise_err)?;
-        self.next = Some(Session::new(ts, local_index, h.sender, false, now));
+        let ts_state = hs.into_stateless_transport_mode().map_err(noise_err)?;
+        self.peer_timestamp = Some(ts);
+        self.next = Some(Session::new(ts_state, local_index, h.sender, false, now));
         self.next_origin = Some(NextOrigin {
             sender: h.sender,
             ephemeral: ephemeral.to_vec(),
@@ -535,6 +703,23 @@ impl Link {
         self.transmit.push_back(response);
         self.stats.handshakes_sent += 1;
         Ok(())
+    }
+
+    /// A retransmitted XX message 3 for the session we already made from it (our keepalive
+    /// was lost): answer with a keepalive, the initiator's proof that we have the session. Only
+    /// a byte-identical copy of the message 3 we accepted is answered.
+    fn recv_duplicate_final(&mut self, now: Instant, h: &Handshake<'_>) -> Result<(), LinkError> {
+        let ours = self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.local_index == h.receiver && s.remote_index == h.sender);
+        match &self.final_seen {
+            Some((sender, noise)) if ours && *sender == h.sender && noise.as_slice() == h.noise => {
+                self.send_keepalive(now);
+                Ok(())
+            }
+            _ => Err(LinkError::UnexpectedHandshake),
+        }
     }
 
     fn send_keepalive(&mut self, now: Instant) {
@@ -569,6 +754,10 @@ impl Link {
             at(p.retry_at);
             at(p.started + self.cfg.handshake_give_up);
         }
+        if let Some(f) = &self.final_retx {
+            at(f.retry_at);
+            at(f.started + self.cfg.handshake_give_up);
+        }
         if self.current.is_none() && self.pending.is_none() {
             at(self.created + self.cfg.handshake_give_up);
         }
@@ -590,17 +779,36 @@ impl Link {
         if matches!(self.state, LinkState::Down(_)) {
             return;
         }
+        let fresh = self.fresh_cookie(now);
+        let responder = self.peer_static.unwrap_or([0u8; 32]);
         if let Some(p) = self.pending.as_mut() {
             if now >= p.started + self.cfg.handshake_give_up {
                 self.go_down(DownReason::HandshakeTimeout);
                 return;
             }
             if now >= p.retry_at {
+                if let Some(c) = fresh {
+                    // Same message 1, MAC2 now keyed by the cookie (WireGuard paper §5.4.7).
+                    cookie::seal_init(&mut p.packet, p.pattern, &responder, Some(&c));
+                }
                 self.transmit.push_back(p.packet.clone());
                 self.stats.handshakes_sent += 1;
                 p.backoff = (p.backoff * 2).min(self.cfg.handshake_retry_max);
                 p.retry_at = now + p.backoff;
                 self.last_sent = now;
+            }
+        }
+        if let Some(f) = self.final_retx.as_mut() {
+            if now >= f.started + self.cfg.handshake_give_up {
+                // The responder never confirmed message 3: it has no session.
+                self.go_down(DownReason::HandshakeTimeout);
+                return;
+            }
+            if now >= f.retry_at {
+                self.transmit.push_back(f.packet.clone());
+                self.stats.handshakes_sent += 1;
+                f.backoff = (f.backoff * 2).min(self.cfg.handshake_retry_max);
+                f.retry_at = now + f.backoff;
             }
         }
         if self.current.is_none()

@@ -5,10 +5,11 @@
 //! # Design note
 //!
 //! **Demultiplexing.** [`Mesh::handle_datagram`] parses the link packet header
-//! ([`crate::packet`]). Transport packets, handshake responses and rekey initiations (whose
-//! receiver field is a routing hint) go to the link owning that receiver index through a
-//! `HashMap<u32, Hashname>` routing table; first initiations and XX final messages go to the
-//! [`Acceptor`]. Two links drawing the same random index (a 2⁻³² event per pair) cannot both
+//! ([`crate::packet`]). Transport packets, handshake responses, cookie replies and rekey
+//! initiations (whose receiver field is a routing hint) go to the link owning that receiver
+//! index through a `HashMap<u32, Hashname>` routing table; first initiations and XX final
+//! messages go to the [`Acceptor`] (an XX final message for an index the acceptor no longer
+//! has pending but a link owns is a retransmission and goes to that link). Two links drawing the same random index (a 2⁻³² event per pair) cannot both
 //! be routed: the later one is not routed, the collision is counted in
 //! [`MeshStats::index_collisions`] and that link times out. Anything unparseable, unroutable
 //! or failing authentication is dropped and counted.
@@ -63,7 +64,10 @@
 //! initiation from P while our own initiation to P is still connecting is dropped if our
 //! hashname is smaller, otherwise it replaces ours. An inbound initiation while a link exists
 //! is kept as one of at most two *spare* links and replaces the main link only once confirmed
-//! (a peer restart); replayed initiations never confirm and expire.
+//! (a peer restart). Replayed initiations are rejected by the acceptor's timestamp table
+//! (WireGuard paper §5.1; the timestamps of rekeys our links accept are fed back to it); for a
+//! key evicted from that bounded table a replay only yields a spare that never confirms and
+//! expires.
 //!
 //! **Router failure.** When a router's link goes down, links relayed through it move to another
 //! router (their packets are opaque to routers, so the end-to-end link and its channels
@@ -104,6 +108,7 @@ use crate::link::{
     LinkEvent,
 };
 use crate::packet::{HandshakeKind, Packet};
+use wg_guard::{Tai64N, WallClock};
 
 pub use control::{Control, ControlError, RefuseReason};
 pub use peers::{Path, PeerInfo, PeerState};
@@ -367,6 +372,8 @@ pub struct Mesh {
     stats: MeshStats,
     /// Peers whose links or muxes may have output or events to move (see `pump`).
     dirty: BTreeSet<Hashname>,
+    /// Wall clock for the TAI64N timestamps of our IK initiations (WireGuard paper §5.1).
+    clock: WallClock,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -381,12 +388,21 @@ impl std::fmt::Debug for Mesh {
 
 impl Mesh {
     /// A node with this identity; `policy` decides which authenticated peers may link to us.
-    pub fn new(now: Instant, identity: Identity, cfg: MeshConfig, policy: AcceptPolicy) -> Self {
+    /// `wall` is the wall-clock time at `now` (the driver passes [`Tai64N::now`], a simulation
+    /// a fixed value): our IK initiations carry TAI64N timestamps derived from it (WireGuard
+    /// paper §5.1), so it must not go backwards across restarts of this identity.
+    pub fn new(
+        now: Instant,
+        wall: Tai64N,
+        identity: Identity,
+        cfg: MeshConfig,
+        policy: AcceptPolicy,
+    ) -> Self {
         let acc_cfg = AcceptorConfig {
             link: cfg.link.clone(),
             ..cfg.acceptor.clone()
         };
-        let acceptor = Acceptor::new(now, &identity, acc_cfg, policy);
+        let acceptor = Acceptor::new(now, wall, &identity, acc_cfg, policy);
         Mesh {
             hashname: identity.hashname(),
             identity,
@@ -399,6 +415,7 @@ impl Mesh {
             events: VecDeque::new(),
             stats: MeshStats::default(),
             dirty: BTreeSet::new(),
+            clock: WallClock::new(now, wall),
         }
     }
 
@@ -809,7 +826,9 @@ impl Mesh {
     }
 
     fn start_link(&mut self, now: Instant, hn: Hashname, key: [u8; 32], path: Path) -> bool {
-        let Ok((link, first)) = Link::connect(now, &self.identity, key, self.cfg.link.clone())
+        let wall = self.clock.next(now);
+        let Ok((link, first)) =
+            Link::connect(now, wall, &self.identity, key, self.cfg.link.clone())
         else {
             return false;
         };
@@ -934,9 +953,17 @@ impl Mesh {
         };
         let (index, transport) = match packet {
             Packet::Transport(t) => (t.receiver, true),
+            Packet::CookieReply(c) => (c.receiver, false),
             Packet::Handshake(h) => match h.kind {
                 HandshakeKind::Response => (h.receiver, false),
                 HandshakeKind::Init if h.receiver != 0 && self.routes.contains_key(&h.receiver) => {
+                    (h.receiver, false)
+                }
+                // A retransmitted XX message 3 for a link the acceptor already made.
+                HandshakeKind::Final
+                    if self.routes.contains_key(&h.receiver)
+                        && !self.acceptor.has_pending(h.receiver) =>
+                {
                     (h.receiver, false)
                 }
                 HandshakeKind::Init | HandshakeKind::Final => {
@@ -970,7 +997,16 @@ impl Mesh {
         let Some(slot) = slot_of(p, which) else {
             return;
         };
-        match slot.link.handle(now, bytes) {
+        let result = slot.link.handle(now, bytes);
+        // A rekey initiation a link accepted raises the acceptor's replay table too, so a copy
+        // of it replayed with a stale routing hint (which reaches the acceptor) is rejected
+        // there as well (WireGuard paper §5.1).
+        if !transport
+            && let (Some(key), Some(ts)) = (slot.link.peer_static(), slot.link.peer_timestamp())
+        {
+            self.acceptor.note_timestamp(&key, ts);
+        }
+        match result {
             Ok(plain) => {
                 self.on_authenticated(hn, which, via, transport);
                 if let Some(plain) = plain {
@@ -1119,7 +1155,7 @@ impl Mesh {
             Via::Relayed { from, .. } => hashname_token(from),
         };
         match self.acceptor.handle(now, bytes, source) {
-            Ok(Accepted::Reply(r)) => self.send_via(now, via, r),
+            Ok(Accepted::Reply(r) | Accepted::CookieReply(r)) => self.send_via(now, via, r),
             Ok(Accepted::Link { link, reply }) => {
                 let Some(key) = link.peer_static() else {
                     return;
@@ -1129,9 +1165,13 @@ impl Mesh {
                     && from != hn
                 {
                     self.stats.misrouted += 1;
+                    self.acceptor.discard(&key);
                     return;
                 }
                 if hn == self.hashname || !self.install_inbound(hn, key, *link, via.path()) {
+                    // Not kept: a retransmission of this initiation must not be answered with
+                    // the response of a link that does not exist.
+                    self.acceptor.discard(&key);
                     return;
                 }
                 if let Some(r) = reply {

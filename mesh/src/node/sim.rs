@@ -284,6 +284,8 @@ pub fn run_mesh_sim(cfg: &MeshSimConfig) -> MeshSimReport {
         sim.add_duplex_droptail(host, core, cfg.access.clone());
         let mut mesh = Mesh::new(
             start,
+            // Deterministic wall clock: every run gives the same timestamps.
+            crate::link::Tai64N::default(),
             ids[i].clone(),
             cfg.mesh.clone(),
             Acceptor::allow_all(),

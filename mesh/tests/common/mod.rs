@@ -40,7 +40,13 @@ pub fn star(
             core,
             LinkConfig::new(50_000_000, Duration::from_millis(5)),
         );
-        let mesh = Mesh::new(sim.now(), id.clone(), cfg(i), Acceptor::allow_all());
+        let mesh = Mesh::new(
+            sim.now(),
+            mesh::link::Tai64N::default(),
+            id.clone(),
+            cfg(i),
+            Acceptor::allow_all(),
+        );
         let mut ep = MeshEndpoint::new(mesh);
         if let Some(allow) = nat(i) {
             ep.nat = Some(Nat {
