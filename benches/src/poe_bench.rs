@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use light_client::{HEADER_BYTES, LightClient};
 use poe::devnet::Devnet;
+use poe::gossip::LargeMessageMode;
 use poe::merkle;
 use poe::sig;
 use poe::verify::{self, Depth, Params};
@@ -67,8 +68,11 @@ pub struct PoeReport {
     pub finality_rtts: Option<f64>,
     /// Network-wide broadcasts per block, transactions excluded (`network`).
     pub broadcasts_per_block: Option<f64>,
-    /// The network run over sim-netem.
+    /// The network run over sim-netem, with the gossip default (`large_message_mode`).
     pub network: Option<crate::poe_scale::NetFigures>,
+    /// The same network run once per large-message mode of the gossip core (push, IDONTWANT,
+    /// announce-first), the default among them: same devnet, seed and load.
+    pub network_modes: Vec<crate::poe_scale::NetFigures>,
 }
 
 fn time<F: FnMut()>(n: usize, mut f: F) -> Duration {
@@ -288,8 +292,25 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         "running {m1} + {m2} members over sim-netem for {} blocks ...",
         warmup + measured
     );
-    let cfg = crate::poe_net::PoeNetConfig::new(1);
-    let net = crate::poe_scale::run(&nd, &cfg, warmup, measured, 100, Duration::from_secs(600))?;
+    let default_mode = poe::gossip::GossipConfig::default().large_message_mode;
+    let mut network_modes = Vec::new();
+    let mut net = None;
+    for mode in [
+        LargeMessageMode::Push,
+        LargeMessageMode::IDontWant,
+        LargeMessageMode::AnnounceFirst,
+    ] {
+        eprintln!("gossip large-message mode {mode:?}:");
+        let mut cfg = crate::poe_net::PoeNetConfig::new(1);
+        cfg.gossip.large_message_mode = mode;
+        let figures =
+            crate::poe_scale::run(&nd, &cfg, warmup, measured, 100, Duration::from_secs(600))?;
+        if mode == default_mode {
+            net = Some(figures.clone());
+        }
+        network_modes.push(figures);
+    }
+    let net = net.context("the default mode was run")?;
 
     Ok(PoeReport {
         level1: n1,
@@ -304,6 +325,7 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         finality_rtts: Some(net.finality_rtts),
         broadcasts_per_block: Some(net.broadcasts_per_block),
         network: Some(net),
+        network_modes,
     })
 }
 
@@ -388,6 +410,40 @@ pub fn report(r: &PoeReport, json: Option<&Path>) -> anyhow::Result<()> {
             n.datagrams_per_block,
             n.bytes_per_block / 1e3
         );
+    }
+    if !r.network_modes.is_empty() {
+        println!();
+        println!(
+            "gossip large-message modes (threshold {} bytes), same network and seed:",
+            r.network_modes[0].large_message_threshold
+        );
+        println!(
+            "{:<14} {:>10} {:>10} {:>11} {:>9} {:>10} {:>10} {:>9} {:>11}",
+            "mode",
+            "MB/block",
+            "dgrams/blk",
+            "dups/block",
+            "fin L1",
+            "fin all",
+            "fin worst",
+            "blk/min",
+            "all blocks"
+        );
+        for m in &r.network_modes {
+            println!(
+                "{:<14} {:>10.1} {:>10.0} {:>11.0} {:>9.2} {:>10.2} {:>10.2} {:>9.1} {:>5}/{:<5}",
+                m.large_message_mode,
+                m.bytes_per_block / 1e6,
+                m.datagrams_per_block,
+                m.gossip_duplicates_per_block,
+                m.finality_rtts,
+                m.finality_rtts_all,
+                m.finality_rtts_max,
+                m.blocks_per_min,
+                m.members_with_every_block,
+                m.members
+            );
+        }
     }
     if let Some(path) = json {
         crate::record::write_report(path, r, |svg| plot(r, svg))?;

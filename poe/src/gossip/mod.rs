@@ -117,7 +117,7 @@ mod engine;
 pub mod frame;
 
 pub use self::cache::{MessageCache, SeenCache};
-pub use self::config::{ConfigError, GossipConfig};
+pub use self::config::{ConfigError, GossipConfig, LargeMessageMode};
 pub use self::engine::{Gossip, GossipStats, HandleError, PublishError, SubscribeError};
 pub use self::frame::{Frame, FrameError, MAX_TOPIC_LEN, Subscription};
 
