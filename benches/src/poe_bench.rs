@@ -295,11 +295,7 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
     let default_mode = poe::gossip::GossipConfig::default().large_message_mode;
     let mut network_modes = Vec::new();
     let mut net = None;
-    for mode in [
-        LargeMessageMode::Push,
-        LargeMessageMode::IDontWant,
-        LargeMessageMode::AnnounceFirst,
-    ] {
+    for mode in gossip_modes(default_mode)? {
         eprintln!("gossip large-message mode {mode:?}:");
         let mut cfg = crate::poe_net::PoeNetConfig::new(1);
         cfg.gossip.large_message_mode = mode;
@@ -327,6 +323,29 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         network: Some(net),
         network_modes,
     })
+}
+
+/// The large-message modes to run: `MEF_BENCH_POE_MODES` (comma-separated `push`,
+/// `idontwant`, `announce`), else all three; the default mode is always run.
+fn gossip_modes(default_mode: LargeMessageMode) -> anyhow::Result<Vec<LargeMessageMode>> {
+    let all = [
+        LargeMessageMode::Push,
+        LargeMessageMode::IDontWant,
+        LargeMessageMode::AnnounceFirst,
+    ];
+    let Ok(list) = std::env::var("MEF_BENCH_POE_MODES") else {
+        return Ok(all.to_vec());
+    };
+    let mut want = vec![default_mode];
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        want.push(match name {
+            "push" => LargeMessageMode::Push,
+            "idontwant" => LargeMessageMode::IDontWant,
+            "announce" => LargeMessageMode::AnnounceFirst,
+            other => anyhow::bail!("MEF_BENCH_POE_MODES: unknown mode {other:?}"),
+        });
+    }
+    Ok(all.into_iter().filter(|m| want.contains(m)).collect())
 }
 
 /// Prints the table and writes JSON and a plot when `json` is given.
