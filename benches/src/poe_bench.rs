@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use light_client::{HEADER_BYTES, LightClient};
 use poe::devnet::Devnet;
+use poe::gossip::LargeMessageMode;
 use poe::merkle;
 use poe::sig;
 use poe::verify::{self, Depth, Params};
@@ -67,8 +68,11 @@ pub struct PoeReport {
     pub finality_rtts: Option<f64>,
     /// Network-wide broadcasts per block, transactions excluded (`network`).
     pub broadcasts_per_block: Option<f64>,
-    /// The network run over sim-netem.
+    /// The network run over sim-netem, with the gossip default (`large_message_mode`).
     pub network: Option<crate::poe_scale::NetFigures>,
+    /// The same network run once per large-message mode of the gossip core (push, IDONTWANT,
+    /// announce-first), the default among them: same devnet, seed and load.
+    pub network_modes: Vec<crate::poe_scale::NetFigures>,
 }
 
 fn time<F: FnMut()>(n: usize, mut f: F) -> Duration {
@@ -288,8 +292,21 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         "running {m1} + {m2} members over sim-netem for {} blocks ...",
         warmup + measured
     );
-    let cfg = crate::poe_net::PoeNetConfig::new(1);
-    let net = crate::poe_scale::run(&nd, &cfg, warmup, measured, 100, Duration::from_secs(600))?;
+    let default_mode = poe::gossip::GossipConfig::default().large_message_mode;
+    let mut network_modes = Vec::new();
+    let mut net = None;
+    for mode in gossip_modes(default_mode)? {
+        eprintln!("gossip large-message mode {mode:?}:");
+        let mut cfg = crate::poe_net::PoeNetConfig::new(1);
+        cfg.gossip.large_message_mode = mode;
+        let figures =
+            crate::poe_scale::run(&nd, &cfg, warmup, measured, 100, Duration::from_secs(600))?;
+        if mode == default_mode {
+            net = Some(figures.clone());
+        }
+        network_modes.push(figures);
+    }
+    let net = net.context("the default mode was run")?;
 
     Ok(PoeReport {
         level1: n1,
@@ -304,7 +321,31 @@ pub fn run(quick: bool) -> anyhow::Result<PoeReport> {
         finality_rtts: Some(net.finality_rtts),
         broadcasts_per_block: Some(net.broadcasts_per_block),
         network: Some(net),
+        network_modes,
     })
+}
+
+/// The large-message modes to run: `MEF_BENCH_POE_MODES` (comma-separated `push`,
+/// `idontwant`, `announce`), else all three; the default mode is always run.
+fn gossip_modes(default_mode: LargeMessageMode) -> anyhow::Result<Vec<LargeMessageMode>> {
+    let all = [
+        LargeMessageMode::Push,
+        LargeMessageMode::IDontWant,
+        LargeMessageMode::AnnounceFirst,
+    ];
+    let Ok(list) = std::env::var("MEF_BENCH_POE_MODES") else {
+        return Ok(all.to_vec());
+    };
+    let mut want = vec![default_mode];
+    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        want.push(match name {
+            "push" => LargeMessageMode::Push,
+            "idontwant" => LargeMessageMode::IDontWant,
+            "announce" => LargeMessageMode::AnnounceFirst,
+            other => anyhow::bail!("MEF_BENCH_POE_MODES: unknown mode {other:?}"),
+        });
+    }
+    Ok(all.into_iter().filter(|m| want.contains(m)).collect())
 }
 
 /// Prints the table and writes JSON and a plot when `json` is given.
@@ -388,6 +429,40 @@ pub fn report(r: &PoeReport, json: Option<&Path>) -> anyhow::Result<()> {
             n.datagrams_per_block,
             n.bytes_per_block / 1e3
         );
+    }
+    if !r.network_modes.is_empty() {
+        println!();
+        println!(
+            "gossip large-message modes (threshold {} bytes), same network and seed:",
+            r.network_modes[0].large_message_threshold
+        );
+        println!(
+            "{:<14} {:>10} {:>10} {:>11} {:>9} {:>10} {:>10} {:>9} {:>11}",
+            "mode",
+            "MB/block",
+            "dgrams/blk",
+            "dups/block",
+            "fin L1",
+            "fin all",
+            "fin worst",
+            "blk/min",
+            "all blocks"
+        );
+        for m in &r.network_modes {
+            println!(
+                "{:<14} {:>10.1} {:>10.0} {:>11.0} {:>9.2} {:>10.2} {:>10.2} {:>9.1} {:>5}/{:<5}",
+                m.large_message_mode,
+                m.bytes_per_block / 1e6,
+                m.datagrams_per_block,
+                m.gossip_duplicates_per_block,
+                m.finality_rtts,
+                m.finality_rtts_all,
+                m.finality_rtts_max,
+                m.blocks_per_min,
+                m.members_with_every_block,
+                m.members
+            );
+        }
     }
     if let Some(path) = json {
         crate::record::write_report(path, r, |svg| plot(r, svg))?;

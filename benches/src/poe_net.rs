@@ -205,6 +205,11 @@ impl PoeEndpoint {
         &self.node
     }
 
+    /// Counters of this member's gossip engine.
+    pub fn gossip_stats(&self) -> poe::gossip::GossipStats {
+        self.gossip.stats()
+    }
+
     /// Change how this member behaves from now on.
     pub fn set_fault(&mut self, fault: Fault) {
         self.fault = fault;
@@ -541,6 +546,8 @@ impl PoeNetConfig {
             },
             gossip: GossipConfig {
                 heartbeat_interval: Duration::from_millis(200),
+                // A pull waits four RTTs for its announcer before asking the next one.
+                iwant_timeout: rtt * 4,
                 ..GossipConfig::default()
             },
             seed,

@@ -11,7 +11,12 @@
 //!   originated per final block, in total and per message kind (transactions counted apart:
 //!   they are not per block); committee messages (to the level-1 members only) apart;
 //! - **datagrams and bytes per block** — everything every member sent (gossip frames, control
-//!   traffic and direct messages), per final block.
+//!   traffic and direct messages), per final block;
+//! - **gossip duplicates per block** — full messages a member's gossip engine received again
+//!   (already seen), summed over members, per final block: what IDONTWANT and announce-first
+//!   exist to cut;
+//! - **delivery** — members (of all levels) that finalized every measured height 20 RTTs after
+//!   the level-1 members had the last one (the other figures are taken before those 20 RTTs).
 
 use std::time::{Duration, Instant};
 
@@ -80,6 +85,10 @@ pub struct NetFigures {
     pub rtt_ms: f64,
     /// Random loss on every link.
     pub loss: f64,
+    /// How gossip relayed large messages (`Push`, `IDontWant`, `AnnounceFirst`).
+    pub large_message_mode: String,
+    /// The size from which gossip treats a message as large, bytes.
+    pub large_message_threshold: usize,
     /// Final blocks measured (after the warm-up ones).
     pub blocks: u64,
     /// Final blocks per minute of simulated time over the measured ones.
@@ -108,6 +117,19 @@ pub struct NetFigures {
     pub datagrams_per_block: f64,
     /// Bytes sent by all members per final block.
     pub bytes_per_block: f64,
+    /// Full gossip messages received again (already seen) over all members, per final block.
+    pub gossip_duplicates_per_block: f64,
+    /// IDONTWANT frames sent over all members, per final block.
+    pub idontwant_per_block: f64,
+    /// Mesh announcements per final block (announce-first).
+    pub announced_per_block: f64,
+    /// Pulls that asked a second announcer, per final block.
+    pub iwant_retries_per_block: f64,
+    /// Members (all levels) that finalized every measured height, 20 RTTs after the level-1
+    /// members had the last.
+    pub members_with_every_block: usize,
+    /// Members in all.
+    pub members: usize,
     /// Transactions included in the measured blocks.
     pub txs_included: u64,
     /// Spin rounds over all level-1 members during the measurement.
@@ -129,6 +151,10 @@ struct Counters {
     datagrams: u64,
     bytes: u64,
     spins: u64,
+    duplicates: u64,
+    idontwant: u64,
+    announced: u64,
+    retries: u64,
 }
 
 fn counters(net: &PoeNet) -> Counters {
@@ -145,6 +171,11 @@ fn counters(net: &PoeNet) -> Counters {
         if i < net.n1 {
             c.spins += l.spins;
         }
+        let g = net.member(i).gossip_stats();
+        c.duplicates += g.duplicates;
+        c.idontwant += g.idontwant_sent;
+        c.announced += g.announced;
+        c.retries += g.iwant_retries;
     }
     c
 }
@@ -305,11 +336,24 @@ pub fn run(
         .filter(|(k, _)| k != "tx")
         .map(|(_, v)| v)
         .sum();
+    let sim_seconds = net.sim.now().saturating_duration_since(t0).as_secs_f64();
+    // Delivery: the run stops when the level-1 members have the last height; the gateways get
+    // it a hop or two later, so give them 20 RTTs (after every other figure was taken).
+    net.sim.run_for(cfg.rtt * 20);
+    let members_with_every_block = (0..n)
+        .filter(|&i| {
+            let finals: std::collections::BTreeSet<u64> =
+                net.member(i).log.finals.iter().map(|f| f.0).collect();
+            (first..=last).all(|h| finals.contains(&h))
+        })
+        .count();
     Ok(NetFigures {
         level1: n1,
         level2: n2,
         rtt_ms: cfg.rtt.as_secs_f64() * 1e3,
         loss: cfg.loss,
+        large_message_mode: format!("{:?}", cfg.gossip.large_message_mode),
+        large_message_threshold: cfg.gossip.large_message_threshold,
         blocks,
         blocks_per_min: if span > 0.0 {
             (blocks - 1) as f64 * 60.0 / span
@@ -331,10 +375,16 @@ pub fn run(
         unicasts_per_block: per(c1.unicasts, c0.unicasts),
         datagrams_per_block: per(c1.datagrams, c0.datagrams),
         bytes_per_block: per(c1.bytes, c0.bytes),
+        gossip_duplicates_per_block: per(c1.duplicates, c0.duplicates),
+        idontwant_per_block: per(c1.idontwant, c0.idontwant),
+        announced_per_block: per(c1.announced, c0.announced),
+        iwant_retries_per_block: per(c1.retries, c0.retries),
+        members_with_every_block,
+        members: n,
         txs_included,
         spins: c1.spins - c0.spins,
         spun_heights,
-        sim_seconds: net.sim.now().saturating_duration_since(t0).as_secs_f64(),
+        sim_seconds,
         wall_seconds: wall.elapsed().as_secs_f64(),
     })
 }

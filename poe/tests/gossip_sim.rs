@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use poe::gossip::{Gossip, GossipConfig, GossipEvent, MessageId, PeerId};
+use poe::gossip::{Gossip, GossipConfig, GossipEvent, LargeMessageMode, MessageId, PeerId};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 
@@ -64,10 +64,17 @@ fn idx(p: PeerId) -> usize {
 
 impl Net {
     fn new(seed: u64, n: usize) -> Net {
-        let config = GossipConfig {
+        Net::with_config(
             seed,
-            ..GossipConfig::default()
-        };
+            n,
+            GossipConfig {
+                seed,
+                ..GossipConfig::default()
+            },
+        )
+    }
+
+    fn with_config(seed: u64, n: usize, config: GossipConfig) -> Net {
         let mut net = Net {
             clock: Clock::new(Instant::now()),
             nodes: Vec::new(),
@@ -376,4 +383,64 @@ fn same_seed_same_run() {
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5).1, run(6).1, "the seed drives peer selection");
+}
+
+/// Publishes `M` large (4 KiB) messages from random nodes over 50 nodes in `mode`; returns the
+/// full-message frames and bytes sent per message after checking every node got every message
+/// exactly once.
+fn large_messages(mode: LargeMessageMode) -> (f64, f64) {
+    const M: usize = 10;
+    let config = GossipConfig {
+        seed: 11,
+        large_message_mode: mode,
+        ..GossipConfig::default()
+    };
+    let mut net = Net::with_config(11, N, config);
+    net.run_until(3.0);
+    let publish0 = net.total(|s| s.publish_frames_sent);
+    let bytes0 = net.total(|s| s.bytes_sent);
+    let mut published = Vec::new();
+    for k in 0..M {
+        let from = net.uniform(N as u64) as usize;
+        let mut data = vec![k as u8; 4096];
+        data[0] = 0xb1;
+        published.push((net.publish(from, &data), from));
+        net.run_until(3.0 + 0.3 * (k + 1) as f64);
+    }
+    // Within a second or so of the last publication (well inside the gossip window).
+    net.run_until(3.0 + 0.3 * M as f64 + 1.5);
+    for (id, from) in &published {
+        assert_eq!(
+            net.receivers(id, *from).len(),
+            N - 1,
+            "{mode:?}: {id:?} from {from}"
+        );
+    }
+    let publish = (net.total(|s| s.publish_frames_sent) - publish0) as f64 / M as f64;
+    let bytes = (net.total(|s| s.bytes_sent) - bytes0) as f64 / M as f64;
+    println!(
+        "{mode:?}: {publish:.0} full copies, {bytes:.0} bytes per 4 KiB message over {N} nodes"
+    );
+    (publish, bytes)
+}
+
+#[test]
+fn announce_first_delivers_everywhere_with_about_one_copy_per_node() {
+    let (push, push_bytes) = large_messages(LargeMessageMode::Push);
+    let (announce, announce_bytes) = large_messages(LargeMessageMode::AnnounceFirst);
+    // Push sends about D copies per node; announce-first about one (plus the publisher's D).
+    assert!(push > 3.0 * N as f64, "push: {push} copies");
+    assert!(
+        announce < 1.5 * N as f64,
+        "announce-first: {announce} copies per message"
+    );
+    assert!(announce_bytes < push_bytes / 2.0);
+}
+
+#[test]
+fn idontwant_delivers_everywhere_and_saves_some_copies() {
+    let (push, _) = large_messages(LargeMessageMode::Push);
+    let (idw, _) = large_messages(LargeMessageMode::IDontWant);
+    // Latencies of 5-50 ms leave room for IDONTWANT to overtake some pushes, not most.
+    assert!(idw < push, "IDONTWANT {idw} vs push {push}");
 }

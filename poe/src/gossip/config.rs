@@ -4,6 +4,23 @@ use std::time::Duration;
 
 use super::frame::{MAX_DATA_LEN, MAX_IDS, MAX_TOPIC_LEN, MAX_TOPICS};
 
+/// How a node relays messages of at least [`GossipConfig::large_message_threshold`] bytes that
+/// it received (smaller ones are always pushed to the mesh, gossipsub's eager push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LargeMessageMode {
+    /// gossipsub v1.1: push the full message to every mesh peer but the sender.
+    Push,
+    /// gossipsub v1.2 ("IDONTWANT Message", "Basic scenario"): on the first copy, send
+    /// IDONTWANT(id) to every mesh peer at once, then push the message to the mesh peers that
+    /// have not sent IDONTWANT for it.
+    IDontWant,
+    /// Announce first (this module's extension, IHAVE-first for large messages): send IHAVE(id)
+    /// to the mesh peers instead of the message; a peer pulls it with IWANT from the first
+    /// announcer and, after [`GossipConfig::iwant_timeout`] without an answer, from the next
+    /// one. The publisher itself still pushes its message to its mesh (nobody else has it).
+    AnnounceFirst,
+}
+
 /// Parameters of a [`super::Gossip`] node. Defaults follow gossipsub v1.1 (D = 6, D_lo = 5,
 /// D_hi = 12, D_lazy = 6, 1 s heartbeat, 5 cache windows of which 3 are gossiped, 60 s fanout
 /// TTL and prune backoff, 2 min seen TTL) with bounds sized for POE.
@@ -58,6 +75,22 @@ pub struct GossipConfig {
     /// Most requested-but-not-received ids remembered (they are not requested again while
     /// remembered, for three heartbeats).
     pub max_pending_iwant: usize,
+    /// How received messages of at least `large_message_threshold` bytes are relayed.
+    pub large_message_mode: LargeMessageMode,
+    /// Size in bytes from which a message's data counts as large (gossipsub v1.2 leaves the
+    /// IDONTWANT threshold to implementations; rust-libp2p uses 1 KiB).
+    pub large_message_threshold: usize,
+    /// gossipsub v1.2 `max_idontwant_messages`: most IDONTWANT frames taken from one peer per
+    /// heartbeat; further ones are ignored and counted.
+    pub max_idontwant_messages: usize,
+    /// Most ids remembered per peer from its IDONTWANT frames (the oldest is forgotten first);
+    /// each is forgotten anyway `history_length` heartbeats after it arrived.
+    pub max_idontwant_ids: usize,
+    /// How long a pull (IWANT after IHAVE) waits for the message before asking the next peer
+    /// that announced it.
+    pub iwant_timeout: Duration,
+    /// Most peers remembered per pulled message as fallbacks, besides the one asked.
+    pub max_announcers: usize,
     /// Seed of the peer-selection random stream (mixed with the node's own id).
     pub seed: u64,
 }
@@ -88,6 +121,12 @@ impl Default for GossipConfig {
             max_ihave_messages: 10,
             max_iwant_replies: 1024,
             max_pending_iwant: 4096,
+            large_message_mode: LargeMessageMode::AnnounceFirst,
+            large_message_threshold: 1024,
+            max_idontwant_messages: 1024,
+            max_idontwant_ids: 4096,
+            iwant_timeout: Duration::from_millis(500),
+            max_announcers: 8,
             seed: 0,
         }
     }
@@ -165,6 +204,7 @@ impl GossipConfig {
             ("heartbeat_interval", self.heartbeat_interval),
             ("seen_ttl", self.seen_ttl),
             ("fanout_ttl", self.fanout_ttl),
+            ("iwant_timeout", self.iwant_timeout),
         ] {
             if d.is_zero() {
                 return Err(ConfigError::ZeroDuration(what));
@@ -181,6 +221,9 @@ impl GossipConfig {
             ("max_ihave_messages", self.max_ihave_messages),
             ("max_iwant_replies", self.max_iwant_replies),
             ("max_pending_iwant", self.max_pending_iwant),
+            ("max_idontwant_messages", self.max_idontwant_messages),
+            ("max_idontwant_ids", self.max_idontwant_ids),
+            ("max_announcers", self.max_announcers),
         ] {
             if n == 0 {
                 return Err(ConfigError::ZeroBound(what));
@@ -243,6 +286,22 @@ mod tests {
             ..GossipConfig::default()
         };
         assert!(matches!(c.validate(), Err(ConfigError::History { .. })));
+        let c = GossipConfig {
+            iwant_timeout: Duration::ZERO,
+            ..GossipConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroDuration("iwant_timeout"))
+        );
+        let c = GossipConfig {
+            max_idontwant_ids: 0,
+            ..GossipConfig::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::ZeroBound("max_idontwant_ids"))
+        );
         let c = GossipConfig {
             max_queue_frames: 0,
             ..GossipConfig::default()

@@ -11,7 +11,7 @@ use rand_chacha::rand_core::{Rng, SeedableRng};
 use sha2::{Digest, Sha256};
 
 use super::cache::{MessageCache, SeenCache};
-use super::config::{ConfigError, GossipConfig};
+use super::config::{ConfigError, GossipConfig, LargeMessageMode};
 use super::frame::{Frame, FrameError, MAX_TOPIC_LEN, MAX_TOPICS, Subscription};
 use super::{GossipEvent, MessageId, PeerId, Transport};
 
@@ -93,6 +93,24 @@ pub struct GossipStats {
     pub iwant_refused: u64,
     /// Heartbeats run.
     pub heartbeats: u64,
+    /// IDONTWANT frames queued (gossipsub v1.2).
+    pub idontwant_sent: u64,
+    /// IDONTWANT frames taken from peers.
+    pub idontwant_received: u64,
+    /// IDONTWANT frames ignored (over `max_idontwant_messages` per heartbeat).
+    pub idontwant_ignored: u64,
+    /// Ids a peer's IDONTWANT set forgot early because it was full (`max_idontwant_ids`).
+    pub idontwant_evictions: u64,
+    /// Full messages not pushed to a peer because it had sent IDONTWANT for them.
+    pub idontwant_suppressed: u64,
+    /// Large messages announced to a mesh peer with IHAVE instead of pushed (announce-first).
+    pub announced: u64,
+    /// Pulls that timed out and asked the next announcer.
+    pub iwant_retries: u64,
+    /// Pulls given up: every remembered announcer timed out.
+    pub iwant_given_up: u64,
+    /// Ids still being pulled (gauge).
+    pub pulls: usize,
 }
 
 /// Why a topic was refused.
@@ -170,6 +188,27 @@ struct Peer {
     ihave_taken: usize,
     /// Messages sent to it in answer to IWANT this heartbeat.
     iwant_replies: usize,
+    /// IDONTWANT frames taken from it this heartbeat.
+    idontwant_taken: usize,
+    /// Ids it does not want pushed (gossipsub v1.2 `dont_send_message_ids`), at most
+    /// `max_idontwant_ids`, with the heartbeat each arrived at (in `dont_want_order`).
+    dont_want: BTreeSet<MessageId>,
+    /// `dont_want` in arrival order, to expire and evict the oldest first.
+    dont_want_order: VecDeque<(u64, MessageId)>,
+}
+
+/// A message being pulled with IWANT: who was asked, until when, and who else announced it.
+#[derive(Debug)]
+struct Pull {
+    /// The peer the last IWANT went to.
+    asked: PeerId,
+    /// When to ask the next announcer.
+    deadline: Instant,
+    /// Other peers that announced it, in arrival order (at most `max_announcers`).
+    others: VecDeque<PeerId>,
+    /// Every peer that announced it (they have it: no need to announce it back), at most
+    /// `max_announcers + 1`.
+    announcers: BTreeSet<PeerId>,
 }
 
 /// Peers a node publishes to on a topic it is not subscribed to.
@@ -204,6 +243,10 @@ pub struct Gossip {
     mcache: MessageCache,
     /// Ids requested with IWANT, and when.
     pending_iwant: BTreeMap<MessageId, Instant>,
+    /// Of `pending_iwant`, the ids with a fallback plan (at most `max_pending_iwant`).
+    pulls: BTreeMap<MessageId, Pull>,
+    /// The pulls' deadlines, earliest first.
+    pull_deadlines: BTreeSet<(Instant, MessageId)>,
     /// Peers with queued frames, served round-robin.
     ready: VecDeque<PeerId>,
     events: VecDeque<GossipEvent>,
@@ -243,6 +286,8 @@ impl Gossip {
             fanout: BTreeMap::new(),
             backoff: BTreeMap::new(),
             pending_iwant: BTreeMap::new(),
+            pulls: BTreeMap::new(),
+            pull_deadlines: BTreeSet::new(),
             ready: VecDeque::new(),
             events: VecDeque::new(),
             event_bytes: 0,
@@ -295,6 +340,7 @@ impl Gossip {
             queued_bytes: self.peers.values().map(|p| p.queued_bytes).sum(),
             pending_events: self.events.len(),
             pending_iwant: self.pending_iwant.len(),
+            pulls: self.pulls.len(),
             seen_evictions: self.seen.evicted(),
             mcache_evictions: self.mcache.evicted(),
             ..self.stats
@@ -418,6 +464,8 @@ impl Gossip {
         if !self.seen.insert(now, id) {
             return Err(PublishError::Duplicate(id));
         }
+        self.pending_iwant.remove(&id);
+        self.end_pull(&id);
         self.mcache.put(id, topic, data);
         self.stats.published += 1;
         let targets: Vec<PeerId> = if self.topics.contains(topic) {
@@ -466,13 +514,16 @@ impl Gossip {
             } => self.on_prune(now, from, topics, backoff_secs),
             Frame::IHave { topic, ids } => self.on_ihave(now, from, &topic, ids),
             Frame::IWant { ids } => self.on_iwant(from, ids),
+            Frame::IDontWant { ids } => self.on_idontwant(from, ids),
         }
         Ok(())
     }
 
-    /// Time passed: runs the heartbeat when it is due. The first call (or any first input
-    /// with a `now`) starts the heartbeat clock.
+    /// Time passed: pulls whose announcer did not answer in time ask the next one, and the
+    /// heartbeat runs when it is due. The first call (or any first input with a `now`) starts
+    /// the heartbeat clock.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.retry_pulls(now);
         let Some(due) = self.next_heartbeat else {
             self.start_clock(now);
             return;
@@ -536,10 +587,14 @@ impl Gossip {
         Some(ev)
     }
 
-    /// When [`Gossip::handle_timeout`] should next be called (the next heartbeat); `None`
-    /// until the clock has started.
+    /// When [`Gossip::handle_timeout`] should next be called (the next heartbeat or the
+    /// earliest pull deadline); `None` until the clock has started.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_heartbeat
+        let pull = self.pull_deadlines.first().map(|(t, _)| *t);
+        match (self.next_heartbeat, pull) {
+            (Some(h), Some(p)) => Some(h.min(p)),
+            (h, p) => h.or(p),
+        }
     }
 
     // ----- frame handlers -----
@@ -566,6 +621,8 @@ impl Gossip {
         }
         let id = MessageId::new(&topic, &data);
         self.pending_iwant.remove(&id);
+        // Peers that announced it have it: it is neither pushed nor announced to them.
+        let has_it = self.end_pull(&id).unwrap_or_default();
         if !self.seen.insert(now, id) {
             self.stats.duplicates += 1;
             return Ok(());
@@ -574,10 +631,56 @@ impl Gossip {
         let forward: Vec<PeerId> = self
             .mesh
             .get(&topic)
-            .map(|m| m.iter().copied().filter(|p| *p != from).collect())
+            .map(|m| {
+                m.iter()
+                    .copied()
+                    .filter(|p| *p != from && !has_it.contains(p))
+                    .collect()
+            })
             .unwrap_or_default();
-        for p in forward {
-            self.enqueue(p, raw.to_vec());
+        let large = data.len() >= self.config.large_message_threshold;
+        match self.config.large_message_mode {
+            LargeMessageMode::AnnounceFirst if large => {
+                let ihave = Frame::IHave {
+                    topic: topic.clone(),
+                    ids: alloc::vec![id],
+                }
+                .to_bytes();
+                for p in forward {
+                    self.enqueue(p, ihave.clone());
+                    self.stats.announced += 1;
+                }
+            }
+            mode => {
+                if mode == LargeMessageMode::IDontWant && large {
+                    // gossipsub v1.2 "Basic scenario": IDONTWANT to every mesh peer at once,
+                    // queued ahead of the message itself.
+                    let dont = Frame::IDontWant {
+                        ids: alloc::vec![id],
+                    }
+                    .to_bytes();
+                    let mesh: Vec<PeerId> = self
+                        .mesh
+                        .get(&topic)
+                        .map(|m| m.iter().copied().filter(|p| *p != from).collect())
+                        .unwrap_or_default();
+                    for p in mesh {
+                        self.enqueue(p, dont.clone());
+                        self.stats.idontwant_sent += 1;
+                    }
+                }
+                for p in forward {
+                    if self
+                        .peers
+                        .get(&p)
+                        .is_some_and(|q| q.dont_want.contains(&id))
+                    {
+                        self.stats.idontwant_suppressed += 1;
+                        continue;
+                    }
+                    self.enqueue(p, raw.to_vec());
+                }
+            }
         }
         if self.events.len() >= self.config.max_events
             || self.event_bytes + data.len() > self.config.max_event_bytes
@@ -690,10 +793,34 @@ impl Gossip {
             {
                 break;
             }
-            if self.seen.contains(&id) || self.pending_iwant.contains_key(&id) {
+            if self.seen.contains(&id) {
+                continue;
+            }
+            if self.pending_iwant.contains_key(&id) {
+                // Already asked someone: remember this peer as a fallback.
+                let max = self.config.max_announcers;
+                if let Some(pull) = self.pulls.get_mut(&id)
+                    && pull.asked != from
+                    && !pull.announcers.contains(&from)
+                    && pull.others.len() < max
+                {
+                    pull.others.push_back(from);
+                    pull.announcers.insert(from);
+                }
                 continue;
             }
             self.pending_iwant.insert(id, now);
+            let deadline = now + self.config.iwant_timeout;
+            self.pulls.insert(
+                id,
+                Pull {
+                    asked: from,
+                    deadline,
+                    others: VecDeque::new(),
+                    announcers: BTreeSet::from([from]),
+                },
+            );
+            self.pull_deadlines.insert((deadline, id));
             want.push(id);
         }
         if !want.is_empty() {
@@ -726,6 +853,82 @@ impl Gossip {
         }
     }
 
+    /// gossipsub v1.2 "IDONTWANT Message": remember the ids in the peer's bounded
+    /// `dont_send_message_ids` set (at most `max_idontwant_messages` frames per heartbeat).
+    fn on_idontwant(&mut self, from: PeerId, ids: Vec<MessageId>) {
+        let heartbeat = self.stats.heartbeats;
+        let max_ids = self.config.max_idontwant_ids;
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
+        if p.idontwant_taken >= self.config.max_idontwant_messages {
+            self.stats.idontwant_ignored += 1;
+            return;
+        }
+        p.idontwant_taken += 1;
+        self.stats.idontwant_received += 1;
+        for id in ids {
+            if !p.dont_want.insert(id) {
+                continue;
+            }
+            p.dont_want_order.push_back((heartbeat, id));
+            while p.dont_want_order.len() > max_ids {
+                if let Some((_, old)) = p.dont_want_order.pop_front() {
+                    p.dont_want.remove(&old);
+                    self.stats.idontwant_evictions += 1;
+                }
+            }
+        }
+    }
+
+    // ----- pulls -----
+
+    /// Forget the pull of `id`; returns the peers that announced it.
+    fn end_pull(&mut self, id: &MessageId) -> Option<BTreeSet<PeerId>> {
+        let pull = self.pulls.remove(id)?;
+        self.pull_deadlines.remove(&(pull.deadline, *id));
+        Some(pull.announcers)
+    }
+
+    /// Pulls past their deadline ask the next announcer still connected, or are given up
+    /// (and the id may be requested again on the next IHAVE).
+    fn retry_pulls(&mut self, now: Instant) {
+        while let Some(&(deadline, id)) = self.pull_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.pull_deadlines.pop_first();
+            let Some(mut pull) = self.pulls.remove(&id) else {
+                continue;
+            };
+            let next = loop {
+                match pull.others.pop_front() {
+                    Some(p) if self.peers.contains_key(&p) => break Some(p),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            };
+            let Some(next) = next else {
+                self.pending_iwant.remove(&id);
+                self.stats.iwant_given_up += 1;
+                continue;
+            };
+            pull.asked = next;
+            pull.deadline = now + self.config.iwant_timeout;
+            self.pull_deadlines.insert((pull.deadline, id));
+            self.pulls.insert(id, pull);
+            self.pending_iwant.insert(id, now);
+            self.send(
+                next,
+                &Frame::IWant {
+                    ids: alloc::vec![id],
+                },
+            );
+            self.stats.iwant_sent += 1;
+            self.stats.iwant_retries += 1;
+        }
+    }
+
     // ----- heartbeat -----
 
     fn heartbeat(&mut self, now: Instant) {
@@ -733,11 +936,28 @@ impl Gossip {
         self.seen.expire(now);
         self.backoff.retain(|_, until| *until > now);
         let followup = self.config.heartbeat_interval * IWANT_FOLLOWUP_HEARTBEATS;
-        self.pending_iwant
-            .retain(|_, asked| now.saturating_duration_since(*asked) < followup);
+        // A pull with fallbacks left ends at its own deadlines (`retry_pulls`).
+        let pulls = &self.pulls;
+        self.pending_iwant.retain(|id, asked| {
+            pulls.contains_key(id) || now.saturating_duration_since(*asked) < followup
+        });
+        // IDONTWANT ids are kept while the message could still be relayed or served from the
+        // message cache: `history_length` heartbeats.
+        let oldest = self
+            .stats
+            .heartbeats
+            .saturating_sub(self.config.history_length as u64);
         for p in self.peers.values_mut() {
             p.ihave_taken = 0;
             p.iwant_replies = 0;
+            p.idontwant_taken = 0;
+            while let Some(&(h, id)) = p.dont_want_order.front() {
+                if h >= oldest {
+                    break;
+                }
+                p.dont_want_order.pop_front();
+                p.dont_want.remove(&id);
+            }
         }
 
         let mut grafts: BTreeMap<PeerId, Vec<String>> = BTreeMap::new();

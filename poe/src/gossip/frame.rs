@@ -10,7 +10,11 @@
 //! kind 4 PRUNE         body = backoff_secs(u16 BE) count(u16 BE, 1..=MAX_TOPICS) { topic }
 //! kind 5 IHAVE         body = topic count(u16 BE, 1..=MAX_IDS) { message id (32 bytes) }
 //! kind 6 IWANT         body = count(u16 BE, 1..=MAX_IDS) { message id (32 bytes) }
+//! kind 7 IDONTWANT     body = count(u16 BE, 1..=MAX_IDS) { message id (32 bytes) }
 //! ```
+//!
+//! IDONTWANT is gossipsub v1.2's control message ("IDONTWANT Message"): the sender already has
+//! these messages, so the receiver should not push them to it.
 //!
 //! Decoding never panics and never allocates more than the input justifies: every count is
 //! checked against both its limit and the bytes that remain before anything is reserved.
@@ -38,6 +42,7 @@ const KIND_GRAFT: u8 = 3;
 const KIND_PRUNE: u8 = 4;
 const KIND_IHAVE: u8 = 5;
 const KIND_IWANT: u8 = 6;
+const KIND_IDONTWANT: u8 = 7;
 
 /// One subscription change announced by a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +87,12 @@ pub enum Frame {
     /// The sender wants these messages (answer to IHAVE).
     IWant {
         /// Ids requested.
+        ids: Vec<MessageId>,
+    },
+    /// The sender already has these messages: do not push them to it (gossipsub v1.2,
+    /// "IDONTWANT Message").
+    IDontWant {
+        /// Ids the sender does not want pushed.
         ids: Vec<MessageId>,
     },
 }
@@ -153,6 +164,7 @@ impl Frame {
             Frame::Prune { .. } => KIND_PRUNE,
             Frame::IHave { .. } => KIND_IHAVE,
             Frame::IWant { .. } => KIND_IWANT,
+            Frame::IDontWant { .. } => KIND_IDONTWANT,
         }
     }
 
@@ -192,7 +204,7 @@ impl Frame {
                 put_topic(out, topic);
                 put_ids(out, ids);
             }
-            Frame::IWant { ids } => put_ids(out, ids),
+            Frame::IWant { ids } | Frame::IDontWant { ids } => put_ids(out, ids),
         }
     }
 
@@ -259,6 +271,7 @@ impl Frame {
                 }
             }
             KIND_IWANT => Frame::IWant { ids: r.ids()? },
+            KIND_IDONTWANT => Frame::IDontWant { ids: r.ids()? },
             k => return Err(FrameError::UnknownKind(k)),
         };
         if !r.buf.is_empty() {
@@ -428,6 +441,9 @@ mod tests {
                 ids: vec![id, MessageId([7; 32])],
             },
             Frame::IWant { ids: vec![id] },
+            Frame::IDontWant {
+                ids: vec![id, MessageId([9; 32])],
+            },
         ]
     }
 
@@ -454,6 +470,7 @@ mod tests {
         assert_eq!(Frame::decode(&[]), Err(FrameError::Empty));
         assert_eq!(Frame::decode(&[2, 1]), Err(FrameError::Version(2)));
         assert_eq!(Frame::decode(&[1, 9]), Err(FrameError::UnknownKind(9)));
+        assert_eq!(Frame::decode(&[1, 8]), Err(FrameError::UnknownKind(8)));
         let mut b = samples()[0].to_bytes();
         b.push(0);
         assert_eq!(Frame::decode(&b), Err(FrameError::TrailingBytes(1)));
@@ -496,6 +513,37 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn idontwant_is_bounded_and_strict() {
+        let id = MessageId([3; 32]);
+        let bytes = Frame::IDontWant { ids: vec![id] }.to_bytes();
+        let mut want = vec![1, 7, 0, 1];
+        want.extend_from_slice(&[3; 32]);
+        assert_eq!(bytes, want);
+        assert_eq!(
+            Frame::decode(&[1, 7, 0, 0]),
+            Err(FrameError::EmptyList("message id"))
+        );
+        assert_eq!(
+            Frame::decode(&[1, 7, 0x04, 0x01]),
+            Err(FrameError::TooMany {
+                what: "message id",
+                count: MAX_IDS + 1,
+                max: MAX_IDS
+            })
+        );
+        assert!(matches!(
+            Frame::decode(&bytes[..bytes.len() - 1]),
+            Err(FrameError::Truncated {
+                field: "message id",
+                ..
+            })
+        ));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(Frame::decode(&long), Err(FrameError::TrailingBytes(1)));
+    }
+
     fn topic_strategy() -> impl Strategy<Value = String> {
         "[a-z0-9/._-]{1,40}"
     }
@@ -533,6 +581,8 @@ mod tests {
             )
                 .prop_map(|(topic, ids)| Frame::IHave { topic, ids }),
             proptest::collection::vec(id_strategy(), 1..20).prop_map(|ids| Frame::IWant { ids }),
+            proptest::collection::vec(id_strategy(), 1..20)
+                .prop_map(|ids| Frame::IDontWant { ids }),
         ]
     }
 
@@ -548,6 +598,29 @@ mod tests {
                 // Whatever decodes re-encodes to the same bytes (the encoding is canonical).
                 prop_assert_eq!(f.to_bytes(), bytes);
             }
+        }
+
+        #[test]
+        fn idontwant_bodies_never_panic_and_round_trip(
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            ids in proptest::collection::vec(id_strategy(), 1..40),
+        ) {
+            // Arbitrary bytes after the IDONTWANT header: a typed error or a canonical frame.
+            let mut bytes = vec![VERSION, KIND_IDONTWANT];
+            bytes.extend_from_slice(&body);
+            match Frame::decode(&bytes) {
+                Ok(f) => {
+                    let is_idontwant = matches!(f, Frame::IDontWant { .. });
+                    prop_assert!(is_idontwant);
+                    prop_assert_eq!(f.to_bytes(), bytes);
+                }
+                Err(e) => {
+                    let unknown = matches!(e, FrameError::UnknownKind(_));
+                    prop_assert!(!unknown);
+                }
+            }
+            let f = Frame::IDontWant { ids };
+            prop_assert_eq!(Frame::decode(&f.to_bytes()), Ok(f));
         }
 
         #[test]

@@ -23,6 +23,29 @@
 //! they are delivered or forwarded: every node delivers each message at most once while its id
 //! is remembered.
 //!
+//! # Large messages
+//!
+//! Messages of at least [`GossipConfig::large_message_threshold`] bytes (1 KiB by default) are
+//! relayed as [`GossipConfig::large_message_mode`] says ([`LargeMessageMode`]):
+//!
+//! - `Push`: like any message, to every mesh peer but the sender (gossipsub v1.1).
+//! - `IDontWant` (gossipsub v1.2, "IDONTWANT Message"): on the first copy the node sends
+//!   IDONTWANT(id) to every mesh peer at once, queued ahead of its own push; a peer that told
+//!   this node IDONTWANT(id) is skipped when it relays that message. Each peer's set holds at
+//!   most [`GossipConfig::max_idontwant_ids`] ids, each for `history_length` heartbeats, from
+//!   at most [`GossipConfig::max_idontwant_messages`] frames per heartbeat (v1.2's
+//!   `max_idontwant_messages`). Received IDONTWANT is honoured in every mode.
+//! - `AnnounceFirst` (the default; this module's extension): the node sends IHAVE(id) to its
+//!   mesh peers instead of the message (not to peers that announced it to this node: they have
+//!   it); a peer pulls it with IWANT from the first announcer and, when no answer came within
+//!   [`GossipConfig::iwant_timeout`], from the next one it remembers (at most
+//!   [`GossipConfig::max_announcers`] per message; the pulls are bounded by
+//!   `max_pending_iwant`). The publisher pushes its own message to its mesh. Each hop costs a
+//!   round trip more than a push, and each node receives about one full copy instead of about
+//!   `D`.
+//!
+//! Which default, and why, is measured in docs/BENCHMARKS.md (`mef bench poe`, the network).
+//!
 //! # What is guaranteed, and what is not
 //!
 //! - Within a connected overlay, a message is delivered to every subscribed node if the mesh of
@@ -99,14 +122,15 @@
 //! Every buffer has a limit and a counter in [`GossipStats`]: the seen cache (count and TTL),
 //! the message cache (windows, count and bytes), each peer's outbound queue (frames and bytes),
 //! the event queue (count and bytes), the topics a peer may announce, IHAVE/IWANT lengths and
-//! per-heartbeat budgets, the outstanding IWANT requests, and the size of a message and of a
+//! per-heartbeat budgets, the outstanding IWANT requests and their fallback announcers, each
+//! peer's IDONTWANT set (ids and frames per heartbeat), and the size of a message and of a
 //! frame. Messages on topics this node does not follow leave no state at all.
 //!
 //! # Left out of gossipsub v1.1
 //!
 //! Peer scoring (and with it `D_score`, opportunistic grafting, graylisting), `D_out`, peer
-//! exchange in PRUNE, flood publishing, `gossip_factor` (IHAVE goes to exactly `D_lazy` peers)
-//! and v1.2's IDONTWANT. The node keeps v1.1's prune backoff (a GRAFT during it is answered
+//! exchange in PRUNE, flood publishing and `gossip_factor` (IHAVE goes to exactly `D_lazy`
+//! peers). Of v1.2 it has IDONTWANT (above), not the protocol-id negotiation. The node keeps v1.1's prune backoff (a GRAFT during it is answered
 //! with PRUNE) and caps IHAVE frames and IWANT answers per peer per heartbeat. Framing is this
 //! module's own ([`frame`]), not gossipsub's protobuf, and there are no signatures or
 //! sequence numbers: the id is content-derived, so identical data on a topic is one message.
@@ -117,7 +141,7 @@ mod engine;
 pub mod frame;
 
 pub use self::cache::{MessageCache, SeenCache};
-pub use self::config::{ConfigError, GossipConfig};
+pub use self::config::{ConfigError, GossipConfig, LargeMessageMode};
 pub use self::engine::{Gossip, GossipStats, HandleError, PublishError, SubscribeError};
 pub use self::frame::{Frame, FrameError, MAX_TOPIC_LEN, Subscription};
 
