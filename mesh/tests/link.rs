@@ -714,6 +714,48 @@ fn replayed_rekey_initiation_is_rejected() {
 }
 
 #[test]
+fn a_flood_of_replayed_rekey_initiations_buys_a_few_dh_per_second() {
+    let now = Instant::now();
+    let cfg = LinkConfig {
+        rekey_after_packets: 2,
+        ..LinkConfig::default()
+    };
+    let budget = cfg.max_rekey_inits_per_sec as u64;
+    let (mut a, mut b) = ik_pair(now, cfg);
+    let t = now + Duration::from_millis(10);
+    let p = a.send(t, b"x").expect("send");
+    b.handle(t, &p).expect("data");
+    let init = a.poll_transmit().expect("rekey initiation");
+    b.handle(t, &init).expect("init");
+    let resp = b.poll_transmit().expect("response");
+    a.handle(t, &resp).expect("response");
+    let confirm = a.poll_transmit().expect("confirmation");
+    b.handle(t, &confirm).expect("confirm");
+    // 1,000 replays of the captured initiation within one second: only the budget (less the
+    // real rekey) reaches the DH that finds the stale timestamp; the rest are dropped first.
+    for i in 0..1_000u64 {
+        let at = t + Duration::from_micros(i * 900);
+        let r = b.handle(at, &init);
+        assert!(
+            matches!(
+                r,
+                Err(LinkError::ReplayedInitiation | LinkError::RateLimited)
+            ),
+            "{r:?}"
+        );
+    }
+    let s = b.stats();
+    assert_eq!(s.replayed_initiations + s.rate_limited_rekeys, 1_000);
+    assert_eq!(s.replayed_initiations, budget - 1, "{s:?}");
+    assert!(b.poll_transmit().is_none());
+    // A second later the budget is back, and the link still carries data.
+    let later = t + Duration::from_secs(2);
+    assert_eq!(b.handle(later, &init), Err(LinkError::ReplayedInitiation));
+    let p = a.send(later, b"after").expect("send");
+    assert_eq!(b.handle(later, &p), Ok(Some(b"after".to_vec())));
+}
+
+#[test]
 fn replay_table_is_bounded() {
     let now = Instant::now();
     let server = id(2);

@@ -93,8 +93,11 @@
 //! most three sessions (previous, current, next), one pending handshake, one retransmitted XX
 //! message 3 and one cookie.
 //!
-//! **Not (yet) here:** rekey initiations arriving at a [`Link`] are MAC1- and replay-checked
-//! but not rate-limited. Two links of the same identity to the same peer starting initiations
+//! Rekey initiations arriving at a [`Link`] are MAC1- and replay-checked, and at most
+//! [`LinkConfig::max_rekey_inits_per_sec`] of them per second reach the Diffie-Hellman that
+//! decrypts their timestamp (a replayed one is refused only after it).
+//!
+//! **Not (yet) here:** two links of the same identity to the same peer starting initiations
 //! at the very same [`Instant`](std::time::Instant) carry equal timestamps and the second is
 //! rejected (each link has its own clock; the mesh node derives them from one). Session indices
 //! come from `rand::random` and are not checked for collisions across links (the driver's
@@ -136,6 +139,12 @@ pub struct LinkConfig {
     pub dead_after: Duration,
     /// Keep the previous session this long after a rekey, for packets in flight.
     pub old_session_grace: Duration,
+    /// Rekey initiations a link runs the Noise handshake for (one Diffie-Hellman each) per
+    /// second; further ones are dropped before any DH ([`LinkError::RateLimited`], counted in
+    /// [`LinkStats::rate_limited_rekeys`]). A real peer sends one per rekey, retransmitted at
+    /// most every [`LinkConfig::handshake_retry_initial`]; replays of old initiations, which
+    /// are refused only after the DH that decrypts their timestamp, are what this bounds.
+    pub max_rekey_inits_per_sec: u32,
 }
 
 impl Default for LinkConfig {
@@ -149,6 +158,7 @@ impl Default for LinkConfig {
             keepalive_interval: Duration::from_secs(10),
             dead_after: Duration::from_secs(60),
             old_session_grace: Duration::from_secs(10),
+            max_rekey_inits_per_sec: 4,
         }
     }
 }
@@ -232,6 +242,10 @@ pub enum LinkError {
     /// from this peer: a replay (WireGuard paper §5.1).
     #[error("replayed initiation (timestamp not newer than the last one)")]
     ReplayedInitiation,
+    /// More rekey initiations this second than [`LinkConfig::max_rekey_inits_per_sec`]:
+    /// dropped before any Diffie-Hellman.
+    #[error("rekey initiation rate-limited")]
+    RateLimited,
     /// A rekey initiation whose MAC1 is not keyed by our static key (WireGuard paper §5.4.4).
     #[error("invalid MAC1")]
     BadMac1,
@@ -276,6 +290,9 @@ pub struct LinkStats {
     pub replayed_initiations: u64,
     /// Cookie replies accepted (the responder was under load, WireGuard paper §5.4.7).
     pub cookies_received: u64,
+    /// Rekey initiations dropped before any Diffie-Hellman by
+    /// [`LinkConfig::max_rekey_inits_per_sec`].
+    pub rate_limited_rekeys: u64,
 }
 
 /// Builds a snow handshake state.

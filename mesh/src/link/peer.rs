@@ -98,6 +98,9 @@ pub struct Link {
     /// the acceptor made this link, then every accepted rekey); a rekey initiation whose
     /// timestamp is not greater is a replay (WireGuard §5.1, §5.4.2).
     peer_timestamp: Option<Tai64N>,
+    /// Rekey initiations handshaken in the current one-second window, and its start
+    /// ([`LinkConfig::max_rekey_inits_per_sec`]).
+    rekey_window: (Option<Instant>, u32),
 }
 
 impl std::fmt::Debug for Link {
@@ -144,6 +147,7 @@ impl Link {
             last_received: now,
             clock,
             peer_timestamp: None,
+            rekey_window: (None, 0),
         }
     }
 
@@ -433,6 +437,7 @@ impl Link {
                         self.stats.bad_auth += 1
                     }
                     Err(LinkError::ReplayedInitiation) => self.stats.replayed_initiations += 1,
+                    Err(LinkError::RateLimited) => self.stats.rate_limited_rekeys += 1,
                     _ => {}
                 }
                 r.map(|()| None)
@@ -657,6 +662,17 @@ impl Link {
             self.stats.handshakes_sent += 1;
             return Ok(());
         }
+        // The DH below is the cost a replayed (or forged-but-MAC1-valid) initiation buys: at
+        // most `max_rekey_inits_per_sec` of them per second.
+        let (start, count) = &mut self.rekey_window;
+        if start.is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *count = 0;
+        }
+        if *count >= self.cfg.max_rekey_inits_per_sec {
+            return Err(LinkError::RateLimited);
+        }
+        *count += 1;
         let secret = self.local.secret_bytes();
         let mut hs = build_handshake(Pattern::IK, &secret, None, false).map_err(noise_err)?;
         let mut buf = vec![0u8; NOISE_BUF];
