@@ -5,6 +5,7 @@
 //! bytes and `now` and returns bytes, events and its next deadline; the tokio driver and the
 //! `sim-netem` tests are thin loops around the same cores.
 
+pub mod bucket;
 pub mod channel;
 pub mod discovery;
 pub mod driver;

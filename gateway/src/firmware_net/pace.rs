@@ -3,31 +3,30 @@
 //! (LTE, a shared DSL line) never spends more than its operator allows on serving firmware,
 //! whatever the number of peers. Sans-IO: the caller passes `now`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use mesh::bucket::TokenBucket;
 
 /// The smallest burst: one write chunk of the node's flush loop.
 pub const MIN_BURST: u64 = 64 * 1024;
 
-/// A token bucket of bytes: `rate` bytes per second, holding at most `burst` (a tenth of a
-/// second of `rate`, at least [`MIN_BURST`]).
+/// A [`TokenBucket`] of bytes: `rate` bytes per second, holding at most `burst` (a tenth of a
+/// second of `rate`, at least [`MIN_BURST`]); full at its first use.
 #[derive(Debug, Clone)]
 pub struct UploadCap {
     rate: u64,
     burst: u64,
-    tokens: u64,
-    at: Option<Instant>,
+    bucket: Option<TokenBucket>,
 }
 
 impl UploadCap {
-    /// A cap of `bits_per_second` (at least 8, one byte per second), starting full.
+    /// A cap of `bits_per_second` (at least 8, one byte per second).
     pub fn new(bits_per_second: u64) -> Self {
         let rate = (bits_per_second / 8).max(1);
-        let burst = (rate / 10).max(MIN_BURST);
         Self {
             rate,
-            burst,
-            tokens: burst,
-            at: None,
+            burst: (rate / 10).max(MIN_BURST),
+            bucket: None,
         }
     }
 
@@ -41,54 +40,37 @@ impl UploadCap {
         self.burst
     }
 
-    fn refill(&mut self, now: Instant) {
-        let Some(at) = self.at else {
-            self.at = Some(now);
-            return;
-        };
-        let elapsed = now.saturating_duration_since(at);
-        let new = (elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64;
-        if new > 0 {
-            self.tokens = self.tokens.saturating_add(new).min(self.burst);
-            // Advance by the time the whole tokens took, keeping the remainder.
-            let used = Duration::from_nanos(
-                (u128::from(new) * 1_000_000_000 / u128::from(self.rate)) as u64,
-            );
-            self.at = Some(at + used);
-        }
-        if self.tokens == self.burst {
-            self.at = Some(now);
-        }
+    fn bucket(&mut self, now: Instant) -> &mut TokenBucket {
+        let burst = self.burst;
+        self.bucket
+            .get_or_insert_with(|| TokenBucket::full(now, burst))
     }
 
     /// How many of `want` bytes may be written at `now` (possibly 0).
     pub fn available(&mut self, now: Instant, want: usize) -> usize {
-        self.refill(now);
-        usize::try_from(self.tokens).map_or(want, |t| t.min(want))
+        let (rate, burst) = (self.rate, self.burst);
+        let n = self.bucket(now).available(now, rate, burst);
+        usize::try_from(n).map_or(want, |n| n.min(want))
     }
 
     /// Records `n` bytes written.
     pub fn spend(&mut self, n: usize) {
-        self.tokens = self.tokens.saturating_sub(n as u64);
+        if let Some(b) = &mut self.bucket {
+            b.take(n as u64);
+        }
     }
 
     /// When at least `want` bytes (capped at the burst) will be available.
     pub fn ready_at(&mut self, now: Instant, want: usize) -> Instant {
-        self.refill(now);
-        let want = (want as u64).min(self.burst);
-        if self.tokens >= want {
-            return now;
-        }
-        let missing = want - self.tokens;
-        let wait = Duration::from_nanos(
-            (u128::from(missing) * 1_000_000_000).div_ceil(u128::from(self.rate)) as u64,
-        );
-        now + wait
+        let (rate, burst) = (self.rate, self.burst);
+        self.bucket(now).ready_at(now, want as u64, rate, burst)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

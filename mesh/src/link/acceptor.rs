@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::bucket::TokenBucket;
+
 use super::cookie;
 use super::peer::Link;
 use super::session::Session;
@@ -162,38 +164,6 @@ pub struct AcceptorStats {
     pub handshakes_processed: u64,
 }
 
-/// A token bucket in milli-tokens.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    milli: u64,
-    last: Instant,
-}
-
-impl Bucket {
-    fn full(now: Instant, burst: u32) -> Bucket {
-        Bucket {
-            milli: u64::from(burst) * 1000,
-            last: now,
-        }
-    }
-
-    fn take(&mut self, now: Instant, rate: u32, burst: u32) -> bool {
-        let ms =
-            u64::try_from(now.saturating_duration_since(self.last).as_millis()).unwrap_or(u64::MAX);
-        self.milli = self
-            .milli
-            .saturating_add(ms.saturating_mul(u64::from(rate)))
-            .min(u64::from(burst) * 1000);
-        self.last = now;
-        if self.milli >= 1000 {
-            self.milli -= 1000;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The replay-table entry of one initiator static key (WireGuard paper §5.1: the responder
 /// keeps the greatest timestamp per initiator).
 struct Seen {
@@ -223,8 +193,8 @@ pub struct Acceptor {
     cfg: AcceptorConfig,
     policy: AcceptPolicy,
     pending: HashMap<u32, PendingXx>,
-    sources: HashMap<u64, Bucket>,
-    global: Bucket,
+    sources: HashMap<u64, TokenBucket>,
+    global: TokenBucket,
     stats: AcceptorStats,
     /// Wall clock for the links we create (their IK rekeys carry timestamps).
     clock: WallClock,
@@ -260,7 +230,7 @@ impl Acceptor {
         cfg: AcceptorConfig,
         policy: AcceptPolicy,
     ) -> Acceptor {
-        let global = Bucket::full(now, cfg.global_burst);
+        let global = TokenBucket::full(now, u64::from(cfg.global_burst));
         let pk = local.public_key();
         let cookies = CookieChecker::new(cfg.cookie_threshold);
         Acceptor {
@@ -381,8 +351,7 @@ impl Acceptor {
             // Forget sources whose buckets have refilled: they are idle.
             let refill_ms = u64::from(burst) * 1000 / u64::from(rate.max(1));
             self.sources.retain(|_, b| {
-                u64::try_from(now.saturating_duration_since(b.last).as_millis()).unwrap_or(u64::MAX)
-                    < refill_ms
+                u64::try_from(b.idle_for(now).as_millis()).unwrap_or(u64::MAX) < refill_ms
             });
             if self.sources.len() >= self.cfg.max_sources {
                 return false;
@@ -391,12 +360,15 @@ impl Acceptor {
         let b = self
             .sources
             .entry(source)
-            .or_insert_with(|| Bucket::full(now, burst));
-        if !b.take(now, rate, burst) {
+            .or_insert_with(|| TokenBucket::full(now, u64::from(burst)));
+        if !b.take_one(now, u64::from(rate), u64::from(burst)) {
             return false;
         }
-        self.global
-            .take(now, self.cfg.global_rate, self.cfg.global_burst)
+        self.global.take_one(
+            now,
+            u64::from(self.cfg.global_rate),
+            u64::from(self.cfg.global_burst),
+        )
     }
 
     /// Handles one inbound packet from `source` (an opaque token for the sender's address,

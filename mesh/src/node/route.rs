@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::bucket::TokenBucket;
 use crate::hashname::Hashname;
 
 use super::peers::Peer;
@@ -43,45 +44,11 @@ impl Default for RelayLimits {
     }
 }
 
-/// A token bucket counting in millionths of a token.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Bucket {
-    micro: u128,
-    last: Instant,
-}
-
-impl Bucket {
-    pub(super) fn full(now: Instant, burst: u64) -> Bucket {
-        Bucket {
-            micro: u128::from(burst) * 1_000_000,
-            last: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant, rate: u64, burst: u64) {
-        let dt = now.saturating_duration_since(self.last).as_micros();
-        self.last = self.last.max(now);
-        let cap = u128::from(burst) * 1_000_000;
-        self.micro = (self.micro + dt * u128::from(rate)).min(cap);
-    }
-
-    /// Whether `n` tokens are available (after refilling); does not take them.
-    pub(super) fn has(&mut self, now: Instant, n: u64, rate: u64, burst: u64) -> bool {
-        self.refill(now, rate, burst);
-        self.micro >= u128::from(n) * 1_000_000
-    }
-
-    /// Takes `n` tokens (call after [`Bucket::has`]).
-    pub(super) fn take(&mut self, n: u64) {
-        self.micro = self.micro.saturating_sub(u128::from(n) * 1_000_000);
-    }
-}
-
 /// One relayed pair.
 #[derive(Debug)]
 struct RelaySession {
-    packets: Bucket,
-    bytes: Bucket,
+    packets: TokenBucket,
+    bytes: TokenBucket,
     last_used: Instant,
 }
 
@@ -138,8 +105,8 @@ impl RelayTable {
             self.sessions.insert(
                 key,
                 RelaySession {
-                    packets: Bucket::full(now, u64::from(limits.packet_burst)),
-                    bytes: Bucket::full(now, limits.byte_burst),
+                    packets: TokenBucket::full(now, u64::from(limits.packet_burst)),
+                    bytes: TokenBucket::full(now, limits.byte_burst),
                     last_used: now,
                 },
             );
