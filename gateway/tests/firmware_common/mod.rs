@@ -15,18 +15,10 @@ use gateway::firmware_cli;
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_mef-gateway");
 
-/// Deterministic pseudo-random bytes (64-bit LCG, high byte).
-pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            (s >> 56) as u8
-        })
-        .collect()
-}
+// The firmware crate's test data generator, the same bytes in both crates' tests.
+#[path = "../../../firmware/tests/common/mod.rs"]
+mod firmware_tests;
+pub use firmware_tests::pattern;
 
 /// 127.0.0.1, any port.
 pub fn loopback() -> SocketAddr {
