@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use cid::Cid;
 use ed25519_dalek::SigningKey;
 use firmware::blockstore::Blockstore;
-use firmware::exchange::{PeerKind, ServerConfig};
+use firmware::exchange::{PeerKind, Progress, ServerConfig};
 use firmware::manifest::{Manifest, Version};
 use firmware::unixfs::MemoryBlocks;
 use firmware::unixfs::importer::import;
@@ -71,7 +71,7 @@ fn recorder(log: &Log) -> impl FnMut(&NodeEvent) + use<> {
     move |ev| log.borrow_mut().push(ev.clone())
 }
 
-fn staged(log: &Log) -> Vec<(PathBuf, firmware::exchange::Progress)> {
+fn staged(log: &Log) -> Vec<(PathBuf, Progress)> {
     log.borrow()
         .iter()
         .filter_map(|ev| match ev {
@@ -79,6 +79,41 @@ fn staged(log: &Log) -> Vec<(PathBuf, firmware::exchange::Progress)> {
             _ => None,
         })
         .collect()
+}
+
+/// Runs the maker and gateways `a` and `b` until both gateways staged (or 60 s), then stops
+/// all three; each must stop cleanly and each gateway must have staged exactly once. Returns
+/// the maker's report and, per gateway, its report and its staging.
+async fn run_until_staged(
+    maker: FirmwareNode,
+    a: FirmwareNode,
+    b: FirmwareNode,
+) -> (NodeReport, [(NodeReport, Vec<(PathBuf, Progress)>); 2]) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (log_a, log_b): (Log, Log) = Default::default();
+    let watching = {
+        let logs = [log_a.clone(), log_b.clone()];
+        async move {
+            wait_staged(&logs, 1).await;
+            let _ = stop_tx.send(true);
+        }
+    };
+    let (served, ra, rb, ()) = tokio::join!(
+        maker.run(stopper(&stop_rx), |_| {}),
+        a.run(stopper(&stop_rx), recorder(&log_a)),
+        b.run(stopper(&stop_rx), recorder(&log_b)),
+        watching
+    );
+    let served = served.expect("maker stops cleanly");
+    let mut out = Vec::new();
+    for (name, report, log) in [("a", ra, log_a), ("b", rb, log_b)] {
+        let report = report.unwrap_or_else(|e| panic!("{name} stops cleanly: {e}"));
+        let staged = staged(&log);
+        assert_eq!(staged.len(), 1, "{name} staged once: {:?}", log.borrow());
+        out.push((report, staged));
+    }
+    let [a, b]: [_; 2] = out.try_into().expect("two gateways");
+    (served, [a, b])
 }
 
 /// Waits until every log holds `n` stagings, or 60 s.
@@ -166,29 +201,7 @@ async fn a_gateway_without_a_provider_gets_the_whole_image_from_its_swarm_peer()
         .await
         .expect("b: swarm peer");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (log_a, log_b): (Log, Log) = Default::default();
-    let watching = {
-        let logs = [log_a.clone(), log_b.clone()];
-        async move {
-            wait_staged(&logs, 1).await;
-            let _ = stop_tx.send(true);
-        }
-    };
-    let (served, ra, rb, ()) = tokio::join!(
-        maker.run(stopper(&stop_rx), |_| {}),
-        a.run(stopper(&stop_rx), recorder(&log_a)),
-        b.run(stopper(&stop_rx), recorder(&log_b)),
-        watching
-    );
-    let served = served.expect("maker stops cleanly");
-    let ra: NodeReport = ra.expect("a stops cleanly");
-    let rb: NodeReport = rb.expect("b stops cleanly");
-
-    let sa = staged(&log_a);
-    let sb = staged(&log_b);
-    assert_eq!(sa.len(), 1, "a staged once: {:?}", log_a.borrow());
-    assert_eq!(sb.len(), 1, "b staged once: {:?}", log_b.borrow());
+    let (served, [(ra, sa), (rb, sb)]) = run_until_staged(maker, a, b).await;
     let expect_name = format!("{MODEL}-1.1.0.bin");
     for (path, _) in [&sa[0], &sb[0]] {
         assert!(path.ends_with(&expect_name), "{}", path.display());
@@ -449,7 +462,7 @@ async fn two_gateways_and_a_maker(
     dir: &Path,
     data: &[u8],
     maker_server: ServerConfig,
-) -> (NodeReport, [firmware::exchange::Progress; 2]) {
+) -> (NodeReport, [Progress; 2]) {
     let root = add_image(dir, "image.bin", data, &dir.join("store-m"));
     release(dir, &["a", "b"], root, data.len());
     let maker = node(dir, "m", 1, None, maker_server).await;
@@ -468,33 +481,14 @@ async fn two_gateways_and_a_maker(
             .expect("swarm peer");
     }
     let [a, b]: [FirmwareNode; 2] = gateways.try_into().expect("two gateways");
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (log_a, log_b): (Log, Log) = Default::default();
-    let watching = {
-        let logs = [log_a.clone(), log_b.clone()];
-        async move {
-            wait_staged(&logs, 1).await;
-            let _ = stop_tx.send(true);
-        }
-    };
-    let (served, ra, rb, ()) = tokio::join!(
-        maker.run(stopper(&stop_rx), |_| {}),
-        a.run(stopper(&stop_rx), recorder(&log_a)),
-        b.run(stopper(&stop_rx), recorder(&log_b)),
-        watching
-    );
-    ra.expect("a stops cleanly");
-    rb.expect("b stops cleanly");
-    let (sa, sb) = (staged(&log_a), staged(&log_b));
-    assert_eq!(sa.len(), 1, "a staged once: {:?}", log_a.borrow());
-    assert_eq!(sb.len(), 1, "b staged once: {:?}", log_b.borrow());
+    let (served, [(_, sa), (_, sb)]) = run_until_staged(maker, a, b).await;
     for (path, _) in [&sa[0], &sb[0]] {
         assert!(
             fs::read(path).expect("staged") == data,
             "staged image differs"
         );
     }
-    (served.expect("maker stops cleanly"), [sa[0].1, sb[0].1])
+    (served, [sa[0].1, sb[0].1])
 }
 
 #[tokio::test(flavor = "current_thread")]
