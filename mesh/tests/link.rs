@@ -687,15 +687,11 @@ fn retransmitted_ik_initiation_gets_the_same_response_and_no_second_link() {
     assert_eq!((a.state(), b.state()), (LinkState::Up, LinkState::Up));
 }
 
-#[test]
-fn replayed_rekey_initiation_is_rejected() {
-    let now = Instant::now();
-    let cfg = LinkConfig {
-        rekey_after_packets: 2,
-        ..LinkConfig::default()
-    };
+/// An IK pair made at `now` whose first packet, at `t`, makes `a` rekey (the config must set
+/// `rekey_after_packets` to 2 or less); the rekey completes at `t`. Returns the pair and the
+/// captured rekey initiation.
+fn rekeyed_pair(now: Instant, t: Instant, cfg: LinkConfig) -> (Link, Link, Vec<u8>) {
     let (mut a, mut b) = ik_pair(now, cfg);
-    let t = now + Duration::from_millis(10);
     let p = a.send(t, b"x").expect("send");
     b.handle(t, &p).expect("data");
     let init = a.poll_transmit().expect("rekey initiation");
@@ -704,6 +700,18 @@ fn replayed_rekey_initiation_is_rejected() {
     a.handle(t, &resp).expect("response");
     let confirm = a.poll_transmit().expect("confirmation");
     b.handle(t, &confirm).expect("confirm");
+    (a, b, init)
+}
+
+#[test]
+fn replayed_rekey_initiation_is_rejected() {
+    let now = Instant::now();
+    let cfg = LinkConfig {
+        rekey_after_packets: 2,
+        ..LinkConfig::default()
+    };
+    let t = now + Duration::from_millis(10);
+    let (mut a, mut b, init) = rekeyed_pair(now, t, cfg);
     assert_eq!(b.stats().rekeys, 1);
     // The captured rekey initiation, replayed: no new session, no response.
     assert_eq!(b.handle(t, &init), Err(LinkError::ReplayedInitiation));
@@ -721,16 +729,8 @@ fn a_flood_of_replayed_rekey_initiations_buys_a_few_dh_per_second() {
         ..LinkConfig::default()
     };
     let budget = cfg.max_rekey_inits_per_sec as u64;
-    let (mut a, mut b) = ik_pair(now, cfg);
     let t = now + Duration::from_millis(10);
-    let p = a.send(t, b"x").expect("send");
-    b.handle(t, &p).expect("data");
-    let init = a.poll_transmit().expect("rekey initiation");
-    b.handle(t, &init).expect("init");
-    let resp = b.poll_transmit().expect("response");
-    a.handle(t, &resp).expect("response");
-    let confirm = a.poll_transmit().expect("confirmation");
-    b.handle(t, &confirm).expect("confirm");
+    let (mut a, mut b, init) = rekeyed_pair(now, t, cfg);
     // 1,000 replays of the captured initiation within one second: only the budget (less the
     // real rekey) reaches the DH that finds the stale timestamp; the rest are dropped first.
     for i in 0..1_000u64 {
