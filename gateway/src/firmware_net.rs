@@ -818,7 +818,7 @@ pub async fn fetch(
     }
     let start = Instant::now();
     // Blocks already in the store (an interrupted fetch) are walked, not requested.
-    let held = Blockstore::open(store.root()).map_err(NetError::Store)?;
+    let held = store.clone();
     let handle = driver::start(identity, driver_config(opts.bind), Acceptor::allow_all()).await?;
     let mut ex = Exchange::new(handle, store, false, ServerConfig::default());
     ex.progress = Some(Box::new(progress));

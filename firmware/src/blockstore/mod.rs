@@ -70,8 +70,10 @@ pub struct GcReport {
     pub blocks_kept: u64,
 }
 
-/// A content-addressed blockstore in a directory.
-#[derive(Debug)]
+/// A content-addressed blockstore in a directory. A clone is another handle on the same
+/// directory (what a fetch session reads held blocks through while the engine writes): opening
+/// again would repeat the crash cleanup's walk over every shard.
+#[derive(Debug, Clone)]
 pub struct Blockstore {
     root: PathBuf,
     blocks: PathBuf,

@@ -523,13 +523,11 @@ impl Updater {
         let root = update.manifest().root;
         let now = Instant::now();
         // Blocks already in the store are walked, not requested.
-        let started = Blockstore::open(ex.engine.store().root())
-            .map_err(|e| e.to_string())
-            .and_then(|held| {
-                ex.engine
-                    .fetch(now, root, self.cfg.session.clone(), Some(Box::new(held)))
-                    .map_err(|e| e.to_string())
-            });
+        let held = ex.engine.store().clone();
+        let started = ex
+            .engine
+            .fetch(now, root, self.cfg.session.clone(), Some(Box::new(held)))
+            .map_err(|e| e.to_string());
         if let Err(reason) = started {
             self.retry_at = Some(now + self.cfg.retry_after);
             self.report(on_event, NodeEvent::Failed { root, reason });
